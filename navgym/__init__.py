@@ -1,0 +1,35 @@
+"""navgym: learn 3D anatomy by navigating it.
+
+World space is RAS+ millimetres (NIfTI/nibabel convention).  ``gym.make("MRINav-v0")``
+navigates the MNI152 2009 template shipped inside nilearn.
+"""
+
+from gymnasium.envs.registration import register
+
+from .geometry import Plane, SlicePose, apply_actions
+from .render import TorchRenderer, render_slice, render_slices
+from .subjects import Subject, template_subject
+from .volume import Volume, VolumeError, load_volume
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Plane",
+    "SlicePose",
+    "Subject",
+    "TorchRenderer",
+    "Volume",
+    "VolumeError",
+    "apply_actions",
+    "load_volume",
+    "render_slice",
+    "render_slices",
+    "template_subject",
+]
+
+register(
+    id="MRINav-v0",
+    entry_point="navgym.env:MRINavEnv",
+    vector_entry_point="navgym.env:MRINavVectorEnv",
+    max_episode_steps=200,
+)

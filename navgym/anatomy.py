@@ -1,0 +1,126 @@
+"""Built-in anatomy: the MNI ICBM152 2009 template shipped inside nilearn, its landmarks and standard planes.
+
+The template (``mni_icbm152_t1_tal_nlin_sym_09a``, 1 mm, 197 x 233 x 189, RAS voxel order)
+and its grey/white-matter probability maps are files inside the ``nilearn`` wheel, so this
+works offline.  World space is MNI RAS+ mm.
+
+Landmarks
+---------
+Coordinates are MNI152 (2009a, symmetric) mm.  Starting points come from the literature
+(AC and PC as defined in MNI space by Lead-DBS, Horn & Kühn 2015, NeuroImage 107:127-135:
+AC (0.25, 1.30, -5.00), PC (-0.19, -24.76, -2.38) in the 2009b template; corpus callosum and
+ventricle points from standard neuroanatomy atlases).  Each was checked and adjusted on this
+template: ventricle points at the centroid of the template's CSF label in that region, the
+commissures and callosal points by eye on zoomed T1 slices; ``docs/landmarks.png`` shows
+them on the template (regenerate with ``python examples/show_landmarks.py``).  They are good to
+about 2 mm, enough for the search tasks' 3-5 mm success radii.
+
+==================  ==========================  ==============================================
+name                MNI mm (x, y, z)            structure
+==================  ==========================  ==============================================
+AC                  ( 0.0,   2.0,  -4.5)        anterior commissure, midline
+PC                  ( 0.0, -25.0,  -2.5)        posterior commissure, midline
+genu                ( 0.0,  29.0,   6.0)        genu of the corpus callosum (anterior bend)
+splenium            ( 0.0, -39.0,  10.0)        splenium of the corpus callosum (posterior end)
+frontal_horn_L      (-11.0,  18.0,  12.0)       frontal horn of the left lateral ventricle
+frontal_horn_R      ( 11.0,  18.0,  12.0)       frontal horn of the right lateral ventricle
+fourth_ventricle    ( 0.0, -44.0, -32.0)        fourth ventricle (centre)
+occipital_horn_L    (-28.0, -60.0,  6.0)        occipital (posterior) horn, left
+occipital_horn_R    ( 28.0, -60.0,  6.0)        occipital (posterior) horn, right
+==================  ==========================  ==============================================
+
+Standard planes
+---------------
+* ``mid_sagittal``: x = 0 (the symmetric template's midline), normal +x (Right).
+* ``acpc_axial``: contains AC and PC, perpendicular to the mid-sagittal plane; normal ~ +z.
+* ``coronal_ac``: through AC, perpendicular to the AC-PC line; normal ~ +y (Anterior).
+"""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+from scipy import ndimage
+
+from .geometry import Plane
+from .volume import Volume, load_volume
+
+__all__ = [
+    "TEMPLATE_LANDMARKS",
+    "TISSUE_LABELS",
+    "template_dir",
+    "load_template",
+    "template_planes",
+]
+
+TEMPLATE_LANDMARKS: dict[str, np.ndarray] = {
+    name: np.array(xyz, dtype=np.float64)
+    for name, xyz in {
+        "AC": (0.0, 2.0, -4.5),
+        "PC": (0.0, -25.0, -2.5),
+        "genu": (0.0, 29.0, 6.0),
+        "splenium": (0.0, -39.0, 10.0),
+        "frontal_horn_L": (-11.0, 18.0, 12.0),
+        "frontal_horn_R": (11.0, 18.0, 12.0),
+        "fourth_ventricle": (0.0, -44.0, -32.0),
+        "occipital_horn_L": (-28.0, -60.0, 6.0),
+        "occipital_horn_R": (28.0, -60.0, 6.0),
+    }.items()
+}
+
+TISSUE_LABELS = {0: "background", 1: "CSF", 2: "GM", 3: "WM"}
+
+_T1 = "mni_icbm152_t1_tal_nlin_sym_09a_converted.nii.gz"
+_GM = "mni_icbm152_gm_tal_nlin_sym_09a_converted.nii.gz"
+_WM = "mni_icbm152_wm_tal_nlin_sym_09a_converted.nii.gz"
+
+
+def template_dir() -> Path:
+    """Folder inside the installed nilearn package that holds the MNI152 2009 files."""
+    import nilearn.datasets
+
+    folder = Path(nilearn.datasets.__file__).parent / "data"
+    if not (folder / _T1).exists():
+        raise FileNotFoundError(f"MNI152 template not found in {folder}; reinstall nilearn (>=0.10)")
+    return folder
+
+
+@functools.lru_cache(maxsize=1)
+def load_template() -> Volume:
+    """The MNI152 2009 T1 template with a tissue label map (see :data:`TISSUE_LABELS`).
+
+    Labels: GM/WM where their probability is the largest and >= 0.5 of the tissue total;
+    CSF for the rest of the intracranial space (the filled, closed GM+WM mask, so the
+    ventricles count as CSF); background outside.  Cached per process, so every env in a
+    process (and every forked worker) shares one copy.
+    """
+    folder = template_dir()
+    t1 = nib.load(folder / _T1)
+    gm = np.asarray(nib.load(folder / _GM).dataobj, dtype=np.float32) / 255.0
+    wm = np.asarray(nib.load(folder / _WM).dataobj, dtype=np.float32) / 255.0
+    brain = (gm + wm) > 0.3
+    brain = ndimage.binary_closing(brain, structure=np.ones((3, 3, 3)), iterations=3)
+    brain = ndimage.binary_fill_holes(brain)
+    labels = np.zeros(gm.shape, np.uint8)
+    labels[brain] = 1
+    tissue = brain & ((gm + wm) >= 0.5)
+    labels[tissue & (gm >= wm)] = 2
+    labels[tissue & (wm > gm)] = 3
+    return load_volume(t1, labels=labels, name="MNI152_2009")
+
+
+def template_planes() -> dict[str, Plane]:
+    """Standard planes of the template, built from its AC and PC landmarks (world mm)."""
+    ac, pc = TEMPLATE_LANDMARKS["AC"], TEMPLATE_LANDMARKS["PC"]
+    anterior = (ac - pc) / np.linalg.norm(ac - pc)
+    right = np.array([1.0, 0.0, 0.0])
+    right = right - anterior * (right @ anterior)
+    right /= np.linalg.norm(right)
+    return {
+        "mid_sagittal": Plane(point=(ac + pc) / 2, normal=right),
+        "acpc_axial": Plane(point=ac, normal=np.cross(right, anterior)),
+        "coronal_ac": Plane(point=ac, normal=anterior),
+    }

@@ -1,0 +1,262 @@
+"""Gymnasium wrappers over :class:`navgym.simulator.Navigator`: ``MRINavEnv`` and ``MRINavVectorEnv``."""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import gymnasium as gym
+import numpy as np
+from gymnasium import spaces
+from gymnasium.vector.utils import batch_space
+
+from .simulator import NavConfig, Navigator
+from .subjects import Subject, template_subject
+from .tasks import make_task
+from .volume import load_volume
+
+__all__ = ["MRINavEnv", "MRINavVectorEnv", "make_subjects"]
+
+
+def make_subjects(subjects=None, volumes=None) -> Sequence[Subject]:
+    """Resolve the env's anatomy arguments to a sequence of Subjects.
+
+    ``subjects``: a sequence of :class:`Subject` (or anything with ``__len__``/``__getitem__``
+    returning Subjects).  ``volumes``: paths / nibabel images / Volumes, each wrapped as a
+    Subject without landmarks.  Neither: the built-in MNI152 template.
+    """
+    if subjects is not None and volumes is not None:
+        raise ValueError("give subjects= or volumes=, not both")
+    if subjects is not None:
+        if len(subjects) == 0:
+            raise ValueError("subjects is empty")
+        return subjects
+    if volumes is not None:
+        if isinstance(volumes, (str, bytes)) or not hasattr(volumes, "__len__"):
+            volumes = [volumes]
+        if len(volumes) == 0:
+            raise ValueError("volumes is empty")
+        loaded = [load_volume(v) for v in volumes]
+        return [Subject(subject_id=v.name, volume=v) for v in loaded]
+    return [template_subject()]
+
+
+class _NavSpaces:
+    """Spaces and observation/info formatting shared by the single and vector env."""
+
+    metadata = {"render_modes": ["rgb_array"], "render_fps": 10}
+
+    def _setup(self, num, subjects, volumes, task, task_kwargs, observation, config_kwargs):
+        self.config = NavConfig(**config_kwargs)
+        self.task = make_task(task, **(task_kwargs or {}))
+        if observation not in ("image", "dict"):
+            raise ValueError(f"observation must be 'image' or 'dict', got {observation!r}")
+        self.observation = observation
+        self.nav = Navigator(num, make_subjects(subjects, volumes), self.task, self.config)
+        h, w = self.config.size
+        image = spaces.Box(0, 255, (1, h, w), np.uint8)
+        if observation == "dict":
+            self._single_obs_space = spaces.Dict(
+                {
+                    "image": image,
+                    "labels": spaces.Box(0, 255, (1, h, w), np.uint8),
+                    "pose": spaces.Box(-np.inf, np.inf, (13,), np.float32),
+                }
+            )
+        else:
+            self._single_obs_space = image
+        self._single_action_space = spaces.Box(-1.0, 1.0, (7,), np.float32)
+
+    def _observe(self) -> Any:
+        image = self.nav.render()[:, None]
+        if self.observation == "image":
+            return image
+        return {"image": image, "labels": self.nav.render(labels=True)[:, None], "pose": self.nav.pose_array()}
+
+    def _infos(self, figures: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        nav = self.nav
+        return {
+            "center_mm": nav.centers.copy(),
+            "rotation": nav.rotations.copy(),
+            "fov_mm": nav.fovs.copy(),
+            "subject_id": np.array([s.subject_id for s in nav.current], dtype=object),
+            **figures,
+        }
+
+
+class MRINavEnv(_NavSpaces, gym.Env):
+    """Navigate a slice plane through a 3D MRI volume.
+
+    ## Description
+    The agent holds a square-pixel slice plane in an MRI volume (world space RAS+ mm, from
+    the NIfTI affine) and sees the slice rendered by oblique trilinear reslicing.  It moves
+    the plane (3 translations), turns it (3 rotations) and zooms (field of view).  With no
+    arguments the volume is the MNI ICBM152 2009 template shipped inside nilearn.
+
+    ## Action Space
+    ``Box(-1, 1, (7,), float32)``, in the plane's own frame (u right, v up, n normal):
+
+    | index | meaning                 | physical unit at +1             |
+    |-------|-------------------------|---------------------------------|
+    | 0-2   | translate along u, v, n | ``max_translation_mm`` (5 mm)   |
+    | 3-5   | rotate about u, v, n    | ``max_rotation_deg`` (5 deg)    |
+    | 6     | zoom (+ = in)           | fov / (1 + ``max_zoom_pct``/100) |
+
+    Values are clipped to [-1, 1]; NaN/inf raise ``ValueError``.
+
+    ## Observation Space
+    ``Box(0, 255, (1, H, W), uint8)`` (default 128 x 128): the slice, channel-first, intensities
+    normalised per volume to [0, 1] then x 255.  Row 0 is the plane's +v edge, column 0 its -u edge;
+    pixel spacing is ``fov / W`` mm.  ``observation="dict"`` gives ``{"image", "labels" (tissue label
+    slice, nearest-neighbour), "pose" (13 float32: centre mm, rotation row-major, fov mm)}``.
+
+    ## Rewards
+    Pure functions of (pose, target) in :mod:`navgym.tasks`:
+    * ``explore``: 0.
+    * ``landmark``: decrease in distance (mm) from the slice centre to the landmark, + 10 on success.
+    * ``plane``: decrease in (distance mm + angle deg) to the standard plane, + 10 on success.
+
+    ## Starting State
+    The subject is drawn uniformly (``self.np_random``).  Centre: the subject's brain centroid
+    + U(-20, 20) mm per axis; orientation: a random canonical view (axial, coronal or sagittal)
+    turned by U(0, 30) degrees about a random axis; fov: 180 mm (see :class:`NavConfig`).
+
+    ## Episode End
+    * Termination: the task succeeds (landmark within ``success_mm``; plane within ``success_mm``
+      and ``success_deg``).  ``explore`` never terminates.
+    * Truncation: ``max_episode_steps`` (200 as registered).
+    * Leaving the volume does not end the episode: the centre is clamped to the voxel grid
+      (in voxel space, so oblique grids are respected) and the fov to [``min_fov``, volume diagonal].
+
+    ## Arguments
+    * ``task``: ``"explore"`` (default), ``"landmark"``, ``"plane"`` or a :class:`navgym.tasks.Task`;
+      ``task_kwargs`` e.g. ``{"landmark": "PC", "success_mm": 2.0}``.
+    * ``subjects``: Subjects to draw from; ``volumes``: NIfTI paths / images (no landmarks).
+    * ``observation``: ``"image"`` or ``"dict"``; ``render_mode``: ``"rgb_array"`` (slice + 3-view locator).
+    * any :class:`NavConfig` field: ``size``, ``fov``, ``min_fov``, ``max_fov``, ``max_translation_mm``,
+      ``max_rotation_deg``, ``max_zoom_pct``, ``start_jitter_mm``, ``start_angle_deg``.
+
+    ``info`` holds ``center_mm`` (3,), ``rotation`` (3, 3) (columns u, v, n), ``fov_mm``,
+    ``subject_id`` and the task figures (``error``, ``is_success``, ``distance_mm``, ``angle_deg``).
+
+    ## Version History
+    * v0: initial release.
+    """
+
+    def __init__(
+        self,
+        task="explore",
+        task_kwargs: dict | None = None,
+        subjects=None,
+        volumes=None,
+        observation: str = "image",
+        render_mode: str | None = None,
+        **config_kwargs,
+    ):
+        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
+            raise ValueError(f"render_mode must be one of {self.metadata['render_modes']}, got {render_mode!r}")
+        self.render_mode = render_mode
+        self._setup(1, subjects, volumes, task, task_kwargs, observation, config_kwargs)
+        self.observation_space = self._single_obs_space
+        self.action_space = self._single_action_space
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None):
+        super().reset(seed=seed)
+        subject_index = (options or {}).get("subject_index")
+        self.nav.reset(0, self.np_random, subject_index)
+        return self._obs(), self._info(self.nav.figures(np.array([0])))
+
+    def step(self, action):
+        action = np.asarray(action, dtype=np.float64)
+        if action.shape != (7,):
+            raise ValueError(f"action must have shape (7,), got {action.shape}")
+        reward, figures = self.nav.step(action[None])
+        return self._obs(), float(reward[0]), bool(figures["is_success"][0]), False, self._info(figures)
+
+    def render(self):
+        if self.render_mode == "rgb_array":
+            from .viz import locator_frame
+
+            return locator_frame(self.nav.current[0].volume, self.pose, self.nav.render()[0])
+        return None
+
+    @property
+    def pose(self):
+        """The current :class:`SlicePose` (world mm)."""
+        from .geometry import SlicePose
+
+        return SlicePose(self.nav.centers[0], self.nav.rotations[0], self.nav.fovs[0])
+
+    @property
+    def subject(self) -> Subject:
+        return self.nav.current[0]
+
+    def _obs(self):
+        obs = self._observe()
+        return obs[0] if self.observation == "image" else {k: v[0] for k, v in obs.items()}
+
+    def _info(self, figures):
+        info = self._infos(figures)
+        info = {k: v[0] for k, v in info.items()}
+        info["is_success"] = bool(info["is_success"])
+        return info
+
+
+class MRINavVectorEnv(_NavSpaces, gym.vector.VectorEnv):
+    """``num_envs`` MRINav environments stepped together in one process (batched rendering).
+
+    Same arguments and semantics as :class:`MRINavEnv`, plus ``max_episode_steps``
+    (truncation, default 200).  Finished sub-envs reset on the next ``step`` (Gymnasium's
+    ``NEXT_STEP`` autoreset): that step returns the first observation of the new episode
+    with reward 0.  Used by ``gym.make_vec("MRINav-v0", n, vectorization_mode="vector_entry_point")``.
+    """
+
+    def __init__(
+        self,
+        num_envs: int = 1,
+        task="explore",
+        task_kwargs: dict | None = None,
+        subjects=None,
+        volumes=None,
+        observation: str = "image",
+        max_episode_steps: int = 200,
+        render_mode: str | None = None,
+        **config_kwargs,
+    ):
+        if render_mode is not None:
+            raise ValueError("MRINavVectorEnv does not render; use MRINavEnv(render_mode='rgb_array')")
+        self.num_envs = int(num_envs)
+        self.max_episode_steps = int(max_episode_steps)
+        self._setup(self.num_envs, subjects, volumes, task, task_kwargs, observation, config_kwargs)
+        self.single_observation_space = self._single_obs_space
+        self.single_action_space = self._single_action_space
+        self.observation_space = batch_space(self.single_observation_space, self.num_envs)
+        self.action_space = batch_space(self.single_action_space, self.num_envs)
+        self.metadata = {**self.metadata, "autoreset_mode": gym.vector.AutoresetMode.NEXT_STEP}
+        self._needs_reset = np.zeros(self.num_envs, bool)
+
+    def reset(self, *, seed=None, options: dict | None = None):
+        super().reset(seed=seed)
+        for i in range(self.num_envs):
+            self.nav.reset(i, self.np_random)
+        self._needs_reset[:] = False
+        return self._observe(), self._infos(self.nav.figures(np.arange(self.num_envs)))
+
+    def step(self, actions):
+        actions = np.asarray(actions, dtype=np.float64)
+        if actions.shape != (self.num_envs, 7):
+            raise ValueError(f"actions must have shape ({self.num_envs}, 7), got {actions.shape}")
+        restart = np.flatnonzero(self._needs_reset)
+        actions = actions.copy()
+        actions[restart] = 0.0
+        reward, figures = self.nav.step(actions)
+        for i in restart:
+            self.nav.reset(i, self.np_random)
+        if len(restart):
+            reward[restart] = 0.0
+            figures = self.nav.figures(np.arange(self.num_envs))
+        terminated = figures["is_success"].copy()
+        truncated = (self.nav.steps >= self.max_episode_steps) & ~terminated
+        terminated[restart] = False
+        truncated[restart] = False
+        self._needs_reset = terminated | truncated
+        return self._observe(), reward, terminated, truncated, self._infos(figures)

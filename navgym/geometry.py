@@ -1,0 +1,234 @@
+"""Slice-plane geometry (pure numpy/scipy).
+
+Frames and units
+----------------
+* World: RAS+ millimetres (x Right, y Anterior, z Superior), from the NIfTI affine.
+* Plane frame: the rotation matrix's columns are the plane's in-plane right ``u``,
+  in-plane up ``v`` and normal ``n = u x v`` (world unit vectors).
+* Image: row 0 is the ``+v`` edge, column 0 the ``-u`` edge; pixels are square with
+  spacing ``fov / W`` mm, so ``fov`` is the width of the view along ``u`` in mm and the
+  height is ``fov * H / W``.
+* Actions are physical deltas in the plane's own frame:
+  ``(du, dv, dn)`` mm, ``(ru, rv, rn)`` degrees (rotation about u, v, n; right-handed)
+  and ``zoom`` = ln(fov_before / fov_after) (positive zooms in).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.spatial.transform import Rotation
+
+__all__ = [
+    "SlicePose",
+    "Plane",
+    "apply_actions",
+    "pixel_to_world_affines",
+    "canonical_rotation",
+    "CANONICAL_VIEWS",
+]
+
+# Radiological-style views: (u, v) as world axes.  n = u x v.
+CANONICAL_VIEWS = {
+    "axial": np.array([[1, 0, 0], [0, 1, 0], [0, 0, 1]], float).T,  # u=R, v=A, n=S
+    "coronal": np.array([[1, 0, 0], [0, 0, 1], [0, -1, 0]], float).T,  # u=R, v=S, n=P
+    "sagittal": np.array([[0, 1, 0], [0, 0, 1], [1, 0, 0]], float).T,  # u=A, v=S, n=R
+}
+
+
+def canonical_rotation(view: str) -> np.ndarray:
+    """(3, 3) rotation (columns u, v, n) of an axial, coronal or sagittal view."""
+    try:
+        return CANONICAL_VIEWS[view].copy()
+    except KeyError:
+        raise ValueError(f"unknown view {view!r}; choose from {sorted(CANONICAL_VIEWS)}") from None
+
+
+@dataclass(frozen=True, eq=False)
+class SlicePose:
+    """A square-pixel slice plane in world space.
+
+    Parameters
+    ----------
+    center : (3,) array-like
+        World RAS+ mm of the image centre.
+    rotation : (3, 3) array-like or scipy ``Rotation``
+        Columns are the plane's right ``u``, up ``v`` and normal ``n`` in world axes;
+        must be orthonormal with determinant +1 (tolerance 1e-5; re-orthonormalised).
+    fov : float
+        Width of the field of view along ``u`` in mm (> 0).
+    """
+
+    center: np.ndarray
+    rotation: np.ndarray
+    fov: float
+
+    def __post_init__(self):
+        c = np.array(self.center, dtype=np.float64).reshape(-1)
+        if c.shape != (3,) or not np.all(np.isfinite(c)):
+            raise ValueError(f"center must be 3 finite numbers (mm), got {self.center!r}")
+        r = self.rotation.as_matrix() if isinstance(self.rotation, Rotation) else np.array(self.rotation, float)
+        if r.shape != (3, 3) or not np.all(np.isfinite(r)):
+            raise ValueError(f"rotation must be a finite 3x3 matrix, got shape {r.shape}")
+        if not np.allclose(r.T @ r, np.eye(3), atol=1e-5) or np.linalg.det(r) < 0:
+            raise ValueError("rotation must be orthonormal with det +1 (columns u, v, n = u x v)")
+        fov = float(self.fov)
+        if not np.isfinite(fov) or fov <= 0:
+            raise ValueError(f"fov must be a positive number of mm, got {self.fov!r}")
+        r = Rotation.from_matrix(r).as_matrix()
+        c.flags.writeable = False
+        r.flags.writeable = False
+        object.__setattr__(self, "center", c)
+        object.__setattr__(self, "rotation", r)
+        object.__setattr__(self, "fov", fov)
+
+    @classmethod
+    def from_quaternion(cls, center, quaternion, fov: float) -> "SlicePose":
+        """Build from a scalar-last (x, y, z, w) quaternion, scipy's convention."""
+        return cls(center, Rotation.from_quat(quaternion).as_matrix(), fov)
+
+    @classmethod
+    def canonical(cls, view: str, center=(0.0, 0.0, 0.0), fov: float = 200.0) -> "SlicePose":
+        """An axial, coronal or sagittal pose (see :data:`CANONICAL_VIEWS`)."""
+        return cls(center, canonical_rotation(view), fov)
+
+    @property
+    def u(self) -> np.ndarray:
+        return self.rotation[:, 0]
+
+    @property
+    def v(self) -> np.ndarray:
+        return self.rotation[:, 1]
+
+    @property
+    def normal(self) -> np.ndarray:
+        return self.rotation[:, 2]
+
+    @property
+    def quaternion(self) -> np.ndarray:
+        """(4,) scalar-last unit quaternion with w >= 0."""
+        q = Rotation.from_matrix(self.rotation).as_quat()
+        return q if q[3] >= 0 else -q
+
+    def pixel_to_world(self, size: tuple[int, int]) -> np.ndarray:
+        """(4, 4) affine mapping homogeneous ``(row, col, 0, 1)`` to world mm for an (H, W) image."""
+        return pixel_to_world_affines(self.center[None], self.rotation[None], np.array([self.fov]), size)[0]
+
+    def grid(self, size: tuple[int, int]) -> np.ndarray:
+        """(H, W, 3) world mm of every pixel centre."""
+        h, w = size
+        rows, cols = np.meshgrid(np.arange(h), np.arange(w), indexing="ij")
+        a = self.pixel_to_world(size)
+        return rows[..., None] * a[:3, 0] + cols[..., None] * a[:3, 1] + a[:3, 3]
+
+    def moved(self, action) -> "SlicePose":
+        """Pose after a physical action ``(du, dv, dn mm, ru, rv, rn deg, zoom)``; see :func:`apply_actions`."""
+        c, r, f = apply_actions(self.center[None], self.rotation[None], np.array([self.fov]), np.asarray(action)[None])
+        return SlicePose(c[0], r[0], f[0])
+
+    def as_array(self) -> np.ndarray:
+        """(13,) float64: center (3), rotation row-major (9), fov (1)."""
+        return np.concatenate([self.center, self.rotation.reshape(-1), [self.fov]])
+
+    @classmethod
+    def from_array(cls, a) -> "SlicePose":
+        a = np.asarray(a, float)
+        return cls(a[:3], a[3:12].reshape(3, 3), a[12])
+
+    def __repr__(self):
+        c = np.array2string(self.center, precision=2)
+        return f"SlicePose(center={c} mm, normal={np.array2string(self.normal, precision=3)}, fov={self.fov:.1f} mm)"
+
+
+def apply_actions(
+    centers: np.ndarray, rotations: np.ndarray, fovs: np.ndarray, actions: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Apply physical actions to a batch of poses, each in its own plane frame.
+
+    Parameters
+    ----------
+    centers : (N, 3) world mm
+    rotations : (N, 3, 3) columns u, v, n
+    fovs : (N,) mm
+    actions : (N, 7)
+        ``(du, dv, dn)`` mm along the current u, v, n; ``(ru, rv, rn)`` degrees about
+        the current u, v, n (a rotation vector in the plane frame); ``zoom`` =
+        ln(fov_before / fov_after).
+
+    Returns
+    -------
+    centers (N, 3), rotations (N, 3, 3), fovs (N,)
+        The translation uses the frame *before* the rotation. Rotations are composed with
+        scipy (quaternions, renormalised every step), so they stay orthonormal indefinitely.
+    """
+    actions = np.asarray(actions, dtype=np.float64)
+    if actions.ndim != 2 or actions.shape[1] != 7 or actions.shape[0] != len(centers):
+        raise ValueError(f"actions must have shape ({len(centers)}, 7), got {actions.shape}")
+    if not np.all(np.isfinite(actions)):
+        raise ValueError("actions contain NaN or inf")
+    new_centers = centers + np.einsum("nij,nj->ni", rotations, actions[:, :3])
+    local = Rotation.from_rotvec(np.deg2rad(actions[:, 3:6]))
+    new_rotations = (Rotation.from_matrix(rotations) * local).as_matrix()
+    new_fovs = fovs * np.exp(-actions[:, 6])
+    return new_centers, new_rotations, new_fovs
+
+
+def pixel_to_world_affines(
+    centers: np.ndarray, rotations: np.ndarray, fovs: np.ndarray, size: tuple[int, int]
+) -> np.ndarray:
+    """(N, 4, 4) affines mapping ``(row, col, 0, 1)`` to world mm for (H, W) images.
+
+    Column 0 is the world step per row (``-v * s``), column 1 per column (``u * s``),
+    column 2 the normal and column 3 the world position of pixel (0, 0), where
+    ``s = fov / W`` mm is the pixel spacing. Pixel centres sit at half-pixel offsets,
+    so the image is centred on ``center``.
+    """
+    h, w = size
+    s = (np.asarray(fovs, float) / w)[:, None]
+    u, v, n = rotations[:, :, 0], rotations[:, :, 1], rotations[:, :, 2]
+    out = np.zeros((len(centers), 4, 4))
+    out[:, :3, 0] = -v * s
+    out[:, :3, 1] = u * s
+    out[:, :3, 2] = n
+    out[:, :3, 3] = centers - u * s * (w - 1) / 2 + v * s * (h - 1) / 2
+    out[:, 3, 3] = 1
+    return out
+
+
+@dataclass(frozen=True, eq=False)
+class Plane:
+    """An unoriented plane in world space: a point on it (mm) and its unit normal."""
+
+    point: np.ndarray
+    normal: np.ndarray
+
+    def __post_init__(self):
+        p = np.array(self.point, dtype=np.float64).reshape(-1)
+        n = np.array(self.normal, dtype=np.float64).reshape(-1)
+        if p.shape != (3,) or n.shape != (3,) or not (np.all(np.isfinite(p)) and np.all(np.isfinite(n))):
+            raise ValueError("plane point and normal must be 3 finite numbers each")
+        norm = np.linalg.norm(n)
+        if norm < 1e-9:
+            raise ValueError("plane normal must be non-zero")
+        object.__setattr__(self, "point", p)
+        object.__setattr__(self, "normal", n / norm)
+
+    def distance(self, points: np.ndarray) -> np.ndarray:
+        """(...,) unsigned distance in mm of world points (..., 3) to the plane."""
+        return np.abs((np.asarray(points, float) - self.point) @ self.normal)
+
+    def angle_deg(self, normals: np.ndarray) -> np.ndarray:
+        """(...,) angle in degrees (0..90) between the plane and planes with unit normals (..., 3)."""
+        c = np.abs(np.asarray(normals, float) @ self.normal)
+        return np.degrees(np.arccos(np.clip(c, 0.0, 1.0)))
+
+    def pose(self, fov: float = 200.0, up=(0.0, 0.0, 1.0)) -> SlicePose:
+        """A SlicePose lying in this plane, centred on ``point``, with ``v`` as close to ``up`` as possible."""
+        n = self.normal
+        up = np.asarray(up, float)
+        if abs(up @ n) > 0.99:
+            up = np.array([0.0, 1.0, 0.0])
+        v = up - n * (up @ n)
+        v /= np.linalg.norm(v)
+        return SlicePose(self.point, np.stack([np.cross(v, n), v, n], axis=1), fov)

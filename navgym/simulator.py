@@ -1,0 +1,192 @@
+"""Batched navigation core shared by the single and the vector env (pure: no gymnasium).
+
+``Navigator`` holds N slice poses, each in its own subject, and advances them all at
+once: normalised actions -> physical deltas -> new poses (clamped to the volume) ->
+task figures -> rendered uint8 slices.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+
+import numpy as np
+from scipy.spatial.transform import Rotation
+
+from .geometry import CANONICAL_VIEWS, apply_actions
+from .render import render_slices
+from .subjects import Subject
+from .tasks import Task, shaped_reward
+
+__all__ = ["NavConfig", "Navigator"]
+
+
+@dataclass(frozen=True)
+class NavConfig:
+    """Physical settings of navigation (all lengths mm, angles degrees).
+
+    size : (H, W) observation pixels.
+    fov : starting field of view along u (mm); ``min_fov`` .. ``max_fov`` bound zooming
+        (``max_fov`` None = the volume's diagonal).
+    max_translation_mm, max_rotation_deg, max_zoom_pct : what an action of +-1 does per step.
+    start_jitter_mm : starting centre = the subject's brain centre + U(-j, j) per axis.
+    start_angle_deg : starting rotation = a random canonical view (axial/coronal/sagittal)
+        turned by a uniformly random axis and an angle U(0, start_angle_deg).
+    """
+
+    size: tuple[int, int] = (128, 128)
+    fov: float = 180.0
+    min_fov: float = 10.0
+    max_fov: float | None = None
+    max_translation_mm: float = 5.0
+    max_rotation_deg: float = 5.0
+    max_zoom_pct: float = 10.0
+    start_jitter_mm: float = 20.0
+    start_angle_deg: float = 30.0
+
+    def __post_init__(self):
+        h, w = (self.size, self.size) if np.isscalar(self.size) else tuple(self.size)
+        object.__setattr__(self, "size", (int(h), int(w)))
+        for f in fields(self):
+            v = getattr(self, f.name)
+            if f.name in ("size", "max_fov") or v is None:
+                continue
+            if not np.isfinite(v) or v < 0:
+                raise ValueError(f"{f.name} must be a finite number >= 0, got {v!r}")
+        if min(self.size) < 8 or max(self.size) > 1024:
+            raise ValueError(f"size must be between 8 and 1024 pixels per side, got {self.size}")
+        if self.fov <= 0 or self.min_fov <= 0 or (self.max_fov is not None and self.max_fov < self.min_fov):
+            raise ValueError("need fov > 0 and 0 < min_fov <= max_fov")
+
+    def action_scale(self) -> np.ndarray:
+        """(7,) physical units per unit of normalised action: mm x3, degrees x3, ln-zoom."""
+        t, r = self.max_translation_mm, self.max_rotation_deg
+        return np.array([t, t, t, r, r, r, np.log1p(self.max_zoom_pct / 100.0)])
+
+
+class Navigator:
+    """N slice poses navigating subjects under one task.
+
+    Parameters
+    ----------
+    num : int
+    subjects : sequence of Subject, or an object with ``__len__`` and ``__getitem__`` returning Subjects
+    task : Task
+    config : NavConfig
+    """
+
+    def __init__(self, num: int, subjects, task: Task, config: NavConfig):
+        if num < 1:
+            raise ValueError("need at least one pose")
+        if len(subjects) == 0:
+            raise ValueError("need at least one subject")
+        self.num, self.subjects, self.task, self.config = num, subjects, task, config
+        self.scale = config.action_scale()
+        self.centers = np.zeros((num, 3))
+        self.rotations = np.tile(np.eye(3), (num, 1, 1))
+        self.fovs = np.full(num, config.fov)
+        self.subject_index = np.zeros(num, np.int64)
+        self.current: list[Subject] = [subjects[0]] * num
+        self.targets = np.zeros((num, task.target_dim))
+        self.error = np.zeros(num)
+        self.steps = np.zeros(num, np.int64)
+        self._inv = np.zeros((num, 4, 4))
+        self._aff = np.zeros((num, 4, 4))
+        self._upper = np.zeros((num, 3))
+        self._max_fov = np.zeros(num)
+
+    # --- episode start -----------------------------------------------------------------
+    def reset(self, index: int, rng: np.random.Generator, subject_index: int | None = None) -> None:
+        """Start pose ``index`` on a random (or given) subject; see :class:`NavConfig` for the distribution."""
+        c = self.config
+        s = int(rng.integers(len(self.subjects))) if subject_index is None else int(subject_index)
+        subject = self.subjects[s]
+        vol = subject.volume
+        self.subject_index[index], self.current[index] = s, subject
+        self._inv[index], self._aff[index] = vol.inverse_affine, vol.affine
+        self._upper[index] = np.array(vol.shape) - 1
+        self._max_fov[index] = c.max_fov if c.max_fov is not None else vol.extent_mm
+        view = list(CANONICAL_VIEWS)[rng.integers(len(CANONICAL_VIEWS))]
+        axis = rng.normal(size=3)
+        angle = np.deg2rad(rng.uniform(0, c.start_angle_deg))
+        turn = Rotation.from_rotvec(axis / np.linalg.norm(axis) * angle)
+        self.rotations[index] = (turn * Rotation.from_matrix(CANONICAL_VIEWS[view])).as_matrix()
+        self.centers[index] = brain_center(subject) + rng.uniform(-c.start_jitter_mm, c.start_jitter_mm, 3)
+        self.fovs[index] = np.clip(c.fov, c.min_fov, self._max_fov[index])
+        self._clamp(np.array([index]))
+        self.targets[index] = self.task.target_for(subject, rng)
+        self.error[index] = self.figures(np.array([index]))["error"][0]
+        self.steps[index] = 0
+
+    # --- dynamics ----------------------------------------------------------------------
+    def physical(self, actions: np.ndarray) -> np.ndarray:
+        """(N, 7) normalised actions in [-1, 1] -> physical deltas (mm, degrees, ln-zoom)."""
+        a = np.asarray(actions, dtype=np.float64)
+        if a.shape != (self.num, 7):
+            raise ValueError(f"actions must have shape ({self.num}, 7), got {a.shape}")
+        if not np.all(np.isfinite(a)):
+            raise ValueError("actions contain NaN or inf")
+        return np.clip(a, -1.0, 1.0) * self.scale
+
+    def step(self, actions: np.ndarray) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """Advance every pose by its normalised action; returns (reward (N,), figures)."""
+        delta = self.physical(actions)
+        self.centers, self.rotations, self.fovs = apply_actions(self.centers, self.rotations, self.fovs, delta)
+        everyone = np.arange(self.num)
+        self._clamp(everyone)
+        self.steps += 1
+        figures = self.figures(everyone)
+        reward = shaped_reward(self.error, figures["error"], figures["is_success"], self.task.success_bonus)
+        if self.task.target_dim == 0:
+            reward = np.zeros(self.num)
+        self.error = figures["error"]
+        return reward, figures
+
+    def _clamp(self, idx: np.ndarray) -> None:
+        """Keep centres inside their voxel grid (clamped in voxel space) and fov within bounds."""
+        inv, aff = self._inv[idx], self._aff[idx]
+        vox = np.einsum("nij,nj->ni", inv[:, :3, :3], self.centers[idx]) + inv[:, :3, 3]
+        vox = np.clip(vox, 0.0, self._upper[idx])
+        self.centers[idx] = np.einsum("nij,nj->ni", aff[:, :3, :3], vox) + aff[:, :3, 3]
+        self.fovs[idx] = np.clip(self.fovs[idx], self.config.min_fov, self._max_fov[idx])
+
+    def figures(self, idx: np.ndarray) -> dict[str, np.ndarray]:
+        return self.task.evaluate(self.centers[idx], self.rotations[idx], self.targets[idx])
+
+    # --- observation -------------------------------------------------------------------
+    def render(self, labels: bool = False) -> np.ndarray:
+        """(N, H, W) uint8 slices: images quantised to 0..255 (or nearest-neighbour labels)."""
+        h, w = self.config.size
+        out = np.empty((self.num, h, w), np.uint8)
+        groups = np.unique(self.subject_index)
+        for s in groups:
+            sel = np.flatnonzero(self.subject_index == s) if len(groups) > 1 else slice(None)
+            first = sel[0] if len(groups) > 1 else 0
+            part = out if len(groups) == 1 else np.empty((len(sel), h, w), np.uint8)
+            render_slices(
+                self.current[first].volume, self.centers[sel], self.rotations[sel], self.fovs[sel], (h, w),
+                labels=labels, out=part,
+            )
+            if len(groups) > 1:
+                out[sel] = part
+        return out
+
+    def pose_array(self) -> np.ndarray:
+        """(N, 13) float32: centre (3, mm), rotation row-major (9), fov (1, mm)."""
+        return np.concatenate(
+            [self.centers, self.rotations.reshape(self.num, 9), self.fovs[:, None]], axis=1
+        ).astype(np.float32)
+
+
+def brain_center(subject: Subject) -> np.ndarray:
+    """(3,) world mm: intensity-weighted centroid of the subject's foreground (cached per volume)."""
+    vol = subject.volume
+    cached = getattr(vol, "_brain_center", None)
+    if cached is None:
+        data = vol.data[::2, ::2, ::2]
+        weights = np.where(data > 0.1, data, 0.0)
+        ijk = np.stack(np.nonzero(weights), axis=1) * 2.0
+        w = weights[weights > 0]
+        center_vox = (ijk * w[:, None]).sum(0) / w.sum() if w.size else (np.array(vol.shape) - 1) / 2
+        cached = center_vox @ vol.affine[:3, :3].T + vol.affine[:3, 3]
+        object.__setattr__(vol, "_brain_center", cached)
+    return cached

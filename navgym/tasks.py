@@ -1,0 +1,139 @@
+"""Navigation tasks: targets and pure reward/success functions of (pose, target).
+
+Every function is batched over N poses and takes plain arrays, so the single env, the
+vector env, oracles and offline evaluation share one definition.
+
+* ``explore``: no target, reward 0, never succeeds (for rollouts).
+* ``landmark``: bring the slice centre onto a landmark.  error = distance in mm.
+* ``plane``: align the slice with a standard plane.  error = distance of the slice centre
+  to the plane (mm) + ``mm_per_degree`` x angle between the planes (degrees, 0..90).
+
+Reward (landmark, plane) is potential-based shaping with the error as potential:
+``reward = error_before - error_after`` (+ ``success_bonus`` on the step that succeeds).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .subjects import Subject
+
+__all__ = ["Task", "ExploreTask", "LandmarkTask", "PlaneTask", "make_task", "shaped_reward"]
+
+
+@dataclass(frozen=True)
+class Task:
+    """Base task: ``target_for`` draws a per-episode target array; ``evaluate`` scores poses."""
+
+    name = "explore"
+    target_dim = 0
+    success_bonus: float = 10.0
+
+    def target_for(self, subject: Subject, rng: np.random.Generator) -> np.ndarray:
+        return np.zeros(self.target_dim)
+
+    def evaluate(self, centers: np.ndarray, rotations: np.ndarray, targets: np.ndarray) -> dict[str, np.ndarray]:
+        """Figures for N poses: always ``error`` (N,) and ``is_success`` (N,) bool, plus task-specific ones.
+
+        centers (N, 3) world mm; rotations (N, 3, 3) columns u, v, n; targets (N, target_dim).
+        """
+        n = len(centers)
+        return {"error": np.zeros(n), "is_success": np.zeros(n, bool)}
+
+
+@dataclass(frozen=True)
+class ExploreTask(Task):
+    """No reward; episodes end only by the time limit."""
+
+
+@dataclass(frozen=True)
+class LandmarkTask(Task):
+    """Bring the slice centre within ``success_mm`` of a landmark.
+
+    landmark : name in the subject's landmark table, or None to draw one per episode.
+    """
+
+    name = "landmark"
+    target_dim = 3
+    landmark: str | None = "AC"
+    success_mm: float = 3.0
+
+    def target_for(self, subject, rng):
+        names = sorted(subject.landmarks)
+        if not names:
+            raise ValueError(f"subject {subject.subject_id} has no landmarks; the landmark task needs some")
+        name = self.landmark if self.landmark is not None else names[rng.integers(len(names))]
+        if name not in subject.landmarks:
+            raise KeyError(f"subject {subject.subject_id} has no landmark {name!r}; it has {names}")
+        return subject.landmarks[name].copy()
+
+    def evaluate(self, centers, rotations, targets):
+        dist = landmark_distance(centers, targets)
+        return {"error": dist, "is_success": dist <= self.success_mm, "distance_mm": dist}
+
+
+@dataclass(frozen=True)
+class PlaneTask(Task):
+    """Bring the slice plane within ``success_mm`` and ``success_deg`` of a standard plane.
+
+    plane : name in the subject's plane table, or None to draw one per episode.
+    Target array: (point (3,) mm, unit normal (3,)).
+    """
+
+    name = "plane"
+    target_dim = 6
+    plane: str | None = "mid_sagittal"
+    success_mm: float = 3.0
+    success_deg: float = 5.0
+    mm_per_degree: float = 1.0
+
+    def target_for(self, subject, rng):
+        names = sorted(subject.planes)
+        if not names:
+            raise ValueError(f"subject {subject.subject_id} has no standard planes; the plane task needs some")
+        name = self.plane if self.plane is not None else names[rng.integers(len(names))]
+        if name not in subject.planes:
+            raise KeyError(f"subject {subject.subject_id} has no plane {name!r}; it has {names}")
+        p = subject.planes[name]
+        return np.concatenate([p.point, p.normal])
+
+    def evaluate(self, centers, rotations, targets):
+        dist, angle = plane_errors(centers, rotations[:, :, 2], targets[:, :3], targets[:, 3:])
+        ok = (dist <= self.success_mm) & (angle <= self.success_deg)
+        return {"error": dist + self.mm_per_degree * angle, "is_success": ok, "distance_mm": dist, "angle_deg": angle}
+
+
+def landmark_distance(centers: np.ndarray, positions: np.ndarray) -> np.ndarray:
+    """(N,) mm between slice centres (N, 3) and landmarks (N, 3), both world mm."""
+    return np.linalg.norm(np.asarray(centers) - np.asarray(positions), axis=-1)
+
+
+def plane_errors(centers, normals, points, plane_normals) -> tuple[np.ndarray, np.ndarray]:
+    """Distance (mm) of slice centres to target planes and angle (deg, 0..90) between the planes.
+
+    All (N, 3) world arrays; normals are unit vectors.  Planes are unoriented (a flipped normal is the same plane).
+    """
+    dist = np.abs(np.einsum("ni,ni->n", centers - points, plane_normals))
+    cos = np.abs(np.einsum("ni,ni->n", normals, plane_normals))
+    return dist, np.degrees(np.arccos(np.clip(cos, 0.0, 1.0)))
+
+
+def shaped_reward(prev_error: np.ndarray, error: np.ndarray, success: np.ndarray, success_bonus: float) -> np.ndarray:
+    """Potential-based shaping: decrease in error, plus a bonus where the step succeeds."""
+    return (prev_error - error) + success_bonus * success
+
+
+TASKS = {"explore": ExploreTask, "landmark": LandmarkTask, "plane": PlaneTask}
+
+
+def make_task(task: str | Task = "explore", **kwargs) -> Task:
+    """A task by name (``explore``, ``landmark``, ``plane``) with its options, or a Task instance as is."""
+    if isinstance(task, Task):
+        if kwargs:
+            raise ValueError("task options go with a task name, not a Task instance")
+        return task
+    if task not in TASKS:
+        raise ValueError(f"unknown task {task!r}; choose from {sorted(TASKS)}")
+    return TASKS[task](**kwargs)

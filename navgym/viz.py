@@ -1,0 +1,80 @@
+"""Pictures of navigation: the slice beside a 3-view locator of where its plane cuts the volume."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .geometry import SlicePose, canonical_rotation
+from .render import render_slice
+from .volume import Volume
+
+__all__ = ["locator_frame"]
+
+_LINE = np.array([255, 64, 64], np.uint8)
+_DOT = np.array([64, 255, 64], np.uint8)
+
+
+def locator_frame(volume: Volume, pose: SlicePose, image: np.ndarray | None = None, panel: int = 160) -> np.ndarray:
+    """(panel, 4 * panel, 3) uint8 RGB: the slice, then sagittal, coronal and axial views of the volume.
+
+    Each view passes through the slice centre and shows, in red, the segment where the slice's
+    plane (its fov square) cuts it, and the centre in green.  ``image`` (uint8 or float in [0, 1])
+    is the slice as the agent sees it; rendered from ``pose`` when omitted.
+    """
+    if image is None:
+        image = render_slice(volume, pose, (panel, panel))
+    tiles = [_to_rgb(_resize(np.asarray(image), panel))]
+    fov = volume.extent_mm * 0.8
+    for view in ("sagittal", "coronal", "axial"):
+        view_pose = SlicePose(pose.center, canonical_rotation(view), fov)
+        tile = _to_rgb(render_slice(volume, view_pose, (panel, panel)))
+        _draw_cut(tile, view_pose, pose)
+        tiles.append(tile)
+    return np.concatenate(tiles, axis=1)
+
+
+def _to_rgb(img: np.ndarray) -> np.ndarray:
+    img = np.asarray(img)
+    if img.dtype != np.uint8:
+        img = np.round(np.clip(img, 0, 1) * 255).astype(np.uint8)
+    return np.repeat(img[..., None], 3, axis=2)
+
+
+def _resize(img: np.ndarray, size: int) -> np.ndarray:
+    """Nearest-neighbour resize of a 2D image to (size, size * W / H)."""
+    h, w = img.shape
+    rows = np.minimum((np.arange(size) * h / size).astype(int), h - 1)
+    cols = np.minimum((np.arange(int(round(size * w / h))) * w / int(round(size * w / h))).astype(int), w - 1)
+    return img[rows][:, cols]
+
+
+def _draw_cut(tile: np.ndarray, view: SlicePose, pose: SlicePose) -> None:
+    """Draw the part of ``pose``'s fov square lying in ``view``'s plane, and the centre."""
+    n_view = view.normal
+    # Direction within the slice plane that is also within the view plane.
+    a, b = n_view @ pose.v, -(n_view @ pose.u)
+    size = tile.shape[0]
+    px = view.fov / size
+    half_w = pose.fov / 2
+    if np.hypot(a, b) > 1e-6:
+        d = (a * pose.u + b * pose.v) / np.hypot(a, b)
+        # Clip the line c + t d to the square |t d.u| <= half_w, |t d.v| <= half_h.
+        half_h = half_w  # square observations; a non-square image is shown by its width
+        limits = [half_w / abs(d @ pose.u) if abs(d @ pose.u) > 1e-9 else np.inf,
+                  half_h / abs(d @ pose.v) if abs(d @ pose.v) > 1e-9 else np.inf]
+        t = np.linspace(-min(limits), min(limits), 4 * size)
+        pts = pose.center + t[:, None] * d
+        _plot(tile, view, pts, px, _LINE)
+    _plot(tile, view, pose.center[None], px, _DOT, radius=2)
+
+
+def _plot(tile, view: SlicePose, pts: np.ndarray, px: float, color, radius: int = 0) -> None:
+    size = tile.shape[0]
+    rel = pts - view.center
+    cols = np.round(rel @ view.u / px + (size - 1) / 2).astype(int)
+    rows = np.round(-(rel @ view.v) / px + (size - 1) / 2).astype(int)
+    for dr in range(-radius, radius + 1):
+        for dc in range(-radius, radius + 1):
+            r, c = rows + dr, cols + dc
+            ok = (r >= 0) & (r < size) & (c >= 0) & (c < size)
+            tile[r[ok], c[ok]] = color
