@@ -46,6 +46,32 @@ class Subject:
         object.__setattr__(self, "landmarks", lms)
         object.__setattr__(self, "planes", dict(self.planes))
 
+    def poses_to_template(
+        self, centers: np.ndarray, rotations: np.ndarray, fovs: np.ndarray, step_mm: float = 0.5
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Map N slice poses from subject world mm to template mm.
+
+        centre -> ``to_template(centre)``; rotation -> the orthonormal (polar) part of
+        ``J @ R``, with J the transform's Jacobian at the centre (central differences of
+        ``step_mm``); fov -> fov x |J u|.  Exact for affine transforms, first-order otherwise.
+
+        Returns centers (N, 3), rotations (N, 3, 3), fovs (N,) in template space.
+        """
+        if self.to_template is None:
+            raise ValueError(f"subject {self.subject_id} has no transform to the template")
+        centers = np.asarray(centers, float).reshape(-1, 3)
+        rotations = np.asarray(rotations, float).reshape(-1, 3, 3)
+        offsets = np.concatenate([np.zeros((1, 3)), step_mm * np.eye(3), -step_mm * np.eye(3)])
+        pts = self.to_template((centers[:, None, :] + offsets[None]).reshape(-1, 3)).reshape(-1, 7, 3)
+        jac = (pts[:, 1:4] - pts[:, 4:7]).transpose(0, 2, 1) / (2 * step_mm)  # (N, 3, 3): d template / d subject
+        mapped = jac @ rotations
+        u_svd, _, vt = np.linalg.svd(mapped)
+        rot = u_svd @ vt
+        flip = np.linalg.det(rot) < 0  # a reflecting transform: keep a right-handed frame by flipping n
+        rot[flip, :, 2] *= -1
+        scale = np.linalg.norm(mapped[:, :, 0], axis=1)
+        return pts[:, 0], rot, np.asarray(fovs, float) * scale
+
 
 def template_subject() -> Subject:
     """The built-in MNI152 2009 template as a Subject (its own template space)."""
