@@ -10,7 +10,8 @@ Coordinates are MNI152 (2009a, symmetric) mm.  Starting points come from the lit
 (AC and PC as defined in MNI space by Lead-DBS, Horn & Kühn 2015, NeuroImage 107:127-135:
 AC (0.25, 1.30, -5.00), PC (-0.19, -24.76, -2.38) in the 2009b template; corpus callosum and
 ventricle points from standard neuroanatomy atlases).  Each was checked and adjusted on this
-template: ventricle points at the centroid of the template's CSF label in that region, the
+template: ventricle points at the deepest point (largest distance to non-CSF) of the template's
+CSF label within an anatomical search box, the
 commissures and callosal points by eye on zoomed T1 slices; ``docs/landmarks.png`` shows
 them on the template (regenerate with ``python examples/show_landmarks.py``).  They are good to
 about 2 mm, enough for the search tasks' 3-5 mm success radii.
@@ -22,11 +23,11 @@ AC                  ( 0.0,   2.0,  -4.5)        anterior commissure, midline
 PC                  ( 0.0, -25.0,  -2.5)        posterior commissure, midline
 genu                ( 0.0,  29.0,   6.0)        genu of the corpus callosum (anterior bend)
 splenium            ( 0.0, -39.0,  10.0)        splenium of the corpus callosum (posterior end)
-frontal_horn_L      (-11.0,  18.0,  12.0)       frontal horn of the left lateral ventricle
-frontal_horn_R      ( 11.0,  18.0,  12.0)       frontal horn of the right lateral ventricle
-fourth_ventricle    ( 0.0, -44.0, -32.0)        fourth ventricle (centre)
-occipital_horn_L    (-28.0, -60.0,  6.0)        occipital (posterior) horn, left
-occipital_horn_R    ( 28.0, -60.0,  6.0)        occipital (posterior) horn, right
+frontal_horn_L      ( -6.0,  14.0,  12.0)       frontal horn of the left lateral ventricle
+frontal_horn_R      (  6.0,  14.0,  12.0)       frontal horn of the right lateral ventricle
+fourth_ventricle    ( 0.0, -44.0, -31.0)        fourth ventricle (centre)
+atrium_L            (-30.0, -51.0,  5.0)        atrium (trigone) of the left lateral ventricle
+atrium_R            ( 30.0, -51.0,  5.0)        atrium (trigone) of the right lateral ventricle
 ==================  ==========================  ==============================================
 
 Standard planes
@@ -63,11 +64,11 @@ TEMPLATE_LANDMARKS: dict[str, np.ndarray] = {
         "PC": (0.0, -25.0, -2.5),
         "genu": (0.0, 29.0, 6.0),
         "splenium": (0.0, -39.0, 10.0),
-        "frontal_horn_L": (-11.0, 18.0, 12.0),
-        "frontal_horn_R": (11.0, 18.0, 12.0),
-        "fourth_ventricle": (0.0, -44.0, -32.0),
-        "occipital_horn_L": (-28.0, -60.0, 6.0),
-        "occipital_horn_R": (28.0, -60.0, 6.0),
+        "frontal_horn_L": (-6.0, 14.0, 12.0),
+        "frontal_horn_R": (6.0, 14.0, 12.0),
+        "fourth_ventricle": (0.0, -44.0, -31.0),
+        "atrium_L": (-30.0, -51.0, 5.0),
+        "atrium_R": (30.0, -51.0, 5.0),
     }.items()
 }
 

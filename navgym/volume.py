@@ -128,11 +128,13 @@ def normalize_intensity(data: np.ndarray, low: float = 0.5, high: float = 99.5) 
     fg = data[data != 0]
     if fg.size == 0:
         raise VolumeError("volume is empty: every voxel is zero")
-    lo, hi = np.percentile(fg, [low, high])
-    lo = min(float(lo), 0.0) if data.min() >= 0 else float(lo)
+    if data.min() == data.max():
+        raise VolumeError(f"volume has no contrast: every voxel is {data.min():g}")
+    lo, hi = (float(x) for x in np.percentile(fg, [low, high]))
+    lo = min(lo, 0.0) if data.min() >= 0 else lo
     if hi <= lo:
         raise VolumeError(f"volume has no contrast: robust range [{lo:g}, {hi:g}]")
-    out = (data - lo) / (hi - lo)
+    out = ((data - np.float32(lo)) / np.float32(hi - lo)).astype(np.float32, copy=False)
     np.clip(out, 0.0, 1.0, out=out)
     return out
 

@@ -1,0 +1,144 @@
+"""Geometry properties: orthonormality, frame conventions, action semantics."""
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from scipy.spatial.transform import Rotation
+
+from navgym import Plane, SlicePose
+from navgym.geometry import CANONICAL_VIEWS, apply_actions, pixel_to_world_affines
+
+finite = st.floats(-1e3, 1e3, allow_nan=False)
+actions = st.lists(st.floats(-10, 10, allow_nan=False), min_size=7, max_size=7)
+seeds = st.integers(0, 2**31 - 1)
+
+
+def random_pose(seed):
+    rng = np.random.default_rng(seed)
+    return SlicePose(rng.uniform(-50, 50, 3), Rotation.random(random_state=seed).as_matrix(), rng.uniform(20, 250))
+
+
+@given(seeds, actions)
+def test_action_keeps_rotation_orthonormal_and_right_handed(seed, action):
+    p = random_pose(seed).moved(np.array(action) * [1, 1, 1, 30, 30, 30, 0.1])
+    assert np.allclose(p.rotation.T @ p.rotation, np.eye(3), atol=1e-12)
+    assert np.isclose(np.linalg.det(p.rotation), 1.0)
+    assert np.allclose(np.cross(p.u, p.v), p.normal)
+
+
+def test_many_steps_stay_orthonormal():
+    rng = np.random.default_rng(0)
+    n = 256
+    centers, fovs = np.zeros((n, 3)), np.full(n, 100.0)
+    rots = np.tile(np.eye(3), (n, 1, 1))
+    for _ in range(4000):  # 1M single-pose updates in total
+        a = rng.uniform(-1, 1, (n, 7)) * [0, 0, 0, 7, 7, 7, 0]
+        centers, rots, fovs = apply_actions(centers, rots, fovs, a)
+    err = np.abs(np.einsum("nji,njk->nik", rots, rots) - np.eye(3)).max()
+    assert err < 1e-12
+
+
+@given(seeds, st.floats(-20, 20), st.floats(-20, 20), st.floats(-20, 20))
+def test_translation_moves_along_own_frame(seed, du, dv, dn):
+    p = random_pose(seed)
+    q = p.moved([du, dv, dn, 0, 0, 0, 0])
+    assert np.allclose(q.center - p.center, du * p.u + dv * p.v + dn * p.normal)
+    assert np.allclose(q.rotation, p.rotation)
+
+
+@given(seeds, st.floats(-45, 45))
+def test_rotation_about_normal_keeps_normal(seed, deg):
+    p = random_pose(seed)
+    q = p.moved([0, 0, 0, 0, 0, deg, 0])
+    assert np.allclose(q.normal, p.normal, atol=1e-12)
+    # right-handed: a positive rotation about n turns u towards v by exactly deg
+    assert np.isclose(np.degrees(np.arctan2(q.u @ p.v, q.u @ p.u)), deg, atol=1e-9)
+
+
+@given(seeds, st.floats(-45, 45))
+def test_rotations_invert(seed, deg):
+    p = random_pose(seed)
+    for axis in range(3):
+        a = np.zeros(7)
+        a[3 + axis] = deg
+        back = p.moved(a).moved(-a)
+        assert np.allclose(back.rotation, p.rotation, atol=1e-10)
+
+
+@given(seeds, st.floats(-1, 1))
+def test_zoom_is_log_scale(seed, z):
+    p = random_pose(seed)
+    q = p.moved([0, 0, 0, 0, 0, 0, z])
+    assert np.isclose(q.fov, p.fov * np.exp(-z))
+    assert np.allclose(q.center, p.center)
+
+
+def test_pixel_grid_conventions():
+    p = SlicePose.canonical("axial", center=(10.0, 20.0, 30.0), fov=8.0)
+    g = p.grid((4, 8))  # 1 mm pixels
+    assert np.allclose(g.mean(axis=(0, 1)), p.center)
+    assert np.allclose(g[0, 1] - g[0, 0], p.u * 1.0)  # columns go +u
+    assert np.allclose(g[1, 0] - g[0, 0], -p.v * 1.0)  # rows go -v (row 0 is the +v edge)
+    assert g[0, 0, 0] < p.center[0] and g[0, 0, 1] > p.center[1]
+
+
+def test_canonical_views_are_rotations():
+    for r in CANONICAL_VIEWS.values():
+        assert np.allclose(r.T @ r, np.eye(3)) and np.isclose(np.linalg.det(r), 1)
+    assert np.allclose(SlicePose.canonical("sagittal").normal, [1, 0, 0])
+    assert np.allclose(SlicePose.canonical("coronal").v, [0, 0, 1])
+
+
+@given(seeds)
+@settings(max_examples=20)
+def test_quaternion_round_trip(seed):
+    p = random_pose(seed)
+    q = SlicePose.from_quaternion(p.center, p.quaternion, p.fov)
+    assert np.allclose(q.rotation, p.rotation, atol=1e-12)
+    assert np.allclose(SlicePose.from_array(p.as_array()).rotation, p.rotation)
+
+
+def test_batched_affines_match_single():
+    poses = [random_pose(s) for s in range(5)]
+    batch = pixel_to_world_affines(
+        np.stack([p.center for p in poses]), np.stack([p.rotation for p in poses]), np.array([p.fov for p in poses]), (6, 9)
+    )
+    for p, a in zip(poses, batch):
+        assert np.allclose(p.pixel_to_world((6, 9)), a)
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        dict(center=(0, 0), rotation=np.eye(3), fov=1),
+        dict(center=(0, np.nan, 0), rotation=np.eye(3), fov=1),
+        dict(center=(0, 0, 0), rotation=np.diag([1, 1, -1]), fov=1),
+        dict(center=(0, 0, 0), rotation=2 * np.eye(3), fov=1),
+        dict(center=(0, 0, 0), rotation=np.eye(3), fov=0),
+        dict(center=(0, 0, 0), rotation=np.eye(3), fov=np.inf),
+    ],
+)
+def test_bad_poses_raise(kwargs):
+    with pytest.raises(ValueError):
+        SlicePose(**kwargs)
+
+
+def test_bad_actions_raise():
+    c, r, f = np.zeros((2, 3)), np.tile(np.eye(3), (2, 1, 1)), np.ones(2)
+    with pytest.raises(ValueError, match="shape"):
+        apply_actions(c, r, f, np.zeros((2, 6)))
+    with pytest.raises(ValueError, match="NaN"):
+        apply_actions(c, r, f, np.array([[0, 0, 0, 0, 0, 0, np.nan]] * 2))
+
+
+def test_plane_errors_and_pose():
+    pl = Plane(point=(0, 0, 5), normal=(0, 0, 2))
+    assert np.allclose(pl.normal, [0, 0, 1])
+    assert np.isclose(pl.distance([1, 2, 8]), 3)
+    assert np.isclose(pl.angle_deg([0, 0, -1]), 0)  # unoriented
+    assert np.isclose(pl.angle_deg([1, 0, 0]), 90)
+    pose = pl.pose(fov=50)
+    assert np.isclose(pl.angle_deg(pose.normal), 0) and np.allclose(pose.center, pl.point)
+    with pytest.raises(ValueError):
+        Plane((0, 0, 0), (0, 0, 0))
