@@ -4,7 +4,15 @@ World space is RAS+ millimetres (NIfTI/nibabel convention).  ``gym.make("MRINav-
 navigates the MNI152 2009 template shipped inside nilearn.
 """
 
+import os
+
+import numba
 from gymnasium.envs.registration import register
+
+# Fork-safe numba threads (tbb, else workqueue): GNU OpenMP kills forked workers, which
+# breaks AsyncVectorEnv and DataLoader workers once a kernel has run in the parent.
+if "NUMBA_THREADING_LAYER" not in os.environ:
+    numba.config.THREADING_LAYER = "forksafe"
 
 from .geometry import Plane, SlicePose, apply_actions
 from .render import TorchRenderer, render_slice, render_slices
