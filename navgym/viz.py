@@ -17,8 +17,8 @@ _DOT = np.array([64, 255, 64], np.uint8)
 def locator_frame(volume: Volume, pose: SlicePose, image: np.ndarray | None = None, panel: int = 160) -> np.ndarray:
     """(panel, 4 * panel, 3) uint8 RGB: the slice, then sagittal, coronal and axial views of the volume.
 
-    Each view passes through the slice centre and shows, in red, the segment where the slice's
-    plane (its fov square) cuts it, and the centre in green.  ``image`` (uint8 or float in [0, 1])
+    Each view passes through the slice centre, is centred on the volume's centre in-plane, and
+    shows in red the segment where the slice's plane (its fov square) cuts it, the centre in green.  ``image`` (uint8 or float in [0, 1])
     is the slice as the agent sees it; rendered from ``pose`` when omitted.
     """
     if image is None:
@@ -26,7 +26,9 @@ def locator_frame(volume: Volume, pose: SlicePose, image: np.ndarray | None = No
     tiles = [_to_rgb(_resize(np.asarray(image), panel))]
     fov = volume.extent_mm * 0.8
     for view in ("sagittal", "coronal", "axial"):
-        view_pose = SlicePose(pose.center, canonical_rotation(view), fov)
+        rot = canonical_rotation(view)
+        n = rot[:, 2]
+        view_pose = SlicePose(volume.center + n * (n @ (pose.center - volume.center)), rot, fov)
         tile = _to_rgb(render_slice(volume, view_pose, (panel, panel)))
         _draw_cut(tile, view_pose, pose)
         tiles.append(tile)
