@@ -28,7 +28,7 @@ def test_default_env_offline_real_anatomy():
 
 @pytest.mark.parametrize("task", ["explore", "landmark", "plane"])
 def test_gymnasium_check_env(task):
-    check_env(gym.make("MRINav-v0", task=task, **SMALL).unwrapped, skip_render_check=True)
+    check_env(gym.make("MRINav-v0", task=task, render_mode="rgb_array", **SMALL).unwrapped)
 
 
 @pytest.mark.parametrize("observation", ["image", "dict"])
