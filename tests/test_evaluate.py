@@ -104,3 +104,117 @@ def test_mean_ci_t_interval():
     rng = np.random.default_rng(0)
     hits = [abs(m) <= h for m, h, _ in (probes.mean_ci(rng.normal(size=3)) for _ in range(2000))]
     assert 0.93 < np.mean(hits) < 0.97
+
+
+# --- latent planning ---------------------------------------------------------------------------
+class _ShiftModel:
+    """Toy latent model: the latent is a 3-vector moved by the first three action components."""
+
+    def encode(self, frames):
+        return torch.zeros(len(frames), 3)
+
+    def predict(self, latents, actions):
+        assert latents.shape[1] == actions.shape[1]  # one action after each latent
+        return latents[:, -1] + actions[:, -1, :3]
+
+
+def test_cem_finds_actions_that_reach_the_goal():
+    from world_model.planning import PlanConfig, cem_plan
+
+    cfg = PlanConfig(horizon=3, population=128, elites=12, iterations=5)
+    goal = torch.tensor([[2.0, -1.5, 0.5], [-0.5, 0.0, 2.5]])
+    plan = cem_plan(_ShiftModel(), torch.zeros(2, 1, 3), torch.zeros(2, 0, 7), goal, cfg, torch.Generator().manual_seed(0))
+    assert plan.shape == (2, 3, 7) and plan.abs().max() <= 1 and (plan[..., 6] == 0).all()
+    reached = plan[:, :, :3].sum(1)
+    assert torch.linalg.norm(reached - goal, dim=1).max() < 0.5  # from 2.5 and 2.5 away
+
+
+def test_run_planning_policies():
+    from world_model.planning import PlanConfig, run_planning
+
+    subj = [template_subject()]
+    cfg = PlanConfig(episodes=3, steps=2, goal_steps=3, population=8, elites=2, iterations=1, size=(32, 32))
+    stay = run_planning(subj, cfg, policy="stay")
+    assert 0 < stay["final_dist_mm"] <= 3 * np.sqrt(3) * 5 + 1e-6 and len(stay["per_episode_dist_mm"]) == 3
+    rand = run_planning(subj, cfg, policy="random")
+    assert rand["final_dist_mm"] != stay["final_dist_mm"]
+
+    class Pooled(_ShiftModel):
+        def encode(self, frames):
+            return torch.nn.functional.avg_pool2d(frames.float()[:, None] / 255, 8).flatten(1)
+
+        def predict(self, latents, actions):
+            return latents[:, -1]
+
+    cem = run_planning(subj, cfg, model=Pooled())
+    assert set(cem) >= {"success_rate", "final_dist_mm", "final_angle_deg"} and 0 <= cem["success_rate"] <= 1
+    with pytest.raises(ValueError, match="needs a latent model"):
+        run_planning(subj, cfg, policy="cem")
+
+
+# --- the report ------------------------------------------------------------------------------
+class StandIn(torch.nn.Module):
+    """A fixed random conv projection (a stand-in for a pretrained encoder)."""
+
+    def __init__(self, seed):
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.randn(8, 1, 4, 4, generator=torch.Generator().manual_seed(seed)))
+        self.feature_dim = 8 * 4 * 4
+
+    def spatial_features(self, frames):
+        return torch.relu(torch.nn.functional.conv2d(frames.float()[:, None] / 255, self.w, stride=4))
+
+    def features(self, frames):
+        return torch.nn.functional.adaptive_avg_pool2d(self.spatial_features(frames), 4).flatten(1)
+
+
+def test_compare_verdicts():
+    from world_model.evaluate import compare
+
+    def row(method, values, metric="accuracy", higher=True):
+        m, h, n = probes.mean_ci(values)
+        return dict(task="t", probe="linear", metric=metric, method=method, mean=m, ci95=h, n=n, values=values,
+                    higher_is_better=higher)
+
+    summary = [row("navwm", [0.9, 0.91, 0.92]), row("mae3d", [0.5, 0.52, 0.51]), row("shuffled", [0.85, 0.95, 0.9]),
+               row("navwm", [3.0, 3.1, 2.9], "err", False), row("mae3d", [2.0, 2.1, 1.9], "err", False)]
+    got = {(c["metric"], c["baseline"]): c for c in compare(summary)}
+    assert got["accuracy", "mae3d"]["verdict"] == "better (intervals do not overlap)"
+    assert got["accuracy", "mae3d"]["advantage"] == pytest.approx(0.4)
+    assert got["accuracy", "shuffled"]["verdict"] == "better (intervals overlap)"
+    assert got["err", "mae3d"]["verdict"] == "worse (intervals do not overlap)"  # lower is better
+    assert got["err", "mae3d"]["advantage"] == pytest.approx(-1.0)
+
+
+def test_evaluate_end_to_end_with_stand_in_encoders(tmp_path):
+    from world_model import evaluate as ev
+    from world_model.planning import PlanConfig
+
+    cfg = ev.EvalConfig(
+        data=ProbeDataConfig(per_subject=60, size=(32, 32)),
+        probe=probes.ProbeConfig(mlp_epochs=3, seg_epochs=2, lbfgs_iters=20),
+        plan=PlanConfig(episodes=2, steps=2, population=8, elites=2, iterations=1, size=(32, 32)),
+    )
+
+    class Latent(StandIn):
+        def encode(self, frames):
+            return self.features(frames)
+
+        def predict(self, latents, actions):
+            return latents[:, -1]
+
+    entries = [ev.Entry(m, s, StandIn(s + 10 * i), latent_model=Latent(s) if m == "navwm" else None)
+               for i, m in enumerate(("navwm", "random")) for s in range(2)]
+    result = ev.evaluate(entries, [template_subject()], cfg)
+    result["timings"]["total_s"] = 1.0
+    doc = ev.write_report(result, cfg, tmp_path, ["python", "-m", "world_model.evaluate", "--test"])
+    n_metrics = sum(len(v) for v in probes.TASK_METRICS.values())
+    assert len(result["rows"]) == 4 * 2 * n_metrics
+    assert {r["method"] for r in result["planning"]} == {"navwm", "random_actions", "no_move"}
+    saved = json.loads((tmp_path / "results.json").read_text())
+    assert saved["command"].endswith("--test") and saved["versions"]["torch"] == torch.__version__
+    assert saved["config"]["data"]["per_subject"] == 60 and len(saved["comparisons"]) > 10
+    report = (tmp_path / "report.md").read_text()
+    assert "| pose | center_err_mm ↓ |" in report and "Does navwm beat each baseline?" in report
+    assert "only the slices differ" in report  # one subject: said plainly
+    assert {"plot_linear.png", "plot_mlp.png", "plot_plan.png"} <= {p.name for p in tmp_path.iterdir()}

@@ -66,7 +66,7 @@ class ProbeConfig:
     seed : torch seed for the MLP / decoder initialisation and batching.
     """
 
-    ridge_alphas: tuple[float, ...] = (1e-3, 1e-2, 1e-1, 1.0, 10.0)
+    ridge_alphas: tuple[float, ...] = (1e-3, 1e-2, 1e-1, 1.0, 10.0, 100.0, 1000.0)
     logistic_wds: tuple[float, ...] = (1e-4, 1e-3, 1e-2, 1e-1)
     lbfgs_iters: int = 100
     mlp_hidden: int = 256
@@ -95,9 +95,13 @@ Predictor = Callable[[np.ndarray], np.ndarray]
 
 
 class _Standardizer:
+    """z-score with training statistics; dimensions constant in training are only centred."""
+
     def __init__(self, x: np.ndarray, axis=0):
+        x = np.asarray(x, np.float64)
         self.mean = x.mean(axis=axis, keepdims=True)
-        self.std = x.std(axis=axis, keepdims=True) + 1e-6
+        std = x.std(axis=axis, keepdims=True)
+        self.std = np.where(std > 1e-6 * (1 + np.abs(self.mean)), std, 1.0)
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         return ((x - self.mean) / self.std).astype(np.float32)
@@ -193,16 +197,20 @@ def _train_epochs(model, x, y, xv, yv, loss_fn, epochs, lr, wd, batch_size, seed
     """Adam for ``epochs`` epochs; returns the model state with the best val loss."""
     g = torch.Generator().manual_seed(seed)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=wd)
-    best = (float("inf"), 0, copy.deepcopy(model.state_dict()))
+
+    def val_loss():
+        model.eval()
+        with torch.no_grad():
+            return float(sum(loss_fn(model(xv[i]), yv[i]) * len(i) for i in torch.arange(len(xv)).split(512)) / len(xv))
+
+    best = (val_loss(), 0, copy.deepcopy(model.state_dict()))  # epoch 0: the untrained model
     for epoch in range(epochs):
         model.train()
         for idx in torch.randperm(len(x), generator=g).split(batch_size):
             opt.zero_grad()
             loss_fn(model(x[idx]), y[idx]).backward()
             opt.step()
-        model.eval()
-        with torch.no_grad():
-            val = float(sum(loss_fn(model(xv[i]), yv[i]) * len(i) for i in torch.arange(len(xv)).split(512)) / len(xv))
+        val = val_loss()
         if val < best[0]:
             best = (val, epoch + 1, copy.deepcopy(model.state_dict()))
     model.load_state_dict(best[2])
@@ -211,7 +219,12 @@ def _train_epochs(model, x, y, xv, yv, loss_fn, epochs, lr, wd, batch_size, seed
 
 
 def fit_mlp(xtr, ytr, xval, yval, cfg: ProbeConfig, kind="regression", n_classes=None) -> tuple[Predictor, dict]:
-    """One-hidden-layer MLP probe (GELU); regression targets are standardised.  Returns (predict, info)."""
+    """One-hidden-layer MLP probe (GELU); regression targets are standardised.
+
+    The output layer starts at zero (the mean / uniform prediction), and the epoch with the best
+    val loss is kept, epoch 0 included, so the probe is never worse than the mean on val.
+    Returns (predict, info).
+    """
     torch.manual_seed(cfg.seed)
     sx = _Standardizer(xtr)
     sy = _Standardizer(ytr) if kind == "regression" else None
@@ -220,6 +233,7 @@ def fit_mlp(xtr, ytr, xval, yval, cfg: ProbeConfig, kind="regression", n_classes
     model = nn.Sequential(
         nn.Linear(x.shape[1], cfg.mlp_hidden), nn.GELU(), nn.Linear(cfg.mlp_hidden, _n_out(ytr, kind, n_classes))
     )
+    nn.init.zeros_(model[2].weight), nn.init.zeros_(model[2].bias)  # starts at the mean / uniform prediction
     model, info = _train_epochs(
         model, x, prep_y(ytr), xv, prep_y(yval), _loss_fn(kind), cfg.mlp_epochs, cfg.mlp_lr, cfg.mlp_wd,
         cfg.batch_size, cfg.seed,

@@ -1,0 +1,478 @@
+"""Downstream evaluation report: frozen-feature probes + latent planning for several pretrained
+encoders (methods x seeds), with mean +- 95% t-intervals over seeds.
+
+Usage::
+
+    python -m world_model.evaluate --checkpoints runs/navwm_s0/last.pt runs/navwm_s1/last.pt ... \
+        --out reports/small
+    python -m world_model.evaluate --quick --out reports/quick      # trains tiny models itself
+
+Writes ``<out>/report.md`` (tables, per-baseline verdicts), ``<out>/results.json`` (every raw
+number, the exact command, configs, seeds, subjects, versions, timings) and PNG plots.
+
+Protocol: every encoder is evaluated on the same probe-train / probe-val / probe-test
+subjects (disjoint; all held out from pretraining), the same slices, the same probe budgets
+(:class:`world_model.probes.ProbeConfig`) and the same planning episodes.  A method's number
+is the mean over its pretraining seeds; the interval is the two-sided 95% Student-t interval
+over seeds (``mean +- t_{0.975, n-1} s / sqrt(n)``).  "Intervals overlap" compares the two
+methods' intervals; non-overlap is a conservative sign of a real difference.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+import navgym
+from navgym.subjects import Subject, template_subject
+
+from . import probes
+from .eval_data import ProbeDataConfig, ProbeSet, make_probe_set
+from .planning import LatentModel, PlanConfig, run_planning
+
+__all__ = ["Entry", "EvalConfig", "evaluate", "split_subjects", "summarize", "compare", "write_report", "main"]
+
+REFERENCE = "navwm"
+SPLITS = ("train", "val", "test")
+
+
+@dataclass
+class Entry:
+    """One pretrained encoder: its method name, pretraining seed and the frozen module.
+
+    encoder : module with ``features((B, H, W) uint8 tensor) -> (B, D)`` and optionally
+        ``spatial_features(...) -> (B, C, h, w)``.
+    latent_model : optional :class:`world_model.planning.LatentModel` for latent planning.
+    """
+
+    method: str
+    seed: int
+    encoder: Any
+    checkpoint: str | None = None
+    latent_model: LatentModel | None = None
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """What the report runs (every method gets the same)."""
+
+    data: ProbeDataConfig = field(default_factory=ProbeDataConfig)
+    probe: probes.ProbeConfig = field(default_factory=probes.ProbeConfig)
+    plan: PlanConfig = field(default_factory=PlanConfig)
+    tasks: tuple[str, ...] = tuple(probes.TASKS) + ("segmentation",)
+    probe_kinds: tuple[str, ...] = ("linear", "mlp")
+    planning: bool = True
+    data_seed: int = 1000
+    batch_size: int = 256
+
+    def __post_init__(self):
+        bad = [t for t in self.tasks if t not in probes.TASKS and t != "segmentation"]
+        if bad:
+            raise ValueError(f"unknown tasks {bad}; choose from {list(probes.TASKS) + ['segmentation']}")
+        bad = [p for p in self.probe_kinds if p not in ("linear", "mlp")]
+        if bad:
+            raise ValueError(f"unknown probe kinds {bad}; choose linear and/or mlp")
+
+    def to_dict(self) -> dict:
+        return {
+            "data": self.data.to_dict(), "probe": self.probe.to_dict(), "plan": self.plan.to_dict(),
+            "tasks": list(self.tasks), "probe_kinds": list(self.probe_kinds), "planning": self.planning,
+            "data_seed": self.data_seed, "batch_size": self.batch_size,
+        }
+
+
+# --- subjects ---------------------------------------------------------------------------------
+def split_subjects(subjects: Sequence[Subject]) -> dict[str, list[Subject]]:
+    """Disjoint probe-train / val / test subjects (~50 / 25 / 25 %, at least one each).
+
+    With fewer than three subjects every split reuses them (then only the slices are held out;
+    the report says so).
+    """
+    subjects = list(subjects)
+    n = len(subjects)
+    if n < 3:
+        return {s: subjects for s in SPLITS}
+    n_val = n_test = max(1, n // 4)
+    return {"train": subjects[: n - n_val - n_test], "val": subjects[n - n_val - n_test : n - n_test],
+            "test": subjects[n - n_test :]}
+
+
+def load_eval_subjects(spec: str) -> list[Subject]:
+    """``template`` or a spec for ``navgym.subjects.load_subjects`` (its held-out ``test`` split)."""
+    if spec == "template":
+        return [template_subject()]
+    from navgym import subjects as subj
+
+    if not hasattr(subj, "load_subjects"):
+        raise ValueError(f"navgym.subjects.load_subjects is not available; cannot load {spec!r} (use 'template')")
+    return list(subj.load_subjects(spec, split="test"))
+
+
+# --- features ---------------------------------------------------------------------------------
+@torch.no_grad()
+def _features(encoder, frames: np.ndarray, batch: int, spatial: bool) -> np.ndarray:
+    fn = encoder.spatial_features if spatial else encoder.features
+    out = [fn(torch.from_numpy(frames[i : i + batch])).float().cpu().numpy() for i in range(0, len(frames), batch)]
+    return np.concatenate(out)
+
+
+def extract(entry: Entry, sets: dict[str, ProbeSet], cfg: EvalConfig) -> dict[str, dict[str, np.ndarray]]:
+    """Frozen features per split: ``frames``, ``pair`` (N, D) and, if the encoder has them, ``spatial``."""
+    enc = entry.encoder
+    if hasattr(enc, "eval"):
+        enc.eval()
+    has_spatial = hasattr(enc, "spatial_features") and "segmentation" in cfg.tasks
+    out = {}
+    for s in SPLITS:
+        f = {"frames": _features(enc, sets[s].frames, cfg.batch_size, False),
+             "pair": _features(enc, sets[s].pair_frames, cfg.batch_size, False)}
+        if has_spatial:
+            f["spatial"] = _features(enc, sets[s].frames, cfg.batch_size, True)
+        out[s] = f
+    return out
+
+
+# --- the run ----------------------------------------------------------------------------------
+def evaluate(entries: Sequence[Entry], subjects: Sequence[Subject], cfg: EvalConfig) -> dict:
+    """Probes (and planning) for every entry.  Returns ``{"rows": [...], "planning": [...], ...}``.
+
+    A row: method, seed, task, probe, metric, value.  Planning rows add the ``random`` and
+    ``stay`` policies once (seed = the planning seed).
+    """
+    splits = split_subjects(subjects)
+    t0 = time.perf_counter()
+    sets = {s: make_probe_set(splits[s], cfg.data, cfg.data_seed + i) for i, s in enumerate(SPLITS)}
+    timings = {"probe_data_s": time.perf_counter() - t0}
+    rows, plan_rows, fit_info = [], [], []
+    jobs = [(e, t, p) for e in entries for t in cfg.tasks for p in cfg.probe_kinds]
+    bar = tqdm(total=len(jobs), desc="probes", disable=None)
+    for entry in entries:
+        t0 = time.perf_counter()
+        feats = extract(entry, sets, cfg)
+        timings[f"features/{entry.method}/{entry.seed}_s"] = time.perf_counter() - t0
+        for task in cfg.tasks:
+            for kind in cfg.probe_kinds:
+                t0 = time.perf_counter()
+                if task == "segmentation":
+                    if "spatial" not in feats["train"]:
+                        bar.update()
+                        continue
+                    metrics, info = probes.run_segmentation(kind, {s: feats[s]["spatial"] for s in SPLITS}, sets, cfg.probe)
+                else:
+                    metrics, info = probes.run_task(task, kind, feats, sets, cfg.probe)
+                dt = time.perf_counter() - t0
+                timings[f"probe/{entry.method}/{entry.seed}/{task}/{kind}_s"] = dt
+                fit_info.append({"method": entry.method, "seed": entry.seed, "task": task, "probe": kind, **info})
+                rows += [dict(method=entry.method, seed=entry.seed, task=task, probe=kind, metric=m, value=v)
+                         for m, v in metrics.items()]
+                bar.update()
+    bar.close()
+    if cfg.planning:
+        test = splits["test"]
+        for policy, name in (("stay", "no_move"), ("random", "random_actions")):
+            plan_rows.append({"method": name, "seed": cfg.plan.seed, **run_planning(test, cfg.plan, policy=policy)})
+        for entry in tqdm([e for e in entries if e.latent_model is not None], desc="planning", disable=None):
+            t0 = time.perf_counter()
+            res = run_planning(test, cfg.plan, model=entry.latent_model)
+            timings[f"planning/{entry.method}/{entry.seed}_s"] = time.perf_counter() - t0
+            plan_rows.append({"method": entry.method, "seed": entry.seed, **res})
+    return {
+        "rows": rows, "planning": plan_rows, "fit_info": fit_info, "timings": timings,
+        "subjects": {s: [x.subject_id for x in splits[s]] for s in SPLITS},
+        "held_out_subjects": len(subjects) >= 3,
+        "entries": [{"method": e.method, "seed": e.seed, "checkpoint": e.checkpoint,
+                     "feature_dim": getattr(e.encoder, "feature_dim", None),
+                     "spatial": hasattr(e.encoder, "spatial_features"), "planning": e.latent_model is not None}
+                    for e in entries],
+    }
+
+
+# --- aggregation ------------------------------------------------------------------------------
+PLAN_METRICS = {"success_rate": True, "final_dist_mm": False, "final_angle_deg": False}
+
+
+def summarize(result: dict) -> list[dict]:
+    """Mean +- 95% CI over seeds for every (task, probe, metric, method), planning included."""
+    groups: dict[tuple, list[float]] = {}
+    for r in result["rows"]:
+        groups.setdefault((r["task"], r["probe"], r["metric"], r["method"]), []).append(r["value"])
+    for r in result["planning"]:
+        for m in PLAN_METRICS:
+            groups.setdefault(("planning", "plan", m, r["method"]), []).append(r[m])
+    out = []
+    for (task, probe, metric, method), vals in groups.items():
+        mean, half, n = probes.mean_ci(vals)
+        higher = PLAN_METRICS[metric] if task == "planning" else probes.HIGHER_IS_BETTER[metric]
+        out.append(dict(task=task, probe=probe, metric=metric, method=method, mean=mean, ci95=half, n=n,
+                        values=[float(v) for v in vals], higher_is_better=higher))
+    return out
+
+
+def compare(summary: list[dict], reference: str = REFERENCE) -> list[dict]:
+    """Reference method vs every other method on every (task, probe, metric).
+
+    ``advantage`` = how much better the reference is (positive = better, in the metric's units);
+    ``overlap`` = whether the two 95% intervals overlap (NaN intervals count as overlapping).
+    """
+    by = {}
+    for s in summary:
+        by.setdefault((s["task"], s["metric"], s["probe"]), {})[s["method"]] = s
+    out = []
+    for (task, metric, probe), methods in by.items():
+        ref = methods.get(reference)
+        if ref is None:
+            continue
+        for name, other in methods.items():
+            if name == reference:
+                continue
+            sign = 1 if ref["higher_is_better"] else -1
+            adv = sign * (ref["mean"] - other["mean"])
+            lo_r, hi_r = ref["mean"] - ref["ci95"], ref["mean"] + ref["ci95"]
+            lo_o, hi_o = other["mean"] - other["ci95"], other["mean"] + other["ci95"]
+            finite = np.isfinite([lo_r, hi_r, lo_o, hi_o]).all()
+            overlap = bool(not finite or (lo_r <= hi_o and lo_o <= hi_r))
+            verdict = ("better" if adv > 0 else "worse" if adv < 0 else "equal") + (
+                " (intervals overlap)" if overlap else " (intervals do not overlap)")
+            out.append(dict(task=task, metric=metric, probe=probe, baseline=name, advantage=float(adv),
+                            overlap=overlap, verdict=verdict, reference=reference))
+    return out
+
+
+# --- report -----------------------------------------------------------------------------------
+def _fmt(mean: float, half: float) -> str:
+    if not np.isfinite(mean):
+        return "n/a"
+    digits = 3 if abs(mean) < 10 else 1
+    return f"{mean:.{digits}f}" + (f" ± {half:.{digits}f}" if np.isfinite(half) else "")
+
+
+def _versions() -> dict:
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10,
+                                cwd=Path(__file__).parent).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        commit = None
+    return {"python": platform.python_version(), "torch": torch.__version__, "numpy": np.__version__,
+            "navgym": navgym.__version__, "git_commit": commit, "platform": platform.platform(),
+            "torch_threads": torch.get_num_threads()}
+
+
+def _write_atomic(path: Path, data: bytes | str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".")
+    with os.fdopen(fd, "wb") as f:
+        f.write(data.encode() if isinstance(data, str) else data)
+    os.replace(tmp, path)
+
+
+def _plots(summary: list[dict], out: Path) -> list[str]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    written = []
+    for probe in sorted({s["probe"] for s in summary}):
+        items = [s for s in summary if s["probe"] == probe and not s["metric"].startswith("dice_") or
+                 (s["probe"] == probe and s["metric"] == "dice_mean")]
+        keys = sorted({(s["task"], s["metric"]) for s in items})
+        if not keys:
+            continue
+        methods = sorted({s["method"] for s in items}, key=lambda m: (m != REFERENCE, m))
+        cols = min(4, len(keys))
+        rows = -(-len(keys) // cols)
+        fig, axes = plt.subplots(rows, cols, figsize=(3.6 * cols, 2.9 * rows), squeeze=False)
+        for ax, (task, metric) in zip(axes.flat, keys):
+            cell = {s["method"]: s for s in items if (s["task"], s["metric"]) == (task, metric)}
+            names = [m for m in methods if m in cell]
+            x = np.arange(len(names))
+            means = [cell[m]["mean"] for m in names]
+            errs = [cell[m]["ci95"] if np.isfinite(cell[m]["ci95"]) else 0 for m in names]
+            ax.bar(x, means, yerr=errs, capsize=3, color=["C3" if m == REFERENCE else "C0" for m in names])
+            for i, m in enumerate(names):
+                ax.plot(np.full(len(cell[m]["values"]), i), cell[m]["values"], "k.", ms=3)
+            arrow = "↑" if cell[names[0]]["higher_is_better"] else "↓"
+            ax.set_title(f"{task}\n{metric} {arrow}", fontsize=8)
+            ax.set_xticks(x, names, rotation=30, fontsize=7)
+            ax.tick_params(axis="y", labelsize=7)
+        for ax in list(axes.flat)[len(keys):]:
+            ax.axis("off")
+        what = "latent planning" if probe == "plan" else f"{probe} probes"
+        fig.suptitle(f"{what}: mean ± 95% CI over seeds (dots: seeds)", fontsize=9)
+        fig.tight_layout()
+        name = f"plot_{probe}.png"
+        fig.savefig(out / name, dpi=110)
+        plt.close(fig)
+        written.append(name)
+    return written
+
+
+def write_report(result: dict, cfg: EvalConfig, out: Path, command: list[str], extra: dict | None = None) -> dict:
+    """Write report.md, results.json and plots into ``out``; returns the JSON document."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    summary = summarize(result)
+    comparisons = compare(summary)
+    plots = _plots(summary, out)
+    doc = {
+        "command": " ".join(command), "created_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "versions": _versions(), "config": cfg.to_dict(), **(extra or {}), **result,
+        "summary": summary, "comparisons": comparisons, "plots": plots,
+    }
+    _write_atomic(out / "results.json", json.dumps(doc, indent=1, default=float))
+    _write_atomic(out / "report.md", _markdown(doc))
+    return doc
+
+
+def _markdown(doc: dict) -> str:
+    summary, comps = doc["summary"], doc["comparisons"]
+    methods = sorted({s["method"] for s in summary if s["task"] != "planning"}, key=lambda m: (m != REFERENCE, m))
+    seeds = {}
+    for e in doc["entries"]:
+        seeds.setdefault(e["method"], []).append(e["seed"])
+    lines = [
+        "# Downstream evaluation report", "",
+        f"Command: `{doc['command']}`  ",
+        f"Created {doc['created_utc']}; git {doc['versions']['git_commit']}; torch {doc['versions']['torch']}; "
+        f"wall time {doc['timings'].get('total_s', float('nan')):.0f} s.", "",
+        "Methods and pretraining seeds: " + "; ".join(f"**{m}** {sorted(seeds.get(m, []))}" for m in methods) + ".",
+        f"Probe subjects (disjoint): train {doc['subjects']['train']}, val {doc['subjects']['val']}, "
+        f"test {doc['subjects']['test']}." + ("" if doc["held_out_subjects"] else
+                                            " **Only one or two subjects: splits share subjects, only the slices differ.**"),
+        f"Slices per subject: {doc['config']['data']['per_subject']} at {doc['config']['data']['size']} px. "
+        "Numbers: mean ± 95% Student-t interval over pretraining seeds (n/a with one seed).", "",
+    ]
+    if doc.get("notes"):
+        lines += ["**Notes.** " + " ".join(doc["notes"]), ""]
+    for probe in doc["config"]["probe_kinds"]:
+        lines += [f"## {probe} probes", "", "| task | metric | " + " | ".join(methods) + " |",
+                  "|---|---|" + "---|" * len(methods)]
+        keys = sorted({(s["task"], s["metric"]) for s in summary if s["probe"] == probe})
+        for task, metric in keys:
+            cell = {s["method"]: s for s in summary if (s["task"], s["metric"], s["probe"]) == (task, metric, probe)}
+            arrow = "↑" if next(iter(cell.values()))["higher_is_better"] else "↓"
+            lines.append(f"| {task} | {metric} {arrow} | " + " | ".join(
+                _fmt(cell[m]["mean"], cell[m]["ci95"]) if m in cell else "–" for m in methods) + " |")
+        lines.append("")
+    plan = [s for s in summary if s["task"] == "planning"]
+    if plan:
+        pm = sorted({s["method"] for s in plan}, key=lambda m: (m != REFERENCE, m))
+        c = doc["config"]["plan"]
+        lines += ["## Latent planning (CEM in latent space, executed in the real env)", "",
+                  f"{c['episodes']} episodes on the test subjects; goal = start + {c['goal_steps']} random actions; "
+                  f"{c['steps']} steps; success = centre ≤ {c['success_mm']} mm and normal ≤ {c['success_deg']}°. "
+                  "`no_move` = the start error, `random_actions` = uniform random actions (zoom 0).", "",
+                  "| metric | " + " | ".join(pm) + " |", "|---|" + "---|" * len(pm)]
+        for metric, higher in PLAN_METRICS.items():
+            cell = {s["method"]: s for s in plan if s["metric"] == metric}
+            lines.append(f"| {metric} {'↑' if higher else '↓'} | " + " | ".join(
+                _fmt(cell[m]["mean"], cell[m]["ci95"]) if m in cell else "–" for m in pm) + " |")
+        lines.append("")
+    lines += [f"## Does {REFERENCE} beat each baseline?", ""]
+    if not comps:
+        lines += [f"No {REFERENCE} entries: no comparison.", ""]
+    else:
+        wins = sum(c["advantage"] > 0 for c in comps)
+        clear = sum(c["advantage"] > 0 and not c["overlap"] for c in comps)
+        lost = sum(c["advantage"] < 0 and not c["overlap"] for c in comps)
+        lines += [f"Over {len(comps)} (task, metric, probe, baseline) comparisons {REFERENCE} is better in {wins}, "
+                  f"better with non-overlapping intervals in {clear}, and worse with non-overlapping intervals in "
+                  f"{lost}. Advantage = how much better {REFERENCE} is (metric units; negative = worse).", "",
+                  "| task | metric | probe | baseline | advantage | verdict |", "|---|---|---|---|---|---|"]
+        for c in sorted(comps, key=lambda c: (c["task"], c["metric"], c["probe"], c["baseline"])):
+            if c["metric"].startswith("dice_") and c["metric"] != "dice_mean":
+                continue
+            lines.append(f"| {c['task']} | {c['metric']} | {c['probe']} | {c['baseline']} | "
+                         f"{c['advantage']:+.3g} | {c['verdict']} |")
+        lines.append("")
+    lines += ["Plots: " + ", ".join(f"![{p}]({p})" for p in doc["plots"]), "",
+              "Raw numbers, configs, subjects, versions and timings: `results.json`.", ""]
+    return "\n".join(lines)
+
+
+# --- CLI --------------------------------------------------------------------------------------
+_SPEC = re.compile(r"^(?P<method>[A-Za-z0-9_]+):(?P<seed>\d+)=(?P<path>.+)$")
+
+
+def load_entry(spec: str) -> Entry:
+    """``METHOD:SEED=path`` or a checkpoint path whose stored config names its method and seed."""
+    from . import load_encoder  # the world-model package's one representation entry point
+
+    m = _SPEC.match(spec)
+    path = m["path"] if m else spec
+    encoder = load_encoder(path)
+    method = m["method"] if m else getattr(encoder, "method", None)
+    seed = int(m["seed"]) if m else getattr(encoder, "seed", None)
+    if method is None or seed is None:
+        raise ValueError(f"cannot tell the method/seed of {path}; pass it as METHOD:SEED={path}")
+    latent = encoder if (hasattr(encoder, "encode") and hasattr(encoder, "predict")) else None
+    return Entry(method=method, seed=int(seed), encoder=encoder, checkpoint=str(path), latent_model=latent)
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(prog="python -m world_model.evaluate", description=__doc__.split("\n\n")[0])
+    p.add_argument("--checkpoints", nargs="*", default=[], help="checkpoint paths or METHOD:SEED=path")
+    p.add_argument("--out", required=True, help="report folder, e.g. reports/small")
+    p.add_argument("--subjects", default="template", help="'template' or a navgym.subjects.load_subjects spec "
+                   "(its test split is divided into probe train/val/test subjects)")
+    p.add_argument("--per-subject", type=int, default=None, help="probe slices per subject")
+    p.add_argument("--size", type=int, default=None, help="slice pixels (default: the data config's)")
+    p.add_argument("--tasks", nargs="*", default=None)
+    p.add_argument("--probes", nargs="*", default=None, choices=["linear", "mlp"])
+    p.add_argument("--no-planning", action="store_true")
+    p.add_argument("--episodes", type=int, default=None, help="planning episodes")
+    p.add_argument("--threads", type=int, default=2, help="torch threads")
+    p.add_argument("--quick", action="store_true", help="train tiny models for a few steps and run everything small")
+    return p.parse_args(argv)
+
+
+def main(argv=None) -> dict:
+    args = parse_args(argv)
+    torch.set_num_threads(args.threads)
+    t_start = time.perf_counter()
+    command = ["python", "-m", "world_model.evaluate"] + list(sys.argv[1:] if argv is None else argv)
+    if args.quick:
+        from .quick import quick_entries, QUICK_CONFIG
+
+        cfg = QUICK_CONFIG
+        entries, extra = quick_entries(Path(args.out) / "checkpoints")
+    else:
+        cfg, entries, extra = EvalConfig(), [load_entry(s) for s in args.checkpoints], {}
+    if not entries:
+        raise SystemExit("no checkpoints given (use --checkpoints ... or --quick)")
+    data = cfg.data
+    if args.per_subject or args.size:
+        data = ProbeDataConfig(**{**asdict(data), "per_subject": args.per_subject or data.per_subject,
+                                  "size": args.size or data.size})
+    plan = cfg.plan
+    if args.size or args.episodes:
+        plan = PlanConfig(**{**asdict(plan), "size": data.size, "episodes": args.episodes or plan.episodes})
+    cfg = EvalConfig(**{**{f: getattr(cfg, f) for f in cfg.__dataclass_fields__}, "data": data, "plan": plan,
+                        "tasks": tuple(args.tasks) if args.tasks else cfg.tasks,
+                        "probe_kinds": tuple(args.probes) if args.probes else cfg.probe_kinds,
+                        "planning": cfg.planning and not args.no_planning})
+    subjects = load_eval_subjects(args.subjects)
+    result = evaluate(entries, subjects, cfg)
+    result["timings"]["total_s"] = time.perf_counter() - t_start
+    doc = write_report(result, cfg, Path(args.out), command, extra)
+    print(f"wrote {args.out}/report.md, results.json, {len(doc['plots'])} plots "
+          f"in {result['timings']['total_s']:.0f} s")
+    return doc
+
+
+if __name__ == "__main__":
+    main()
