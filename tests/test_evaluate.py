@@ -192,8 +192,9 @@ def test_evaluate_end_to_end_with_stand_in_encoders(tmp_path):
 
     cfg = ev.EvalConfig(
         data=ProbeDataConfig(per_subject=60, size=(32, 32)),
-        probe=probes.ProbeConfig(mlp_epochs=3, seg_epochs=2, lbfgs_iters=20),
+        probe=probes.ProbeConfig(mlp_epochs=3, seg_epochs=2, lbfgs_iters=20, e2e_epochs=1),
         plan=PlanConfig(episodes=2, steps=2, population=8, elites=2, iterations=1, size=(32, 32)),
+        supervised_seeds=(0,), finetune=True,
     )
 
     class Latent(StandIn):
@@ -209,12 +210,15 @@ def test_evaluate_end_to_end_with_stand_in_encoders(tmp_path):
     result["timings"]["total_s"] = 1.0
     doc = ev.write_report(result, cfg, tmp_path, ["python", "-m", "world_model.evaluate", "--test"])
     n_metrics = sum(len(v) for v in probes.TASK_METRICS.values())
-    assert len(result["rows"]) == 4 * 2 * n_metrics
+    # 4 encoders x (linear, mlp, finetune) + 1 supervised seed, every metric once
+    assert len(result["rows"]) == (4 * 3 + 1) * n_metrics
+    assert {r["probe"] for r in result["rows"] if r["method"] == "supervised"} == {"e2e"}
     assert {r["method"] for r in result["planning"]} == {"navwm", "random_actions", "no_move"}
     saved = json.loads((tmp_path / "results.json").read_text())
     assert saved["command"].endswith("--test") and saved["versions"]["torch"] == torch.__version__
     assert saved["config"]["data"]["per_subject"] == 60 and len(saved["comparisons"]) > 10
     report = (tmp_path / "report.md").read_text()
     assert "| pose | center_err_mm ↓ |" in report and "Does navwm beat each baseline?" in report
+    assert "## fine-tuned end to end" in report and "supervised (e2e)" in report
     assert "only the slices differ" in report  # one subject: said plainly
     assert {"plot_linear.png", "plot_mlp.png", "plot_plan.png"} <= {p.name for p in tmp_path.iterdir()}

@@ -21,6 +21,7 @@ methods' intervals; non-overlap is a conservative sign of a real difference.
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import os
 import platform
@@ -76,6 +77,8 @@ class EvalConfig:
     tasks: tuple[str, ...] = tuple(probes.TASKS) + ("segmentation",)
     probe_kinds: tuple[str, ...] = ("linear", "mlp")
     planning: bool = True
+    supervised_seeds: tuple[int, ...] = (0, 1, 2)
+    finetune: bool = False
     data_seed: int = 1000
     batch_size: int = 256
 
@@ -91,6 +94,7 @@ class EvalConfig:
         return {
             "data": self.data.to_dict(), "probe": self.probe.to_dict(), "plan": self.plan.to_dict(),
             "tasks": list(self.tasks), "probe_kinds": list(self.probe_kinds), "planning": self.planning,
+            "supervised_seeds": list(self.supervised_seeds), "finetune": self.finetune,
             "data_seed": self.data_seed, "batch_size": self.batch_size,
         }
 
@@ -181,6 +185,18 @@ def evaluate(entries: Sequence[Entry], subjects: Sequence[Subject], cfg: EvalCon
                          for m, v in metrics.items()]
                 bar.update()
     bar.close()
+    e2e = [("supervised", seed, None) for seed in cfg.supervised_seeds]
+    e2e += [(e.method, e.seed, e) for e in entries] if cfg.finetune else []
+    for method, seed, entry in tqdm(e2e, desc="end-to-end", disable=None):
+        t0 = time.perf_counter()
+        pcfg = probes.ProbeConfig(**{**cfg.probe.to_dict(), "seed": seed})
+        backbone = probes.SmallCNN() if entry is None else copy.deepcopy(entry.encoder).requires_grad_(True)
+        metrics, info = probes.run_end_to_end(backbone, list(cfg.tasks), sets, pcfg)
+        kind = "e2e" if entry is None else "finetune"
+        timings[f"{kind}/{method}/{seed}_s"] = time.perf_counter() - t0
+        fit_info.append({"method": method, "seed": seed, "task": "all", "probe": kind, **info})
+        rows += [dict(method=method, seed=seed, task=task, probe=kind, metric=m, value=v)
+                 for task, ms in metrics.items() for m, v in ms.items()]
     if cfg.planning:
         test = splits["test"]
         for policy, name in (("stay", "no_move"), ("random", "random_actions")):
@@ -227,6 +243,7 @@ def compare(summary: list[dict], reference: str = REFERENCE) -> list[dict]:
 
     ``advantage`` = how much better the reference is (positive = better, in the metric's units);
     ``overlap`` = whether the two 95% intervals overlap (NaN intervals count as overlapping).
+    Every probe kind is also compared with the end-to-end supervised upper bound (probe ``e2e``).
     """
     by = {}
     for s in summary:
@@ -236,7 +253,8 @@ def compare(summary: list[dict], reference: str = REFERENCE) -> list[dict]:
         ref = methods.get(reference)
         if ref is None:
             continue
-        for name, other in methods.items():
+        others = {**methods, **by.get((task, metric, "e2e"), {})}
+        for name, other in others.items():
             if name == reference:
                 continue
             sign = 1 if ref["higher_is_better"] else -1
@@ -286,9 +304,10 @@ def _plots(summary: list[dict], out: Path) -> list[str]:
     import matplotlib.pyplot as plt
 
     written = []
-    for probe in sorted({s["probe"] for s in summary}):
-        items = [s for s in summary if s["probe"] == probe and not s["metric"].startswith("dice_") or
-                 (s["probe"] == probe and s["metric"] == "dice_mean")]
+    main_metric = lambda s: not s["metric"].startswith("dice_") or s["metric"] == "dice_mean"  # noqa: E731
+    for probe in sorted({s["probe"] for s in summary} - {"e2e"}):
+        items = [s for s in summary if main_metric(s) and (s["probe"] == probe or
+                                                            (s["probe"] == "e2e" and probe != "plan"))]
         keys = sorted({(s["task"], s["metric"]) for s in items})
         if not keys:
             continue
@@ -344,6 +363,8 @@ def _markdown(doc: dict) -> str:
     seeds = {}
     for e in doc["entries"]:
         seeds.setdefault(e["method"], []).append(e["seed"])
+    if doc["config"]["supervised_seeds"]:
+        seeds["supervised"] = list(doc["config"]["supervised_seeds"])
     lines = [
         "# Downstream evaluation report", "",
         f"Command: `{doc['command']}`  ",
@@ -358,16 +379,26 @@ def _markdown(doc: dict) -> str:
     ]
     if doc.get("notes"):
         lines += ["**Notes.** " + " ".join(doc["notes"]), ""]
-    for probe in doc["config"]["probe_kinds"]:
-        lines += [f"## {probe} probes", "", "| task | metric | " + " | ".join(methods) + " |",
-                  "|---|---|" + "---|" * len(methods)]
+    kinds = list(doc["config"]["probe_kinds"]) + (["finetune"] if doc["config"]["finetune"] else [])
+    sup = {(s["task"], s["metric"]): s for s in summary if s["probe"] == "e2e"}
+    for probe in kinds:
+        cols = [m for m in methods if m != "supervised"] + (["supervised (e2e)"] if sup else [])
+        title = "fine-tuned end to end" if probe == "finetune" else f"{probe} probes on frozen features"
+        lines += [f"## {title}", "", "| task | metric | " + " | ".join(cols) + " |",
+                  "|---|---|" + "---|" * len(cols)]
         keys = sorted({(s["task"], s["metric"]) for s in summary if s["probe"] == probe})
         for task, metric in keys:
             cell = {s["method"]: s for s in summary if (s["task"], s["metric"], s["probe"]) == (task, metric, probe)}
+            if (task, metric) in sup:
+                cell["supervised (e2e)"] = sup[task, metric]
             arrow = "↑" if next(iter(cell.values()))["higher_is_better"] else "↓"
             lines.append(f"| {task} | {metric} {arrow} | " + " | ".join(
-                _fmt(cell[m]["mean"], cell[m]["ci95"]) if m in cell else "–" for m in methods) + " |")
+                _fmt(cell[m]["mean"], cell[m]["ci95"]) if m in cell else "–" for m in cols) + " |")
         lines.append("")
+    if sup:
+        lines += ["`supervised (e2e)`: a small CNN trained from scratch on the probe-train labels of all tasks "
+                  f"jointly (seeds {doc['config']['supervised_seeds']}; an upper bound for what these labels teach).",
+                  ""]
     plan = [s for s in summary if s["task"] == "planning"]
     if plan:
         pm = sorted({s["method"] for s in plan}, key=lambda m: (m != REFERENCE, m))

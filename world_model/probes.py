@@ -46,6 +46,8 @@ __all__ = [
     "fit_segmentation",
     "run_task",
     "run_segmentation",
+    "SmallCNN",
+    "run_end_to_end",
     "auroc",
     "dice_scores",
     "mean_ci",
@@ -63,6 +65,7 @@ class ProbeConfig:
     mlp_hidden, mlp_epochs, mlp_lr, mlp_wd, batch_size : the 1-hidden-layer MLP probe (Adam;
         the epoch with the best val loss is kept).
     seg_hidden, seg_epochs, seg_lr : the conv segmentation decoder.
+    e2e_epochs, e2e_lr : end-to-end training (supervised upper bound / fine-tuning; Adam).
     seed : torch seed for the MLP / decoder initialisation and batching.
     """
 
@@ -77,12 +80,14 @@ class ProbeConfig:
     seg_hidden: int = 64
     seg_epochs: int = 15
     seg_lr: float = 1e-2
+    e2e_epochs: int = 8
+    e2e_lr: float = 1e-3
     seed: int = 0
 
     def __post_init__(self):
         if not self.ridge_alphas or not self.logistic_wds or min(self.ridge_alphas) <= 0:
             raise ValueError("need non-empty ridge_alphas (> 0) and logistic_wds")
-        for name in ("lbfgs_iters", "mlp_hidden", "mlp_epochs", "batch_size", "seg_hidden", "seg_epochs"):
+        for name in ("lbfgs_iters", "mlp_hidden", "mlp_epochs", "batch_size", "seg_hidden", "seg_epochs", "e2e_epochs"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
 
@@ -433,6 +438,129 @@ def run_segmentation(
     out = {"dice_mean": float(np.nanmean(d[1:]))}
     out.update({f"dice_{t}": float(d[i]) for i, t in enumerate(TISSUES) if i > 0})
     return out, info
+
+
+# --- end to end: supervised upper bound and fine-tuning ----------------------------------------
+class SmallCNN(nn.Module):
+    """A small conv encoder trained from scratch for the supervised upper bound.
+
+    ``features((B, H, W) uint8) -> (B, 128)`` (global mean of the last map);
+    ``spatial_features -> (B, 128, H/8, W/8)``.
+    """
+
+    feature_dim = 128
+
+    def __init__(self):
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.Conv2d(1, 32, 4, 2, 1), nn.GELU(), nn.Conv2d(32, 64, 4, 2, 1), nn.GELU(),
+            nn.Conv2d(64, 128, 4, 2, 1), nn.GELU(), nn.Conv2d(128, 128, 3, 1, 1), nn.GELU(),
+        )
+
+    def spatial_features(self, frames: torch.Tensor) -> torch.Tensor:
+        return self.net(frames.float()[:, None] / 255.0 - 0.5)
+
+    def features(self, frames: torch.Tensor) -> torch.Tensor:
+        return self.spatial_features(frames).mean((2, 3))
+
+
+class _MultiTask(nn.Module):
+    """Backbone + one head per task (linear on features; the mlp conv decoder for segmentation)."""
+
+    def __init__(self, backbone, tasks: list[Task], n_out: dict[str, int], seg: bool, size, hidden: int):
+        super().__init__()
+        self.backbone, self.tasks = backbone, tasks
+        with torch.no_grad():
+            probe = torch.zeros(2, *size, dtype=torch.uint8)
+            d = backbone.features(probe).shape[1]
+            c = backbone.spatial_features(probe).shape[1] if seg else 0
+        self.heads = nn.ModuleDict(
+            {t.name: nn.Linear(2 * d if t.name == "inverse_dynamics" else d, n_out[t.name]) for t in tasks}
+        )
+        self.seg = _SegDecoder(c, "mlp", hidden, size) if seg else None
+
+    def forward(self, frames, pair):
+        f = self.backbone.features(frames)
+        f2 = self.backbone.features(pair) if "inverse_dynamics" in self.heads else None
+        out = {n: h(torch.cat([f, f2 - f], 1) if n == "inverse_dynamics" else f) for n, h in self.heads.items()}
+        if self.seg is not None:
+            out["segmentation"] = self.seg(self.backbone.spatial_features(frames))
+        return out
+
+
+def run_end_to_end(
+    backbone: nn.Module, tasks: list[str], sets: dict[str, ProbeSet], cfg: ProbeConfig
+) -> tuple[dict[str, dict[str, float]], dict]:
+    """Train ``backbone`` (its ``features`` / ``spatial_features``) with all task heads jointly.
+
+    Losses: MSE on standardised regression targets, cross-entropy, BCE, pixel cross-entropy;
+    summed with equal weights; Adam for ``cfg.e2e_epochs``; the epoch with the best val loss is
+    kept.  A fresh :class:`SmallCNN` gives the supervised upper bound, a copy of a pretrained
+    encoder gives fine-tuning.  Returns ({task: metrics}, info).
+    """
+    torch.manual_seed(cfg.seed)
+    vec = [TASKS[t] for t in tasks if t != "segmentation"]
+    seg = "segmentation" in tasks and hasattr(backbone, "spatial_features")
+    tr = sets["train"]
+    scalers = {t.name: _Standardizer(t.targets(tr)) for t in vec if t.kind == "regression"}
+    n_out = {t.name: _n_out(t.targets(tr), t.kind, t.n_classes) for t in vec}
+    model = _MultiTask(backbone, vec, n_out, seg, tr.frames.shape[1:], cfg.seg_hidden)
+
+    def tensors(ps: ProbeSet):
+        ys = {t.name: _targets(scalers[t.name](t.targets(ps)) if t.name in scalers else t.targets(ps), t.kind)
+              for t in vec}
+        if seg:
+            ys["segmentation"] = torch.as_tensor(ps.tissue, dtype=torch.long)
+        return torch.from_numpy(ps.frames), torch.from_numpy(ps.pair_frames), ys
+
+    losses = {t.name: _loss_fn(t.kind) for t in vec}
+    losses["segmentation"] = F.cross_entropy
+
+    class _Joint(nn.Module):  # (frames, pair) packed as one input for _train_epochs
+        def __init__(self):
+            super().__init__()
+            self.m = model
+
+        def forward(self, xp):
+            return self.m(xp[:, 0], xp[:, 1])
+
+    def pack(ps):
+        f, p, ys = tensors(ps)
+        return torch.stack([f, p], 1), ys
+
+    x, y = pack(tr)
+    xv, yv = pack(sets["val"])
+    idx_y = _IndexedTargets(y)
+    joint = _Joint()
+    loss_fn = lambda out, yy: sum(losses[k](out[k], yy[k]) for k in out)  # noqa: E731
+    joint, info = _train_epochs(joint, x, idx_y, xv, _IndexedTargets(yv), loss_fn, cfg.e2e_epochs, cfg.e2e_lr,
+                                1e-4, cfg.batch_size, cfg.seed)
+    test = sets["test"]
+    xt, _ = pack(test)
+    with torch.no_grad():
+        outs = [joint(xt[i]) for i in torch.arange(len(xt)).split(256)]
+    out = {k: torch.cat([o[k] for o in outs]).numpy() for k in outs[0]}
+    metrics = {}
+    for t in vec:
+        pred = out[t.name]
+        if t.name in scalers:
+            pred = pred * scalers[t.name].std + scalers[t.name].mean
+        metrics[t.name] = t.metrics(pred, test)
+    if seg:
+        d = dice_scores(out["segmentation"].argmax(1), test.tissue)
+        metrics["segmentation"] = {"dice_mean": float(np.nanmean(d[1:])),
+                                   **{f"dice_{n}": float(d[i]) for i, n in enumerate(TISSUES) if i > 0}}
+    return metrics, info
+
+
+class _IndexedTargets:
+    """A dict of target tensors indexed together (``y[idx]`` -> dict) for :func:`_train_epochs`."""
+
+    def __init__(self, ys: dict[str, torch.Tensor]):
+        self.ys = ys
+
+    def __getitem__(self, idx):
+        return {k: v[idx] for k, v in self.ys.items()}
 
 
 # --- confidence intervals -------------------------------------------------------------------
