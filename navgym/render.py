@@ -58,6 +58,16 @@ def pixel_to_voxel(volume: Volume, centers, rotations, fovs, size) -> np.ndarray
     :func:`navgym.geometry.pixel_to_world_affines`).
     """
     h, w = _check_size(size)
+    centers, rotations, fovs = _check_poses(centers, rotations, fovs)
+    m = np.empty((len(fovs), 3, 3))
+    _pixel_to_voxel(volume.inverse_affine, centers, rotations, fovs, h, w, _ZERO3, m)
+    return m
+
+
+_ZERO3 = np.zeros(3)
+
+
+def _check_poses(centers, rotations, fovs):
     centers = np.asarray(centers, dtype=np.float64)
     rotations = np.asarray(rotations, dtype=np.float64)
     fovs = np.asarray(fovs, dtype=np.float64).reshape(-1)
@@ -66,16 +76,30 @@ def pixel_to_voxel(volume: Volume, centers, rotations, fovs, size) -> np.ndarray
         raise ValueError(
             f"need centers (N, 3), rotations (N, 3, 3), fovs (N,); got {centers.shape}, {rotations.shape}, {fovs.shape}"
         )
-    s = fovs / w
-    step_col = rotations[:, :, 0] * s[:, None]  # world mm per column (+u)
-    step_row = rotations[:, :, 1] * -s[:, None]  # world mm per row (-v)
-    origin = centers - step_col * ((w - 1) / 2) - step_row * ((h - 1) / 2)
-    a, t = volume.inverse_affine[:3, :3], volume.inverse_affine[:3, 3]
-    m = np.empty((n, 3, 3))
-    m[:, :, 0] = step_row @ a.T
-    m[:, :, 1] = step_col @ a.T
-    m[:, :, 2] = origin @ a.T + t
-    return m
+    return centers, rotations, fovs
+
+
+@numba.njit(cache=True, nogil=True)
+def _pixel_to_voxel(inv, centers, rotations, fovs, h, w, shift, m):
+    """Fill m (N, 3, 3) as :func:`pixel_to_voxel`, minus ``shift`` (3,) voxels (a stored box's origin).
+
+    One compiled call instead of a dozen tiny numpy ones (and no BLAS: a tiny ``@`` wakes
+    OpenBLAS's threads, which then spin and starve the kernel's second thread).
+    """
+    for p in range(len(fovs)):
+        s = fovs[p] / w
+        for a in range(3):
+            row = col = org = 0.0
+            for b in range(3):
+                step_col = rotations[p, b, 0] * s  # world mm per column (+u)
+                step_row = -rotations[p, b, 1] * s  # world mm per row (-v)
+                origin = centers[p, b] - step_col * ((w - 1) / 2) - step_row * ((h - 1) / 2)
+                row += inv[a, b] * step_row
+                col += inv[a, b] * step_col
+                org += inv[a, b] * origin
+            m[p, a, 0] = row
+            m[p, a, 1] = col
+            m[p, a, 2] = org + inv[a, 3] - shift[a]
 
 
 def render_slice(
@@ -128,19 +152,22 @@ def render_slices(
     (N, H, W) float32 (or uint8 for labels / a uint8 ``out``)
     """
     h, w = _check_size(size)
-    m = pixel_to_voxel(volume, centers, rotations, fovs, (h, w))
-    n = len(m)
+    centers, rotations, fovs = _check_poses(centers, rotations, fovs)
+    n = len(fovs)
+    m = np.empty((n, 3, 3))
     if labels:
         if volume.labels is None:
             raise ValueError(f"{volume.name} has no label map")
         out = _check_out(np.empty((n, h, w), np.uint8) if out is None else out, (n, h, w), (np.uint8,))
+        _pixel_to_voxel(volume.inverse_affine, centers, rotations, fovs, h, w, _ZERO3, m)
         _nearest_batch(volume.labels, m, out)
         return out
     out = _check_out(np.empty((n, h, w), np.float32) if out is None else out, (n, h, w), (np.float32, np.uint8))
     if n == 0:
         return out
     store = sample_store(volume, fill)
-    m[:, :, 2] -= store.origin  # voxel coordinates relative to the stored box
+    # voxel coordinates relative to the stored box
+    _pixel_to_voxel(volume.inverse_affine, centers, rotations, fovs, h, w, store.origin, m)
     if out.dtype == np.uint8:
         pairs, q16, lo, step = store.quantized()
         _trilinear_u8(pairs, q16, lo, step, m, np.float64(fill), out)
