@@ -24,6 +24,7 @@ __all__ = [
     "SlicePose",
     "Plane",
     "apply_actions",
+    "orthonormalize",
     "pixel_to_world_affines",
     "canonical_rotation",
     "CANONICAL_VIEWS",
@@ -159,19 +160,29 @@ def apply_actions(
     Returns
     -------
     centers (N, 3), rotations (N, 3, 3), fovs (N,)
-        The translation uses the frame *before* the rotation. Rotations are composed with
-        scipy (quaternions, renormalised every step), so they stay orthonormal indefinitely.
+        The translation uses the frame *before* the rotation. The local rotation comes from
+        scipy's rotation vector; the product is re-orthonormalised every step.
     """
     actions = np.asarray(actions, dtype=np.float64)
     if actions.ndim != 2 or actions.shape[1] != 7 or actions.shape[0] != len(centers):
         raise ValueError(f"actions must have shape ({len(centers)}, 7), got {actions.shape}")
     if not np.all(np.isfinite(actions)):
         raise ValueError("actions contain NaN or inf")
-    new_centers = centers + np.einsum("nij,nj->ni", rotations, actions[:, :3])
-    local = Rotation.from_rotvec(np.deg2rad(actions[:, 3:6]))
-    new_rotations = (Rotation.from_matrix(rotations) * local).as_matrix()
+    new_centers = centers + (rotations @ actions[:, :3, None])[:, :, 0]
+    local = Rotation.from_rotvec(np.deg2rad(actions[:, 3:6])).as_matrix()
+    new_rotations = orthonormalize(rotations @ local)
     new_fovs = fovs * np.exp(-actions[:, 6])
     return new_centers, new_rotations, new_fovs
+
+
+def orthonormalize(rotations: np.ndarray) -> np.ndarray:
+    """(N, 3, 3) nearly orthonormal matrices -> their nearest rotations (one Newton-Schulz polar step).
+
+    The error ``|R^T R - I|`` is squared by each step, so rounding drift from composing
+    rotations never accumulates (tested over a million steps).
+    """
+    gram = np.swapaxes(rotations, 1, 2) @ rotations
+    return rotations @ (1.5 * np.eye(3) - 0.5 * gram)
 
 
 def pixel_to_world_affines(
