@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import math
 import threading
+import warnings
 import weakref
 from typing import Sequence
 
@@ -518,7 +519,9 @@ class TorchRenderer:
         self.volume = volume
         self.device = torch.device(device)
         dtype = dtype or torch.float32
-        self.data = torch.as_tensor(np.asarray(volume.data), dtype=dtype, device=self.device)[None, None]
+        with warnings.catch_warnings():  # zero-copy on CPU: the read-only array is never written
+            warnings.filterwarnings("ignore", "The given NumPy array is not writable", UserWarning)
+            self.data = torch.as_tensor(np.asarray(volume.data), dtype=dtype, device=self.device)[None, None]
         self._scale = torch.as_tensor(
             [2.0 / max(s - 1, 1) for s in volume.shape], dtype=torch.float64, device=self.device
         )
