@@ -144,9 +144,9 @@ class Navigator:
     def _clamp(self, idx: np.ndarray) -> None:
         """Keep centres inside their voxel grid (clamped in voxel space) and fov within bounds."""
         inv, aff = self._inv[idx], self._aff[idx]
-        vox = (inv[:, :3, :3] @ self.centers[idx, :, None])[:, :, 0] + inv[:, :3, 3]
+        vox = np.einsum("nij,nj->ni", inv[:, :3, :3], self.centers[idx]) + inv[:, :3, 3]
         vox = np.clip(vox, 0.0, self._upper[idx])
-        self.centers[idx] = (aff[:, :3, :3] @ vox[:, :, None])[:, :, 0] + aff[:, :3, 3]
+        self.centers[idx] = np.einsum("nij,nj->ni", aff[:, :3, :3], vox) + aff[:, :3, 3]
         self.fovs[idx] = np.clip(self.fovs[idx], self.config.min_fov, self._max_fov[idx])
 
     def figures(self, idx: np.ndarray) -> dict[str, np.ndarray]:
