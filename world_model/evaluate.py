@@ -48,6 +48,9 @@ from .planning import LatentModel, PlanConfig, run_planning
 __all__ = ["Entry", "EvalConfig", "evaluate", "split_subjects", "summarize", "compare", "write_report", "main"]
 
 REFERENCE = "navwm"
+PRIMARY = {"pose": "center_err_mm", "inverse_dynamics": "action_r2", "landmark_distance": "mae_mm",
+           "landmark_hit": "auroc", "hemisphere": "accuracy", "region": "accuracy", "segmentation": "dice_mean",
+           "planning": "final_dist_mm"}
 SPLITS = ("train", "val", "test")
 
 
@@ -423,7 +426,23 @@ def _markdown(doc: dict) -> str:
         lines += [f"Over {len(comps)} (task, metric, probe, baseline) comparisons {REFERENCE} is better in {wins}, "
                   f"better with non-overlapping intervals in {clear}, and worse with non-overlapping intervals in "
                   f"{lost}. Advantage = how much better {REFERENCE} is (metric units; negative = worse).", "",
-                  "| task | metric | probe | baseline | advantage | verdict |", "|---|---|---|---|---|---|"]
+                  ]
+        head = {(c["task"], c["baseline"]): c for c in comps if PRIMARY.get(c["task"]) == c["metric"]
+                and c["probe"] in ("linear", "plan")}
+        tasks = [t for t in PRIMARY if any(k[0] == t for k in head)]
+        bases = sorted({b for _, b in head})
+        if head:
+            lines += [f"Headline (linear probes; planning): advantage of {REFERENCE} on each task's main metric; "
+                      "✓ = intervals do not overlap.", "",
+                      "| baseline | " + " | ".join(f"{t} ({PRIMARY[t]})" for t in tasks) + " |",
+                      "|---|" + "---|" * len(tasks)]
+            for b in bases:
+                lines.append(f"| {b} | " + " | ".join(
+                    (f"{head[t, b]['advantage']:+.3g}" + ("" if head[t, b]["overlap"] else " ✓"))
+                    if (t, b) in head else "–" for t in tasks) + " |")
+            lines.append("")
+        lines += ["All comparisons:", "", "| task | metric | probe | baseline | advantage | verdict |",
+                  "|---|---|---|---|---|---|"]
         for c in sorted(comps, key=lambda c: (c["task"], c["metric"], c["probe"], c["baseline"])):
             if c["metric"].startswith("dice_") and c["metric"] != "dice_mean":
                 continue
@@ -465,6 +484,9 @@ def parse_args(argv=None):
     p.add_argument("--tasks", nargs="*", default=None)
     p.add_argument("--probes", nargs="*", default=None, choices=["linear", "mlp"])
     p.add_argument("--no-planning", action="store_true")
+    p.add_argument("--supervised-seeds", type=int, nargs="*", default=None,
+                   help="seeds of the supervised upper bound (none: skip it)")
+    p.add_argument("--finetune", action="store_true", help="also fine-tune every encoder end to end")
     p.add_argument("--episodes", type=int, default=None, help="planning episodes")
     p.add_argument("--threads", type=int, default=2, help="torch threads")
     p.add_argument("--quick", action="store_true", help="train tiny models for a few steps and run everything small")
@@ -495,7 +517,10 @@ def main(argv=None) -> dict:
     cfg = EvalConfig(**{**{f: getattr(cfg, f) for f in cfg.__dataclass_fields__}, "data": data, "plan": plan,
                         "tasks": tuple(args.tasks) if args.tasks else cfg.tasks,
                         "probe_kinds": tuple(args.probes) if args.probes else cfg.probe_kinds,
-                        "planning": cfg.planning and not args.no_planning})
+                        "planning": cfg.planning and not args.no_planning,
+                        "supervised_seeds": cfg.supervised_seeds if args.supervised_seeds is None
+                        else tuple(args.supervised_seeds),
+                        "finetune": cfg.finetune or args.finetune})
     subjects = load_eval_subjects(args.subjects)
     result = evaluate(entries, subjects, cfg)
     result["timings"]["total_s"] = time.perf_counter() - t_start
