@@ -146,6 +146,9 @@ def test_run_planning_policies():
         def predict(self, latents, actions):
             return latents[:, -1]
 
+    # a perfect model (the true pose) reaches the goals: the harness and CEM budget work
+    oracle = run_planning(subj, PlanConfig(episodes=4, size=(32, 32)), policy="oracle")
+    assert oracle["success_rate"] >= 0.75 and oracle["final_dist_mm"] < 2.0
     cem = run_planning(subj, cfg, model=Pooled())
     assert set(cem) >= {"success_rate", "final_dist_mm", "final_angle_deg"} and 0 <= cem["success_rate"] <= 1
     with pytest.raises(ValueError, match="needs a latent model"):
@@ -213,7 +216,7 @@ def test_evaluate_end_to_end_with_stand_in_encoders(tmp_path):
     # 4 encoders x (linear, mlp, finetune) + 1 supervised seed, every metric once
     assert len(result["rows"]) == (4 * 3 + 1) * n_metrics
     assert {r["probe"] for r in result["rows"] if r["method"] == "supervised"} == {"e2e"}
-    assert {r["method"] for r in result["planning"]} == {"navwm", "random_actions", "no_move"}
+    assert {r["method"] for r in result["planning"]} == {"navwm", "random_actions", "no_move", "pose_oracle"}
     saved = json.loads((tmp_path / "results.json").read_text())
     assert saved["command"].endswith("--test") and saved["versions"]["torch"] == torch.__version__
     assert saved["config"]["data"]["per_subject"] == 60 and len(saved["comparisons"]) > 10

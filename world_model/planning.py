@@ -122,6 +122,42 @@ def cem_plan(
     return mu
 
 
+class PoseOracle:
+    """A perfect model whose latent is the true pose: the planner's ceiling for this CEM budget.
+
+    Latent (B, 12): centre / ``mm`` and the rotation matrix / ``rad`` (row-major), so ``mm``
+    millimetres weigh like ``rad`` radians of turn.  ``predict`` applies the physical action
+    exactly (like :func:`navgym.geometry.apply_actions`, without clamping to the volume).
+    Its ``encode`` is not used: :func:`run_planning` gives it the true poses.
+    """
+
+    def __init__(self, scale: np.ndarray, mm: float = 5.0, deg: float = 5.0):
+        self.scale = torch.as_tensor(scale, dtype=torch.float32)
+        self.mm, self.rad = mm, np.deg2rad(deg)
+
+    def latent(self, centers: np.ndarray, rotations: np.ndarray) -> torch.Tensor:
+        c = torch.as_tensor(centers, dtype=torch.float32) / self.mm
+        return torch.cat([c, torch.as_tensor(rotations, dtype=torch.float32).flatten(1) / self.rad], 1)
+
+    def predict(self, latents: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+        z, a = latents[:, -1], actions[:, -1] * self.scale
+        c, r = z[:, :3] * self.mm, (z[:, 3:] * self.rad).reshape(-1, 3, 3)
+        c = c + torch.einsum("nij,nj->ni", r, a[:, :3])
+        r = r @ _rotvec_matrix(torch.deg2rad(a[:, 3:6]))
+        return torch.cat([c / self.mm, r.flatten(1) / self.rad], 1)
+
+
+def _rotvec_matrix(v: torch.Tensor) -> torch.Tensor:
+    """(N, 3) rotation vectors (radians) -> (N, 3, 3) matrices (Rodrigues)."""
+    theta = v.norm(dim=1, keepdim=True).clamp_min(1e-12)
+    k = v / theta
+    kx = torch.zeros(len(v), 3, 3)
+    kx[:, 0, 1], kx[:, 0, 2], kx[:, 1, 2] = -k[:, 2], k[:, 1], -k[:, 0]
+    kx = kx - kx.transpose(1, 2)
+    t = theta[:, :, None]
+    return torch.eye(3) + torch.sin(t) * kx + (1 - torch.cos(t)) * (kx @ kx)
+
+
 def pose_errors(centers, rotations, goal_centers, goal_rotations) -> tuple[np.ndarray, np.ndarray]:
     """(N,) centre distance (mm) and angle between the normals (degrees, 0..180)."""
     dist = np.linalg.norm(centers - goal_centers, axis=1)
@@ -164,18 +200,25 @@ def run_planning(
     progress: Callable[[int], None] | None = None,
 ) -> dict:
     """Run ``cfg.episodes`` start -> goal episodes with ``policy`` in ``cem`` (needs ``model``),
-    ``random`` (uniform actions, zoom 0) or ``stay`` (no movement).  Returns summary figures."""
-    if policy not in ("cem", "random", "stay"):
-        raise ValueError(f"unknown policy {policy!r}; choose cem, random or stay")
+    ``oracle`` (CEM with :class:`PoseOracle`, the true poses), ``random`` (uniform actions, zoom 0)
+    or ``stay`` (no movement).  Returns summary figures."""
+    if policy not in ("cem", "oracle", "random", "stay"):
+        raise ValueError(f"unknown policy {policy!r}; choose cem, oracle, random or stay")
     if policy == "cem" and model is None:
         raise ValueError("the cem policy needs a latent model")
     nav, goal = _episodes(subjects, cfg)
     rng = np.random.default_rng(cfg.seed + 1)
     gen = torch.Generator().manual_seed(cfg.seed)
+    oracle = PoseOracle(nav.scale) if policy == "oracle" else None
+    encode = (lambda: oracle.latent(nav.centers, nav.rotations)) if oracle else (  # noqa: E731
+        lambda: model.encode(torch.from_numpy(nav.render())))
+    if oracle:
+        model, policy = oracle, "cem"
     if policy == "cem":
         with torch.no_grad():
-            goal_z = model.encode(torch.from_numpy(goal["frames"]))
-            hist = model.encode(torch.from_numpy(nav.render()))[:, None]
+            goal_z = (oracle.latent(goal["centers"], goal["rotations"]) if oracle
+                      else model.encode(torch.from_numpy(goal["frames"])))
+            hist = encode()[:, None]
         past = torch.zeros(cfg.episodes, 0, 7)  # actions between the frames in hist
         mean = None
     for step in range(cfg.steps if policy != "stay" else 0):
@@ -188,7 +231,7 @@ def run_planning(
         nav.step(act)
         if policy == "cem":
             with torch.no_grad():
-                z = model.encode(torch.from_numpy(nav.render()))
+                z = encode()
             hist = torch.cat([hist, z[:, None]], 1)[:, -cfg.context :]
             past = torch.cat([past, torch.as_tensor(act, dtype=torch.float32)[:, None]], 1)
             past = past[:, past.shape[1] - (hist.shape[1] - 1) :]
