@@ -23,13 +23,16 @@ How the CPU kernels are fast
   (``fill``), straddles the border (a general, checked path) or is wholly inside (the fast
   path, no per-pixel checks).  The fast path runs in three loops that the compiler
   vectorises except for the loads: voxel index + fractions, gather, interpolate.
-* ``float32`` outputs read the volume's own float32 values (exact: an axis-aligned plane
-  through voxel centres reproduces the array).  ``uint8`` outputs (what the environment
-  observes) read a 16-bit copy of the box, ``q = round((x - lo) / step)`` with
-  ``step = (hi - lo) / 65535`` (7.6e-6 for data in [0, 1]), two neighbours per 32-bit load;
-  the quantisation error (<= step / 2) is far below one grey level (1/255), so a uint8
-  pixel equals ``round(clip(float_render, 0, 1) * 255)`` except, rarely, by one level
-  where the float value lies within 1e-5 of a rounding boundary.
+* The box is stored as 16-bit indices into a float32 table of its distinct values (4 bytes
+  -> 2 per voxel, two k-neighbours per 32-bit load).  MRI is usually stored as 8- or 16-bit
+  integers and rescaled linearly, so a volume has at most 65536 distinct values (the MNI
+  template: 208) and the table holds them *exactly*: results equal sampling the float32 array itself (an
+  axis-aligned plane through voxel centres reproduces the array).  A volume with more
+  distinct values renders float32 outputs from its float32 array (no copy when C-ordered)
+  and uint8 outputs from a 16-bit linear quantisation (error <= 7.6e-6 of the value range,
+  far below one grey level).
+* ``uint8`` outputs (what the environment observes) are ``uint8(clip(x, 0, 1) * 255 + 0.5)``
+  of the same float32 sample, computed in the same pass.
 """
 
 from __future__ import annotations
@@ -169,9 +172,11 @@ def render_slices(
     store = sample_store(volume, fill)
     # voxel coordinates relative to the stored box
     _pixel_to_voxel(volume.inverse_affine, centers, rotations, fovs, h, w, store.origin, m)
+    pairs, q16, lut, exact = store.indexed()
     if out.dtype == np.uint8:
-        pairs, q16, lo, step = store.quantized()
-        _trilinear_u8(pairs, q16, lo, step, m, np.float64(fill), out)
+        _trilinear_u8(pairs, q16, lut, m, np.float64(fill), out)
+    elif exact:
+        _trilinear_indexed(pairs, q16, lut, m, np.float64(fill), out)
     else:
         flat, base, s_i, s_j, box = store.float32()
         _trilinear_f32(flat, base, s_i, s_j, box, m, np.float64(fill), out)
@@ -250,21 +255,34 @@ class SampleStore:
                     self._f32 = (data.reshape(-1), base, s_i, s_j, box)
         return self._f32
 
-    def quantized(self):
-        """(pairs, q16, lo, step): 16-bit box ``x ~ lo + step * q16`` and a uint32 view ``pairs`` where
-        ``pairs[b] = q16.flat[b] | q16.flat[b + 1] << 16`` (two k-neighbours per load)."""
+    def indexed(self):
+        """(pairs, q16, lut, exact): the box as 16-bit indices into a float32 table, ``x = lut[q16]``.
+
+        ``exact``: the box has at most 65536 distinct values (true of MRI stored as integers and
+        linearly rescaled, e.g. the MNI template's 208) and ``lut`` holds them, so the values are
+        the volume's own; otherwise ``lut[q] = lo + q * (hi - lo) / 65535`` (error <= 7.6e-6 of the
+        range).  ``pairs`` is a uint32 view with ``pairs[b] = q16.flat[b] | q16.flat[b + 1] << 16``
+        (two k-neighbours per load).
+        """
         if self._q is None:
             with self._lock:
                 if self._q is None:
-                    box = np.asarray(self._volume().data[self._box], dtype=np.float64)
-                    lo = min(float(box.min()), 0.0)
-                    hi = max(float(box.max()), lo + 1e-12)
-                    step = (hi - lo) / 65535.0
-                    q16 = np.ascontiguousarray(np.rint((box - lo) / step).astype(np.uint16))
-                    raw = q16.reshape(-1)
+                    box = np.asarray(self._volume().data[self._box], dtype=np.float32)
+                    values = np.unique(box)
+                    exact = values.size <= 65536
+                    if exact:
+                        lut = values
+                        q16 = np.searchsorted(values, box).astype(np.uint16)
+                    else:
+                        lo = min(float(values[0]), 0.0)
+                        step = max(float(values[-1]) - lo, 1e-12) / 65535.0
+                        lut = (lo + step * np.arange(65536)).astype(np.float32)
+                        q16 = np.rint((box - lo) / step).astype(np.uint16)
+                    del box, values
+                    raw = np.ascontiguousarray(q16).reshape(-1)
                     pairs = np.ndarray((raw.size - 1,), dtype="<u4", buffer=raw, strides=(2,))
-                    self._q = (pairs, q16, lo, step)
-                    self._extra_bytes += q16.nbytes
+                    self._q = (pairs, raw.reshape(q16.shape), np.ascontiguousarray(lut, np.float32), exact)
+                    self._extra_bytes += raw.nbytes + lut.nbytes
         return self._q
 
     @property
@@ -340,8 +358,8 @@ def _row_split(x0, y0, z0, dx, dy, dz, ni, nj, nk, w):
 
 
 @numba.njit(inline="always", fastmath=True)
-def _trilinear_checked(box, lo, step, x, y, z, fill):
-    """Trilinear sample of ``lo + step * box`` at voxel (x, y, z); corners off the grid count as ``fill``."""
+def _checked_f32(box, x, y, z, fill):
+    """Trilinear sample of ``box`` at voxel (x, y, z); corners off the grid count as ``fill``."""
     ni, nj, nk = box.shape
     if x <= -1.0 or y <= -1.0 or z <= -1.0 or x >= ni or y >= nj or z >= nk:
         return fill
@@ -358,10 +376,31 @@ def _trilinear_checked(box, lo, step, x, y, z, fill):
             for dk in range(2):
                 wk = fz if dk else 1.0 - fz
                 kk = k + dk
-                if 0 <= ii < ni and 0 <= jj < nj and 0 <= kk < nk:
-                    v = lo + step * box[ii, jj, kk]
-                else:
-                    v = fill
+                v = box[ii, jj, kk] if (0 <= ii < ni and 0 <= jj < nj and 0 <= kk < nk) else fill
+                acc += wi * wj * wk * v
+    return acc
+
+
+@numba.njit(inline="always", fastmath=True)
+def _checked_indexed(q16, lut, x, y, z, fill):
+    """As :func:`_checked_f32` for the values ``lut[q16]``."""
+    ni, nj, nk = q16.shape
+    if x <= -1.0 or y <= -1.0 or z <= -1.0 or x >= ni or y >= nj or z >= nk:
+        return fill
+    fx0, fy0, fz0 = math.floor(x), math.floor(y), math.floor(z)
+    i, j, k = int(fx0), int(fy0), int(fz0)
+    fx, fy, fz = x - fx0, y - fy0, z - fz0
+    acc = 0.0
+    for di in range(2):
+        wi = fx if di else 1.0 - fx
+        ii = i + di
+        for dj in range(2):
+            wj = fy if dj else 1.0 - fy
+            jj = j + dj
+            for dk in range(2):
+                wk = fz if dk else 1.0 - fz
+                kk = k + dk
+                v = lut[q16[ii, jj, kk]] if (0 <= ii < ni and 0 <= jj < nj and 0 <= kk < nk) else fill
                 acc += wi * wj * wk * v
     return acc
 
@@ -414,9 +453,9 @@ def _trilinear_f32(flat, base, s_i, s_j, box, m, fill, out):
             row[:oa] = fill32
             row[ob:] = fill32
             for c in range(oa, a):
-                row[c] = _trilinear_checked(box, 0.0, 1.0, x0 + dx * c, y0 + dy * c, z0 + dz * c, fill)
+                row[c] = _checked_f32(box, x0 + dx * c, y0 + dy * c, z0 + dz * c, fill)
             for c in range(b, ob):
-                row[c] = _trilinear_checked(box, 0.0, 1.0, x0 + dx * c, y0 + dy * c, z0 + dz * c, fill)
+                row[c] = _checked_f32(box, x0 + dx * c, y0 + dy * c, z0 + dz * c, fill)
             cnt = b - a
             _inner_coords(x0, y0, z0, dx, dy, dz, a, cnt, s_i, s_j, base, idx, fx, fy, fz)
             for t in range(cnt):  # loop 2: gather
@@ -433,57 +472,75 @@ def _trilinear_f32(flat, base, s_i, s_j, box, m, fill, out):
                 row[a + t] = _lerp3(fx[t], fy[t], fz[t], g[0, t], g[1, t], g[2, t], g[3, t], g[4, t], g[5, t], g[6, t], g[7, t])
 
 
-@numba.njit(parallel=True, fastmath=True, cache=True, nogil=True)
-def _trilinear_u8(pairs, q16, lo, step, m, fill, out):
-    n, h, w = out.shape
+@numba.njit(inline="always", fastmath=True)
+def _row_indexed(pairs, q16, lut, m, p, r, fill, idx, fx, fy, fz, g, row):
+    """Row ``r`` of pose ``p`` from the indexed store into ``row`` (float32, length W)."""
     ni, nj, nk = q16.shape
-    s_j = nk
-    s_i = nj * nk
-    per_pose = (h + _ROWS_PER_BLOCK - 1) // _ROWS_PER_BLOCK
-    fill8 = np.uint8(min(max(fill, 0.0), 1.0) * 255.0 + 0.5)
-    lo255 = np.float32(lo * 255.0)
-    step255 = np.float32(step * 255.0)
+    s_j, s_i = nk, nj * nk
+    w = len(row)
+    dx, dy, dz = m[p, 0, 1], m[p, 1, 1], m[p, 2, 1]
+    x0 = m[p, 0, 0] * r + m[p, 0, 2]
+    y0 = m[p, 1, 0] * r + m[p, 1, 2]
+    z0 = m[p, 2, 0] * r + m[p, 2, 2]
+    oa, a, b, ob = _row_split(x0, y0, z0, dx, dy, dz, ni, nj, nk, w)
+    fill32 = np.float32(fill)
+    row[:oa] = fill32
+    row[ob:] = fill32
+    for c in range(oa, a):
+        row[c] = _checked_indexed(q16, lut, x0 + dx * c, y0 + dy * c, z0 + dz * c, fill)
+    for c in range(b, ob):
+        row[c] = _checked_indexed(q16, lut, x0 + dx * c, y0 + dy * c, z0 + dz * c, fill)
+    cnt = b - a
+    _inner_coords(x0, y0, z0, dx, dy, dz, a, cnt, s_i, s_j, 0, idx, fx, fy, fz)
     mask = np.uint32(0xFFFF)
     sixteen = np.uint32(16)
+    for t in range(cnt):  # loop 2: gather, two k-neighbours per 32-bit load, values from the table
+        q = idx[t]
+        w0, w1, w2, w3 = pairs[q], pairs[q + s_j], pairs[q + s_i], pairs[q + s_i + s_j]
+        g[0, t] = lut[w0 & mask]
+        g[1, t] = lut[w0 >> sixteen]
+        g[2, t] = lut[w1 & mask]
+        g[3, t] = lut[w1 >> sixteen]
+        g[4, t] = lut[w2 & mask]
+        g[5, t] = lut[w2 >> sixteen]
+        g[6, t] = lut[w3 & mask]
+        g[7, t] = lut[w3 >> sixteen]
+    for t in range(cnt):  # loop 3: blend (vectorised)
+        row[a + t] = _lerp3(fx[t], fy[t], fz[t], g[0, t], g[1, t], g[2, t], g[3, t], g[4, t], g[5, t], g[6, t], g[7, t])
+
+
+@numba.njit(parallel=True, fastmath=True, cache=True, nogil=True)
+def _trilinear_indexed(pairs, q16, lut, m, fill, out):
+    n, h, w = out.shape
+    per_pose = (h + _ROWS_PER_BLOCK - 1) // _ROWS_PER_BLOCK
     for blk in numba.prange(n * per_pose):
-        p = blk // per_pose
+        p, first = blk // per_pose, (blk % per_pose) * _ROWS_PER_BLOCK
         idx = np.empty(w, np.int64)
         fx = np.empty(w, np.float32)
         fy = np.empty(w, np.float32)
         fz = np.empty(w, np.float32)
-        g = np.empty((4, w), np.uint32)
-        dx, dy, dz = m[p, 0, 1], m[p, 1, 1], m[p, 2, 1]
-        for r in range((blk % per_pose) * _ROWS_PER_BLOCK, min(h, (blk % per_pose + 1) * _ROWS_PER_BLOCK)):
-            x0 = m[p, 0, 0] * r + m[p, 0, 2]
-            y0 = m[p, 1, 0] * r + m[p, 1, 2]
-            z0 = m[p, 2, 0] * r + m[p, 2, 2]
-            oa, a, b, ob = _row_split(x0, y0, z0, dx, dy, dz, ni, nj, nk, w)
-            row = out[p, r]
-            row[:oa] = fill8
-            row[ob:] = fill8
-            for c in range(oa, a):
-                v = _trilinear_checked(q16, lo, step, x0 + dx * c, y0 + dy * c, z0 + dz * c, fill)
-                row[c] = np.uint8(min(max(v, 0.0), 1.0) * 255.0 + 0.5)
-            for c in range(b, ob):
-                v = _trilinear_checked(q16, lo, step, x0 + dx * c, y0 + dy * c, z0 + dz * c, fill)
-                row[c] = np.uint8(min(max(v, 0.0), 1.0) * 255.0 + 0.5)
-            cnt = b - a
-            _inner_coords(x0, y0, z0, dx, dy, dz, a, cnt, s_i, s_j, 0, idx, fx, fy, fz)
-            for t in range(cnt):  # loop 2: gather, two k-neighbours per 32-bit load
-                q = idx[t]
-                g[0, t] = pairs[q]
-                g[1, t] = pairs[q + s_j]
-                g[2, t] = pairs[q + s_i]
-                g[3, t] = pairs[q + s_i + s_j]
-            for t in range(cnt):  # loop 3: unpack + blend + quantise (vectorised)
-                w0, w1, w2, w3 = g[0, t], g[1, t], g[2, t], g[3, t]
-                v = _lerp3(
-                    fx[t], fy[t], fz[t],
-                    np.float32(w0 & mask), np.float32(w0 >> sixteen), np.float32(w1 & mask), np.float32(w1 >> sixteen),
-                    np.float32(w2 & mask), np.float32(w2 >> sixteen), np.float32(w3 & mask), np.float32(w3 >> sixteen),
-                )  # fmt: skip
-                v = lo255 + step255 * v
-                row[a + t] = np.uint8(min(max(v, np.float32(0.0)), np.float32(255.0)) + np.float32(0.5))
+        g = np.empty((8, w), np.float32)
+        for r in range(first, min(h, first + _ROWS_PER_BLOCK)):
+            _row_indexed(pairs, q16, lut, m, p, r, fill, idx, fx, fy, fz, g, out[p, r])
+
+
+@numba.njit(parallel=True, fastmath=True, cache=True, nogil=True)
+def _trilinear_u8(pairs, q16, lut, m, fill, out):
+    """As :func:`_trilinear_indexed`, quantised: ``uint8(clip(x, 0, 1) * 255 + 0.5)``."""
+    n, h, w = out.shape
+    per_pose = (h + _ROWS_PER_BLOCK - 1) // _ROWS_PER_BLOCK
+    for blk in numba.prange(n * per_pose):
+        p, first = blk // per_pose, (blk % per_pose) * _ROWS_PER_BLOCK
+        idx = np.empty(w, np.int64)
+        fx = np.empty(w, np.float32)
+        fy = np.empty(w, np.float32)
+        fz = np.empty(w, np.float32)
+        g = np.empty((8, w), np.float32)
+        row = np.empty(w, np.float32)
+        for r in range(first, min(h, first + _ROWS_PER_BLOCK)):
+            _row_indexed(pairs, q16, lut, m, p, r, fill, idx, fx, fy, fz, g, row)
+            for c in range(w):
+                out[p, r, c] = np.uint8(min(max(row[c], np.float32(0.0)), np.float32(1.0)) * np.float32(255.0) + np.float32(0.5))
 
 
 @numba.njit(parallel=True, cache=True, nogil=True)

@@ -10,15 +10,27 @@ from navgym.geometry import canonical_rotation
 from navgym.render import pixel_to_voxel, sample_store
 
 
-def random_volume(shape=(21, 25, 29), margin=3, seed=0, affine=None, labels=False) -> Volume:
+# the CPU store holds <= 65536 distinct values exactly (a table) and falls back to the float32
+# array beyond that: "few" exercises the first, "many" (> 65536 voxels, all distinct) the second
+STORE_KINDS = {"few": dict(shape=(21, 25, 29), levels=300), "many": dict(shape=(50, 50, 44))}
+
+
+def random_volume(shape=(21, 25, 29), margin=3, seed=0, affine=None, labels=False, levels=None) -> Volume:
     """Random [0, 1] image with a zero margin (so the cropped store differs from the grid)."""
     rng = np.random.default_rng(seed)
     data = np.zeros(shape, np.float32)
     inner = tuple(slice(margin, s - margin) for s in shape)
     data[inner] = rng.uniform(0.05, 1.0, data[inner].shape)
+    if levels:
+        data = np.round(data * levels) / levels
     lab = rng.integers(0, 4, shape).astype(np.uint8) if labels else None
     aff = np.diag([1.0, 1.0, 1.0, 1.0]) if affine is None else affine
     return Volume(data, aff, labels=lab, name="random")
+
+
+def quantised(img):
+    """The documented uint8 rule, ``floor(clip(x, 0, 1) * 255 + 0.5)`` in float32."""
+    return np.floor(np.clip(img, 0, 1).astype(np.float32) * np.float32(255) + np.float32(0.5))
 
 
 def random_poses(vol: Volume, n: int, seed: int = 1, spread: float = 15.0, fov: float = 30.0):
@@ -46,13 +58,16 @@ def expected_axis_slice(data, view, ijk, h, w):
     return out
 
 
+@pytest.mark.parametrize("kind", sorted(STORE_KINDS))
 @pytest.mark.parametrize("view", ["axial", "coronal", "sagittal"])
 @pytest.mark.parametrize("fill", [0.0, 0.5])
-def test_axis_aligned_plane_equals_array_slice(view, fill):
-    vol = random_volume()
+def test_axis_aligned_plane_equals_array_slice(kind, view, fill):
+    vol = random_volume(**STORE_KINDS[kind])
+    assert sample_store(vol, fill).indexed()[3] == (kind == "few")
     data = np.asarray(vol.data)
-    h, w = 31, 35  # larger than the grid: the border and the outside are covered too
-    for ijk in [(10, 12, 14), (0, 0, 0), (20, 24, 28), (3, 7, 5)]:  # includes the grid's corners
+    h, w = 31, 35  # the border and the outside are covered too
+    last = tuple(n - 1 for n in vol.shape)
+    for ijk in [(10, 12, 14), (0, 0, 0), last, (3, 7, 5)]:  # includes the grid's corners
         # render_slices with the exact canonical matrix (SlicePose re-orthonormalises through scipy,
         # which can leave 1e-16 entries and so 1e-15 blends)
         pose = SlicePose(np.array(ijk, float), canonical_rotation(view), fov=float(w))
@@ -63,8 +78,8 @@ def test_axis_aligned_plane_equals_array_slice(view, fill):
         assert np.all(img[~inside] == np.float32(fill))  # >= 1 voxel off the grid: footprint wholly outside
         u8 = render_slices(vol, pose.center[None], canonical_rotation(view)[None], [pose.fov], (h, w), fill=fill,
                            out=np.empty((1, h, w), np.uint8))[0]  # fmt: skip
-        want = np.round(np.clip(img, 0, 1) * 255)
-        assert np.abs(u8.astype(int) - want).max() <= 1 and np.mean(u8 == want) > 0.99
+        want = quantised(img)
+        assert np.abs(u8.astype(int) - want).max() <= 1 and np.mean(u8 == want) > 0.999
 
 
 def test_outside_value_and_border_blend():
@@ -134,10 +149,12 @@ def test_oblique_affine_same_world_slice():
     assert np.std(a) > 0.05  # the slices do vary
 
 
+@pytest.mark.parametrize("kind", sorted(STORE_KINDS))
 @pytest.mark.parametrize("fill", [0.0, 0.2])
-def test_numba_matches_torch(fill):
-    vol = random_volume(shape=(30, 26, 22), seed=5)
-    centers, rotations, fovs = random_poses(vol, 16, spread=8.0, fov=40.0)  # many cross the border
+def test_numba_matches_torch(kind, fill):
+    vol = random_volume(**{**STORE_KINDS[kind], "seed": 5})
+    span = max(vol.shape)
+    centers, rotations, fovs = random_poses(vol, 16, spread=0.3 * span, fov=1.4 * span)  # many cross the border
     for size in [(32, 32), (17, 23)]:
         ours = render_slices(vol, centers, rotations, fovs, size, fill=fill)
         theirs = TorchRenderer(vol).render(centers, rotations, fovs, size, fill=fill).numpy()
@@ -186,14 +203,14 @@ def test_batched_equals_one_by_one_and_threads_agree():
     np.testing.assert_array_equal(single, batch)
 
 
-def test_uint8_output_matches_quantised_float():
-    vol = random_volume(seed=7)
+@pytest.mark.parametrize("kind", sorted(STORE_KINDS))
+def test_uint8_output_matches_quantised_float(kind):
+    vol = random_volume(**{**STORE_KINDS[kind], "seed": 7})
     centers, rotations, fovs = random_poses(vol, 10)
     img = render_slices(vol, centers, rotations, fovs, (30, 30))
     u8 = render_slices(vol, centers, rotations, fovs, (30, 30), out=np.empty((10, 30, 30), np.uint8))
-    want = np.round(np.clip(img, 0, 1) * 255)
-    diff = np.abs(u8.astype(int) - want)
-    assert diff.max() <= 1 and (diff > 0).mean() < 0.01
+    diff = np.abs(u8.astype(int) - quantised(img))
+    assert diff.max() <= 1 and (diff > 0).mean() < (0.001 if kind == "few" else 0.01)
 
 
 def test_store_is_built_once_and_shared():
@@ -205,7 +222,9 @@ def test_store_is_built_once_and_shared():
     for _ in range(3):
         render_slices(vol, centers, rotations, fovs, (8, 8), out=np.empty((2, 8, 8), np.uint8))
         render_slices(vol, centers, rotations, fovs, (8, 8))
-    assert store.nbytes == 15 * 19 * 23 * 2  # one 16-bit copy of the box; the float path is a view
+    lut = store.indexed()[2]
+    assert 1000 < lut.size <= 15 * 19 * 23  # the distinct values of the box (random floats)
+    assert store.nbytes == 15 * 19 * 23 * 2 + lut.nbytes  # one 16-bit copy of the box + its table
 
 
 def test_bad_inputs_raise():
