@@ -213,8 +213,8 @@ def test_evaluate_end_to_end_with_stand_in_encoders(tmp_path):
     result["timings"]["total_s"] = 1.0
     doc = ev.write_report(result, cfg, tmp_path, ["python", "-m", "world_model.evaluate", "--test"])
     n_metrics = sum(len(v) for v in probes.TASK_METRICS.values())
-    # 4 encoders x (linear, mlp, finetune) + 1 supervised seed, every metric once
-    assert len(result["rows"]) == (4 * 3 + 1) * n_metrics
+    # 4 encoders x (linear, mlp, finetune) + pixels x (linear, mlp) + 1 supervised seed, every metric once
+    assert len(result["rows"]) == (4 * 3 + 2 + 1) * n_metrics
     assert {r["probe"] for r in result["rows"] if r["method"] == "supervised"} == {"e2e"}
     assert {r["method"] for r in result["planning"]} == {"navwm", "random_actions", "no_move", "pose_oracle"}
     saved = json.loads((tmp_path / "results.json").read_text())

@@ -70,6 +70,22 @@ class Entry:
     latent_model: LatentModel | None = None
 
 
+class PixelEncoder(torch.nn.Module):
+    """Non-learned baseline: the slice itself, average-pooled.
+
+    ``features``: (B, 256) = 16 x 16 mean-pooled intensities in [0, 1];
+    ``spatial_features``: (B, 1, 16, 16) the same grid.
+    """
+
+    feature_dim = 256
+
+    def spatial_features(self, frames: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.adaptive_avg_pool2d(frames.float()[:, None] / 255.0, 16)
+
+    def features(self, frames: torch.Tensor) -> torch.Tensor:
+        return self.spatial_features(frames).flatten(1)
+
+
 @dataclass(frozen=True)
 class EvalConfig:
     """What the report runs (every method gets the same)."""
@@ -81,6 +97,7 @@ class EvalConfig:
     probe_kinds: tuple[str, ...] = ("linear", "mlp")
     planning: bool = True
     supervised_seeds: tuple[int, ...] = (0, 1, 2)
+    pixel_baseline: bool = True
     finetune: bool = False
     data_seed: int = 1000
     batch_size: int = 256
@@ -98,6 +115,7 @@ class EvalConfig:
             "data": self.data.to_dict(), "probe": self.probe.to_dict(), "plan": self.plan.to_dict(),
             "tasks": list(self.tasks), "probe_kinds": list(self.probe_kinds), "planning": self.planning,
             "supervised_seeds": list(self.supervised_seeds), "finetune": self.finetune,
+            "pixel_baseline": self.pixel_baseline,
             "data_seed": self.data_seed, "batch_size": self.batch_size,
         }
 
@@ -161,6 +179,8 @@ def evaluate(entries: Sequence[Entry], subjects: Sequence[Subject], cfg: EvalCon
     ``stay`` policies once (seed = the planning seed).
     """
     splits = split_subjects(subjects)
+    if cfg.pixel_baseline:
+        entries = list(entries) + [Entry("pixels", 0, PixelEncoder())]
     t0 = time.perf_counter()
     sets = {s: make_probe_set(splits[s], cfg.data, cfg.data_seed + i) for i, s in enumerate(SPLITS)}
     timings = {"probe_data_s": time.perf_counter() - t0}
@@ -189,7 +209,7 @@ def evaluate(entries: Sequence[Entry], subjects: Sequence[Subject], cfg: EvalCon
                 bar.update()
     bar.close()
     e2e = [("supervised", seed, None) for seed in cfg.supervised_seeds]
-    e2e += [(e.method, e.seed, e) for e in entries] if cfg.finetune else []
+    e2e += [(e.method, e.seed, e) for e in entries if not isinstance(e.encoder, PixelEncoder)] if cfg.finetune else []
     for method, seed, entry in tqdm(e2e, desc="end-to-end", disable=None):
         t0 = time.perf_counter()
         pcfg = probes.ProbeConfig(**{**cfg.probe.to_dict(), "seed": seed})
@@ -245,7 +265,8 @@ def compare(summary: list[dict], reference: str = REFERENCE) -> list[dict]:
     """Reference method vs every other method on every (task, probe, metric).
 
     ``advantage`` = how much better the reference is (positive = better, in the metric's units);
-    ``overlap`` = whether the two 95% intervals overlap (NaN intervals count as overlapping).
+    ``overlap`` = whether the two 95% intervals overlap; a single run (the deterministic
+    baselines: pixels, no_move, random_actions, pose_oracle) counts as exact (zero width).
     Every probe kind is also compared with the end-to-end supervised upper bound (probe ``e2e``).
     """
     by = {}
@@ -262,8 +283,9 @@ def compare(summary: list[dict], reference: str = REFERENCE) -> list[dict]:
                 continue
             sign = 1 if ref["higher_is_better"] else -1
             adv = sign * (ref["mean"] - other["mean"])
-            lo_r, hi_r = ref["mean"] - ref["ci95"], ref["mean"] + ref["ci95"]
-            lo_o, hi_o = other["mean"] - other["ci95"], other["mean"] + other["ci95"]
+            half = lambda x: 0.0 if x["n"] == 1 else x["ci95"]  # noqa: E731  (single runs count as exact)
+            lo_r, hi_r = ref["mean"] - half(ref), ref["mean"] + half(ref)
+            lo_o, hi_o = other["mean"] - half(other), other["mean"] + half(other)
             finite = np.isfinite([lo_r, hi_r, lo_o, hi_o]).all()
             overlap = bool(not finite or (lo_r <= hi_o and lo_o <= hi_r))
             verdict = ("better" if adv > 0 else "worse" if adv < 0 else "equal") + (
@@ -378,7 +400,8 @@ def _markdown(doc: dict) -> str:
         f"test {doc['subjects']['test']}." + ("" if doc["held_out_subjects"] else
                                             " **Only one or two subjects: splits share subjects, only the slices differ.**"),
         f"Slices per subject: {doc['config']['data']['per_subject']} at {doc['config']['data']['size']} px. "
-        "Numbers: mean ± 95% Student-t interval over pretraining seeds (n/a with one seed).", "",
+        "Numbers: mean ± 95% Student-t interval over pretraining seeds; single-run baselines (pixels, "
+        "planning baselines) have no ± and count as exact in the comparisons.", "",
     ]
     if doc.get("notes"):
         lines += ["**Notes.** " + " ".join(doc["notes"]), ""]
@@ -400,8 +423,9 @@ def _markdown(doc: dict) -> str:
         lines.append("")
     if sup:
         lines += ["`supervised (e2e)`: a small CNN trained from scratch on the probe-train labels of all tasks "
-                  f"jointly (seeds {doc['config']['supervised_seeds']}; an upper bound for what these labels teach).",
-                  ""]
+                  f"jointly (seeds {doc['config']['supervised_seeds']}, {doc['config']['probe']['e2e_epochs']} "
+                  "epochs): a reference for what these labels teach with this budget, not a strict upper bound. "
+                  "`pixels`: 16×16 average-pooled intensities (no learning).", ""]
     plan = [s for s in summary if s["task"] == "planning"]
     if plan:
         pm = sorted({s["method"] for s in plan}, key=lambda m: (m != REFERENCE, m))

@@ -80,8 +80,8 @@ class ProbeConfig:
     seg_hidden: int = 64
     seg_epochs: int = 15
     seg_lr: float = 1e-2
-    e2e_epochs: int = 8
-    e2e_lr: float = 1e-3
+    e2e_epochs: int = 30
+    e2e_lr: float = 2e-3
     seed: int = 0
 
     def __post_init__(self):
