@@ -52,6 +52,7 @@ from .volume import Volume
 __all__ = ["render_slice", "render_slices", "pixel_to_voxel", "TorchRenderer", "SampleStore", "sample_store"]
 
 _ROWS_PER_BLOCK = 16  # rows per parallel work item (one pose of 128 rows = 8 items)
+_PARALLEL_MIN_PIXELS = 32768  # below this a parallel launch costs more than it saves
 
 
 def pixel_to_voxel(volume: Volume, centers, rotations, fovs, size) -> np.ndarray:
@@ -164,7 +165,7 @@ def render_slices(
             raise ValueError(f"{volume.name} has no label map")
         out = _check_out(np.empty((n, h, w), np.uint8) if out is None else out, (n, h, w), (np.uint8,))
         _pixel_to_voxel(volume.inverse_affine, centers, rotations, fovs, h, w, _ZERO3, m)
-        _nearest_batch(volume.labels, m, out)
+        (_nearest_parallel if _use_parallel(n * h * w) else _nearest_serial)(volume.labels, m, out)
         return out
     out = _check_out(np.empty((n, h, w), np.float32) if out is None else out, (n, h, w), (np.float32, np.uint8))
     if n == 0:
@@ -173,14 +174,19 @@ def render_slices(
     # voxel coordinates relative to the stored box
     _pixel_to_voxel(volume.inverse_affine, centers, rotations, fovs, h, w, store.origin, m)
     pairs, q16, lut, exact = store.indexed()
+    par = _use_parallel(n * h * w)
     if out.dtype == np.uint8:
-        _trilinear_u8(pairs, q16, lut, m, np.float64(fill), out)
+        (_u8_parallel if par else _u8_serial)((pairs, q16, lut), m, np.float64(fill), out)
     elif exact:
-        _trilinear_indexed(pairs, q16, lut, m, np.float64(fill), out)
+        (_indexed_parallel if par else _indexed_serial)((pairs, q16, lut), m, np.float64(fill), out)
     else:
-        flat, base, s_i, s_j, box = store.float32()
-        _trilinear_f32(flat, base, s_i, s_j, box, m, np.float64(fill), out)
+        (_f32_parallel if par else _f32_serial)(store.float32(), m, np.float64(fill), out)
     return out
+
+
+def _use_parallel(pixels: int) -> bool:
+    """Parallel kernels only pay off above ~2 slices of 128 x 128 (see :func:`_trilinear_parallel`)."""
+    return pixels >= _PARALLEL_MIN_PIXELS and numba.get_num_threads() > 1
 
 
 def _check_size(size) -> tuple[int, int]:
@@ -430,46 +436,37 @@ def _lerp3(fx, fy, fz, p00, p01, p10, p11, q00, q01, q10, q11):
     return c0 + fz * (c1 - c0)
 
 
-@numba.njit(parallel=True, fastmath=True, cache=True, nogil=True)
-def _trilinear_f32(flat, base, s_i, s_j, box, m, fill, out):
-    n, h, w = out.shape
+@numba.njit(inline="always", fastmath=True)
+def _row_f32(flat, base, s_i, s_j, box, m, p, r, fill, idx, fx, fy, fz, g, row):
+    """Row ``r`` of pose ``p`` from the float32 array into ``row`` (float32, length W)."""
     ni, nj, nk = box.shape
-    per_pose = (h + _ROWS_PER_BLOCK - 1) // _ROWS_PER_BLOCK
+    w = len(row)
+    dx, dy, dz = m[p, 0, 1], m[p, 1, 1], m[p, 2, 1]
+    x0 = m[p, 0, 0] * r + m[p, 0, 2]
+    y0 = m[p, 1, 0] * r + m[p, 1, 2]
+    z0 = m[p, 2, 0] * r + m[p, 2, 2]
+    oa, a, b, ob = _row_split(x0, y0, z0, dx, dy, dz, ni, nj, nk, w)
     fill32 = np.float32(fill)
-    for blk in numba.prange(n * per_pose):
-        p = blk // per_pose
-        idx = np.empty(w, np.int64)
-        fx = np.empty(w, np.float32)
-        fy = np.empty(w, np.float32)
-        fz = np.empty(w, np.float32)
-        g = np.empty((8, w), np.float32)
-        dx, dy, dz = m[p, 0, 1], m[p, 1, 1], m[p, 2, 1]
-        for r in range((blk % per_pose) * _ROWS_PER_BLOCK, min(h, (blk % per_pose + 1) * _ROWS_PER_BLOCK)):
-            x0 = m[p, 0, 0] * r + m[p, 0, 2]
-            y0 = m[p, 1, 0] * r + m[p, 1, 2]
-            z0 = m[p, 2, 0] * r + m[p, 2, 2]
-            oa, a, b, ob = _row_split(x0, y0, z0, dx, dy, dz, ni, nj, nk, w)
-            row = out[p, r]
-            row[:oa] = fill32
-            row[ob:] = fill32
-            for c in range(oa, a):
-                row[c] = _checked_f32(box, x0 + dx * c, y0 + dy * c, z0 + dz * c, fill)
-            for c in range(b, ob):
-                row[c] = _checked_f32(box, x0 + dx * c, y0 + dy * c, z0 + dz * c, fill)
-            cnt = b - a
-            _inner_coords(x0, y0, z0, dx, dy, dz, a, cnt, s_i, s_j, base, idx, fx, fy, fz)
-            for t in range(cnt):  # loop 2: gather
-                q = idx[t]
-                g[0, t] = flat[q]
-                g[1, t] = flat[q + 1]
-                g[2, t] = flat[q + s_j]
-                g[3, t] = flat[q + s_j + 1]
-                g[4, t] = flat[q + s_i]
-                g[5, t] = flat[q + s_i + 1]
-                g[6, t] = flat[q + s_i + s_j]
-                g[7, t] = flat[q + s_i + s_j + 1]
-            for t in range(cnt):  # loop 3: blend (vectorised)
-                row[a + t] = _lerp3(fx[t], fy[t], fz[t], g[0, t], g[1, t], g[2, t], g[3, t], g[4, t], g[5, t], g[6, t], g[7, t])
+    row[:oa] = fill32
+    row[ob:] = fill32
+    for c in range(oa, a):
+        row[c] = _checked_f32(box, x0 + dx * c, y0 + dy * c, z0 + dz * c, fill)
+    for c in range(b, ob):
+        row[c] = _checked_f32(box, x0 + dx * c, y0 + dy * c, z0 + dz * c, fill)
+    cnt = b - a
+    _inner_coords(x0, y0, z0, dx, dy, dz, a, cnt, s_i, s_j, base, idx, fx, fy, fz)
+    for t in range(cnt):  # loop 2: gather
+        q = idx[t]
+        g[0, t] = flat[q]
+        g[1, t] = flat[q + 1]
+        g[2, t] = flat[q + s_j]
+        g[3, t] = flat[q + s_j + 1]
+        g[4, t] = flat[q + s_i]
+        g[5, t] = flat[q + s_i + 1]
+        g[6, t] = flat[q + s_i + s_j]
+        g[7, t] = flat[q + s_i + s_j + 1]
+    for t in range(cnt):  # loop 3: blend (vectorised)
+        row[a + t] = _lerp3(fx[t], fy[t], fz[t], g[0, t], g[1, t], g[2, t], g[3, t], g[4, t], g[5, t], g[6, t], g[7, t])
 
 
 @numba.njit(inline="always", fastmath=True)
@@ -509,54 +506,110 @@ def _row_indexed(pairs, q16, lut, m, p, r, fill, idx, fx, fy, fz, g, row):
         row[a + t] = _lerp3(fx[t], fy[t], fz[t], g[0, t], g[1, t], g[2, t], g[3, t], g[4, t], g[5, t], g[6, t], g[7, t])
 
 
-@numba.njit(parallel=True, fastmath=True, cache=True, nogil=True)
-def _trilinear_indexed(pairs, q16, lut, m, fill, out):
+@numba.njit(inline="always", fastmath=True)
+def _block_f32(src, m, fill, out, blk):
+    """Rows ``[16 b, 16 b + 16)`` of one pose (block ``blk``) from the float32 array ``src``."""
+    flat, base, s_i, s_j, box = src
     n, h, w = out.shape
     per_pose = (h + _ROWS_PER_BLOCK - 1) // _ROWS_PER_BLOCK
-    for blk in numba.prange(n * per_pose):
-        p, first = blk // per_pose, (blk % per_pose) * _ROWS_PER_BLOCK
-        idx = np.empty(w, np.int64)
-        fx = np.empty(w, np.float32)
-        fy = np.empty(w, np.float32)
-        fz = np.empty(w, np.float32)
-        g = np.empty((8, w), np.float32)
-        for r in range(first, min(h, first + _ROWS_PER_BLOCK)):
-            _row_indexed(pairs, q16, lut, m, p, r, fill, idx, fx, fy, fz, g, out[p, r])
+    p, first = blk // per_pose, (blk % per_pose) * _ROWS_PER_BLOCK
+    idx, fx, fy, fz, g = np.empty(w, np.int64), np.empty(w, np.float32), np.empty(w, np.float32), np.empty(w, np.float32), np.empty((8, w), np.float32)  # noqa: E501
+    for r in range(first, min(h, first + _ROWS_PER_BLOCK)):
+        _row_f32(flat, base, s_i, s_j, box, m, p, r, fill, idx, fx, fy, fz, g, out[p, r])
+
+
+@numba.njit(inline="always", fastmath=True)
+def _block_indexed(src, m, fill, out, blk):
+    """As :func:`_block_f32` from the indexed store ``src`` = (pairs, q16, lut)."""
+    pairs, q16, lut = src
+    n, h, w = out.shape
+    per_pose = (h + _ROWS_PER_BLOCK - 1) // _ROWS_PER_BLOCK
+    p, first = blk // per_pose, (blk % per_pose) * _ROWS_PER_BLOCK
+    idx, fx, fy, fz, g = np.empty(w, np.int64), np.empty(w, np.float32), np.empty(w, np.float32), np.empty(w, np.float32), np.empty((8, w), np.float32)  # noqa: E501
+    for r in range(first, min(h, first + _ROWS_PER_BLOCK)):
+        _row_indexed(pairs, q16, lut, m, p, r, fill, idx, fx, fy, fz, g, out[p, r])
+
+
+@numba.njit(inline="always", fastmath=True)
+def _block_u8(src, m, fill, out, blk):
+    """As :func:`_block_indexed` into a uint8 ``out``: ``uint8(clip(x, 0, 1) * 255 + 0.5)``."""
+    pairs, q16, lut = src
+    n, h, w = out.shape
+    per_pose = (h + _ROWS_PER_BLOCK - 1) // _ROWS_PER_BLOCK
+    p, first = blk // per_pose, (blk % per_pose) * _ROWS_PER_BLOCK
+    idx, fx, fy, fz, g = np.empty(w, np.int64), np.empty(w, np.float32), np.empty(w, np.float32), np.empty(w, np.float32), np.empty((8, w), np.float32)  # noqa: E501
+    row = np.empty(w, np.float32)
+    lo, hi, scale, half = np.float32(0.0), np.float32(1.0), np.float32(255.0), np.float32(0.5)
+    for r in range(first, min(h, first + _ROWS_PER_BLOCK)):
+        _row_indexed(pairs, q16, lut, m, p, r, fill, idx, fx, fy, fz, g, row)
+        for c in range(w):
+            out[p, r, c] = np.uint8(min(max(row[c], lo), hi) * scale + half)
+
+
+# Each kernel twice: serial, and parallel over blocks of rows.  Launching a numba parallel
+# region costs tens of microseconds (thread wake-up), more than one 128 x 128 slice on one
+# thread, so render_slices takes the parallel one only for large jobs with threads > 1.
+@numba.njit(fastmath=True, cache=True, nogil=True)
+def _f32_serial(src, m, fill, out):
+    for blk in range(out.shape[0] * ((out.shape[1] + _ROWS_PER_BLOCK - 1) // _ROWS_PER_BLOCK)):
+        _block_f32(src, m, fill, out, blk)
 
 
 @numba.njit(parallel=True, fastmath=True, cache=True, nogil=True)
-def _trilinear_u8(pairs, q16, lut, m, fill, out):
-    """As :func:`_trilinear_indexed`, quantised: ``uint8(clip(x, 0, 1) * 255 + 0.5)``."""
+def _f32_parallel(src, m, fill, out):
+    for blk in numba.prange(out.shape[0] * ((out.shape[1] + _ROWS_PER_BLOCK - 1) // _ROWS_PER_BLOCK)):
+        _block_f32(src, m, fill, out, blk)
+
+
+@numba.njit(fastmath=True, cache=True, nogil=True)
+def _indexed_serial(src, m, fill, out):
+    for blk in range(out.shape[0] * ((out.shape[1] + _ROWS_PER_BLOCK - 1) // _ROWS_PER_BLOCK)):
+        _block_indexed(src, m, fill, out, blk)
+
+
+@numba.njit(parallel=True, fastmath=True, cache=True, nogil=True)
+def _indexed_parallel(src, m, fill, out):
+    for blk in numba.prange(out.shape[0] * ((out.shape[1] + _ROWS_PER_BLOCK - 1) // _ROWS_PER_BLOCK)):
+        _block_indexed(src, m, fill, out, blk)
+
+
+@numba.njit(fastmath=True, cache=True, nogil=True)
+def _u8_serial(src, m, fill, out):
+    for blk in range(out.shape[0] * ((out.shape[1] + _ROWS_PER_BLOCK - 1) // _ROWS_PER_BLOCK)):
+        _block_u8(src, m, fill, out, blk)
+
+
+@numba.njit(parallel=True, fastmath=True, cache=True, nogil=True)
+def _u8_parallel(src, m, fill, out):
+    for blk in numba.prange(out.shape[0] * ((out.shape[1] + _ROWS_PER_BLOCK - 1) // _ROWS_PER_BLOCK)):
+        _block_u8(src, m, fill, out, blk)
+
+
+@numba.njit(inline="always")
+def _nearest_row(labels, m, p, r, out):
+    ni, nj, nk = labels.shape
+    for c in range(out.shape[2]):
+        i = int(math.floor(m[p, 0, 0] * r + m[p, 0, 1] * c + m[p, 0, 2] + 0.5))
+        j = int(math.floor(m[p, 1, 0] * r + m[p, 1, 1] * c + m[p, 1, 2] + 0.5))
+        k = int(math.floor(m[p, 2, 0] * r + m[p, 2, 1] * c + m[p, 2, 2] + 0.5))
+        if 0 <= i < ni and 0 <= j < nj and 0 <= k < nk:
+            out[p, r, c] = labels[i, j, k]
+        else:
+            out[p, r, c] = 0
+
+
+@numba.njit(cache=True, nogil=True)
+def _nearest_serial(labels, m, out):
     n, h, w = out.shape
-    per_pose = (h + _ROWS_PER_BLOCK - 1) // _ROWS_PER_BLOCK
-    for blk in numba.prange(n * per_pose):
-        p, first = blk // per_pose, (blk % per_pose) * _ROWS_PER_BLOCK
-        idx = np.empty(w, np.int64)
-        fx = np.empty(w, np.float32)
-        fy = np.empty(w, np.float32)
-        fz = np.empty(w, np.float32)
-        g = np.empty((8, w), np.float32)
-        row = np.empty(w, np.float32)
-        for r in range(first, min(h, first + _ROWS_PER_BLOCK)):
-            _row_indexed(pairs, q16, lut, m, p, r, fill, idx, fx, fy, fz, g, row)
-            for c in range(w):
-                out[p, r, c] = np.uint8(min(max(row[c], np.float32(0.0)), np.float32(1.0)) * np.float32(255.0) + np.float32(0.5))
+    for pr in range(n * h):
+        _nearest_row(labels, m, pr // h, pr % h, out)
 
 
 @numba.njit(parallel=True, cache=True, nogil=True)
-def _nearest_batch(labels, m, out):
+def _nearest_parallel(labels, m, out):
     n, h, w = out.shape
-    ni, nj, nk = labels.shape
     for pr in numba.prange(n * h):
-        p, r = pr // h, pr % h
-        for c in range(w):
-            i = int(math.floor(m[p, 0, 0] * r + m[p, 0, 1] * c + m[p, 0, 2] + 0.5))
-            j = int(math.floor(m[p, 1, 0] * r + m[p, 1, 1] * c + m[p, 1, 2] + 0.5))
-            k = int(math.floor(m[p, 2, 0] * r + m[p, 2, 1] * c + m[p, 2, 2] + 0.5))
-            if 0 <= i < ni and 0 <= j < nj and 0 <= k < nk:
-                out[p, r, c] = labels[i, j, k]
-            else:
-                out[p, r, c] = 0
+        _nearest_row(labels, m, pr // h, pr % h, out)
 
 
 class TorchRenderer:

@@ -180,14 +180,17 @@ def test_labels_nearest_neighbour():
     assert set(np.unique(got)) <= set(np.unique(vol.labels))
 
 
-def test_batched_equals_one_by_one_and_threads_agree():
-    vol = random_volume(labels=True)
-    centers, rotations, fovs = random_poses(vol, 9)
-    size = (40, 36)  # more than one block of rows per pose
+@pytest.mark.parametrize("kind", sorted(STORE_KINDS))
+def test_batched_equals_one_by_one_and_threads_agree(kind):
+    """A large batch takes the parallel kernels (when numba has > 1 thread), single slices the serial ones."""
+    vol = random_volume(labels=True, **STORE_KINDS[kind])
+    n, size = 24, (40, 36)  # 34560 pixels: above render._PARALLEL_MIN_PIXELS; > 1 block of rows per pose
+    centers, rotations, fovs = random_poses(vol, n, spread=0.3 * max(vol.shape), fov=1.2 * max(vol.shape))
     batch = render_slices(vol, centers, rotations, fovs, size)
-    batch8 = render_slices(vol, centers, rotations, fovs, size, out=np.empty((9, *size), np.uint8))
+    batch8 = render_slices(vol, centers, rotations, fovs, size, out=np.empty((n, *size), np.uint8))
     labels = render_slices(vol, centers, rotations, fovs, size, labels=True)
-    for i in range(9):
+    assert batch.std() > 0.1 and labels.max() > 0
+    for i in range(n):
         pose = SlicePose(centers[i], rotations[i], fovs[i])
         np.testing.assert_array_equal(render_slice(vol, pose, size), batch[i])
         np.testing.assert_array_equal(render_slice(vol, pose, size, labels=True), labels[i])
@@ -197,10 +200,10 @@ def test_batched_equals_one_by_one_and_threads_agree():
     before = numba.get_num_threads()
     try:
         numba.set_num_threads(1)
-        single = render_slices(vol, centers, rotations, fovs, size)
+        np.testing.assert_array_equal(render_slices(vol, centers, rotations, fovs, size), batch)
+        np.testing.assert_array_equal(render_slices(vol, centers, rotations, fovs, size, labels=True), labels)
     finally:
         numba.set_num_threads(before)
-    np.testing.assert_array_equal(single, batch)
 
 
 @pytest.mark.parametrize("kind", sorted(STORE_KINDS))
