@@ -8,9 +8,10 @@ What is measured (every figure is the median of ``--reps`` runs after a warm-up)
 
 * slices/s on the same random oblique planes through the MNI152 template (197 x 233 x 189,
   1 mm, float32), fov 180 mm, centres within 20 mm of the brain centre, at 64^2 and 128^2,
-  with 1 and 2 threads, one slice per call:
-  ``navgym.render_slice`` (float32), ``navgym.render_slices`` into a uint8 batch (what the
-  env observes), ``scipy.ndimage.map_coordinates(order=1)`` and torch ``grid_sample``
+  with 1 and 2 threads, one slice per call unless stated:
+  ``navgym.render_slice`` (float32), ``navgym.render_slices`` into uint8 (what the env
+  observes; also all planes in one call, the vector env's path, parallel over rows when
+  threads > 1), ``scipy.ndimage.map_coordinates(order=1)`` and torch ``grid_sample``
   (bilinear, zeros padding); for scipy and torch the voxel coordinates / sampling grid are
   precomputed, so only their sampling is timed;
 * env steps/s: ``gym.make("MRINav-v0", size=...)`` (wrappers included), random actions,
@@ -64,7 +65,12 @@ def _oblique_planes(vol, n: int, seed: int = 0):
     return centers, Rotation.random(n, random_state=seed).as_matrix(), np.full(n, 180.0)
 
 
-def bench_renderers(sizes, threads, reps: int, n_planes: int, progress) -> list[dict]:
+def bench_renderers(sizes, threads, reps: int, n_planes: int, libs, progress, rows=None) -> list[dict]:
+    """Slices/s per (size, threads) for ``libs`` ("navgym", "scipy", "torch"), added to ``rows``.
+
+    torch is measured apart (last): after each op its OpenMP threads spin for a while and would
+    take the second core from whatever runs next.
+    """
     import torch
     from scipy.ndimage import map_coordinates
 
@@ -77,18 +83,13 @@ def bench_renderers(sizes, threads, reps: int, n_planes: int, progress) -> list[
     tdata = torch.from_numpy(data.copy())[None, None]
     centers, rotations, fovs = _oblique_planes(vol, n_planes)
     poses = [navgym.SlicePose(c, r, f) for c, r, f in zip(centers, rotations, fovs)]
-    rows = []
-    for size in sizes:
-        h = w = size
-        m = pixel_to_voxel(vol, centers, rotations, fovs, (h, w))
-        r, c = np.meshgrid(np.arange(h), np.arange(w), indexing="ij")
-        coords = [np.stack([mm[a, 0] * r + mm[a, 1] * c + mm[a, 2] for a in range(3)]) for mm in m]  # (3, H, W)
-        scale = torch.tensor([2.0 / (s - 1) for s in vol.shape], dtype=torch.float64)
-        grids = [(torch.from_numpy(np.moveaxis(x, 0, -1)) * scale - 1).flip(-1).float()[None, None] for x in coords]
-        u8 = np.empty((1, h, w), np.uint8)
-        for t in threads:
-            _set_threads(t)
-            res = {"size": size, "threads": t}
+    rows = rows if rows is not None else [{"size": s, "threads": t} for s in sizes for t in threads]
+    for res in rows:
+        h = w = res["size"]
+        _set_threads(res["threads"])
+        if "navgym" in libs:
+            u8 = np.empty((1, h, w), np.uint8)
+            u8_all = np.empty((n_planes, h, w), np.uint8)
             res["render_slice"] = _median_rate(lambda: [navgym.render_slice(vol, p, (h, w)) for p in poses], n_planes, reps)
             res["render_slices_u8"] = _median_rate(
                 lambda: [
@@ -98,9 +99,19 @@ def bench_renderers(sizes, threads, reps: int, n_planes: int, progress) -> list[
                 n_planes,
                 reps,
             )
+            res["batch_u8"] = _median_rate(
+                lambda: navgym.render_slices(vol, centers, rotations, fovs, (h, w), out=u8_all), n_planes, reps
+            )
+        m = pixel_to_voxel(vol, centers, rotations, fovs, (h, w))
+        r, c = np.meshgrid(np.arange(h), np.arange(w), indexing="ij")
+        coords = [np.stack([mm[a, 0] * r + mm[a, 1] * c + mm[a, 2] for a in range(3)]) for mm in m]  # (3, H, W)
+        if "scipy" in libs:
             res["scipy"] = _median_rate(
                 lambda: [map_coordinates(data, x, order=1, mode="constant", cval=0.0) for x in coords], n_planes, reps
             )
+        if "torch" in libs:
+            scale = torch.tensor([2.0 / (s - 1) for s in vol.shape], dtype=torch.float64)
+            grids = [(torch.from_numpy(np.moveaxis(x, 0, -1)) * scale - 1).flip(-1).float()[None, None] for x in coords]
             with torch.inference_mode():
                 res["torch"] = _median_rate(
                     lambda: [
@@ -110,8 +121,7 @@ def bench_renderers(sizes, threads, reps: int, n_planes: int, progress) -> list[
                     n_planes,
                     reps,
                 )
-            rows.append(res)
-            progress.update(1)
+        progress.update(1)
     return rows
 
 
@@ -216,14 +226,15 @@ def table(render_rows, env_rows, vec_rows, mem, meta) -> str:
         f"Machine: {meta['machine']}; load average before/after: {meta['load_before']} / {meta['load_after']}; "
         f"numba {meta['numba']}, torch {meta['torch']}, scipy {meta['scipy']}. Medians of {meta['reps']} runs.",
         "",
-        "| renderer (slices/s, one slice per call) | size | threads | navgym render_slice | navgym uint8 (env path) "
-        "| scipy map_coordinates | torch grid_sample | vs scipy | vs torch |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| renderer, slices/s | size | threads | navgym `render_slice` (float32) | navgym uint8, 1 per call (env path) "
+        f"| navgym uint8, {meta['planes']} per call | scipy `map_coordinates` | torch `grid_sample` "
+        "| `render_slice` vs scipy | vs torch |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in render_rows:
         lines.append(
             f"| oblique planes, fov 180 mm | {r['size']}² | {r['threads']} | {r['render_slice']:,.0f} "
-            f"| {r['render_slices_u8']:,.0f} | {r['scipy']:,.0f} | {r['torch']:,.0f} "
+            f"| {r['render_slices_u8']:,.0f} | {r['batch_u8']:,.0f} | {r['scipy']:,.0f} | {r['torch']:,.0f} "
             f"| {r['render_slice'] / r['scipy']:.1f}x | {r['render_slice'] / r['torch']:.1f}x |"
         )
     lines += ["", "| environment | size | envs | threads | steps/s |", "|---|---|---|---|---|"]
@@ -258,7 +269,7 @@ def write_atomic(path: str, text: str) -> None:
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--out", help="also write the markdown table here (atomically)")
-    p.add_argument("--reps", type=int, default=5, help="runs per figure (median reported)")
+    p.add_argument("--reps", type=int, default=7, help="runs per figure (median reported)")
     p.add_argument("--planes", type=int, default=32, help="oblique planes per renderer run")
     p.add_argument("--steps", type=int, default=2000, help="env steps per single-env run")
     p.add_argument("--batches", type=int, default=100, help="vector-env steps per run")
@@ -277,15 +288,17 @@ def main(argv=None) -> None:
 
     meta = {
         "machine": machine(), "load_before": " ".join(f"{x:.2f}" for x in os.getloadavg()), "reps": args.reps,
+        "planes": args.planes,
         "numba": numba.__version__, "torch": torch.__version__, "scipy": scipy.__version__,
     }  # fmt: skip
     sizes = [64, 128]
     vec_envs = [16, 64]
-    total = len(sizes) * len(args.threads) + len(sizes) + len(vec_envs) * len(args.threads) + (not args.no_memory)
+    total = 2 * len(sizes) * len(args.threads) + len(sizes) + len(vec_envs) * len(args.threads) + (not args.no_memory)
     with tqdm(total=total, desc="bench_core", file=sys.stderr) as progress:
-        render_rows = bench_renderers(sizes, args.threads, args.reps, args.planes, progress)
+        render_rows = bench_renderers(sizes, args.threads, args.reps, args.planes, ("navgym", "scipy"), progress)
         env_rows = bench_env(sizes, args.steps, args.reps, progress)
         vec_rows = bench_vector(vec_envs, args.threads, 64, args.batches, args.reps, progress)
+        bench_renderers(sizes, args.threads, args.reps, args.planes, ("torch",), progress, render_rows)
         mem = None
         if not args.no_memory:
             mem = bench_memory(8)

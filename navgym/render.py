@@ -506,7 +506,7 @@ def _row_indexed(pairs, q16, lut, m, p, r, fill, idx, fx, fy, fz, g, row):
         row[a + t] = _lerp3(fx[t], fy[t], fz[t], g[0, t], g[1, t], g[2, t], g[3, t], g[4, t], g[5, t], g[6, t], g[7, t])
 
 
-@numba.njit(inline="always", fastmath=True)
+@numba.njit(fastmath=True, nogil=True)
 def _block_f32(src, m, fill, out, blk):
     """Rows ``[16 b, 16 b + 16)`` of one pose (block ``blk``) from the float32 array ``src``."""
     flat, base, s_i, s_j, box = src
@@ -518,7 +518,7 @@ def _block_f32(src, m, fill, out, blk):
         _row_f32(flat, base, s_i, s_j, box, m, p, r, fill, idx, fx, fy, fz, g, out[p, r])
 
 
-@numba.njit(inline="always", fastmath=True)
+@numba.njit(fastmath=True, nogil=True)
 def _block_indexed(src, m, fill, out, blk):
     """As :func:`_block_f32` from the indexed store ``src`` = (pairs, q16, lut)."""
     pairs, q16, lut = src
@@ -530,7 +530,7 @@ def _block_indexed(src, m, fill, out, blk):
         _row_indexed(pairs, q16, lut, m, p, r, fill, idx, fx, fy, fz, g, out[p, r])
 
 
-@numba.njit(inline="always", fastmath=True)
+@numba.njit(fastmath=True, nogil=True)
 def _block_u8(src, m, fill, out, blk):
     """As :func:`_block_indexed` into a uint8 ``out``: ``uint8(clip(x, 0, 1) * 255 + 0.5)``."""
     pairs, q16, lut = src
@@ -585,7 +585,7 @@ def _u8_parallel(src, m, fill, out):
         _block_u8(src, m, fill, out, blk)
 
 
-@numba.njit(inline="always")
+@numba.njit(nogil=True)
 def _nearest_row(labels, m, p, r, out):
     ni, nj, nk = labels.shape
     for c in range(out.shape[2]):
