@@ -10,9 +10,8 @@ from gymnasium import spaces
 from gymnasium.vector.utils import batch_space
 
 from .simulator import NavConfig, Navigator
-from .subjects import Subject, template_subject
+from .subjects import Subject, resolve_subjects
 from .tasks import make_task
-from .volume import load_volume
 
 __all__ = ["MRINavEnv", "MRINavVectorEnv", "make_subjects"]
 
@@ -20,24 +19,12 @@ __all__ = ["MRINavEnv", "MRINavVectorEnv", "make_subjects"]
 def make_subjects(subjects=None, volumes=None) -> Sequence[Subject]:
     """Resolve the env's anatomy arguments to a sequence of Subjects.
 
-    ``subjects``: a sequence of :class:`Subject` (or anything with ``__len__``/``__getitem__``
-    returning Subjects).  ``volumes``: paths / nibabel images / Volumes, each wrapped as a
-    Subject without landmarks.  Neither: the built-in MNI152 template.
+    ``subjects``: ``"template"``, ``"synthetic:N"`` / ``"synthetic:N:train|val|test"``, a folder
+    (NIfTI or BIDS), a list of Subjects / paths, or a :class:`navgym.subjects.SubjectPool`; loaded
+    lazily with an LRU cache (see :func:`navgym.subjects.load_subjects`).  ``volumes``: paths /
+    nibabel images / Volumes, each wrapped as a Subject without landmarks.  Neither: the MNI152 template.
     """
-    if subjects is not None and volumes is not None:
-        raise ValueError("give subjects= or volumes=, not both")
-    if subjects is not None:
-        if len(subjects) == 0:
-            raise ValueError("subjects is empty")
-        return subjects
-    if volumes is not None:
-        if isinstance(volumes, (str, bytes)) or not hasattr(volumes, "__len__"):
-            volumes = [volumes]
-        if len(volumes) == 0:
-            raise ValueError("volumes is empty")
-        loaded = [load_volume(v) for v in volumes]
-        return [Subject(subject_id=v.name, volume=v) for v in loaded]
-    return [template_subject()]
+    return resolve_subjects(subjects, volumes)
 
 
 class _NavSpaces:
@@ -79,6 +66,7 @@ class _NavSpaces:
             "rotation": nav.rotations.copy(),
             "fov_mm": nav.fovs.copy(),
             "subject_id": np.array([s.subject_id for s in nav.current], dtype=object),
+            "target": nav.targets.copy(),  # task target (landmark mm | plane point + normal), for oracles
             **figures,
         }
 
