@@ -102,7 +102,7 @@ def save_subject(subject: Subject, root: str | os.PathLike, split: str | None = 
     sid = subject.subject_id
     if not re.fullmatch(r"[A-Za-z0-9]+", sid):
         raise SubjectError(f"subject id {sid!r} is not BIDS-safe (letters and digits only)")
-    meta = dict(getattr(subject, "meta", {}) or {})
+    meta = dict(subject.meta)
     contrast = meta.get("contrast", "T1w")
     anat = Path(root) / f"sub-{sid}" / "anat"
     stem = anat / f"sub-{sid}_{contrast}"
@@ -238,10 +238,8 @@ def _load_navgym(entry: Entry, record: dict) -> Subject:
     landmarks = {k: np.asarray(v, float) for k, v in record.get("landmarks_ras_mm", {}).items()}
     planes = {k: Plane(p["point"], p["normal"]) for k, p in record.get("planes", {}).items()}
     transform = WarpTransform.from_dict(record["transform"]) if record.get("transform") else None
-    subject = Subject(entry.subject_id, vol, landmarks, planes, transform)
     meta = {k: record[k] for k in ("generator", "seed", "contrast", "config") if k in record}
-    object.__setattr__(subject, "meta", meta)
-    return subject
+    return Subject(entry.subject_id, vol, landmarks, planes, transform, meta)
 
 
 def read_landmarks(path: str | os.PathLike, subject: str | None = None) -> dict[str, np.ndarray]:

@@ -33,6 +33,8 @@ class Subject:
     to_template : callable or None
         Maps (N, 3) subject world mm to (N, 3) template (MNI) mm; None when unknown
         (e.g. a user's scan without registration).
+    meta : mapping
+        Provenance (e.g. a synthetic subject's seed, contrast and generator config); written to the sidecar.
     """
 
     subject_id: str
@@ -40,11 +42,13 @@ class Subject:
     landmarks: Mapping[str, np.ndarray] = field(default_factory=dict)
     planes: Mapping[str, Plane] = field(default_factory=dict)
     to_template: Callable[[np.ndarray], np.ndarray] | None = None
+    meta: Mapping = field(default_factory=dict)
 
     def __post_init__(self):
         lms = {k: np.asarray(v, dtype=np.float64).reshape(3) for k, v in self.landmarks.items()}
         object.__setattr__(self, "landmarks", lms)
         object.__setattr__(self, "planes", dict(self.planes))
+        object.__setattr__(self, "meta", dict(self.meta))
 
     def poses_to_template(
         self, centers: np.ndarray, rotations: np.ndarray, fovs: np.ndarray, step_mm: float = 0.5

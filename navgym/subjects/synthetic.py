@@ -25,7 +25,7 @@ d subject).  ``subject.to_template`` is the :class:`WarpTransform` itself (exact
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 import nibabel as nib
 import numba
@@ -39,7 +39,7 @@ from ..volume import Volume, normalize_intensity
 from .subject import Subject
 from .transform import WarpTransform, basis_matrix, bspline_weights
 
-__all__ = ["SyntheticConfig", "synthetic_subject", "synthetic_id", "CONTRASTS"]
+__all__ = ["SyntheticConfig", "synthetic_subject", "synthetic_geometry", "synthetic_id", "CONTRASTS"]
 
 CONTRASTS = ("T1w", "T2w", "PDw")
 
@@ -151,6 +151,29 @@ def _random_grid(rng, cfg: SyntheticConfig, head_pts: np.ndarray, landmarks: np.
     return affine.astype(np.float32).astype(np.float64), shape
 
 
+def synthetic_geometry(seed: int, config: SyntheticConfig | None = None):
+    """The geometric draws of :func:`synthetic_subject` alone (cheap, no image).
+
+    Returns (warp :class:`WarpTransform`, grid shape (3,), contrast, rng positioned for the
+    intensity draws).
+    """
+    cfg = config or SyntheticConfig()
+    rng = np.random.default_rng([int(seed), 0x5EED])
+    t1, *_, tpl = _template_maps()
+    contrast = cfg.contrast or str(rng.choice(CONTRASTS, p=[0.5, 0.25, 0.25]))
+    fwd = _random_affine(rng, cfg)  # template mm -> subject mm; subject -> template is its inverse + a warp
+    matrix_inv = np.linalg.inv(fwd[:3, :3])
+    head_vox = np.argwhere(t1[::4, ::4, ::4] > 0.05) * 4.0
+    head_pts = (head_vox @ tpl.affine[:3, :3].T + tpl.affine[:3, 3]) @ fwd[:3, :3].T + fwd[:3, 3]
+    lm_tpl = np.stack(list(TEMPLATE_LANDMARKS.values()))
+    grid, shape = _random_grid(rng, cfg, head_pts, lm_tpl @ fwd[:3, :3].T + fwd[:3, 3])
+    step = cfg.warp_spacing_mm / np.sqrt((grid[:3, :3] ** 2).sum(0))
+    n_ctrl = [int(np.ceil((n - 1) / s)) + 3 for n, s in zip(shape, step)]
+    sd = rng.uniform(*cfg.warp_sd_mm)
+    coef = np.clip(rng.normal(0, sd, (*n_ctrl, 3)), -cfg.warp_max_mm, cfg.warp_max_mm).round(4)
+    return WarpTransform(matrix_inv, -matrix_inv @ fwd[:3, 3], grid, step, coef), shape, contrast, rng
+
+
 def synthetic_subject(seed: int, config: SyntheticConfig | None = None) -> Subject:
     """A synthetic subject, a deterministic function of ``seed`` (and ``config``); see the module docstring.
 
@@ -159,24 +182,12 @@ def synthetic_subject(seed: int, config: SyntheticConfig | None = None) -> Subje
     (seed, contrast, config) that :func:`navgym.subjects.save_subject` writes to the sidecar.
     """
     cfg = config or SyntheticConfig()
-    rng = np.random.default_rng([int(seed), 0x5EED])
-    t1, *_, tpl = _template_maps()
-    contrast = cfg.contrast or str(rng.choice(CONTRASTS, p=[0.5, 0.25, 0.25]))
-
-    # anatomy: template -> subject affine; subject -> template is its inverse plus a warp
-    fwd = _random_affine(rng, cfg)
-    matrix_inv = np.linalg.inv(fwd[:3, :3])
-    head_vox = np.argwhere(t1[::4, ::4, ::4] > 0.05) * 4.0
-    head_pts = (head_vox @ tpl.affine[:3, :3].T + tpl.affine[:3, 3]) @ fwd[:3, :3].T + fwd[:3, 3]
+    warp, shape, contrast, rng = synthetic_geometry(seed, cfg)
+    tpl = _template_maps()[-1]
+    grid = warp.grid_affine
+    spacing_mm = np.sqrt((grid[:3, :3] ** 2).sum(0))
     lm_names = list(TEMPLATE_LANDMARKS)
     lm_tpl = np.stack([TEMPLATE_LANDMARKS[k] for k in lm_names])
-    grid, shape = _random_grid(rng, cfg, head_pts, lm_tpl @ fwd[:3, :3].T + fwd[:3, 3])
-    spacing_mm = np.sqrt((grid[:3, :3] ** 2).sum(0))
-    step = cfg.warp_spacing_mm / spacing_mm
-    n_ctrl = [int(np.ceil((n - 1) / s)) + 3 for n, s in zip(shape, step)]
-    sd = rng.uniform(*cfg.warp_sd_mm)
-    coef = np.clip(rng.normal(0, sd, (*n_ctrl, 3)), -cfg.warp_max_mm, cfg.warp_max_mm).round(4)
-    warp = WarpTransform(matrix_inv, -matrix_inv @ fwd[:3, 3], grid, step, coef)
 
     # image and labels: subject voxel -> template voxel, sampled once
     image = _contrast_image(rng, contrast)
@@ -192,15 +203,11 @@ def synthetic_subject(seed: int, config: SyntheticConfig | None = None) -> Subje
         point = warp.inverse(plane.point[None])[0]
         planes[name] = Plane(point, warp.jacobian(point[None])[0].T @ plane.normal)
     sid = synthetic_id(seed)
-    subject = Subject(sid, Volume(data, grid, labels, sid), landmarks, planes, warp)
-    object.__setattr__(subject, "meta", {"generator": "navgym.subjects.synthetic", "seed": int(seed),
-                                         "contrast": contrast, "config": _config_dict(cfg)})
-    return subject
+    meta = {"generator": "navgym.subjects.synthetic", "seed": int(seed), "contrast": contrast, "config": _config_dict(cfg)}
+    return Subject(sid, Volume(data, grid, labels, sid), landmarks, planes, warp, meta)
 
 
 def _config_dict(cfg: SyntheticConfig) -> dict:
-    from dataclasses import asdict
-
     return {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(cfg).items()}
 
 
