@@ -1,0 +1,165 @@
+"""Console scripts: ``navgym-rollouts`` (generate shards) and ``navgym-video`` (GIF/MP4 + contact sheet)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+import numpy as np
+
+from ..policies import POLICIES
+from .generate import RolloutConfig, generate_shard, load_config, resolve_subjects, shard_dirs, write_rollouts
+
+
+def _json_dict(text: str) -> dict:
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise argparse.ArgumentTypeError(f"not JSON: {e}") from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError("expected a JSON object, e.g. '{\"fov\": 150}'")
+    return value
+
+
+def _add_generation_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--subjects", default="template", help="subject spec: template, synthetic:N, a folder (default template)")
+    p.add_argument("--split", choices=["train", "val", "test"], default=None)
+    p.add_argument("--policy", choices=sorted(POLICIES), default="mix")
+    p.add_argument("--policy-kwargs", type=_json_dict, default={}, help="JSON options of the policy")
+    p.add_argument("--task", choices=["explore", "landmark", "plane"], default="explore")
+    p.add_argument("--task-kwargs", type=_json_dict, default={}, help='JSON task options, e.g. \'{"landmark": null}\'')
+    p.add_argument("--steps", type=int, default=64, help="steps (frames) per episode")
+    p.add_argument("--size", type=int, default=64, help="frame side in pixels")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--nav", type=_json_dict, default={}, help='JSON NavConfig fields, e.g. \'{"fov": 150}\'')
+
+
+def rollouts_main(argv=None) -> int:
+    p = argparse.ArgumentParser(
+        prog="navgym-rollouts",
+        description="Generate video-action rollout shards (resumable; jobs write disjoint shards).",
+    )
+    _add_generation_args(p)
+    p.add_argument("--episodes", type=int, required=True)
+    p.add_argument("--episodes-per-shard", type=int, default=64)
+    p.add_argument("--subjects-per-shard", type=int, default=4, help="subjects per shard (0 = all; see RolloutConfig)")
+    p.add_argument("--out", required=True, help="output directory (created; reruns resume)")
+    p.add_argument("--workers", type=int, default=min(os.cpu_count() or 1, 8), help="processes (0 = this one)")
+    p.add_argument("--job-index", type=int, default=0, help="this job's index in 0..num-jobs-1")
+    p.add_argument("--num-jobs", type=int, default=1, help="independent jobs sharing --out (job j writes shards j mod J)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    a = p.parse_args(argv)
+    try:
+        config = RolloutConfig(
+            subjects=a.subjects, split=a.split, policy=a.policy, policy_kwargs=a.policy_kwargs, task=a.task,
+            task_kwargs=a.task_kwargs, episodes=a.episodes, steps=a.steps, size=a.size, seed=a.seed,
+            episodes_per_shard=a.episodes_per_shard, subjects_per_shard=a.subjects_per_shard, nav=a.nav,
+        )
+        card = write_rollouts(config, a.out, a.workers, a.job_index, a.num_jobs, progress=not a.quiet)
+    except (ValueError, KeyError, TypeError, FileNotFoundError) as e:
+        p.exit(2, f"navgym-rollouts: error: {e}\n")
+    c = card["counts"]
+    print(f"{a.out}: {c['shards']}/{c['shards_expected']} shards, {c['episodes']} episodes, {c['frames']} frames")
+    return 0
+
+
+def video_main(argv=None) -> int:
+    p = argparse.ArgumentParser(
+        prog="navgym-video",
+        description="Write a GIF/MP4 of one episode (slice + 3-view locator) and a contact-sheet PNG.",
+    )
+    _add_generation_args(p)
+    p.add_argument("--rollouts", default=None, help="take the episode from this rollout directory instead of simulating")
+    p.add_argument("--episode", type=int, default=0, help="episode index (in --rollouts, or in the simulated batch)")
+    p.add_argument("--out", required=True, help="video path: .gif or .mp4 (mp4 needs imageio-ffmpeg)")
+    p.add_argument("--sheet", default=None, help="contact-sheet PNG path (default: next to --out)")
+    p.add_argument("--columns", type=int, default=8, help="contact-sheet columns")
+    p.add_argument("--fps", type=float, default=10.0)
+    a = p.parse_args(argv)
+    ext = os.path.splitext(a.out)[1].lower()
+    if ext not in (".gif", ".mp4"):
+        p.exit(2, f"navgym-video: error: --out must end in .gif or .mp4, got {a.out!r}\n")
+    try:
+        subject, poses, frames = _episode(a)
+    except (ValueError, KeyError, IndexError, FileNotFoundError) as e:
+        p.exit(2, f"navgym-video: error: {e}\n")
+    from ..geometry import SlicePose
+    from ..viz import locator_frame
+
+    video = [locator_frame(subject.volume, SlicePose.from_array(q.astype(np.float64)), f) for q, f in zip(poses, frames)]
+    write_video(a.out, video, a.fps)
+    sheet = a.sheet or os.path.splitext(a.out)[0] + "_sheet.png"
+    write_image(sheet, contact_sheet(frames, a.columns))
+    print(f"wrote {a.out} ({len(video)} frames) and {sheet}")
+    return 0
+
+
+def _episode(a):
+    """(subject, poses (T, 13), frames (T, H, W) uint8) of the requested episode."""
+    if a.rollouts:
+        config = load_config(a.rollouts)
+        dirs = shard_dirs(a.rollouts)
+        for d in dirs:
+            with open(os.path.join(d, "meta.json")) as f:
+                meta = json.load(f)
+            e = a.episode - meta["first_episode"]
+            if 0 <= e < meta["episodes"]:
+                subjects = {s.subject_id: s for s in resolve_subjects(config.subjects, config.split)}
+                frames = np.load(os.path.join(d, "frames.npy"), mmap_mode="r")[e]
+                poses = np.load(os.path.join(d, "poses.npy"), mmap_mode="r")[e]
+                return subjects[meta["subject_ids"][e]], np.array(poses), np.array(frames)
+        raise IndexError(f"episode {a.episode} is in no finished shard of {a.rollouts}")
+    config = RolloutConfig(
+        subjects=a.subjects, split=a.split, policy=a.policy, policy_kwargs=a.policy_kwargs, task=a.task,
+        task_kwargs=a.task_kwargs, episodes=a.episode + 1, steps=a.steps, size=a.size, seed=a.seed,
+        episodes_per_shard=a.episode + 1, nav=a.nav,
+    )
+    subjects = resolve_subjects(config.subjects, config.split)
+    arrays, meta = generate_shard(config, 0, subjects)
+    subject = next(s for s in subjects if s.subject_id == meta["subject_ids"][a.episode])
+    return subject, arrays["poses"][a.episode], arrays["frames"][a.episode]
+
+
+def contact_sheet(frames: np.ndarray, columns: int = 8, gap: int = 2) -> np.ndarray:
+    """(rows*(H+gap)-gap, cols*(W+gap)-gap) uint8 grid of frames (T, H, W), row-major in time."""
+    frames = np.asarray(frames)
+    t, h, w = frames.shape
+    cols = max(1, min(columns, t))
+    rows = -(-t // cols)
+    sheet = np.full((rows * (h + gap) - gap, cols * (w + gap) - gap), 255, np.uint8)
+    for i, f in enumerate(frames):
+        r, c = divmod(i, cols)
+        sheet[r * (h + gap) : r * (h + gap) + h, c * (w + gap) : c * (w + gap) + w] = f
+    return sheet
+
+
+def write_video(path: str, frames, fps: float) -> None:
+    """GIF or MP4 from a list of (H, W, 3) uint8 frames, written to a temporary file then renamed."""
+    import imageio.v3 as iio
+
+    ext = os.path.splitext(path)[1].lower()
+    tmp = f"{path}.tmp{os.getpid()}{ext}"
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    if ext == ".gif":
+        iio.imwrite(tmp, np.stack(frames), duration=1000.0 / fps, loop=0)
+    else:
+        try:
+            iio.imwrite(tmp, np.stack(frames), fps=fps, codec="libx264", plugin="FFMPEG")
+        except Exception as e:  # noqa: BLE001  (imageio raises several types when ffmpeg is missing)
+            raise SystemExit(f"navgym-video: error: MP4 needs imageio-ffmpeg ({e}); write a .gif instead") from None
+    os.replace(tmp, path)
+
+
+def write_image(path: str, image: np.ndarray) -> None:
+    import imageio.v3 as iio
+
+    tmp = f"{path}.tmp{os.getpid()}.png"
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    iio.imwrite(tmp, image)
+    os.replace(tmp, path)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(rollouts_main())

@@ -1,0 +1,201 @@
+"""PyTorch sources of training windows: from rollout shards on disk, or rendered on the fly.
+
+A window is a dict of
+
+* ``frames`` uint8 (T, H, W), ``actions`` float32 (T, 7) normalised, ``actions_physical`` float32 (T, 7),
+* ``poses`` float32 (T, 13) subject world mm, ``template_poses`` float32 (T, 13) template mm,
+* ``subject_id`` str,
+
+where frame t is rendered at pose t and action t moves pose t to pose t + 1 (so the model's
+next frame for (frames[t], actions[t]) is frames[t + 1]).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset, IterableDataset, get_worker_info
+
+from ..policies import make_policy
+from ..simulator import NavConfig
+from ..tasks import make_task
+from .generate import ARRAYS, pose_arrays, render_frames, resolve_subjects, shard_dirs, simulate
+
+__all__ = ["RolloutWindows", "StreamingWindows"]
+
+
+class RolloutWindows(Dataset):
+    """Windows of ``window`` consecutive steps from the shards under ``root``.
+
+    Window starts are every ``stride`` steps within each episode (windows never cross episodes).
+    Shards are opened as read-only memory maps on first use in each process, so a window reads
+    only its own T x H x W bytes; the dataset pickles without its maps (DataLoader workers reopen).
+    """
+
+    def __init__(self, root: str, window: int = 16, stride: int = 1):
+        if window < 1 or stride < 1:
+            raise ValueError(f"window and stride must be >= 1, got {window}, {stride}")
+        self.root, self.window, self.stride = root, int(window), int(stride)
+        self.shards = shard_dirs(root)
+        if not self.shards:
+            raise FileNotFoundError(f"no finished rollout shards under {root!r}")
+        metas = []
+        for d in self.shards:
+            with open(os.path.join(d, "meta.json")) as f:
+                metas.append(json.load(f))
+        steps = {m["steps"] for m in metas}
+        if len(steps) != 1:
+            raise ValueError(f"shards under {root} disagree on episode length: {sorted(steps)}")
+        self.steps = steps.pop()
+        if self.window > self.steps:
+            raise ValueError(f"window {self.window} is longer than the episodes ({self.steps} steps)")
+        self.starts_per_episode = (self.steps - self.window) // self.stride + 1
+        self.episodes = np.array([m["episodes"] for m in metas])
+        self.offsets = np.concatenate([[0], np.cumsum(self.episodes * self.starts_per_episode)])
+        self.subject_ids = [m["subject_ids"] for m in metas]
+        self._maps: dict = {}
+
+    def __len__(self) -> int:
+        return int(self.offsets[-1])
+
+    def locate(self, index: int) -> tuple[int, int, int]:
+        """(shard, episode, start step) of window ``index``."""
+        if not -len(self) <= index < len(self):
+            raise IndexError(f"window {index} out of range for {len(self)} windows")
+        index %= len(self)
+        s = int(np.searchsorted(self.offsets, index, side="right") - 1)
+        e, j = divmod(int(index - self.offsets[s]), self.starts_per_episode)
+        return s, e, j * self.stride
+
+    def _arrays(self, s: int) -> dict:
+        maps = self._maps.get(s)
+        if maps is None:
+            maps = {n: np.load(os.path.join(self.shards[s], n + ".npy"), mmap_mode="r") for n in ARRAYS}
+            self._maps[s] = maps
+        return maps
+
+    def __getitem__(self, index: int) -> dict:
+        s, e, t = self.locate(index)
+        maps, sl = self._arrays(s), slice(t, t + self.window)
+        out = {n: torch.from_numpy(np.array(maps[n][e, sl])) for n in ARRAYS}
+        out["subject_id"] = self.subject_ids[s][e]
+        return out
+
+    def __getstate__(self):
+        state = dict(self.__dict__)
+        state["_maps"] = {}
+        return state
+
+
+class StreamingWindows(IterableDataset):
+    """Endless windows rendered on the fly (no disk), from the same simulator and policies.
+
+    Each chunk simulates ``episodes_per_chunk`` episodes of ``episode_steps`` (default ``window``)
+    steps and cuts every episode into non-overlapping windows.  Chunk c of DataLoader worker w
+    uses ``SeedSequence([seed, w, c])``, so workers never repeat each other and a run is reproducible.
+
+    subjects : spec string (see :func:`navgym.rollouts.resolve_subjects`) or a sequence of Subjects.
+    batch_size : None yields single windows; an int yields collated batches (use
+        ``DataLoader(ds, batch_size=None)``), with frames (B, T, H, W) and subject_id a list.
+    device : None renders with the numba CPU kernel; a torch device (e.g. "cuda") renders with
+        :class:`navgym.TorchRenderer` there and yields frames on that device (use num_workers=0).
+    max_windows : stop after this many windows per worker (None = endless).
+    resident_subjects, swap_every : each worker draws episodes from a resident set of this many
+        subjects and swaps one for the next of a seeded permutation every ``swap_every`` chunks,
+        so building subjects (~0.5 s for a synthetic one) stays a small share of the time.
+    """
+
+    def __init__(
+        self, subjects="template", policy: str = "mix", window: int = 16, size: int = 64, seed: int = 0,
+        batch_size: int | None = None, split: str | None = None, task: str = "explore",
+        task_kwargs: dict | None = None, policy_kwargs: dict | None = None, episodes_per_chunk: int = 64,
+        episode_steps: int | None = None, device=None, max_windows: int | None = None, nav: dict | None = None,
+        resident_subjects: int = 4, swap_every: int = 8,
+    ):
+        episode_steps = window if episode_steps is None else episode_steps
+        if window < 1 or episode_steps < window or episodes_per_chunk < 1:
+            raise ValueError("need window >= 1, episode_steps >= window and episodes_per_chunk >= 1")
+        if batch_size is not None and batch_size < 1:
+            raise ValueError("batch_size must be None or >= 1")
+        self.subjects_spec, self.split = subjects, split
+        self.policy, self.policy_kwargs = policy, dict(policy_kwargs or {})
+        self.window, self.size, self.seed, self.batch_size = int(window), int(size), int(seed), batch_size
+        self.task = make_task(task, **(task_kwargs or {}))
+        self.config = NavConfig(size=(size, size), **(nav or {}))
+        self.episodes_per_chunk, self.episode_steps = int(episodes_per_chunk), int(episode_steps)
+        self.device, self.max_windows = device, max_windows
+        if resident_subjects < 1 or swap_every < 1:
+            raise ValueError("resident_subjects and swap_every must be >= 1")
+        self.resident_subjects, self.swap_every = int(resident_subjects), int(swap_every)
+        make_policy(policy, **self.policy_kwargs)  # fail early on a bad name or option
+
+    def _chunks(self, subjects, worker: int):
+        policy = make_policy(self.policy, **self.policy_kwargs)
+        renderers: dict = {}
+        n, m = len(subjects), min(self.resident_subjects, len(subjects))
+        perm = np.random.default_rng([self.seed, worker, 0x5B7EC7]).permutation(n)
+        c = 0
+        while True:
+            first = c // self.swap_every  # the resident set slides along the permutation
+            resident = perm[(first + np.arange(m)) % n]
+            sim = simulate(
+                subjects, policy, self.task, self.config, self.episodes_per_chunk, self.episode_steps,
+                np.random.SeedSequence([self.seed, worker, c]), resident[np.arange(self.episodes_per_chunk) % m],
+            )
+            for s in list(renderers):
+                if s not in resident:
+                    del renderers[s]
+            poses, template = pose_arrays(subjects, sim)
+            frames = self._render(subjects, sim, renderers)
+            k = self.episode_steps // self.window
+            cut = lambda a: a[:, : k * self.window].reshape(-1, self.window, *a.shape[2:])  # noqa: E731
+            ids = np.repeat([subjects[s].subject_id for s in sim["subject_index"]], k)
+            yield {
+                "frames": cut(frames),
+                "actions": torch.from_numpy(cut(sim["actions"])),
+                "actions_physical": torch.from_numpy(cut(sim["actions_physical"])),
+                "poses": torch.from_numpy(cut(poses)),
+                "template_poses": torch.from_numpy(cut(template)),
+                "subject_id": list(ids),
+            }
+            c += 1
+
+    def _render(self, subjects, sim, renderers):
+        if self.device is None:
+            return torch.from_numpy(render_frames(subjects, sim, self.size))
+        from ..render import TorchRenderer
+
+        e, t = sim["fovs"].shape
+        frames = torch.empty((e, t, self.size, self.size), dtype=torch.uint8, device=self.device)
+        for s in np.unique(sim["subject_index"]):
+            sel = np.flatnonzero(sim["subject_index"] == s)
+            if s not in renderers:
+                renderers[s] = TorchRenderer(subjects[s].volume, self.device)
+            img = renderers[s].render(
+                sim["centers"][sel].reshape(-1, 3), sim["rotations"][sel].reshape(-1, 3, 3),
+                sim["fovs"][sel].reshape(-1), (self.size, self.size),
+            )
+            frames[torch.as_tensor(sel, device=self.device)] = (
+                (img.clamp(0, 1) * 255).round().to(torch.uint8).reshape(len(sel), t, self.size, self.size)
+            )
+        return frames
+
+    def __iter__(self):
+        info = get_worker_info()
+        worker = 0 if info is None else info.id
+        subjects = resolve_subjects(self.subjects_spec, self.split)
+        emitted, b = 0, self.batch_size
+        for chunk in self._chunks(subjects, worker):
+            n = len(chunk["subject_id"])
+            step = b or 1
+            for i in range(0, n - step + 1, step):
+                if self.max_windows is not None and emitted >= self.max_windows:
+                    return
+                if b is None:
+                    yield {k: v[i] for k, v in chunk.items()}
+                else:
+                    yield {k: v[i : i + b] for k, v in chunk.items()}
+                emitted += step

@@ -1,0 +1,425 @@
+"""Generate video-action rollouts: simulate a policy with the batched Navigator, then render.
+
+Storage (one directory per shard, written atomically)::
+
+    root/
+      config.json                 the RolloutConfig (a resumed run must match it)
+      manifest.json               dataset card: config, versions, counts, seeds, shards, subjects
+      shard-000000/
+        frames.npy                uint8 (E, T, H, W)
+        actions.npy               float32 (E, T, 7)  normalised actions in [-1, 1]
+        actions_physical.npy      float32 (E, T, 7)  mm x3, degrees x3, ln(fov_before / fov_after)
+        poses.npy                 float32 (E, T, 13) subject world mm: centre, rotation row-major, fov
+        template_poses.npy        float32 (E, T, 13) the same in template (MNI) mm (NaN if unknown)
+        meta.json                 subject ids, policy, seeds, counts
+
+Convention: frame t is rendered at pose t, and applying action t to pose t gives pose t + 1
+(so an episode of T steps stores T frames and T actions; the last action's result is not stored).
+
+Shard k holds episodes [k * E, (k + 1) * E) and depends only on (config, k): its random streams
+come from ``SeedSequence([seed, k])``.  So any split into processes or jobs writes identical
+shards, a killed run resumes by skipping finished shards, and job j of J writes shards k = j mod J.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import shutil
+import sys
+import time
+from dataclasses import asdict, dataclass, field, fields
+
+import numpy as np
+
+from ..policies import POLICIES, make_policy
+from ..render import render_slices
+from ..simulator import NavConfig, Navigator
+from ..tasks import make_task
+
+__all__ = [
+    "RolloutConfig",
+    "resolve_subjects",
+    "simulate",
+    "render_frames",
+    "generate_shard",
+    "write_rollouts",
+    "shard_dirs",
+    "ARRAYS",
+]
+
+ARRAYS = ("frames", "actions", "actions_physical", "poses", "template_poses")
+_FORMAT = 1
+
+
+@dataclass(frozen=True)
+class RolloutConfig:
+    """What to generate.  Content depends on every field here; never on workers or jobs.
+
+    subjects : spec for :func:`resolve_subjects` ("template", "synthetic:N", a folder, ...).
+    split : None, "train", "val" or "test" (passed to ``load_subjects``).
+    policy : a :func:`navgym.policies.make_policy` name; policy_kwargs its options.
+    task : "explore" (default), "landmark" or "plane" (the oracle needs one of the latter two);
+        task_kwargs its options.
+    episodes, steps : number of episodes and steps (= frames) per episode.
+    size : frame side in pixels (square frames).
+    seed : base seed; shard k uses ``SeedSequence([seed, k])``.
+    episodes_per_shard : episodes per shard file set.
+    subjects_per_shard : each shard uses this many subjects (episode i -> the shard's subject i mod m),
+        taken in turn from a seeded permutation so all are covered evenly; subjects are built or
+        loaded per process (a synthetic one costs ~0.5 s), so few per shard keeps that cost amortised.
+        0 = every episode draws from all subjects.
+    nav : extra :class:`NavConfig` fields (e.g. ``{"fov": 150.0}``).
+    """
+
+    subjects: str = "template"
+    split: str | None = None
+    policy: str = "mix"
+    policy_kwargs: dict = field(default_factory=dict)
+    task: str = "explore"
+    task_kwargs: dict = field(default_factory=dict)
+    episodes: int = 64
+    steps: int = 64
+    size: int = 64
+    seed: int = 0
+    episodes_per_shard: int = 64
+    subjects_per_shard: int = 4
+    nav: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        if not isinstance(self.subjects, str):
+            raise TypeError("RolloutConfig.subjects is a spec string (e.g. 'template', 'synthetic:200')")
+        if self.policy not in POLICIES:
+            raise ValueError(f"unknown policy {self.policy!r}; choose from {sorted(POLICIES)}")
+        for name in ("episodes", "steps", "episodes_per_shard"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)!r}")
+        if int(self.subjects_per_shard) < 0:
+            raise ValueError(f"subjects_per_shard must be >= 0, got {self.subjects_per_shard!r}")
+        if self.split not in (None, "train", "val", "test"):
+            raise ValueError(f"split must be None, 'train', 'val' or 'test', got {self.split!r}")
+        if self.policy == "oracle" and self.task == "explore":
+            raise ValueError("the oracle policy needs task='landmark' or 'plane' (explore has no target)")
+        self.nav_config()  # validates size and nav
+        make_task(self.task, **self.task_kwargs)
+
+    @property
+    def num_shards(self) -> int:
+        return -(-self.episodes // self.episodes_per_shard)
+
+    def shard_episodes(self, k: int) -> int:
+        return min(self.episodes_per_shard, self.episodes - k * self.episodes_per_shard)
+
+    def shard_subjects(self, k: int, num_subjects: int) -> np.ndarray | None:
+        """(E,) subject index of each episode of shard k, or None to draw freely."""
+        m = int(self.subjects_per_shard)
+        if m == 0 or m >= num_subjects:
+            return None
+        perm = np.random.default_rng([self.seed, 0x5B7EC7]).permutation(num_subjects)
+        chosen = perm[(k * m + np.arange(m)) % num_subjects]
+        return chosen[np.arange(self.shard_episodes(k)) % m]
+
+    def nav_config(self) -> NavConfig:
+        unknown = set(self.nav) - {f.name for f in fields(NavConfig)} | ({"size"} & set(self.nav))
+        if unknown:
+            raise ValueError(f"unknown or duplicate NavConfig fields in nav: {sorted(unknown)} (size is its own option)")
+        return NavConfig(size=(self.size, self.size), **self.nav)
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+def resolve_subjects(spec, split: str | None = None):
+    """A sequence of Subjects from a spec string (via ``navgym.subjects.load_subjects`` when present;
+    "template" always works) or a sequence of Subjects as is."""
+    if not isinstance(spec, str):
+        if len(spec) == 0:
+            raise ValueError("subjects is empty")
+        return spec
+    from .. import subjects as subjects_module
+
+    load = getattr(subjects_module, "load_subjects", None)
+    if load is not None:
+        out = load(spec, split=split)
+    elif spec == "template":
+        out = [subjects_module.template_subject()]
+    else:
+        raise ValueError(f"subject spec {spec!r} needs navgym.subjects.load_subjects; only 'template' works without it")
+    if len(out) == 0:
+        raise ValueError(f"subject spec {spec!r} (split {split!r}) gives no subjects")
+    return out
+
+
+def simulate(subjects, policy, task, config: NavConfig, episodes: int, steps: int, seed, subject_index=None) -> dict:
+    """Run ``episodes`` episodes of ``steps`` steps in one batch; no rendering.
+
+    subject_index : (E,) subject of each episode, or None to draw them at random.
+
+    Returns ``subject_index`` (E,), ``actions`` and ``actions_physical`` float32 (E, T, 7), and
+    float64 ``centers`` (E, T, 3), ``rotations`` (E, T, 3, 3), ``fovs`` (E, T) with pose t
+    the pose *before* action t.  ``seed``: int or SeedSequence; it seeds starts and policy.
+    """
+    seq = seed if isinstance(seed, np.random.SeedSequence) else np.random.SeedSequence(seed)
+    nav_seed, policy_seed = seq.spawn(2)
+    rng = np.random.default_rng(nav_seed)
+    nav = Navigator(episodes, subjects, task, config)
+    for i in range(episodes):
+        nav.reset(i, rng, None if subject_index is None else subject_index[i])
+    policy.reset(policy_seed)
+    centers = np.empty((steps, episodes, 3))
+    rotations = np.empty((steps, episodes, 3, 3))
+    fovs = np.empty((steps, episodes))
+    actions = np.empty((steps, episodes, 7), np.float32)
+    for t in range(steps):
+        centers[t], rotations[t], fovs[t] = nav.centers, nav.rotations, nav.fovs
+        infos = {"center_mm": nav.centers, "rotation": nav.rotations, "fov_mm": nav.fovs, "target": nav.targets}
+        obs = nav.render()[:, None] if policy.needs_obs else None
+        actions[t] = policy.act_batch(obs, infos)
+        nav.step(actions[t].astype(np.float64))
+    swap = lambda a: np.ascontiguousarray(np.swapaxes(a, 0, 1))  # noqa: E731  (T, E, ...) -> (E, T, ...)
+    return {
+        "subject_index": nav.subject_index.copy(),
+        "actions": swap(actions),
+        "actions_physical": swap((actions.astype(np.float64) * nav.scale).astype(np.float32)),
+        "centers": swap(centers),
+        "rotations": swap(rotations),
+        "fovs": swap(fovs),
+    }
+
+
+def render_frames(subjects, sim: dict, size: int) -> np.ndarray:
+    """uint8 (E, T, size, size) frames of a :func:`simulate` result, one batched render per subject."""
+    e, t = sim["fovs"].shape
+    frames = np.empty((e, t, size, size), np.uint8)
+    for s in np.unique(sim["subject_index"]):
+        sel = np.flatnonzero(sim["subject_index"] == s)
+        out = np.empty((len(sel) * t, size, size), np.uint8)
+        render_slices(
+            subjects[s].volume, sim["centers"][sel].reshape(-1, 3), sim["rotations"][sel].reshape(-1, 3, 3),
+            sim["fovs"][sel].reshape(-1), (size, size), out=out,
+        )
+        frames[sel] = out.reshape(len(sel), t, size, size)
+    return frames
+
+
+def pose_arrays(subjects, sim: dict) -> tuple[np.ndarray, np.ndarray]:
+    """float32 (E, T, 13) poses in subject space and in template space (NaN where no transform)."""
+    e, t = sim["fovs"].shape
+    pack = lambda c, r, f: np.concatenate([c, r.reshape(*r.shape[:-2], 9), f[..., None]], -1).astype(np.float32)  # noqa: E731
+    poses = pack(sim["centers"], sim["rotations"], sim["fovs"])
+    template = np.full_like(poses, np.nan)
+    for s in np.unique(sim["subject_index"]):
+        subject = subjects[s]
+        if subject.to_template is None:
+            continue
+        sel = np.flatnonzero(sim["subject_index"] == s)
+        c, r, f = subject.poses_to_template(
+            sim["centers"][sel].reshape(-1, 3), sim["rotations"][sel].reshape(-1, 3, 3), sim["fovs"][sel].reshape(-1)
+        )
+        template[sel] = pack(c, r, f).reshape(len(sel), t, 13)
+    return poses, template
+
+
+def generate_shard(config: RolloutConfig, k: int, subjects=None) -> tuple[dict, dict]:
+    """Arrays (see :data:`ARRAYS`) and meta of shard ``k``; a pure function of (config, k)."""
+    if not 0 <= k < config.num_shards:
+        raise ValueError(f"shard index {k} out of range [0, {config.num_shards})")
+    subjects = resolve_subjects(config.subjects, config.split) if subjects is None else subjects
+    n = config.shard_episodes(k)
+    policy = make_policy(config.policy, **_policy_kwargs(config))
+    task = make_task(config.task, **config.task_kwargs)
+    sim = simulate(
+        subjects, policy, task, config.nav_config(), n, config.steps, np.random.SeedSequence([config.seed, k]),
+        config.shard_subjects(k, len(subjects)),
+    )
+    poses, template = pose_arrays(subjects, sim)
+    arrays = {
+        "frames": render_frames(subjects, sim, config.size),
+        "actions": sim["actions"],
+        "actions_physical": sim["actions_physical"],
+        "poses": poses,
+        "template_poses": template,
+    }
+    meta = {
+        "format": _FORMAT,
+        "shard": k,
+        "episodes": n,
+        "steps": config.steps,
+        "size": config.size,
+        "first_episode": k * config.episodes_per_shard,
+        "seed": [config.seed, k],
+        "policy": config.policy,
+        "subject_ids": [subjects[s].subject_id for s in sim["subject_index"]],
+    }
+    return arrays, meta
+
+
+def _policy_kwargs(config: RolloutConfig) -> dict:
+    kw = dict(config.policy_kwargs)
+    if config.policy == "oracle":
+        nav = config.nav_config()
+        kw.setdefault("max_translation_mm", nav.max_translation_mm)
+        kw.setdefault("max_rotation_deg", nav.max_rotation_deg)
+    return kw
+
+
+# --- storage -----------------------------------------------------------------------------
+def shard_name(k: int) -> str:
+    return f"shard-{k:06d}"
+
+
+def shard_dirs(root) -> list[str]:
+    """Finished shard directories under ``root``, sorted (temporary ones are ignored)."""
+    if not os.path.isdir(root):
+        raise FileNotFoundError(f"no rollout directory {root!r}")
+    names = sorted(n for n in os.listdir(root) if n.startswith("shard-") and os.path.isfile(os.path.join(root, n, "meta.json")))
+    return [os.path.join(root, n) for n in names]
+
+
+def write_shard(root: str, k: int, arrays: dict, meta: dict, tag: str = "") -> str:
+    """Write shard ``k`` into a temporary directory, fsync, then rename it into place (atomic)."""
+    final = os.path.join(root, shard_name(k))
+    tmp = os.path.join(root, f".tmp-{shard_name(k)}-{tag}{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    os.makedirs(tmp)
+    for name in ARRAYS:
+        with open(os.path.join(tmp, name + ".npy"), "wb") as f:
+            np.save(f, arrays[name])
+            f.flush()
+            os.fsync(f.fileno())
+    _write_json(os.path.join(tmp, "meta.json"), meta)
+    os.replace(tmp, final)
+    return final
+
+
+def _write_json(path: str, obj) -> None:
+    tmp = f"{path}.tmp{os.getpid()}"
+    with open(tmp, "w") as f:
+        json.dump(obj, f, indent=1)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def versions() -> dict:
+    """Versions recorded in the dataset card."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {"python": platform.python_version(), "platform": sys.platform}
+    for pkg in ("navgym", "numpy", "numba", "scipy", "nibabel"):
+        try:
+            out[pkg] = version(pkg)
+        except PackageNotFoundError:
+            out[pkg] = None
+    return out
+
+
+def write_manifest(root: str, config: RolloutConfig) -> dict:
+    """Scan finished shards and write ``manifest.json`` (atomic; safe to call from any job)."""
+    shards, subjects = [], {}
+    for d in shard_dirs(root):
+        with open(os.path.join(d, "meta.json")) as f:
+            m = json.load(f)
+        shards.append({"dir": os.path.basename(d), "shard": m["shard"], "episodes": m["episodes"], "seed": m["seed"]})
+        for s in m["subject_ids"]:
+            subjects[s] = subjects.get(s, 0) + 1
+    episodes = sum(s["episodes"] for s in shards)
+    card = {
+        "description": "navgym video-action rollouts: frame t rendered at pose t; action t moves pose t to pose t+1",
+        "format": _FORMAT,
+        "config": config.to_json(),
+        "nav_config": asdict(config.nav_config()),
+        "versions": versions(),
+        "complete": len(shards) == config.num_shards,
+        "counts": {"shards": len(shards), "shards_expected": config.num_shards, "episodes": episodes,
+                   "frames": episodes * config.steps, "subjects": len(subjects)},
+        "seeds": {"base": config.seed, "shard_seed": "SeedSequence([seed, shard])"},
+        "arrays": {
+            "frames": "uint8 (E, T, H, W)",
+            "actions": "float32 (E, T, 7) normalised [-1, 1]: translate u, v, n; rotate u, v, n; zoom",
+            "actions_physical": "float32 (E, T, 7) mm, mm, mm, deg, deg, deg, ln(fov_before/fov_after)",
+            "poses": "float32 (E, T, 13) subject world RAS+ mm: centre (3), rotation row-major (9, columns u v n), fov mm",
+            "template_poses": "float32 (E, T, 13) the same in template (MNI) mm; NaN without a transform",
+        },
+        "subject_episodes": subjects,
+        "shards": shards,
+        "updated": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    _write_json(os.path.join(root, "manifest.json"), card)
+    return card
+
+
+def load_config(root: str) -> RolloutConfig:
+    with open(os.path.join(root, "config.json")) as f:
+        return RolloutConfig(**json.load(f))
+
+
+# --- generation at scale -----------------------------------------------------------------
+_WORKER: dict = {}
+
+
+def _init_worker(config: RolloutConfig) -> None:
+    import numba
+
+    numba.set_num_threads(1)  # one process per core; the kernels' own threads would oversubscribe
+    _WORKER["subjects"] = resolve_subjects(config.subjects, config.split)
+
+
+def _work(args) -> int:
+    config, root, k, tag = args
+    arrays, meta = generate_shard(config, k, _WORKER["subjects"])
+    write_shard(root, k, arrays, meta, tag)
+    return meta["episodes"]
+
+
+def write_rollouts(
+    config: RolloutConfig, root: str, workers: int = 0, job_index: int = 0, num_jobs: int = 1,
+    progress: bool = True, max_shards: int | None = None,
+) -> dict:
+    """Generate (or resume) the shards of job ``job_index`` of ``num_jobs`` under ``root``.
+
+    workers : 0 = in this process; n >= 1 = a pool of n processes (fork where available).
+    max_shards : stop after writing this many shards (for tests and partial runs).
+    Returns the manifest.  Raises ValueError if ``root`` holds rollouts of a different config.
+    """
+    if not 0 <= job_index < num_jobs:
+        raise ValueError(f"need 0 <= job_index < num_jobs, got {job_index} of {num_jobs}")
+    if workers < 0:
+        raise ValueError("workers must be >= 0")
+    os.makedirs(root, exist_ok=True)
+    cfg_path = os.path.join(root, "config.json")
+    new = json.loads(json.dumps(config.to_json()))  # as it reads back (tuples -> lists)
+    if os.path.exists(cfg_path):
+        with open(cfg_path) as f:
+            old = json.load(f)
+        if old != new:
+            diff = sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k))
+            raise ValueError(f"{root} holds rollouts made with a different config (differs in {diff}); use another --out")
+    else:
+        _write_json(cfg_path, new)
+    mine = [k for k in range(config.num_shards) if k % num_jobs == job_index]
+    for n in os.listdir(root):  # shards in flight when a previous run of this job was killed
+        if n.startswith(".tmp-shard-") and int(n[len(".tmp-shard-"):][:6]) in set(mine):
+            shutil.rmtree(os.path.join(root, n), ignore_errors=True)
+    todo = [k for k in mine if not os.path.isdir(os.path.join(root, shard_name(k)))]
+    if max_shards is not None:
+        todo = todo[:max_shards]
+    total = sum(config.shard_episodes(k) for k in todo)
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=total, unit="ep", desc=f"rollouts job {job_index}/{num_jobs}", disable=not progress)
+    jobs = [(config, root, k, f"j{job_index}-") for k in todo]
+    if workers == 0:
+        _WORKER["subjects"] = resolve_subjects(config.subjects, config.split)
+        for job in jobs:
+            bar.update(_work(job))
+    else:
+        import multiprocessing as mp
+
+        ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
+        with ctx.Pool(workers, initializer=_init_worker, initargs=(config,)) as pool:
+            for n in pool.imap_unordered(_work, jobs):
+                bar.update(n)
+    bar.close()
+    return write_manifest(root, config)
