@@ -373,6 +373,11 @@ def _work(args) -> int:
     return meta["episodes"]
 
 
+def _warm(subject) -> None:
+    vol = subject.volume
+    render_slices(vol, vol.center[None], np.eye(3)[None], [100.0], (8, 8), out=np.empty((1, 8, 8), np.uint8))
+
+
 def write_rollouts(
     config: RolloutConfig, root: str, workers: int = 0, job_index: int = 0, num_jobs: int = 1,
     progress: bool = True, max_shards: int | None = None,
@@ -417,7 +422,10 @@ def write_rollouts(
     else:
         import multiprocessing as mp
 
-        ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
+        fork = "fork" in mp.get_all_start_methods()
+        if fork:  # compile the kernel and build the first subject's sample store once, before forking
+            _warm(resolve_subjects(config.subjects, config.split)[0])
+        ctx = mp.get_context("fork" if fork else "spawn")
         with ctx.Pool(workers, initializer=_init_worker, initargs=(config,)) as pool:
             for n in pool.imap_unordered(_work, jobs):
                 bar.update(n)

@@ -1,0 +1,90 @@
+"""Rollout throughput at 64^2: writing shards, reading random training windows, streaming windows.
+
+    python benchmarks/bench_rollouts.py [--workers 2] [--episodes 1024] [--subjects template]
+
+Targets (issue 4, 2 cores): write >= 10,000 frames/s, read >= 20,000 frames/s, stream >= 10,000 frames/s.
+Each figure is steady state: compilation and subject building are warmed up first (a subject
+spec other than "template" also reports the cold write, which includes building subjects).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import tempfile
+import time
+
+import numpy as np
+import torch
+
+from navgym.rollouts import RolloutConfig, RolloutWindows, StreamingWindows, write_rollouts
+
+
+def bench_write(args, root):
+    cfg = RolloutConfig(subjects=args.subjects, split=args.split, policy="mix", episodes=args.episodes,
+                        steps=64, size=64, episodes_per_shard=64, seed=0)
+    warm = RolloutConfig(**{**cfg.to_json(), "episodes": 2 * args.workers, "episodes_per_shard": 1})
+    write_rollouts(warm, os.path.join(root, "warm"), workers=args.workers, progress=False)
+    t = time.perf_counter()
+    card = write_rollouts(cfg, os.path.join(root, "data"), workers=args.workers, progress=False)
+    dt = time.perf_counter() - t
+    return card["counts"]["frames"] / dt, dt
+
+
+def bench_read(args, root, window=16, batch=64, batches=200):
+    ds = RolloutWindows(os.path.join(root, "data"), window=window)
+    loader = torch.utils.data.DataLoader(ds, batch_size=batch, shuffle=True, num_workers=args.workers,
+                                         persistent_workers=args.workers > 0)
+    it = iter(loader)
+    for _ in range(5):
+        next(it)
+    t = time.perf_counter()
+    n = 0
+    for _ in range(batches):
+        n += next(it)["frames"].shape[0] * window
+    return n / (time.perf_counter() - t)
+
+
+def bench_stream(args, window=16, batch=64, batches=60):
+    ds = StreamingWindows(args.subjects, split=args.split, policy="mix", window=window, size=64, seed=0,
+                          batch_size=batch, episodes_per_chunk=64, episode_steps=64)
+    loader = torch.utils.data.DataLoader(ds, batch_size=None, num_workers=args.workers)
+    it = iter(loader)
+    for _ in range(4 * max(args.workers, 1)):
+        next(it)
+    t = time.perf_counter()
+    n = 0
+    for _ in range(batches):
+        n += next(it)["frames"].shape[0] * window
+    return n / (time.perf_counter() - t)
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--episodes", type=int, default=1024)
+    p.add_argument("--subjects", default="template")
+    p.add_argument("--split", default=None)
+    p.add_argument("--keep", default=None, help="write the data here and keep it (default: a temp dir)")
+    a = p.parse_args()
+    root = a.keep or tempfile.mkdtemp(prefix="bench_rollouts_")
+    try:
+        write, dt = bench_write(a, root)
+        out = {
+            "workers": a.workers, "subjects": a.subjects, "episodes": a.episodes, "load_1min": os.getloadavg()[0],
+            "write_frames_per_s": round(write), "write_s": round(dt, 2),
+            "read_frames_per_s": round(bench_read(a, root)),
+            "stream_frames_per_s": round(bench_stream(a)),
+        }
+        print(json.dumps(out, indent=1))
+    finally:
+        if a.keep is None:
+            shutil.rmtree(root, ignore_errors=True)
+    return out
+
+
+if __name__ == "__main__":
+    np.seterr(all="ignore")
+    main()
