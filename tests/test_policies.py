@@ -133,3 +133,25 @@ def test_oracle_single_env_from_info():
             break
     assert terminated and info["distance_mm"] <= 3.0 and info["angle_deg"] <= 5.0
     assert steps <= start / 2.5 + 5  # near the 5 mm / 5 deg per step bound, not a lucky drift
+
+
+def test_sync_and_async_vector_envs_give_identical_rollouts():
+    import gymnasium as gym
+
+    def run(mode):
+        env = gym.make_vec("MRINav-v0", 3, vectorization_mode=mode, size=16, max_episode_steps=10)
+        policy = make_policy("mix", seed=0)
+        obs, info = env.reset(seed=4)
+        frames, actions = [obs], []
+        for _ in range(25):  # crosses two auto-resets
+            actions.append(policy.act_batch(obs, info))
+            obs, _, terminated, truncated, info = env.step(actions[-1])
+            policy.episode_start(terminated | truncated)
+            frames.append(obs)
+        env.close()
+        return np.stack(frames), np.stack(actions)
+
+    (fs, as_), (fa, aa) = run("sync"), run("async")
+    np.testing.assert_array_equal(fs, fa)
+    np.testing.assert_array_equal(as_, aa)
+    assert fs.std() > 10

@@ -225,3 +225,12 @@ def test_bad_inputs(reference, tmp_path):
         RolloutWindows(root, window=0)
     with pytest.raises(ValueError, match="episode_steps"):
         StreamingWindows(window=8, episode_steps=4)
+
+
+def test_shards_cover_all_subjects_evenly():
+    cfg = RolloutConfig(subjects="synthetic:50", episodes=640, episodes_per_shard=64)  # 10 shards -> 5 subjects each
+    idx = np.concatenate([cfg.shard_subjects(k, 50) for k in range(cfg.num_shards)])
+    assert len(np.unique(cfg.shard_subjects(3, 50))) == 5
+    counts = np.bincount(idx, minlength=50)
+    assert counts.min() >= 12 and counts.max() <= 13
+    assert RolloutConfig(subjects_per_shard=0).shard_subjects(0, 50) is None  # free draws

@@ -44,7 +44,8 @@ def rollouts_main(argv=None) -> int:
     _add_generation_args(p)
     p.add_argument("--episodes", type=int, required=True)
     p.add_argument("--episodes-per-shard", type=int, default=64)
-    p.add_argument("--subjects-per-shard", type=int, default=4, help="subjects per shard (0 = all; see RolloutConfig)")
+    p.add_argument("--subjects-per-shard", type=int, default=None,
+                   help="subjects per shard (default: the fewest covering all subjects; 0 = all in every shard)")
     p.add_argument("--out", required=True, help="output directory (created; reruns resume)")
     p.add_argument("--workers", type=int, default=min(os.cpu_count() or 1, 8), help="processes (0 = this one)")
     p.add_argument("--job-index", type=int, default=0, help="this job's index in 0..num-jobs-1")

@@ -66,10 +66,11 @@ class RolloutConfig:
     size : frame side in pixels (square frames).
     seed : base seed; shard k uses ``SeedSequence([seed, k])``.
     episodes_per_shard : episodes per shard file set.
-    subjects_per_shard : each shard uses this many subjects (episode i -> the shard's subject i mod m),
+    subjects_per_shard : each shard uses m subjects (episode i -> the shard's subject i mod m),
         taken in turn from a seeded permutation so all are covered evenly; subjects are built or
         loaded per process (a synthetic one costs ~0.5 s), so few per shard keeps that cost amortised.
-        0 = every episode draws from all subjects.
+        None = the fewest that still cover every subject, ceil(subjects / shards); 0 = every
+        episode draws from all subjects.
     nav : extra :class:`NavConfig` fields (e.g. ``{"fov": 150.0}``).
     """
 
@@ -84,7 +85,7 @@ class RolloutConfig:
     size: int = 64
     seed: int = 0
     episodes_per_shard: int = 64
-    subjects_per_shard: int = 4
+    subjects_per_shard: int | None = None
     nav: dict = field(default_factory=dict)
 
     def __post_init__(self):
@@ -95,7 +96,7 @@ class RolloutConfig:
         for name in ("episodes", "steps", "episodes_per_shard"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)!r}")
-        if int(self.subjects_per_shard) < 0:
+        if self.subjects_per_shard is not None and int(self.subjects_per_shard) < 0:
             raise ValueError(f"subjects_per_shard must be >= 0, got {self.subjects_per_shard!r}")
         if self.split not in (None, "train", "val", "test"):
             raise ValueError(f"split must be None, 'train', 'val' or 'test', got {self.split!r}")
@@ -113,7 +114,8 @@ class RolloutConfig:
 
     def shard_subjects(self, k: int, num_subjects: int) -> np.ndarray | None:
         """(E,) subject index of each episode of shard k, or None to draw freely."""
-        m = int(self.subjects_per_shard)
+        m = self.subjects_per_shard
+        m = -(-num_subjects // self.num_shards) if m is None else int(m)
         if m == 0 or m >= num_subjects:
             return None
         perm = np.random.default_rng([self.seed, 0x5B7EC7]).permutation(num_subjects)
