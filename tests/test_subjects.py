@@ -1,6 +1,7 @@
 """Subjects: synthetic generation, exact transforms, splits, on-disk round trip, user data, env integration."""
 
 import json
+import pickle
 
 import gymnasium as gym
 import nibabel as nib
@@ -175,6 +176,7 @@ def test_splits_deterministic_disjoint_and_complete():
     assert set(parts["test"]) >= set(load_subjects("synthetic:100", split="test").ids)
     assert all(split_of(i) == "test" for i in parts["test"])
     assert full._cache == {}
+    assert load_subjects("template", split="train").ids == ["MNI152_2009"]  # the template is in every split
 
 
 def test_pool_is_lazy_and_lru_bounded():
@@ -195,6 +197,15 @@ def test_pool_is_lazy_and_lru_bounded():
     assert calls == [0, 1, 2, 1] and pool[-1].subject_id == "s4"
     with pytest.raises(IndexError):
         pool[5]
+
+
+def test_pool_pickles_without_its_cache():
+    pool = load_subjects("synthetic:3", cache_size=2, synthetic=FAST)
+    first = pool[0]
+    assert pool.cached() == ["synth000000"]
+    copy = pickle.loads(pickle.dumps(pool))
+    assert copy.cached() == [] and copy.ids == pool.ids and copy.cache_size == 2
+    assert np.array_equal(copy[0].volume.data, first.volume.data)
 
 
 def test_bad_specs():

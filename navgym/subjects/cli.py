@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -85,7 +86,8 @@ def main(argv=None) -> None:
         p.error("--n must be >= 1")
     times = generate(a.n, a.seed, a.out, a.jobs, a.spacing)
     if times:
-        print(json.dumps({"generated": len(times), "mean_s_per_subject": sum(times) / len(times), "out": a.out}))
+        print(json.dumps({"generated": len(times), "median_s_per_subject": round(statistics.median(times), 3),
+                          "mean_s_per_subject": round(statistics.mean(times), 3), "out": a.out}))
     if a.figure:
         from .figure import subjects_figure
         from .pool import load_subjects

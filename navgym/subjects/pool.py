@@ -21,6 +21,7 @@ import hashlib
 import os
 import threading
 from collections import OrderedDict
+from functools import partial
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -94,6 +95,13 @@ class SubjectPool(Sequence):
                 self._cache.popitem(last=False)
         return subject
 
+    def __getstate__(self):
+        """Pickles without the cache (a pool sent to vector-env workers loads there, lazily)."""
+        return {"ids": self._ids, "loaders": self._loaders, "cache_size": self.cache_size}
+
+    def __setstate__(self, state):
+        self.__init__(state["ids"], state["loaders"], state["cache_size"])
+
     def cached(self) -> list[str]:
         """Ids currently held in the cache (least recently used first)."""
         with self._lock:
@@ -121,16 +129,12 @@ class SubjectPool(Sequence):
         return f"SubjectPool({len(self)} subjects: {head}; cache_size={self.cache_size})"
 
 
-def _synthetic_loader(seed: int, config: SyntheticConfig | None):
-    return lambda: synthetic_subject(seed, config)
+def _given(subject: Subject) -> Subject:
+    return subject
 
 
-def _entry_loader(entry):
-    return lambda: load_entry(entry)
-
-
-def _volume_loader(source, name):
-    return lambda: Subject(name, load_volume(source, name=name))
+def _from_volume(source, name: str) -> Subject:
+    return Subject(name, load_volume(source, name=name))
 
 
 def load_subjects(
@@ -142,7 +146,8 @@ def load_subjects(
     """A :class:`SubjectPool` from a spec.
 
     spec:
-      * ``None`` or ``"template"``: the MNI152 template (one subject, id ``MNI152_2009``);
+      * ``None`` or ``"template"``: the MNI152 template (one subject, id ``MNI152_2009``, returned
+        for any split: it is the source of every synthetic subject, not a held-out anatomy);
       * ``"synthetic:N"`` (seeds 0..N-1), ``"synthetic:N:SPLIT"`` or ``"synthetic:START-END"``
         (seeds START..END-1); generated on access;
       * a folder (plain NIfTI files or BIDS, see :mod:`navgym.subjects.io`), loaded on access;
@@ -153,7 +158,10 @@ def load_subjects(
     if isinstance(spec, SubjectPool):
         return spec.split(split)
     if spec is None or (isinstance(spec, str) and spec == "template"):
-        pool = SubjectPool(["MNI152_2009"], [template_subject], cache_size)
+        # the one anatomy every synthetic subject is made from: not a held-out subject, in every split
+        if split is not None and split not in SPLITS:
+            raise ValueError(f"split must be one of {SPLITS} or None, got {split!r}")
+        return SubjectPool(["MNI152_2009"], [template_subject], cache_size)
     elif isinstance(spec, str) and spec.startswith("synthetic:"):
         parts = spec.split(":")
         if len(parts) == 3:
@@ -163,12 +171,12 @@ def load_subjects(
         elif len(parts) != 2:
             raise ValueError(f"bad synthetic spec {spec!r}; use 'synthetic:N' or 'synthetic:N:train|val|test'")
         seeds = _parse_seeds(parts[1], spec)
-        pool = SubjectPool([synthetic_id(s) for s in seeds], [_synthetic_loader(s, synthetic) for s in seeds], cache_size)
+        pool = SubjectPool([synthetic_id(s) for s in seeds], [partial(synthetic_subject, s, synthetic) for s in seeds], cache_size)
     elif isinstance(spec, (str, os.PathLike)):
         path = Path(spec)
         if path.is_dir():
             entries = find_entries(path)
-            pool = SubjectPool([e.subject_id for e in entries], [_entry_loader(e) for e in entries], cache_size)
+            pool = SubjectPool([e.subject_id for e in entries], [partial(load_entry, e) for e in entries], cache_size)
         elif path.exists():
             return load_subjects([path], split, cache_size)
         else:
@@ -180,17 +188,17 @@ def load_subjects(
         for item in spec:
             if isinstance(item, Subject):
                 ids.append(item.subject_id)
-                loaders.append(lambda s=item: s)
+                loaders.append(partial(_given, item))
             elif isinstance(item, Volume):
                 ids.append(item.name)
-                loaders.append(lambda v=item: Subject(v.name, v))
+                loaders.append(partial(_from_volume, item, item.name))
             elif isinstance(item, (str, os.PathLike)):
                 p = Path(item)
                 if not p.exists():
                     raise SubjectError(f"subject file not found: {p}")
                 sid = p.name.split(".nii")[0]
                 ids.append(sid)
-                loaders.append(_volume_loader(p, sid))
+                loaders.append(partial(_from_volume, p, sid))
             else:
                 raise SubjectError(f"cannot make a subject from {type(item).__name__}")
         if not ids:

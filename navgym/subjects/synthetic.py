@@ -100,7 +100,7 @@ def _contrast_image(rng, contrast: str) -> np.ndarray:
     if contrast == "T2w":
         w = (u(0.4, 0.8), u(0.85, 1.0), u(0.45, 0.6), u(0.3, 0.42))
     else:  # PDw
-        w = (u(0.5, 0.8), u(0.7, 0.85), u(0.6, 0.7), u(0.45, 0.55))
+        w = (u(0.5, 0.8), u(0.75, 0.9), u(0.58, 0.68), u(0.42, 0.52))
     return (w[0] * t1 * outside + w[1] * csf + w[2] * gm + w[3] * wm).astype(np.float32)
 
 
