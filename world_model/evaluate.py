@@ -121,12 +121,14 @@ class EvalConfig:
 
 
 # --- subjects ---------------------------------------------------------------------------------
-def split_subjects(subjects: Sequence[Subject]) -> dict[str, list[Subject]]:
+def split_subjects(subjects: Sequence[Subject] | dict[str, list[Subject]]) -> dict[str, list[Subject]]:
     """Disjoint probe-train / val / test subjects (~50 / 25 / 25 %, at least one each).
 
-    With fewer than three subjects every split reuses them (then only the slices are held out;
-    the report says so).
+    A dict of splits is returned as is.  With fewer than three subjects every split reuses them
+    (then only the slices are held out; the report says so).
     """
+    if isinstance(subjects, dict):
+        return {s: list(subjects[s]) for s in SPLITS}
     subjects = list(subjects)
     n = len(subjects)
     if n < 3:
@@ -136,15 +138,24 @@ def split_subjects(subjects: Sequence[Subject]) -> dict[str, list[Subject]]:
             "test": subjects[n - n_test :]}
 
 
-def load_eval_subjects(spec: str) -> list[Subject]:
-    """``template`` or a spec for ``navgym.subjects.load_subjects`` (its held-out ``test`` split)."""
+def load_eval_subjects(spec: str) -> dict[str, list[Subject]] | list[Subject]:
+    """Probe subjects for a ``navgym.subjects.load_subjects`` spec, all held out from pretraining.
+
+    ``template``: the template alone (a list; the splits then share it).  Otherwise
+    {"train": the ``val`` split minus its last quarter, "val": that quarter, "test": the ``test``
+    split} -- pretraining uses only the ``train`` split.
+    """
+    from navgym.subjects import load_subjects
+
     if spec == "template":
         return [template_subject()]
-    from navgym import subjects as subj
-
-    if not hasattr(subj, "load_subjects"):
-        raise ValueError(f"navgym.subjects.load_subjects is not available; cannot load {spec!r} (use 'template')")
-    return list(subj.load_subjects(spec, split="test"))
+    held = load_subjects(spec, split="val")
+    k = max(1, len(held) // 4)
+    if len(held) < 2:
+        raise ValueError(f"{spec!r} has {len(held)} 'val' subjects; need >= 2 for probe train/val (use more subjects)")
+    pool = [held[i] for i in range(len(held))]
+    test = load_subjects(spec, split="test")
+    return {"train": pool[:-k], "val": pool[-k:], "test": [test[i] for i in range(len(test))]}
 
 
 # --- features ---------------------------------------------------------------------------------
@@ -172,7 +183,7 @@ def extract(entry: Entry, sets: dict[str, ProbeSet], cfg: EvalConfig) -> dict[st
 
 
 # --- the run ----------------------------------------------------------------------------------
-def evaluate(entries: Sequence[Entry], subjects: Sequence[Subject], cfg: EvalConfig) -> dict:
+def evaluate(entries: Sequence[Entry], subjects, cfg: EvalConfig) -> dict:
     """Probes (and planning) for every entry.  Returns ``{"rows": [...], "planning": [...], ...}``.
 
     A row: method, seed, task, probe, metric, value.  Planning rows add the ``random`` and
@@ -232,7 +243,7 @@ def evaluate(entries: Sequence[Entry], subjects: Sequence[Subject], cfg: EvalCon
     return {
         "rows": rows, "planning": plan_rows, "fit_info": fit_info, "timings": timings,
         "subjects": {s: [x.subject_id for x in splits[s]] for s in SPLITS},
-        "held_out_subjects": len(subjects) >= 3,
+        "held_out_subjects": not {x.subject_id for x in splits["train"]} & {x.subject_id for x in splits["test"]},
         "entries": [{"method": e.method, "seed": e.seed, "checkpoint": e.checkpoint,
                      "feature_dim": getattr(e.encoder, "feature_dim", None),
                      "spatial": hasattr(e.encoder, "spatial_features"), "planning": e.latent_model is not None}
@@ -502,8 +513,8 @@ def parse_args(argv=None):
     p = argparse.ArgumentParser(prog="python -m world_model.evaluate", description=__doc__.split("\n\n")[0])
     p.add_argument("--checkpoints", nargs="*", default=[], help="checkpoint paths or METHOD:SEED=path")
     p.add_argument("--out", required=True, help="report folder, e.g. reports/small")
-    p.add_argument("--subjects", default="template", help="'template' or a navgym.subjects.load_subjects spec "
-                   "(its test split is divided into probe train/val/test subjects)")
+    p.add_argument("--subjects", default="synthetic:40", help="a navgym.subjects.load_subjects spec: probe "
+                   "train/val subjects from its 'val' split, test subjects from its 'test' split; or 'template'")
     p.add_argument("--per-subject", type=int, default=None, help="probe slices per subject")
     p.add_argument("--size", type=int, default=None, help="slice pixels (default: the data config's)")
     p.add_argument("--tasks", nargs="*", default=None)
