@@ -234,3 +234,13 @@ def test_shards_cover_all_subjects_evenly():
     counts = np.bincount(idx, minlength=50)
     assert counts.min() >= 12 and counts.max() <= 13
     assert RolloutConfig(subjects_per_shard=0).shard_subjects(0, 50) is None  # free draws
+
+
+def test_streaming_with_the_torch_renderer_matches_numba():
+    """device= renders with TorchRenderer (CPU here; "cuda" on a GPU): same poses, frames within one level."""
+    kw = dict(window=5, size=16, seed=1, episodes_per_chunk=4, max_windows=4)
+    numba_items = list(StreamingWindows("template", **kw))
+    torch_items = list(StreamingWindows("template", device="cpu", **kw))
+    for a, b in zip(numba_items, torch_items):
+        assert torch.equal(a["poses"], b["poses"]) and b["frames"].dtype == torch.uint8
+        assert (a["frames"].int() - b["frames"].int()).abs().max() <= 1
