@@ -149,8 +149,8 @@ def render_slices(
     labels : nearest-neighbour label sampling (uint8) instead of trilinear image sampling
     fill : value outside the volume (image only)
     out : optional preallocated C-contiguous (N, H, W) output; a ``uint8`` array for the image
-        gets the image quantised as ``round(clip(x, 0, 1) * 255)`` in the same pass (what the
-        env observes; read from the 16-bit store, see the module notes).
+        gets the image quantised as ``uint8(clip(x, 0, 1) * 255 + 0.5)`` in the same pass
+        (what the env observes).
 
     Returns
     -------
@@ -185,7 +185,7 @@ def render_slices(
 
 
 def _use_parallel(pixels: int) -> bool:
-    """Parallel kernels only pay off above ~2 slices of 128 x 128 (see :func:`_trilinear_parallel`)."""
+    """Parallel kernels only pay off above ~2 slices of 128 x 128 (see the note above :func:`_f32_serial`)."""
     return pixels >= _PARALLEL_MIN_PIXELS and numba.get_num_threads() > 1
 
 
