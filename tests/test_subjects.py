@@ -145,6 +145,9 @@ def test_acquisition_variation_present():
         kinds.add("anisotropic" if spacing.max() / spacing.min() > 1.2 else "isotropic")
         contrasts.add(contrast)
         assert np.allclose(aff, aff.astype(np.float32))  # survives NIfTI's float32 sform exactly
+        vox = warp.inverse(np.stack(list(TEMPLATE_LANDMARKS.values()))) @ np.linalg.inv(aff)[:3, :3].T
+        vox += np.linalg.inv(aff)[:3, 3]
+        assert np.all(vox >= 0) and np.all(vox <= np.array(shape) - 1), seed  # landmarks survive cropping
     assert kinds == {"RAS", "non-RAS", "oblique", "axis-aligned", "anisotropic", "isotropic"}
     assert contrasts == {"T1w", "T2w", "PDw"}
 
@@ -250,7 +253,7 @@ def test_save_and_load_round_trip(tmp_path, noisy):
 
 def test_cli_writes_dataset_and_resumes(tmp_path, capsys):
     cli_main(["--n", "2", "--seed", "40", "--out", str(tmp_path), "--spacing", "3"])
-    assert "mean_s_per_subject" in capsys.readouterr().out
+    assert "median_cpu_s_per_subject" in capsys.readouterr().out
     rows = (tmp_path / "participants.tsv").read_text().split("\n")
     assert rows[0] == "participant_id\tcontrast\tsplit" and rows[1].startswith("sub-synth000040\t")
     pool = load_subjects(tmp_path)
