@@ -211,6 +211,28 @@ def bench_memory(n_envs: int = 8) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+def _spin(n: int) -> int:
+    s = 0
+    for i in range(n):
+        s += i
+    return s
+
+
+def core_capacity(n: int = 2_000_000) -> float:
+    """How many cores two busy processes actually get (2.0 on an idle 2-core machine)."""
+    import multiprocessing as mp
+
+    t = time.perf_counter()
+    _spin(n)
+    one = time.perf_counter() - t
+    with mp.get_context("fork").Pool(2) as pool:
+        pool.map(_spin, [1000] * 2)  # start the workers
+        t = time.perf_counter()
+        pool.map(_spin, [n] * 2)
+        two = time.perf_counter() - t
+    return 2 * one / two
+
+
 def machine() -> str:
     cpu = platform.processor() or platform.machine()
     try:
@@ -224,6 +246,7 @@ def machine() -> str:
 def table(render_rows, env_rows, vec_rows, mem, meta) -> str:
     lines = [
         f"Machine: {meta['machine']}; load average before/after: {meta['load_before']} / {meta['load_after']}; "
+        f"cores two busy processes got before/after: {meta['cores_before']:.2f} / {meta['cores_after']:.2f}; "
         f"numba {meta['numba']}, torch {meta['torch']}, scipy {meta['scipy']}. Medians of {meta['reps']} runs.",
         "",
         "| renderer, slices/s | size | threads | navgym `render_slice` (float32) | navgym uint8, 1 per call (env path) "
@@ -288,6 +311,7 @@ def main(argv=None) -> None:
 
     meta = {
         "machine": machine(), "load_before": " ".join(f"{x:.2f}" for x in os.getloadavg()), "reps": args.reps,
+        "cores_before": core_capacity(),
         "planes": args.planes,
         "numba": numba.__version__, "torch": torch.__version__, "scipy": scipy.__version__,
     }  # fmt: skip
@@ -304,6 +328,7 @@ def main(argv=None) -> None:
             mem = bench_memory(8)
             progress.update(1)
     meta["load_after"] = " ".join(f"{x:.2f}" for x in os.getloadavg())
+    meta["cores_after"] = core_capacity()
     text = table(render_rows, env_rows, vec_rows, mem, meta)
     print(text)
     if args.out:
