@@ -244,3 +244,14 @@ def test_streaming_with_the_torch_renderer_matches_numba():
     for a, b in zip(numba_items, torch_items):
         assert torch.equal(a["poses"], b["poses"]) and b["frames"].dtype == torch.uint8
         assert (a["frames"].int() - b["frames"].int()).abs().max() <= 1
+
+
+def test_a_shard_finished_by_another_writer_is_kept(tmp_path):
+    from navgym.rollouts.generate import write_shard
+
+    arrays, meta = generate_shard(RolloutConfig(**TINY), 0)
+    first = write_shard(str(tmp_path), 0, arrays, meta)
+    stamp = os.stat(os.path.join(first, "frames.npy")).st_mtime_ns
+    assert write_shard(str(tmp_path), 0, arrays, meta) == first
+    assert os.stat(os.path.join(first, "frames.npy")).st_mtime_ns == stamp
+    assert sorted(os.listdir(tmp_path)) == ["shard-000000"]

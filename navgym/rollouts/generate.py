@@ -291,7 +291,12 @@ def write_shard(root: str, k: int, arrays: dict, meta: dict, tag: str = "") -> s
             f.flush()
             os.fsync(f.fileno())
     _write_json(os.path.join(tmp, "meta.json"), meta)
-    os.replace(tmp, final)
+    try:
+        os.replace(tmp, final)
+    except OSError:  # another writer finished the same shard first (identical content): keep theirs
+        if not os.path.isfile(os.path.join(final, "meta.json")):
+            raise
+        shutil.rmtree(tmp, ignore_errors=True)
     return final
 
 
@@ -365,6 +370,11 @@ def _init_worker(config: RolloutConfig) -> None:
     import numba
 
     numba.set_num_threads(1)  # one process per core; the kernels' own threads would oversubscribe
+    if sys.platform.startswith("linux"):  # die with the parent (a killed run must not leave writers behind)
+        import ctypes
+        import signal
+
+        ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
     _WORKER["subjects"] = resolve_subjects(config.subjects, config.split)
 
 
