@@ -186,6 +186,10 @@ class StreamingWindows(IterableDataset):
     def __iter__(self):
         info = get_worker_info()
         worker = 0 if info is None else info.id
+        if info is not None and self.device is None:
+            import numba
+
+            numba.set_num_threads(1)  # one DataLoader worker per core; kernel threads would oversubscribe
         subjects = resolve_subjects(self.subjects_spec, self.split)
         emitted, b = 0, self.batch_size
         for chunk in self._chunks(subjects, worker):
