@@ -41,3 +41,4 @@ register(
     vector_entry_point="navgym.env:MRINavVectorEnv",
     max_episode_steps=200,
 )
+from . import presets  # noqa: E402,F401  (registers MRINav-<preset>-v0 task ids)

@@ -1,0 +1,232 @@
+"""Benchmark matrix: tasks x encoders x algorithms x seeds, plus the oracle and random bounds.
+
+    python -m agents.benchmark --tasks AC-near --encoders pixels random-cnn --algos ppo \
+        --seeds 0 1 2 --steps 50000 --out reports/agents
+
+Every run trains with :func:`agents.train.train` and is evaluated on the preset's held-out
+``test`` subjects with the same fixed starts; the bounds (``oracle``, ``random`` from
+:mod:`navgym.policies`) run on the very same episodes.  Writes ``report.md``, ``report.json``
+and ``curves_<task>.png`` (held-out success rate vs training steps, mean over seeds, min-max band).
+``--quick``: a tiny smoke configuration (template subjects, 32 px, a few hundred steps).
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+
+from navgym.presets import get_preset
+
+from .evaluate import episode_metrics, policy_act_fn, run_episodes, steps_to, t_interval, wilson, bootstrap_median
+from .train import TrainConfig, _eval_env, train, write_json
+
+__all__ = ["run_benchmark", "summarise", "main"]
+
+BOUNDS = ("oracle", "random")
+
+
+def _bound_episodes(cfg: TrainConfig, name: str, seed: int) -> list[dict]:
+    env = _eval_env(cfg)
+    try:
+        return run_episodes(policy_act_fn(name, seed=seed), env, cfg.eval_episodes)
+    finally:
+        env.close()
+
+
+def summarise(runs: list[dict]) -> dict:
+    """Aggregate runs of one (task, method) over seeds.
+
+    success: mean over seeds with a 95% t-interval (clipped to [0, 1]), and the pooled rate with a Wilson interval;
+    median final error (pooled episodes, bootstrap 95%); steps to 50% / 80% held-out success
+    (median over seeds that reached it, and how many did).
+    """
+    finals = [r["final"] for r in runs]
+    rates = [f["success_rate"] for f in finals]
+    k = int(round(sum(f["success_rate"] * f["episodes"] for f in finals)))
+    n = int(sum(f["episodes"] for f in finals))
+    errors = np.concatenate([r["final_errors"] for r in runs])
+    m, lo, hi = t_interval(rates)
+    out = {"seeds": len(runs), "success_mean_ci": (m, max(lo, 0.0), min(hi, 1.0)), "success_pooled": k / n,
+           "success_pooled_ci": wilson(k, n), "median_error_ci": bootstrap_median(errors)}
+    for key in ("distance_mm", "angle_deg"):
+        vals = [r.get(f"final_{key}") for r in runs]
+        if all(v is not None for v in vals):
+            out[f"median_{key}_ci"] = bootstrap_median(np.concatenate(vals))
+    for thr in (0.5, 0.8):
+        reached = [steps_to([c["step"] for c in r["curve"]], [c["success_rate"] for c in r["curve"]], thr)
+                   for r in runs if r.get("curve")]
+        hit = [s for s in reached if s is not None]
+        out[f"steps_to_{int(thr * 100)}"] = {"median": float(np.median(hit)) if hit else None,
+                                             "reached": len(hit), "of": len(reached)}
+    return out
+
+
+def _final_arrays(eps: list[dict]) -> dict:
+    out = {"final_errors": np.array([e["error"] for e in eps])}
+    for key in ("distance_mm", "angle_deg"):
+        if key in eps[0]:
+            out[f"final_{key}"] = np.array([e[key] for e in eps])
+    return out
+
+
+def run_benchmark(tasks, encoders, algos, seeds, base: TrainConfig, out: Path, finetune: bool = False) -> dict:
+    """Train every (task, encoder, algo, seed), evaluate the bounds, write the report; returns the report dict."""
+    if len(seeds) < 1:
+        raise ValueError("need at least one seed")
+    out.mkdir(parents=True, exist_ok=True)
+    t0 = time.time()
+    report = {"tasks": {}, "config": {"encoders": list(encoders), "algos": list(algos), "seeds": list(seeds),
+                                      "finetune": finetune, "base": {k: v for k, v in base.__dict__.items()}},
+              "host": platform.node(), "uptime_start": _uptime()}
+    for task in tasks:
+        get_preset(task)
+        methods: dict[str, list[dict]] = {}
+        for name in BOUNDS:
+            runs = []
+            for seed in seeds:
+                cfg = replace(base, task=task, seed=seed)
+                eps = _bound_episodes(cfg, name, seed)
+                runs.append({"final": episode_metrics(eps), "curve": [], **_final_arrays(eps)})
+            methods[name] = runs
+        for algo in algos:
+            for enc in encoders:
+                label = f"{algo}-{Path(enc).stem if enc not in ('pixels', 'random-cnn') else enc}{'-ft' if finetune else ''}"
+                runs = []
+                for seed in seeds:
+                    cfg = replace(base, task=task, encoder=enc, algo=algo, seed=seed, finetune=finetune,
+                                  out=str(out / "runs" / task / label / f"seed{seed}"))
+                    r = train(cfg)
+                    eps = r["final_episodes"]
+                    runs.append({"final": r["final"], "curve": r["curve"], "perf": r["perf"], **_final_arrays(eps)})
+                methods[label] = runs
+        report["tasks"][task] = {
+            "preset": {"success": get_preset(task).success, "max_episode_steps": get_preset(task).max_episode_steps,
+                       "start": get_preset(task).start},
+            "methods": {m: {"summary": summarise(rs),
+                            "runs": [{k: v for k, v in r.items() if not k.startswith("final_")} for r in rs]}
+                        for m, rs in methods.items()},
+        }
+        _plot(task, methods, out / f"curves_{task}.png")
+    report["wall_s"] = time.time() - t0
+    report["uptime_end"] = _uptime()
+    write_json(out / "report.json", report)
+    _write_markdown(report, out / "report.md")
+    return report
+
+
+def _uptime() -> str:
+    try:
+        return Path("/proc/loadavg").read_text().split(" ")[:3].__repr__()
+    except OSError:
+        return "n/a"
+
+
+def _fmt_ci(t, digits=2, pct=False):
+    if t is None or t[0] is None or np.isnan(t[0]):
+        return "n/a"
+    f = (lambda x: f"{100 * x:.0f}%") if pct else (lambda x: f"{x:.{digits}f}")
+    return f"{f(t[0])} [{f(t[1])}, {f(t[2])}]"
+
+
+def _write_markdown(report: dict, path: Path) -> None:
+    lines = ["# RL benchmark: anatomical search on held-out subjects", ""]
+    b = report["config"]["base"]
+    lines += [f"Seeds {report['config']['seeds']}; {b['steps']} training steps per run; {b['n_envs']} envs; "
+              f"{b['size']} px; memory: {b['frames']} frames + {b['actions']} actions; evaluation: "
+              f"{b['eval_envs']} x {b['eval_episodes']} episodes per seed on held-out subjects "
+              f"({b['test_subjects'] or 'preset test split'}), the same starts for every method. "
+              f"Load average (1/5/15 min) at start {report['uptime_start']}, at end {report['uptime_end']}; "
+              f"wall {report['wall_s'] / 60:.1f} min.", ""]
+    for task, t in report["tasks"].items():
+        p = t["preset"]
+        lines += [f"## {task} (success {p['success']}, {p['start']} start, limit {p['max_episode_steps']} steps)", "",
+                  "| method | success (mean over seeds, 95% t) | success (pooled, Wilson 95%) | median final error [95% bootstrap] "
+                  "| median distance mm | median angle deg | steps to 50% | steps to 80% | steps/s |",
+                  "|---|---|---|---|---|---|---|---|---|"]
+        for m, d in t["methods"].items():
+            s = d["summary"]
+            sps = [r["perf"]["steps_per_s"] for r in d["runs"] if "perf" in r]
+
+            def reach(key):
+                r = s[key]
+                if m in BOUNDS:
+                    return "-"
+                return f"{r['median']:.0f} ({r['reached']}/{r['of']})" if r["median"] is not None else f"never (0/{r['of']})"
+            lines.append(
+                f"| {m} | {_fmt_ci(s['success_mean_ci'], pct=True)} | {_fmt_ci((s['success_pooled'], *s['success_pooled_ci']), pct=True)} "
+                f"| {_fmt_ci(s['median_error_ci'], 1)} | {_fmt_ci(s.get('median_distance_mm_ci'), 1)} "
+                f"| {_fmt_ci(s.get('median_angle_deg_ci'), 1)} | {reach('steps_to_50')} | {reach('steps_to_80')} "
+                f"| {f'{np.mean(sps):.0f}' if sps else '-'} |")
+        lines += ["", f"![learning curves](curves_{task}.png)", ""]
+    path.write_text("\n".join(lines) + "\n")
+
+
+def _plot(task: str, methods: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for m, runs in methods.items():
+        if m in BOUNDS:
+            rate = np.mean([r["final"]["success_rate"] for r in runs])
+            ax.axhline(rate, ls="--" if m == "oracle" else ":", color="k" if m == "oracle" else "gray", label=f"{m} ({rate:.2f})")
+            continue
+        steps = np.array([c["step"] for c in runs[0]["curve"]])
+        vals = np.array([[c["success_rate"] for c in r["curve"]][: len(steps)] for r in runs])
+        ax.plot(steps, vals.mean(0), label=m)
+        ax.fill_between(steps, vals.min(0), vals.max(0), alpha=0.2)
+    ax.set_xlabel("training steps")
+    ax.set_ylabel("held-out success rate")
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_title(task)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    tmp = path.with_suffix(".tmp.png")
+    fig.savefig(tmp, dpi=100)
+    plt.close(fig)
+    tmp.replace(path)
+
+
+QUICK = dict(steps=256, n_envs=4, size=40, eval_every=128, eval_episodes=1, eval_envs=4, checkpoint_every=10_000,
+             train_subjects="template", test_subjects="template", progress=False,
+             ppo={"n_steps": 32, "batch_size": 64, "n_epochs": 1, "learning_rate": 3e-4, "gamma": 0.99,
+                  "gae_lambda": 0.95, "ent_coef": 0.0, "clip_range": 0.2},
+             sac={"buffer_size": 2_000, "learning_starts": 64, "batch_size": 32, "train_freq": 1,
+                  "gradient_steps": 1, "learning_rate": 3e-4, "gamma": 0.99})
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--tasks", nargs="+", default=["AC-near"])
+    p.add_argument("--encoders", nargs="+", default=["pixels", "random-cnn"])
+    p.add_argument("--algos", nargs="+", default=["ppo"], choices=("ppo", "sac"))
+    p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    p.add_argument("--steps", type=int, default=None)
+    p.add_argument("--eval-every", type=int, default=None)
+    p.add_argument("--eval-episodes", type=int, default=None)
+    p.add_argument("--n-envs", type=int, default=None)
+    p.add_argument("--size", type=int, default=None)
+    p.add_argument("--train-subjects", default=None)
+    p.add_argument("--test-subjects", default=None)
+    p.add_argument("--finetune", action="store_true")
+    p.add_argument("--quick", action="store_true", help="tiny smoke configuration (for tests)")
+    p.add_argument("--out", default="reports/agents")
+    a = p.parse_args(argv)
+    base = TrainConfig(**QUICK) if a.quick else TrainConfig()
+    over = {k: getattr(a, k) for k in ("steps", "eval_every", "eval_episodes", "n_envs", "size", "train_subjects", "test_subjects")
+            if getattr(a, k) is not None}
+    base = replace(base, **over)
+    r = run_benchmark(a.tasks, a.encoders, a.algos, a.seeds, base, Path(a.out), finetune=a.finetune)
+    print((Path(a.out) / "report.md").read_text())
+    del r
+
+
+if __name__ == "__main__":
+    main()

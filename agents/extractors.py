@@ -1,0 +1,115 @@
+"""SB3 feature extractors for the :class:`agents.envs.NavVecEnv` observation (frames + action history).
+
+Encoder protocol (``world_model.load_encoder``): an ``nn.Module`` with ``feature_dim`` and
+``features(frames) -> (B, feature_dim)`` where ``frames`` is a (B, H, W) uint8 tensor (0..255).
+
+Policies must be built with ``normalize_images=False``: the extractor receives the stacked
+frames as float 0..255 (SB3 casts uint8 to float) and scales them itself.
+"""
+
+from __future__ import annotations
+
+import torch
+from gymnasium import spaces
+from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
+from torch import nn
+
+__all__ = ["NavExtractor", "load_encoder", "RandomCNN"]
+
+
+class NavExtractor(BaseFeaturesExtractor):
+    """Features of a ``{"image": (k, H, W), "actions": (m*7,)}`` observation.
+
+    encoder : spec for :func:`load_encoder` or a module; ``"pixels"``/None -> NatureCNN (Mnih et al. 2015: 8x8/4, 4x4/2, 3x3/1 convs + linear ``cnn_dim``)
+        over the k stacked frames, trained end to end; otherwise a pretrained encoder applied
+        to each frame, its k feature vectors concatenated (B, k * feature_dim).
+    finetune : train the pretrained encoder too (default: frozen, eval mode, no gradients).
+    Output: image features followed by the action history (B, features_dim).
+    """
+
+    def __init__(self, observation_space: spaces.Dict, encoder: str | nn.Module | None = "pixels",
+                 finetune: bool = False, cnn_dim: int = 512, encoder_seed: int = 0):
+        if isinstance(encoder, str):  # a spec, so saved models hold a string, never a pickled module
+            encoder = load_encoder(encoder, seed=encoder_seed)
+        img, act = observation_space["image"], observation_space["actions"]
+        k, h, w = img.shape
+        if encoder is None:
+            if min(h, w) < 36:
+                raise ValueError(f"the NatureCNN needs frames of at least 36 x 36 pixels, got {h} x {w}")
+            cnn = nn.Sequential(
+                nn.Conv2d(k, 32, 8, 4), nn.ReLU(), nn.Conv2d(32, 64, 4, 2), nn.ReLU(),
+                nn.Conv2d(64, 64, 3, 1), nn.ReLU(), nn.Flatten(),
+            )
+            with torch.no_grad():
+                n = cnn(torch.zeros(1, k, h, w)).shape[1]
+            img_dim = cnn_dim
+        else:
+            if not hasattr(encoder, "features") or not hasattr(encoder, "feature_dim"):
+                raise TypeError("encoder must have features((B, H, W) uint8) -> (B, D) and feature_dim")
+            img_dim = k * int(encoder.feature_dim)
+        super().__init__(observation_space, img_dim + act.shape[0])
+        self.frames, self.finetune = k, bool(finetune)
+        if encoder is None:
+            self.cnn = nn.Sequential(cnn, nn.Linear(n, cnn_dim), nn.ReLU())
+            self.encoder = None
+        else:
+            self.cnn = None
+            self.encoder = encoder
+            encoder.requires_grad_(self.finetune)
+            encoder.train(self.finetune)
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        if self.encoder is not None and not self.finetune:
+            self.encoder.eval()
+        return self
+
+    def encode_frames(self, image: torch.Tensor) -> torch.Tensor:
+        """(B, k, H, W) float 0..255 -> (B, image features)."""
+        if self.cnn is not None:
+            return self.cnn(image / 255.0)
+        b, k, h, w = image.shape
+        frames = image.reshape(b * k, h, w).round().clamp(0, 255).to(torch.uint8)
+        with torch.set_grad_enabled(self.finetune and torch.is_grad_enabled()):
+            feats = self.encoder.features(frames)
+        return feats.float().reshape(b, -1)
+
+    def forward(self, obs: dict[str, torch.Tensor]) -> torch.Tensor:
+        return torch.cat([self.encode_frames(obs["image"]), obs["actions"]], dim=1)
+
+
+class RandomCNN(nn.Module):
+    """A randomly initialised conv encoder (the ``random-cnn`` baseline; seeded, usually frozen).
+
+    ``features((B, H, W) uint8) -> (B, 128)``: 4 stride-2 convs (32, 64, 128, 128) + global mean.
+    """
+
+    feature_dim = 128
+
+    def __init__(self, seed: int = 0):
+        super().__init__()
+        gen = torch.random.fork_rng()
+        with gen:
+            torch.manual_seed(seed)
+            self.net = nn.Sequential(
+                nn.Conv2d(1, 32, 4, 2, 1), nn.GELU(), nn.Conv2d(32, 64, 4, 2, 1), nn.GELU(),
+                nn.Conv2d(64, 128, 4, 2, 1), nn.GELU(), nn.Conv2d(128, 128, 4, 2, 1), nn.GELU(),
+            )
+
+    def features(self, frames: torch.Tensor) -> torch.Tensor:
+        return self.net(frames.float()[:, None] / 255.0 - 0.5).mean((2, 3))
+
+
+def load_encoder(spec: str, seed: int = 0) -> nn.Module | None:
+    """``"pixels"`` -> None (NatureCNN), ``"random-cnn"`` -> :class:`RandomCNN`, else
+    ``world_model.load_encoder(spec)`` (a checkpoint path or a world-model method name)."""
+    if spec == "pixels":
+        return None
+    if spec == "random-cnn":
+        return RandomCNN(seed)
+    try:
+        from world_model import load_encoder as wm_load
+    except ImportError as e:
+        raise ValueError(f"encoder {spec!r}: world_model.load_encoder is not available ({e}); "
+                         "use 'pixels' or 'random-cnn'") from e
+    return wm_load(spec)
