@@ -248,19 +248,23 @@ def table(render_rows, env_rows, vec_rows, mem, meta) -> str:
         f"Machine: {meta['machine']}; load average before/after: {meta['load_before']} / {meta['load_after']}; "
         f"cores two busy processes got before/after: {meta['cores_before']:.2f} / {meta['cores_after']:.2f}; "
         f"numba {meta['numba']}, torch {meta['torch']}, scipy {meta['scipy']}. Medians of {meta['reps']} runs.",
-        "",
-        "| renderer, slices/s | size | threads | navgym `render_slice` (float32) | navgym uint8, 1 per call (env path) "
-        f"| navgym uint8, {meta['planes']} per call | scipy `map_coordinates` | torch `grid_sample` "
-        "| `render_slice` vs scipy | vs torch |",
-        "|---|---|---|---|---|---|---|---|---|---|",
     ]
+    if render_rows:
+        lines += [
+            "",
+            "| renderer, slices/s | size | threads | navgym `render_slice` (float32) | navgym uint8, 1 per call (env path) "
+            f"| navgym uint8, {meta['planes']} per call | scipy `map_coordinates` | torch `grid_sample` "
+            "| `render_slice` vs scipy | vs torch |",
+            "|---|---|---|---|---|---|---|---|---|---|",
+        ]
     for r in render_rows:
         lines.append(
             f"| oblique planes, fov 180 mm | {r['size']}² | {r['threads']} | {r['render_slice']:,.0f} "
             f"| {r['render_slices_u8']:,.0f} | {r['batch_u8']:,.0f} | {r['scipy']:,.0f} | {r['torch']:,.0f} "
             f"| {r['render_slice'] / r['scipy']:.1f}x | {r['render_slice'] / r['torch']:.1f}x |"
         )
-    lines += ["", "| environment | size | envs | threads | steps/s |", "|---|---|---|---|---|"]
+    if env_rows or vec_rows:
+        lines += ["", "| environment | size | envs | threads | steps/s |", "|---|---|---|---|---|"]
     for r in env_rows:
         lines.append(f"| `gym.make(\"MRINav-v0\")` (wrappers, resets included) | {r['size']}² | 1 | 1 | {r['steps_per_s']:,.0f} |")
     for r in vec_rows:
@@ -289,6 +293,9 @@ def write_atomic(path: str, text: str) -> None:
         raise
 
 
+PARTS = ("render", "env", "vector", "memory")
+
+
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--out", help="also write the markdown table here (atomically)")
@@ -297,6 +304,7 @@ def main(argv=None) -> None:
     p.add_argument("--steps", type=int, default=2000, help="env steps per single-env run")
     p.add_argument("--batches", type=int, default=100, help="vector-env steps per run")
     p.add_argument("--threads", type=int, nargs="+", default=[1, 2])
+    p.add_argument("--parts", nargs="+", choices=PARTS, default=list(PARTS), help="what to measure (default: all)")
     p.add_argument("--no-memory", action="store_true", help="skip the memory measurement (a subprocess)")
     p.add_argument("--memory-child", type=int, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
@@ -317,14 +325,22 @@ def main(argv=None) -> None:
     }  # fmt: skip
     sizes = [64, 128]
     vec_envs = [16, 64]
-    total = 2 * len(sizes) * len(args.threads) + len(sizes) + len(vec_envs) * len(args.threads) + (not args.no_memory)
+    parts = set(args.parts) - ({"memory"} if args.no_memory else set())
+    total = (
+        2 * len(sizes) * len(args.threads) * ("render" in parts) + len(sizes) * ("env" in parts)
+        + len(vec_envs) * len(args.threads) * ("vector" in parts) + ("memory" in parts)
+    )  # fmt: skip
+    render_rows, env_rows, vec_rows, mem = [], [], [], None
     with tqdm(total=total, desc="bench_core", file=sys.stderr) as progress:
-        render_rows = bench_renderers(sizes, args.threads, args.reps, args.planes, ("navgym", "scipy"), progress)
-        env_rows = bench_env(sizes, args.steps, args.reps, progress)
-        vec_rows = bench_vector(vec_envs, args.threads, 64, args.batches, args.reps, progress)
-        bench_renderers(sizes, args.threads, args.reps, args.planes, ("torch",), progress, render_rows)
-        mem = None
-        if not args.no_memory:
+        if "render" in parts:
+            render_rows = bench_renderers(sizes, args.threads, args.reps, args.planes, ("navgym", "scipy"), progress)
+        if "env" in parts:
+            env_rows = bench_env(sizes, args.steps, args.reps, progress)
+        if "vector" in parts:
+            vec_rows = bench_vector(vec_envs, args.threads, 64, args.batches, args.reps, progress)
+        if "render" in parts:  # torch last: its OpenMP threads keep spinning after each op
+            bench_renderers(sizes, args.threads, args.reps, args.planes, ("torch",), progress, render_rows)
+        if "memory" in parts:
             mem = bench_memory(8)
             progress.update(1)
     meta["load_after"] = " ".join(f"{x:.2f}" for x in os.getloadavg())
