@@ -13,6 +13,7 @@ and ``curves_<task>.png`` (held-out success rate vs training steps, mean over se
 from __future__ import annotations
 
 import argparse
+import os
 import platform
 import time
 from dataclasses import replace
@@ -31,7 +32,7 @@ BOUNDS = ("oracle", "random")
 
 
 def _bound_episodes(cfg: TrainConfig, name: str, seed: int) -> list[dict]:
-    env = _eval_env(cfg)
+    env = _eval_env(cfg)  # pixel observations: the bounds read the pose from infos
     try:
         return run_episodes(policy_act_fn(name, seed=seed), env, cfg.eval_episodes)
     finally:
@@ -95,7 +96,7 @@ def run_benchmark(tasks, encoders, algos, seeds, base: TrainConfig, out: Path, f
             methods[name] = runs
         for algo in algos:
             for enc in encoders:
-                label = f"{algo}-{Path(enc).stem if enc not in ('pixels', 'random-cnn') else enc}{'-ft' if finetune else ''}"
+                label = f"{algo}-{Path(enc).stem if os.path.exists(enc) else enc}{'-ft' if finetune else ''}"
                 runs = []
                 for seed in seeds:
                     cfg = replace(base, task=task, encoder=enc, algo=algo, seed=seed, finetune=finetune,

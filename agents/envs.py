@@ -7,7 +7,9 @@ cost a sequential LSTM pass per minibatch); frozen encoders embed each frame ind
 stacking adds no encoder parameters.
 
 Observation (``spaces.Dict``):
-* ``image``: (frames, H, W) uint8, oldest first (row 0 = the plane's +v edge, see the env).
+* ``image``: (frames, H, W) uint8, oldest first (row 0 = the plane's +v edge, see the env); or, with a
+  frozen ``encoder``, ``features``: (frames * feature_dim,) float32, each frame encoded once when it is
+  rendered (so PPO's epochs and SAC's replay never re-run the encoder);
 * ``actions``: (actions * 7,) float32, the previous normalised actions, oldest first (0 at start).
 """
 
@@ -38,24 +40,34 @@ class NavVecEnv(VecEnv):
 
     start_seed : if given, env i's j-th episode starts from ``default_rng([start_seed, i, j])``, so
         every policy evaluated with the same start_seed meets the same subjects and start poses.
-    ``time_env`` accumulates the seconds spent in ``reset``/``step_wait`` (stepping + rendering).
+    encoder : a frozen encoder (``features((B, H, W) uint8) -> (B, D)``, ``feature_dim``); None: pixels.
+    ``time_env`` accumulates the seconds spent in ``reset``/``step_wait`` (stepping, rendering and
+    encoding); ``time_encode`` the encoder's share.
     """
 
     def __init__(self, venv: MRINavVectorEnv, frames: int = 4, actions: int = 4, seed: int | None = None,
-                 start_seed: int | None = None):
+                 start_seed: int | None = None, encoder=None):
         if frames < 1 or actions < 0:
             raise ValueError("need frames >= 1 and actions >= 0")
         self.venv, self.nav = venv, venv.nav
         self.frames, self.n_actions = int(frames), int(actions)
         self.max_episode_steps = venv.max_episode_steps
         h, w = venv.config.size
+        self.encoder = encoder
+        if encoder is None:
+            self._key, frame_shape, dtype = "image", (h, w), np.uint8
+            view = spaces.Box(0, 255, (self.frames, h, w), np.uint8)
+        else:
+            self._key, frame_shape, dtype = "features", (int(encoder.feature_dim),), np.float32
+            view = spaces.Box(-np.inf, np.inf, (self.frames * frame_shape[0],), np.float32)
         obs_space = spaces.Dict({
-            "image": spaces.Box(0, 255, (self.frames, h, w), np.uint8),
+            self._key: view,
             "actions": spaces.Box(-1.0, 1.0, (max(1, self.n_actions) * 7,), np.float32),
         })
         super().__init__(venv.num_envs, obs_space, venv.single_action_space)
         n = self.num_envs
-        self._image = np.zeros((n, self.frames, h, w), np.uint8)
+        self._image = np.zeros((n, self.frames, *frame_shape), dtype)
+        self.time_encode = 0.0
         self._acts = np.zeros((n, max(1, self.n_actions), 7), np.float32)
         self._ret = np.zeros(n)
         self._seed, self.start_seed = seed, start_seed
@@ -72,7 +84,7 @@ class NavVecEnv(VecEnv):
         self._episode[:] = 0
         for i in range(self.num_envs):
             self._start(i)
-        frame = self.nav.render()
+        frame = self._render()
         self._image[:] = frame[:, None]
         self._acts[:] = 0
         self._ret[:] = 0
@@ -88,7 +100,7 @@ class NavVecEnv(VecEnv):
         act = np.clip(self._pending, -1.0, 1.0)
         nav = self.nav
         reward, fig = nav.step(act)
-        frame = nav.render()
+        frame = self._render()
         self._ret += reward
         terminated = fig["is_success"].copy()
         truncated = (nav.steps >= self.max_episode_steps) & ~terminated
@@ -112,8 +124,8 @@ class NavVecEnv(VecEnv):
                 self._start(i)
             self._ret[idx] = 0
             self._acts[idx] = 0
-            first = nav.render()
-            self._image[idx] = first[idx, None]
+            first = self._render(idx)
+            self._image[idx] = first[:, None]
             new = self.current_infos()  # the new episodes' poses, for oracles
             for i in idx:
                 infos[i] = {**new[i], **{k: infos[i][k] for k in ("terminal_observation", "TimeLimit.truncated", "episode")}}
@@ -124,6 +136,8 @@ class NavVecEnv(VecEnv):
         self.venv.close()
 
     def get_attr(self, attr_name, indices=None):
+        if attr_name == "render_mode":  # the batched env does not render
+            return [None] * len(self._indices(indices))
         return [getattr(self.venv, attr_name)] * len(self._indices(indices))
 
     def set_attr(self, attr_name, value, indices=None):
@@ -152,8 +166,24 @@ class NavVecEnv(VecEnv):
         self._episode[i] += 1
         self.nav.reset(i, rng)
 
+    def _render(self, idx=None) -> np.ndarray:
+        """Frames of all envs (or of ``idx``): (N, H, W) uint8, or (N, feature_dim) with an encoder."""
+        frame = self.nav.render()
+        if idx is not None:
+            frame = frame[idx]
+        if self.encoder is None:
+            return frame
+        import torch
+
+        t = time.perf_counter()
+        with torch.no_grad():
+            feats = self.encoder.features(torch.from_numpy(frame)).float().numpy()
+        self.time_encode += time.perf_counter() - t
+        return feats
+
     def _obs(self):
-        return {"image": self._image.copy(), "actions": self._acts.reshape(self.num_envs, -1).copy()}
+        img = self._image.reshape(self.num_envs, -1) if self.encoder is not None else self._image
+        return {self._key: img.copy(), "actions": self._acts.reshape(self.num_envs, -1).copy()}
 
     def _infos(self, fig) -> list[dict]:
         nav = self.nav
@@ -164,14 +194,15 @@ class NavVecEnv(VecEnv):
 
 def make_vec_env(task: str, num_envs: int, split: str = "train", size: int = 64, frames: int = 4,
                  actions: int = 4, seed: int | None = None, subjects: str | None = None,
-                 start_seed: int | None = None) -> NavVecEnv:
+                 start_seed: int | None = None, encoder=None) -> NavVecEnv:
     """A :class:`NavVecEnv` for a task preset (``AC-near``, see :mod:`navgym.presets`) on ``split`` subjects.
 
-    ``subjects`` overrides the preset's subject spec (e.g. ``"template"`` for quick tests).
+    ``subjects`` overrides the preset's subject spec (e.g. ``"template"`` for quick tests);
+    ``encoder``: a frozen encoder module (observations carry its features, see :class:`NavVecEnv`).
     """
     p = get_preset(task)
     kw = p.env_kwargs(split)
     if subjects is not None:
         kw["subjects"] = subjects
     venv = MRINavVectorEnv(num_envs, max_episode_steps=p.max_episode_steps, size=size, **kw)
-    return NavVecEnv(venv, frames=frames, actions=actions, seed=seed, start_seed=start_seed)
+    return NavVecEnv(venv, frames=frames, actions=actions, seed=seed, start_seed=start_seed, encoder=encoder)

@@ -20,6 +20,8 @@ __all__ = ["NavExtractor", "load_encoder", "RandomCNN"]
 class NavExtractor(BaseFeaturesExtractor):
     """Features of a ``{"image": (k, H, W), "actions": (m*7,)}`` observation.
 
+    With a ``features`` entry instead of ``image`` (frozen features computed by the env, the fast
+    path for frozen encoders) the output is simply ``[features, actions]``.
     encoder : spec for :func:`load_encoder` or a module; ``"pixels"``/None -> NatureCNN (Mnih et al. 2015: 8x8/4, 4x4/2, 3x3/1 convs + linear ``cnn_dim``)
         over the k stacked frames, trained end to end; otherwise a pretrained encoder applied
         to each frame, its k feature vectors concatenated (B, k * feature_dim).
@@ -29,9 +31,15 @@ class NavExtractor(BaseFeaturesExtractor):
 
     def __init__(self, observation_space: spaces.Dict, encoder: str | nn.Module | None = "pixels",
                  finetune: bool = False, cnn_dim: int = 512, encoder_seed: int = 0):
+        act = observation_space["actions"]
+        if "features" in observation_space.spaces:  # frozen features precomputed by the env
+            super().__init__(observation_space, observation_space["features"].shape[0] + act.shape[0])
+            self.cnn = self.encoder = None
+            self.finetune = False
+            return
         if isinstance(encoder, str):  # a spec, so saved models hold a string, never a pickled module
             encoder = load_encoder(encoder, seed=encoder_seed)
-        img, act = observation_space["image"], observation_space["actions"]
+        img = observation_space["image"]
         k, h, w = img.shape
         if encoder is None:
             if min(h, w) < 36:
@@ -75,6 +83,8 @@ class NavExtractor(BaseFeaturesExtractor):
         return feats.float().reshape(b, -1)
 
     def forward(self, obs: dict[str, torch.Tensor]) -> torch.Tensor:
+        if "features" in obs:
+            return torch.cat([obs["features"], obs["actions"]], dim=1)
         return torch.cat([self.encode_frames(obs["image"]), obs["actions"]], dim=1)
 
 
@@ -102,14 +112,12 @@ class RandomCNN(nn.Module):
 
 def load_encoder(spec: str, seed: int = 0) -> nn.Module | None:
     """``"pixels"`` -> None (NatureCNN), ``"random-cnn"`` -> :class:`RandomCNN`, else
-    ``world_model.load_encoder(spec)`` (a checkpoint path or a world-model method name)."""
+    ``world_model.load_encoder(spec, seed)`` (a checkpoint path, or a method name such as
+    ``random``: that architecture untrained)."""
     if spec == "pixels":
         return None
     if spec == "random-cnn":
         return RandomCNN(seed)
-    try:
-        from world_model import load_encoder as wm_load
-    except ImportError as e:
-        raise ValueError(f"encoder {spec!r}: world_model.load_encoder is not available ({e}); "
-                         "use 'pixels' or 'random-cnn'") from e
-    return wm_load(spec)
+    from world_model import load_encoder as wm_load
+
+    return wm_load(spec, seed=seed)

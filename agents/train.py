@@ -29,7 +29,7 @@ from navgym.presets import get_preset
 
 from .envs import make_vec_env
 from .evaluate import episode_metrics, model_act_fn, run_episodes
-from .extractors import NavExtractor
+from .extractors import NavExtractor, load_encoder
 
 __all__ = ["TrainConfig", "train", "write_json", "main"]
 
@@ -91,15 +91,26 @@ def _jsonable(x):
     raise TypeError(f"not JSON serialisable: {type(x)}")
 
 
-def _eval_env(cfg: TrainConfig):
+def frozen_encoder(cfg: TrainConfig):
+    """The frozen encoder module whose features the envs precompute (None: pixels or fine-tuning)."""
+    if cfg.encoder == "pixels" or cfg.finetune:
+        return None
+    enc = load_encoder(cfg.encoder, seed=cfg.seed)
+    enc.requires_grad_(False)
+    return enc.eval()
+
+
+def _eval_env(cfg: TrainConfig, encoder=None):
     return make_vec_env(cfg.task, cfg.eval_envs, split="test", size=cfg.size, frames=cfg.frames,
-                        actions=cfg.actions, subjects=cfg.test_subjects, start_seed=cfg.eval_start_seed)
+                        actions=cfg.actions, subjects=cfg.test_subjects, start_seed=cfg.eval_start_seed,
+                        encoder=encoder)
 
 
 class NavCallback(BaseCallback):
     """Progress bar, held-out evaluation every ``eval_every`` steps, and timing (``perf/…``).
 
-    perf/env_fraction: share of wall time in env stepping + rendering; perf/rollout_fraction:
+    perf/env_fraction: share of wall time in env stepping + rendering (+ frozen-encoder features,
+    perf/encode_fraction); perf/rollout_fraction:
     share in rollout collection (env + policy forward incl. feature extraction); perf/steps_per_s.
     """
 
@@ -115,6 +126,7 @@ class NavCallback(BaseCallback):
     def _on_training_start(self):
         self.t0 = time.perf_counter()
         self.env_t0 = self.training_env.time_env
+        self.enc_t0 = self.training_env.time_encode
         self.bar = tqdm(total=self.cfg.steps, desc=f"{self.cfg.algo} {self.cfg.encoder} s{self.cfg.seed}",
                         disable=not self.cfg.progress, unit="step", smoothing=0.1)
         self._evaluate()
@@ -139,7 +151,9 @@ class NavCallback(BaseCallback):
     def perf(self) -> dict:
         wall = time.perf_counter() - self.t0 - self.t_eval
         env = self.training_env.time_env - self.env_t0
+        enc = self.training_env.time_encode - self.enc_t0
         return {"wall_s": wall, "steps_per_s": self.num_timesteps / max(wall, 1e-9),
+                "encode_fraction": enc / max(wall, 1e-9),
                 "env_fraction": env / max(wall, 1e-9), "rollout_fraction": self.t_rollout / max(wall, 1e-9),
                 "eval_s": self.t_eval}
 
@@ -164,7 +178,10 @@ class NavCallback(BaseCallback):
 
 
 def build_model(cfg: TrainConfig, env, tensorboard_log: str | None):
-    """The SB3 model: MultiInputPolicy over :class:`NavExtractor` (normalize_images=False)."""
+    """The SB3 model: MultiInputPolicy over :class:`NavExtractor` (normalize_images=False).
+
+    Frozen encoders run inside the envs (``features`` observations), so the policy holds no copy;
+    pixels and fine-tuned encoders run in the extractor (SAC: separate actor and critic copies)."""
     policy_kwargs = {
         "features_extractor_class": NavExtractor,
         "features_extractor_kwargs": {"encoder": cfg.encoder, "finetune": cfg.finetune, "encoder_seed": cfg.seed},
@@ -176,8 +193,6 @@ def build_model(cfg: TrainConfig, env, tensorboard_log: str | None):
         kw["batch_size"] = min(kw["batch_size"], kw["n_steps"] * env.num_envs)
         return PPO("MultiInputPolicy", env, policy_kwargs=policy_kwargs, seed=cfg.seed, device="cpu",
                    tensorboard_log=tensorboard_log, verbose=0, **kw)
-    frozen = cfg.encoder != "pixels" and not cfg.finetune
-    policy_kwargs["share_features_extractor"] = frozen  # one frozen copy is enough
     return SAC("MultiInputPolicy", env, policy_kwargs=policy_kwargs, seed=cfg.seed, device="cpu",
                tensorboard_log=tensorboard_log, verbose=0, **cfg.sac)
 
@@ -188,9 +203,10 @@ def train(cfg: TrainConfig) -> dict:
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / "config.json", asdict(cfg))
+    encoder = frozen_encoder(cfg)
     env = make_vec_env(cfg.task, cfg.n_envs, split="train", size=cfg.size, frames=cfg.frames,
-                       actions=cfg.actions, seed=cfg.seed, subjects=cfg.train_subjects)
-    eval_env = _eval_env(cfg)
+                       actions=cfg.actions, seed=cfg.seed, subjects=cfg.train_subjects, encoder=encoder)
+    eval_env = _eval_env(cfg, encoder)
     model = build_model(cfg, env, str(out / "tb"))
     cb = NavCallback(cfg, eval_env, out)
     ckpt = CheckpointCallback(max(cfg.checkpoint_every // cfg.n_envs, 1), str(out / "checkpoints"), name_prefix="model")

@@ -1,0 +1,187 @@
+"""Agents: presets, the SB3 VecEnv adapter, feature extractors, evaluation metrics, a short training run."""
+
+import json
+from dataclasses import replace
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from agents.benchmark import QUICK, summarise
+from agents.envs import make_vec_env
+from agents.evaluate import episode_metrics, policy_act_fn, run_episodes, steps_to, wilson
+from agents.extractors import NavExtractor, RandomCNN
+from agents.train import TrainConfig, train
+from navgym.presets import PRESETS, START, get_preset
+
+
+def _env(n=2, **kw):
+    return make_vec_env("AC-near", n, size=40, subjects="template", **kw)
+
+
+class StandIn(nn.Module):
+    """Small encoder following the world-model protocol: features((B, H, W) uint8) -> (B, 8)."""
+
+    feature_dim = 8
+
+    def __init__(self):
+        super().__init__()
+        self.lin = nn.Linear(16, 8)
+
+    def features(self, frames):
+        assert frames.dtype == torch.uint8 and frames.ndim == 3
+        x = nn.functional.adaptive_avg_pool2d(frames.float()[:, None] / 255.0, 4).flatten(1)
+        return self.lin(x)
+
+
+# --- presets ---------------------------------------------------------------------------------------
+def test_presets_registered_and_distinct():
+    landmarks = {p.task_kwargs["landmark"] for p in PRESETS.values() if p.task == "landmark"}
+    planes = {p.task_kwargs["plane"] for p in PRESETS.values() if p.task == "plane"}
+    assert {"AC"} < landmarks and len(landmarks) >= 3 and planes == {"mid_sagittal", "acpc_axial"}
+    env = gym.make("MRINav-AC-far-v0", size=32)
+    assert env.spec.max_episode_steps == 200
+    assert env.unwrapped.config.start_jitter_mm == START["far"]["start_jitter_mm"]
+    assert get_preset("MRINav-midsag-near-v0").task == "plane"
+    with pytest.raises(ValueError, match="unknown task preset"):
+        get_preset("nope")
+    with pytest.raises(ValueError, match="split"):
+        get_preset("AC-near").env_kwargs("val")
+    assert get_preset("AC-near").env_kwargs("test")["subjects"].endswith(":test")
+
+
+# --- VecEnv adapter ----------------------------------------------------------------------------------
+def test_vecenv_stacks_frames_and_resets_with_terminal_observation():
+    env = _env(2, frames=3, actions=2)
+    obs = env.reset()
+    assert obs["image"].shape == (2, 3, 40, 40) and obs["actions"].shape == (2, 14)
+    assert (obs["image"][:, 0] == obs["image"][:, 2]).all() and not obs["actions"].any()
+    a = np.full((2, 7), 0.5, np.float32)
+    obs2, r, done, infos = env.step(a)
+    assert (obs2["image"][:, :2] == obs["image"][:, 1:]).all() and np.allclose(obs2["actions"][:, 7:], 0.5)
+    assert r.shape == (2,) and {"center_mm", "target", "error"} <= set(infos[0])
+    act = policy_act_fn("oracle")
+    obs, done, infos, starts, n = obs2, np.zeros(2, bool), infos, np.ones(2, bool), 0
+    while not done.any():
+        obs, _, done, infos = env.step(act(obs, infos, starts))
+        starts, n = done, n + 1
+    i = int(np.flatnonzero(done)[0])
+    ep = infos[i]["episode"]
+    assert ep["is_success"] and ep["error"] <= 3.0 and ep["l"] == n + 1 and not infos[i]["TimeLimit.truncated"]
+    assert infos[i]["terminal_observation"]["image"].shape == (3, 40, 40)
+    assert not obs["actions"][i].any()  # the new episode starts with an empty action history
+    assert infos[i]["error"] > 3.0  # infos describe the new episode's pose
+
+
+def test_fixed_starts_repeat():
+    a, b = _env(3, start_seed=7), _env(3, start_seed=7)
+    a.reset(), b.reset()
+    assert np.array_equal(a.nav.centers, b.nav.centers)
+    c = _env(3, start_seed=8)
+    c.reset()
+    assert not np.array_equal(a.nav.centers, c.nav.centers)
+
+
+# --- evaluation on scripted trajectories -------------------------------------------------------------
+def test_oracle_and_idle_outcomes_known():
+    env = _env(2, start_seed=1)
+    eps = run_episodes(policy_act_fn("oracle"), env, 2)
+    m = episode_metrics(eps)
+    assert len(eps) == 4 and m["success_rate"] == 1.0 and m["median_error"] <= 3.0
+    starts = _env(2, start_seed=1)
+    starts.reset()
+    start_err = starts.nav.error.copy()
+    idle = run_episodes(lambda o, i, s: np.zeros((2, 7)), env, 1)
+    assert [e["l"] for e in idle] == [100, 100]  # the AC-near time limit
+    assert np.allclose([e["error"] for e in idle], start_err) and not any(e["is_success"] for e in idle)
+    assert episode_metrics(idle)["success_rate"] == 0.0
+
+
+def test_metrics_on_known_episodes():
+    eps = [{"r": 1.0, "l": 10, "error": e, "is_success": e <= 3, "distance_mm": e} for e in (1.0, 2.0, 5.0, 9.0)]
+    m = episode_metrics(eps)
+    assert m["success_rate"] == 0.5 and m["median_error"] == 3.5 and m["mean_length"] == 10
+    lo, hi = m["success_ci"]
+    assert 0 < lo < 0.5 < hi < 1
+    assert wilson(0, 10)[0] == 0.0 and wilson(10, 10)[1] == 1.0
+    assert steps_to([0, 100, 200, 300], [0.0, 0.4, 0.6, 0.9], 0.5) == 200
+    assert steps_to([0, 100], [0.0, 0.4], 0.8) is None
+    runs = [{"final": episode_metrics(eps), "curve": [{"step": 0, "success_rate": 0.0}, {"step": 50, "success_rate": s}],
+             "final_errors": np.array([e["error"] for e in eps])} for s in (0.5, 0.9, 0.1)]
+    s = summarise(runs)
+    assert s["steps_to_50"] == {"median": 50.0, "reached": 2, "of": 3}
+    assert s["steps_to_80"]["reached"] == 1 and s["median_error_ci"][0] == 3.5
+    with pytest.raises(ValueError):
+        episode_metrics([])
+
+
+# --- feature extractors ------------------------------------------------------------------------------
+def _batch(env):
+    obs = env.reset()
+    return {k: torch.as_tensor(v).float() for k, v in obs.items()}
+
+
+def test_extractor_pixels():
+    env = _env(2, frames=4, actions=4)
+    ex = NavExtractor(env.observation_space, "pixels", cnn_dim=64)
+    out = ex(_batch(env))
+    assert out.shape == (2, 64 + 28) == (2, ex.features_dim)
+    assert all(p.requires_grad for p in ex.parameters())
+    with pytest.raises(ValueError, match="36"):
+        NavExtractor(make_vec_env("AC-near", 1, size=32, subjects="template").observation_space, "pixels")
+
+
+def test_extractor_frozen_and_finetuned_encoder():
+    env = _env(2, frames=2, actions=1)
+    raw = env.reset()
+    obs = {k: torch.as_tensor(v).float() for k, v in raw.items()}
+    enc = StandIn()
+    ex = NavExtractor(env.observation_space, enc)
+    ex.train()
+    assert not enc.training and ex.features_dim == 2 * 8 + 7
+    out = ex(obs)
+    assert out.shape == (2, 23) and not out.requires_grad
+    ref = enc.features(torch.as_tensor(raw["image"][:, 1]))
+    assert torch.allclose(out[:, 8:16], ref.detach())
+    ft = NavExtractor(env.observation_space, StandIn(), finetune=True)
+    ft(obs).sum().backward()
+    assert ft.encoder.lin.weight.grad is not None and ft.encoder.training
+    rc = NavExtractor(env.observation_space, "random-cnn")
+    assert rc(obs).shape == (2, 2 * RandomCNN.feature_dim + 7)
+
+
+def test_extractor_precomputed_features_and_world_model_random():
+    from world_model import load_encoder
+
+    wm = load_encoder("random")
+    env = make_vec_env("AC-near", 2, size=64, frames=2, actions=1, subjects="template", encoder=wm)
+    obs = env.reset()
+    assert obs["features"].shape == (2, 2 * wm.feature_dim) and obs["features"].dtype == np.float32
+    ex = NavExtractor(env.observation_space)
+    out = ex({k: torch.as_tensor(v) for k, v in obs.items()})
+    assert out.shape == (2, ex.features_dim) == (2, 2 * wm.feature_dim + 7)
+    assert not list(ex.parameters())
+
+
+# --- training end to end -----------------------------------------------------------------------------
+def test_short_training_runs(tmp_path):
+    cfg = replace(TrainConfig(**QUICK), steps=128, eval_every=64, eval_episodes=1, eval_envs=2,
+                  out=str(tmp_path / "ppo"))
+    r = train(cfg)
+    assert [c["step"] for c in r["curve"]] == [0, 64, 128]
+    assert 0.0 <= r["final"]["success_rate"] <= 1.0 and len(r["final_episodes"]) == 2
+    assert r["perf"]["steps_per_s"] > 0 and 0 <= r["perf"]["env_fraction"] <= 1
+    saved = json.loads((tmp_path / "ppo" / "evaluations.json").read_text())
+    assert len(saved) == 3 and (tmp_path / "ppo" / "model.zip").exists()
+    assert any((tmp_path / "ppo" / "tb").rglob("events.out.tfevents.*"))
+    from stable_baselines3 import PPO
+
+    model = PPO.load(tmp_path / "ppo" / "model.zip", device="cpu")
+    assert model.policy.features_extractor.cnn is not None
+    sac = replace(cfg, algo="sac", encoder="random-cnn", steps=96, out=str(tmp_path / "sac"))
+    r = train(sac)
+    assert r["curve"][-1]["step"] == 96 and r["perf"]["encode_fraction"] > 0
+    with pytest.raises(ValueError, match="algo"):
+        TrainConfig(algo="dqn")
