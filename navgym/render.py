@@ -506,6 +506,13 @@ def _row_indexed(pairs, q16, lut, m, p, r, fill, idx, fx, fy, fz, g, row):
         row[a + t] = _lerp3(fx[t], fy[t], fz[t], g[0, t], g[1, t], g[2, t], g[3, t], g[4, t], g[5, t], g[6, t], g[7, t])
 
 
+@numba.njit(inline="always")
+def _scratch(w):
+    """Per-block work arrays for rows of ``w`` pixels: flat index, fractions (x, y, z), 8 corner values."""
+    return (np.empty(w, np.int64), np.empty(w, np.float32), np.empty(w, np.float32), np.empty(w, np.float32),
+            np.empty((8, w), np.float32))  # fmt: skip
+
+
 @numba.njit(fastmath=True, nogil=True)
 def _block_f32(src, m, fill, out, blk):
     """Rows ``[16 b, 16 b + 16)`` of one pose (block ``blk``) from the float32 array ``src``."""
@@ -513,7 +520,7 @@ def _block_f32(src, m, fill, out, blk):
     n, h, w = out.shape
     per_pose = (h + _ROWS_PER_BLOCK - 1) // _ROWS_PER_BLOCK
     p, first = blk // per_pose, (blk % per_pose) * _ROWS_PER_BLOCK
-    idx, fx, fy, fz, g = np.empty(w, np.int64), np.empty(w, np.float32), np.empty(w, np.float32), np.empty(w, np.float32), np.empty((8, w), np.float32)  # noqa: E501
+    idx, fx, fy, fz, g = _scratch(w)
     for r in range(first, min(h, first + _ROWS_PER_BLOCK)):
         _row_f32(flat, base, s_i, s_j, box, m, p, r, fill, idx, fx, fy, fz, g, out[p, r])
 
@@ -525,7 +532,7 @@ def _block_indexed(src, m, fill, out, blk):
     n, h, w = out.shape
     per_pose = (h + _ROWS_PER_BLOCK - 1) // _ROWS_PER_BLOCK
     p, first = blk // per_pose, (blk % per_pose) * _ROWS_PER_BLOCK
-    idx, fx, fy, fz, g = np.empty(w, np.int64), np.empty(w, np.float32), np.empty(w, np.float32), np.empty(w, np.float32), np.empty((8, w), np.float32)  # noqa: E501
+    idx, fx, fy, fz, g = _scratch(w)
     for r in range(first, min(h, first + _ROWS_PER_BLOCK)):
         _row_indexed(pairs, q16, lut, m, p, r, fill, idx, fx, fy, fz, g, out[p, r])
 
@@ -537,7 +544,7 @@ def _block_u8(src, m, fill, out, blk):
     n, h, w = out.shape
     per_pose = (h + _ROWS_PER_BLOCK - 1) // _ROWS_PER_BLOCK
     p, first = blk // per_pose, (blk % per_pose) * _ROWS_PER_BLOCK
-    idx, fx, fy, fz, g = np.empty(w, np.int64), np.empty(w, np.float32), np.empty(w, np.float32), np.empty(w, np.float32), np.empty((8, w), np.float32)  # noqa: E501
+    idx, fx, fy, fz, g = _scratch(w)
     row = np.empty(w, np.float32)
     lo, hi, scale, half = np.float32(0.0), np.float32(1.0), np.float32(255.0), np.float32(0.5)
     for r in range(first, min(h, first + _ROWS_PER_BLOCK)):
