@@ -30,7 +30,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -490,23 +490,82 @@ def _markdown(doc: dict) -> str:
     return "\n".join(lines)
 
 
+# --- quick mode -------------------------------------------------------------------------------
+QUICK_METHODS = ("navwm", "shuffled", "random")
+QUICK_SEEDS = (0, 1)
+QUICK_STEPS = 40
+QUICK_CONFIG = EvalConfig(
+    data=ProbeDataConfig(per_subject=60),
+    probe=probes.ProbeConfig(mlp_epochs=15, seg_epochs=4, e2e_epochs=3, lbfgs_iters=50),
+    plan=PlanConfig(episodes=6, steps=4, population=32, elites=4, iterations=2),
+    supervised_seeds=(0, 1),
+)
+
+
+def quick_entries(workdir: Path, threads: int = 2) -> tuple[list[Entry], dict]:
+    """Train ``QUICK_METHODS`` x ``QUICK_SEEDS`` tiny world models for ``QUICK_STEPS`` steps with the
+    world-model trainer's Python API and load them (the pipeline check behind ``--quick``)."""
+    from .config import as_dict, make_config
+    from .train import train
+
+    entries, runs = [], []
+    for method in QUICK_METHODS:
+        for seed in QUICK_SEEDS:
+            model_cfg, train_cfg = make_config(
+                "tiny", method=method, seed=seed, steps=QUICK_STEPS, batch=8, out=str(Path(workdir) / f"{method}_s{seed}"),
+                eval_every=QUICK_STEPS, ckpt_every=QUICK_STEPS, log_every=QUICK_STEPS, threads=threads,
+            )
+            t0 = time.perf_counter()
+            summary = train(model_cfg, train_cfg, progress=False)
+            runs.append({"config": as_dict(model_cfg, train_cfg), "seconds": time.perf_counter() - t0,
+                         **{k: v for k, v in summary.items() if isinstance(v, (int, float, str))}})
+            entries.append(load_entry(summary["checkpoint"]))
+    return entries, {"quick_training": runs}
+
+
 # --- CLI --------------------------------------------------------------------------------------
 _SPEC = re.compile(r"^(?P<method>[A-Za-z0-9_]+):(?P<seed>\d+)=(?P<path>.+)$")
+_RANDOM = re.compile(r"^random:(?P<seed>\d+)$")
 
 
 def load_entry(spec: str) -> Entry:
-    """``METHOD:SEED=path`` or a checkpoint path whose stored config names its method and seed."""
+    """A checkpoint path (its stored config names method and seed), ``METHOD:SEED=path``, or
+    ``random:SEED`` (the navwm architecture, untrained, ``torch.manual_seed(SEED)``)."""
     from . import load_encoder  # the world-model package's one representation entry point
 
+    r = _RANDOM.match(spec)
+    if r:
+        return _entry_for("random", int(r["seed"]), spec, load_encoder("random", seed=int(r["seed"])))
     m = _SPEC.match(spec)
     path = m["path"] if m else spec
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"no checkpoint {path}")
     encoder = load_encoder(path)
     method = m["method"] if m else getattr(encoder, "method", None)
     seed = int(m["seed"]) if m else getattr(encoder, "seed", None)
     if method is None or seed is None:
         raise ValueError(f"cannot tell the method/seed of {path}; pass it as METHOD:SEED={path}")
-    latent = encoder if (hasattr(encoder, "encode") and hasattr(encoder, "predict")) else None
-    return Entry(method=method, seed=int(seed), encoder=encoder, checkpoint=str(path), latent_model=latent)
+    return _entry_for(method, int(seed), path, encoder)
+
+
+def image_size(encoder) -> int | None:
+    """The slice size (pixels) an encoder was trained on, if it says (``cfg.size`` or ``image_size``)."""
+    size = getattr(encoder, "image_size", None) or getattr(getattr(encoder, "cfg", None), "size", None)
+    return int(size) if size else None
+
+
+@torch.no_grad()
+def _entry_for(method: str, seed: int, path, encoder) -> Entry:
+    """An Entry; the encoder doubles as the latent model when ``encode``/``predict`` work on it."""
+    latent = None
+    if hasattr(encoder, "encode") and hasattr(encoder, "predict"):
+        size = image_size(encoder) or 64
+        try:
+            encoder.predict(encoder.encode(torch.zeros(1, size, size, dtype=torch.uint8))[:, None], torch.zeros(1, 1, 7))
+            latent = encoder
+        except TypeError:  # a method without slice latents or dynamics (tokenizer, mae3d)
+            pass
+    return Entry(method=method, seed=seed, encoder=encoder, checkpoint=str(path), latent_model=latent)
 
 
 def parse_args(argv=None):
@@ -535,28 +594,23 @@ def main(argv=None) -> dict:
     t_start = time.perf_counter()
     command = ["python", "-m", "world_model.evaluate"] + list(sys.argv[1:] if argv is None else argv)
     if args.quick:
-        from .quick import quick_entries, QUICK_CONFIG
-
         cfg = QUICK_CONFIG
-        entries, extra = quick_entries(Path(args.out) / "checkpoints")
+        entries, extra = quick_entries(Path(args.out) / "checkpoints", args.threads)
     else:
         cfg, entries, extra = EvalConfig(), [load_entry(s) for s in args.checkpoints], {}
-    if not entries:
-        raise SystemExit("no checkpoints given (use --checkpoints ... or --quick)")
-    data = cfg.data
-    if args.per_subject or args.size:
-        data = ProbeDataConfig(**{**asdict(data), "per_subject": args.per_subject or data.per_subject,
-                                  "size": args.size or data.size})
-    plan = cfg.plan
-    if args.size or args.episodes:
-        plan = PlanConfig(**{**asdict(plan), "size": data.size, "episodes": args.episodes or plan.episodes})
-    cfg = EvalConfig(**{**{f: getattr(cfg, f) for f in cfg.__dataclass_fields__}, "data": data, "plan": plan,
-                        "tasks": tuple(args.tasks) if args.tasks else cfg.tasks,
-                        "probe_kinds": tuple(args.probes) if args.probes else cfg.probe_kinds,
-                        "planning": cfg.planning and not args.no_planning,
-                        "supervised_seeds": cfg.supervised_seeds if args.supervised_seeds is None
-                        else tuple(args.supervised_seeds),
-                        "finetune": cfg.finetune or args.finetune})
+    sizes = {image_size(e.encoder) for e in entries} - {None}
+    if len(sizes) > 1 and not args.size:
+        raise SystemExit(f"the encoders were trained on different slice sizes {sorted(sizes)}; evaluate them apart")
+    size = args.size or (sizes.pop() if sizes else None) or cfg.data.size[0]
+    data = replace(cfg.data, per_subject=args.per_subject or cfg.data.per_subject, size=size)
+    plan = replace(cfg.plan, size=size, episodes=args.episodes or cfg.plan.episodes)
+    cfg = replace(cfg, data=data, plan=plan, tasks=tuple(args.tasks) if args.tasks else cfg.tasks,
+                  probe_kinds=tuple(args.probes) if args.probes else cfg.probe_kinds,
+                  planning=cfg.planning and not args.no_planning,
+                  supervised_seeds=cfg.supervised_seeds if args.supervised_seeds is None else tuple(args.supervised_seeds),
+                  finetune=cfg.finetune or args.finetune)
+    if not entries and not (cfg.pixel_baseline or cfg.supervised_seeds):
+        raise SystemExit("nothing to evaluate: give --checkpoints (or --quick)")
     subjects = load_eval_subjects(args.subjects)
     result = evaluate(entries, subjects, cfg)
     result["timings"]["total_s"] = time.perf_counter() - t_start

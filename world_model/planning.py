@@ -50,15 +50,15 @@ class PlanConfig:
     size : (H, W) slice pixels (the model's training size).  seed : start/goal/CEM randomness.
     """
 
-    episodes: int = 16
-    steps: int = 10
-    goal_steps: int = 4
-    horizon: int = 3
-    population: int = 64
-    elites: int = 8
-    iterations: int = 3
+    episodes: int = 8
+    steps: int = 6
+    goal_steps: int = 3
+    horizon: int = 2
+    population: int = 32
+    elites: int = 4
+    iterations: int = 2
     init_std: float = 0.5
-    context: int = 4
+    context: int = 2
     success_mm: float = 5.0
     success_deg: float = 5.0
     size: tuple[int, int] = (64, 64)
