@@ -121,9 +121,11 @@ class WorldModel(nn.Module):
 
 
 def _matched_width(model: ModelConfig, method: str, target: int) -> int:
+    """Width of the tokenizer / 3D MAE whose parameter count is closest to ``target``."""
+    make = (lambda w: MAE3D(w, model.mask_ratio)) if method == "mae3d" else (lambda w: Tokenizer(w, model.latent))
     best, err = model.width, None
     for w in range(2, 8 * model.width + 1):
-        n = count_params(WorldModel(model, method, w))
+        n = count_params(make(w))
         if err is None or abs(n - target) < err:
             best, err = w, abs(n - target)
         if n > target:

@@ -135,8 +135,11 @@ def _allreduce_grads(model, world: int) -> None:
         i += g.numel()
 
 
-def train(model_cfg: ModelConfig, cfg: TrainConfig, progress: bool = True) -> dict:
-    """Run (or resume) training; returns the final logged scalars (rank 0) and the checkpoint path."""
+def train(model_cfg: ModelConfig, cfg: TrainConfig, progress: bool = True, stop_after: int | None = None) -> dict:
+    """Run (or resume) training; returns the final logged scalars (rank 0) and the checkpoint path.
+
+    stop_after : leave (with a checkpoint) after this many steps of this call, as an interrupted
+    job would; a later call with the same config resumes."""
     cfg.validate(model_cfg)
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
@@ -188,7 +191,8 @@ def train(model_cfg: ModelConfig, cfg: TrainConfig, progress: bool = True) -> di
 
         bar = tqdm(total=steps, initial=min(start, steps), desc=f"{cfg.method}/{model_cfg.size}px", dynamic_ncols=True)
     frames_per_batch = (max(1, cfg.batch // 4) if cfg.method == "mae3d" else cfg.batch * model_cfg.window)
-    for step in range(start, steps):
+    stop = steps if stop_after is None else min(steps, start + stop_after)
+    for step in range(start, stop):
         t0 = time.perf_counter()
         batch = None
         if data is not None:
@@ -226,7 +230,7 @@ def train(model_cfg: ModelConfig, cfg: TrainConfig, progress: bool = True) -> di
             if bar is not None:
                 bar.update(1)
                 bar.set_postfix(loss=f"{float(loss.detach()):.4f}")
-        if done % cfg.ckpt_every == 0 or done == steps:
+        if done % cfg.ckpt_every == 0 or done == stop:
             _checkpoint(model, opt, model_cfg, cfg, done, ckpt, rank)
     if steps == 0 or start >= steps:
         _checkpoint(model, opt, model_cfg, cfg, max(start, steps), ckpt, rank)
