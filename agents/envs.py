@@ -137,17 +137,17 @@ class NavVecEnv(VecEnv):
 
     def get_attr(self, attr_name, indices=None):
         if attr_name == "render_mode":  # the batched env does not render
-            return [None] * len(self._indices(indices))
-        return [getattr(self.venv, attr_name)] * len(self._indices(indices))
+            return [None] * len(self._get_indices(indices))
+        return [getattr(self.venv, attr_name)] * len(self._get_indices(indices))
 
     def set_attr(self, attr_name, value, indices=None):
         setattr(self.venv, attr_name, value)
 
     def env_method(self, method_name, *args, indices=None, **kwargs):
-        return [getattr(self.venv, method_name)(*args, **kwargs) for _ in self._indices(indices)]
+        return [getattr(self.venv, method_name)(*args, **kwargs) for _ in self._get_indices(indices)]
 
     def env_is_wrapped(self, wrapper_class, indices=None):
-        return [False] * len(self._indices(indices))
+        return [False] * len(self._get_indices(indices))
 
     def seed(self, seed=None):
         self._seed = seed
