@@ -8,15 +8,21 @@ Every run trains with :func:`agents.train.train` and is evaluated on the preset'
 :mod:`navgym.policies`) run on the very same episodes.  Writes ``report.md``, ``report.json``
 and ``curves_<task>.png`` (held-out success rate vs training steps, mean over seeds, min-max band).
 ``--quick``: a tiny smoke configuration (template subjects, 32 px, a few hundred steps).
+
+An encoder is ``pixels``, ``random-cnn``, a world-model checkpoint or ``LABEL=CHECKPOINT``; a
+``{seed}`` in the checkpoint path is replaced by the run's seed, so RL seed k uses pretraining
+seed k (``navwm=runs/wm/navwm_s{seed}/last.pt``).  A run whose ``final_eval.json`` exists with the
+same config is reused, so an interrupted benchmark resumes.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
 import time
-from dataclasses import replace
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +30,7 @@ import numpy as np
 from navgym.presets import get_preset
 
 from .evaluate import episode_metrics, policy_act_fn, run_episodes, steps_to, t_interval, wilson, bootstrap_median
-from .train import TrainConfig, _eval_env, train, write_json
+from .train import TrainConfig, _eval_env, _jsonable, train, write_json
 
 __all__ = ["run_benchmark", "summarise", "main"]
 
@@ -75,6 +81,24 @@ def _final_arrays(eps: list[dict]) -> dict:
     return out
 
 
+def encoder_label(enc: str) -> tuple[str, str]:
+    """(label, spec) of a ``--encoders`` entry: ``LABEL=SPEC`` or a bare spec (label: the file stem)."""
+    if "=" in enc:
+        label, spec = enc.split("=", 1)
+        return label, spec
+    return (Path(enc).stem if os.path.exists(enc) else enc), enc
+
+
+def _train_or_reuse(cfg: TrainConfig) -> dict:
+    """``train(cfg)``, or the result a finished run with the same config left in ``cfg.out``."""
+    done = Path(cfg.out) / "final_eval.json"
+    if done.exists():
+        prev = json.loads(done.read_text())
+        if prev.get("config") == json.loads(json.dumps(asdict(cfg), default=_jsonable)):
+            return prev
+    return train(cfg)
+
+
 def run_benchmark(tasks, encoders, algos, seeds, base: TrainConfig, out: Path, finetune: bool = False) -> dict:
     """Train every (task, encoder, algo, seed), evaluate the bounds, write the report; returns the report dict."""
     if len(seeds) < 1:
@@ -96,12 +120,13 @@ def run_benchmark(tasks, encoders, algos, seeds, base: TrainConfig, out: Path, f
             methods[name] = runs
         for algo in algos:
             for enc in encoders:
-                label = f"{algo}-{Path(enc).stem if os.path.exists(enc) else enc}{'-ft' if finetune else ''}"
+                name, spec = encoder_label(enc)
+                label = f"{algo}-{name}{'-ft' if finetune else ''}"
                 runs = []
                 for seed in seeds:
-                    cfg = replace(base, task=task, encoder=enc, algo=algo, seed=seed, finetune=finetune,
-                                  out=str(out / "runs" / task / label / f"seed{seed}"))
-                    r = train(cfg)
+                    cfg = replace(base, task=task, encoder=spec.replace("{seed}", str(seed)), algo=algo, seed=seed,
+                                  finetune=finetune, out=str(out / "runs" / task / label / f"seed{seed}"))
+                    r = _train_or_reuse(cfg)
                     eps = r["final_episodes"]
                     runs.append({"final": r["final"], "curve": r["curve"], "perf": r["perf"], **_final_arrays(eps)})
                 methods[label] = runs
@@ -216,12 +241,14 @@ def main(argv=None) -> None:
     p.add_argument("--size", type=int, default=None)
     p.add_argument("--train-subjects", default=None)
     p.add_argument("--test-subjects", default=None)
+    p.add_argument("--threads", type=int, default=None, help="torch threads per run")
     p.add_argument("--finetune", action="store_true")
     p.add_argument("--quick", action="store_true", help="tiny smoke configuration (for tests)")
     p.add_argument("--out", default="reports/agents")
     a = p.parse_args(argv)
     base = TrainConfig(**QUICK) if a.quick else TrainConfig()
-    over = {k: getattr(a, k) for k in ("steps", "eval_every", "eval_episodes", "n_envs", "size", "train_subjects", "test_subjects")
+    over = {k: getattr(a, k) for k in ("steps", "eval_every", "eval_episodes", "n_envs", "size", "train_subjects", "test_subjects",
+                                        "threads")
             if getattr(a, k) is not None}
     base = replace(base, **over)
     r = run_benchmark(a.tasks, a.encoders, a.algos, a.seeds, base, Path(a.out), finetune=a.finetune)

@@ -185,3 +185,21 @@ def test_short_training_runs(tmp_path):
     assert r["curve"][-1]["step"] == 96 and r["perf"]["encode_fraction"] > 0
     with pytest.raises(ValueError, match="algo"):
         TrainConfig(algo="dqn")
+
+
+def test_benchmark_labels_seeds_and_resumes(tmp_path):
+    from agents.benchmark import encoder_label, run_benchmark
+
+    assert encoder_label("navwm=runs/wm/navwm_s{seed}/last.pt") == ("navwm", "runs/wm/navwm_s{seed}/last.pt")
+    assert encoder_label("pixels") == ("pixels", "pixels")
+    base = replace(TrainConfig(**QUICK), steps=64, eval_every=64, eval_envs=2)
+    rep = run_benchmark(["AC-near"], ["px=pixels"], ["ppo"], [0], base, tmp_path)
+    methods = rep["tasks"]["AC-near"]["methods"]
+    assert set(methods) == {"oracle", "random", "ppo-px"}
+    assert methods["oracle"]["summary"]["success_pooled"] > methods["random"]["summary"]["success_pooled"]
+    model = tmp_path / "runs" / "AC-near" / "ppo-px" / "seed0" / "model.zip"
+    stamp = model.stat().st_mtime_ns
+    again = run_benchmark(["AC-near"], ["px=pixels"], ["ppo"], [0], base, tmp_path)  # a finished run is reused
+    assert model.stat().st_mtime_ns == stamp
+    assert again["tasks"]["AC-near"]["methods"]["ppo-px"]["summary"] == methods["ppo-px"]["summary"]
+    assert (tmp_path / "report.md").read_text().count("| ppo-px |") == 1

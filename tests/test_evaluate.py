@@ -225,3 +225,62 @@ def test_evaluate_end_to_end_with_stand_in_encoders(tmp_path):
     assert "## fine-tuned end to end" in report and "supervised (e2e)" in report
     assert "only the slices differ" in report  # one subject: said plainly
     assert {"plot_linear.png", "plot_mlp.png", "plot_plan.png"} <= {p.name for p in tmp_path.iterdir()}
+
+
+def test_load_entry_specs():
+    from world_model.evaluate import image_size, load_entry
+
+    e = load_entry("random:3")
+    assert (e.method, e.seed) == ("random", 3) and e.latent_model is e.encoder and image_size(e.encoder) == 64
+    with pytest.raises(FileNotFoundError):
+        load_entry("navwm:0=no/such/checkpoint.pt")
+
+
+@pytest.mark.slow
+def test_quick_cli_end_to_end(tmp_path):
+    """The full ``--quick`` run: trains tiny models with world_model.train, evaluates, writes the report."""
+    from world_model.evaluate import QUICK_METHODS, main
+
+    doc = main(["--quick", "--out", str(tmp_path)])
+    assert {e["method"] for e in doc["entries"]} == set(QUICK_METHODS) | {"pixels"}
+    assert (tmp_path / "report.md").exists() and len(doc["comparisons"]) > 0
+
+
+def test_mae3d_plane_features_sample_the_volume_map_along_the_plane():
+    """A feature map holding each cell's world coordinates, sampled on a plane, gives the plane's points."""
+    from world_model.mae3d import MAE3D
+
+    rng = np.random.default_rng(0)
+    affine = np.array([[0, 0, -3.0, 90], [2.5, 0, 0, -100], [0, 3.5, 0, -70], [0, 0, 0, 1]])  # oblique voxel order
+    shape = (16, 20, 18)  # map cells; each covers 4 voxels per axis
+    idx = np.stack(np.meshgrid(*[np.arange(n) for n in shape], indexing="ij"), -1) * 4 + 1.5  # cell centre, voxels
+    world = idx @ affine[:3, :3].T + affine[:3, 3]
+    fmap = torch.from_numpy(world.transpose(3, 0, 1, 2).astype(np.float32))
+    rot = np.linalg.qr(rng.normal(size=(3, 3)))[0]
+    rot[:, 2] = np.cross(rot[:, 0], rot[:, 1])
+    center, fov, size = np.array([5.0, -10.0, 20.0]), 60.0, 8
+    got = MAE3D(4).plane_features(fmap, affine, center[None], rot[None], [fov], size)[0].numpy()  # (3, s, s)
+    s = (np.arange(size) + 0.5) / size - 0.5
+    want = center + fov * (s[None, :, None] * rot[:, 0] - s[:, None, None] * rot[:, 1])  # row 0 = +v, col 0 = -u
+    np.testing.assert_allclose(got.transpose(1, 2, 0), want, atol=1e-3)
+
+
+def test_mae3d_probe_features_read_the_volume(sets):
+    """In the probes, the 3D MAE's features come from its volume map along each slice's plane."""
+    from world_model.encoders import build_model
+    from world_model.config import PRESETS
+    from world_model.evaluate import Entry, EvalConfig, extract
+
+    torch.manual_seed(0)
+    enc = build_model(PRESETS["tiny"], "mae3d").eval()
+    subjects = {k: [template_subject()] for k in sets}
+    feats = extract(Entry("mae3d", 0, enc), sets, EvalConfig(), subjects)
+    ps = sets["test"]
+    assert feats["test"]["spatial"].shape == (len(ps), enc.width * 2, 8, 8)  # 32 px slices -> H/4
+    p = ps.pose[:3]
+    with torch.no_grad():
+        direct = enc.plane_spatial_features(template_subject().volume, p[:, :3], p[:, 3:12].reshape(-1, 3, 3), p[:, 12], 8)
+    np.testing.assert_allclose(feats["test"]["spatial"][:3], direct.numpy(), atol=1e-5)
+    slab = extract(Entry("mae3d", 0, enc), sets, EvalConfig())  # frames only: the thin-slab features
+    assert not np.allclose(slab["test"]["frames"], feats["test"]["frames"])
+    assert not np.allclose(feats["test"]["frames"], feats["test"]["pair"])  # the pair's own planes

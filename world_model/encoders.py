@@ -16,8 +16,9 @@ mae3d         3D encoder on the slice as a thin slab, pooled to 4x4             
 The dynamics family also has ``clip_features(frames (B, T, H, W), actions (B, T, 7))`` (features of
 the last frame in the context of the clip; action t follows frame t), and the latent-planning
 protocol ``encode(frames) -> (B, latent, H/8, W/8)`` / ``predict(latents (B, T, ...), actions
-(B, T, 7)) -> (B, latent, H/8, W/8)``.  mae3d has ``plane_features`` (sampling its 3D map along
-the slice plane; needs the volume and pose).  ``random`` is the navwm architecture untrained.
+(B, T, 7)) -> (B, latent, H/8, W/8)``.  mae3d has ``plane_spatial_features(volume, centers,
+rotations, fovs, size)`` (its 3D map of the whole volume sampled along the slice plane; needs the
+volume and pose): the downstream probes use it, pooled to 4x4 like ``features``.  ``random`` is the navwm architecture untrained.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from torch import nn
 
 from .config import METHODS, ModelConfig, TrainConfig, config_from_dict
 from .dynamics import Dynamics
-from .mae3d import MAE3D
+from .mae3d import MAE3D, resample
 from .tokenizer import Tokenizer
 
 __all__ = ["WorldModel", "build_model", "load_encoder", "count_params"]
@@ -85,6 +86,16 @@ class WorldModel(nn.Module):
             return pooled
         tok = self.dynamics.context(self.tokenizer.to_latent(h)[:, None], None)[:, 0]
         return torch.cat([pooled, tok.flatten(1)], 1)
+
+    def plane_spatial_features(self, volume, centers, rotations, fovs, size: int) -> torch.Tensor:
+        """mae3d only: its 3D feature map of ``volume`` (a navgym Volume, resampled to ``voxel_mm``)
+        sampled on a size x size grid of each slice plane (centers (N, 3) world mm, rotations
+        (N, 3, 3) columns u, v, n, fovs (N,) mm) -> (N, 2*width, size, size)."""
+        if self.mae is None:
+            raise TypeError(f"method {self.method!r} has no 3D feature map")
+        vol, affine = resample(volume, self.cfg.voxel_mm)
+        fmap = self.mae.volume_map(vol.to(self.mae.mask_token.device))
+        return self.mae.plane_features(fmap, affine, centers, rotations, fovs, size)
 
     def clip_features(self, frames: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
         """frames (B, T, H, W), actions (B, T, 7) normalised -> (B, feature_dim) for the last frame."""

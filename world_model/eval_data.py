@@ -19,6 +19,9 @@ Ground truth per slice (frames and units)
 * pairs (inverse dynamics): ``pair_frames`` (N, H, W) is the slice after one random action
   from each pose; ``pair_action`` (N, 7) the physical action (du, dv, dn mm in the first
   slice's frame; ru, rv, rn degrees; ln-zoom) that took it there.
+* ``pose``, ``pair_pose`` (N, 13): the two slices' poses in subject world mm
+  (:meth:`navgym.SlicePose.as_array` layout: centre, rotation row-major, fov), for encoders that
+  read the volume itself (the 3D MAE samples its feature map along these planes).
 """
 
 from __future__ import annotations
@@ -96,6 +99,8 @@ class ProbeSet:
     landmark_hit: np.ndarray
     hemisphere: np.ndarray
     region: np.ndarray
+    pose: np.ndarray
+    pair_pose: np.ndarray
 
     def __len__(self) -> int:
         return len(self.frames)
@@ -149,7 +154,13 @@ def _subject_set(subject: Subject, cfg: ProbeDataConfig, rng: np.random.Generato
         landmark_hit=hit,
         hemisphere=(ct[:, 0] >= 0).astype(np.int64),
         region=region.astype(np.int64),
+        pose=_pose_array(centers, rotations, fovs),
+        pair_pose=_pose_array(c2, r2, f2),
     )
+
+
+def _pose_array(centers, rotations, fovs) -> np.ndarray:
+    return np.concatenate([centers, rotations.reshape(-1, 9), np.asarray(fovs)[:, None]], 1)
 
 
 def make_probe_set(subjects: Sequence[Subject], cfg: ProbeDataConfig, seed: int) -> ProbeSet:

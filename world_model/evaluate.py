@@ -166,13 +166,45 @@ def _features(encoder, frames: np.ndarray, batch: int, spatial: bool) -> np.ndar
     return np.concatenate(out)
 
 
-def extract(entry: Entry, sets: dict[str, ProbeSet], cfg: EvalConfig) -> dict[str, dict[str, np.ndarray]]:
-    """Frozen features per split: ``frames``, ``pair`` (N, D) and, if the encoder has them, ``spatial``."""
+@torch.no_grad()
+def _plane_features(encoder, subjects: Sequence[Subject], set_: ProbeSet, poses: np.ndarray, size: int) -> np.ndarray:
+    """The 3D MAE's volume feature map sampled along each slice plane (poses (N, 13) subject mm)
+    -> (N, C, size, size), subject by subject."""
+    out = None
+    for i, subject in enumerate(subjects):
+        sel = np.flatnonzero(set_.subject == i)
+        if len(sel) == 0:
+            continue
+        p = poses[sel]
+        f = encoder.plane_spatial_features(subject.volume, p[:, :3], p[:, 3:12].reshape(-1, 3, 3), p[:, 12], size)
+        f = f.float().cpu().numpy()
+        if out is None:
+            out = np.zeros((len(poses), *f.shape[1:]), np.float32)
+        out[sel] = f
+    return out
+
+
+def extract(entry: Entry, sets: dict[str, ProbeSet], cfg: EvalConfig,
+            subjects: dict[str, list[Subject]] | None = None) -> dict[str, dict[str, np.ndarray]]:
+    """Frozen features per split: ``frames``, ``pair`` (N, D) and, if the encoder has them, ``spatial``.
+
+    A 3D MAE (``plane_spatial_features``) with ``subjects`` given reads each slice's own volume: its
+    3D feature map sampled along the plane (spatial at H/4, pooled to 4x4 for the vector features)."""
     enc = entry.encoder
     if hasattr(enc, "eval"):
         enc.eval()
-    has_spatial = hasattr(enc, "spatial_features") and "segmentation" in cfg.tasks
+    want_spatial = "segmentation" in cfg.tasks
     out = {}
+    if subjects is not None and getattr(enc, "mae", None) is not None:
+        size = sets["train"].frames.shape[1] // 4
+        pool = lambda m: torch.nn.functional.adaptive_avg_pool2d(torch.from_numpy(m), 4).flatten(1).numpy()  # noqa: E731
+        for s in SPLITS:
+            spatial = _plane_features(enc, subjects[s], sets[s], sets[s].pose, size)
+            out[s] = {"frames": pool(spatial), "pair": pool(_plane_features(enc, subjects[s], sets[s], sets[s].pair_pose, size))}
+            if want_spatial:
+                out[s]["spatial"] = spatial
+        return out
+    has_spatial = hasattr(enc, "spatial_features") and want_spatial
     for s in SPLITS:
         f = {"frames": _features(enc, sets[s].frames, cfg.batch_size, False),
              "pair": _features(enc, sets[s].pair_frames, cfg.batch_size, False)}
@@ -200,7 +232,7 @@ def evaluate(entries: Sequence[Entry], subjects, cfg: EvalConfig) -> dict:
     bar = tqdm(total=len(jobs), desc="probes", disable=None)
     for entry in entries:
         t0 = time.perf_counter()
-        feats = extract(entry, sets, cfg)
+        feats = extract(entry, sets, cfg, splits)
         timings[f"features/{entry.method}/{entry.seed}_s"] = time.perf_counter() - t0
         for task in cfg.tasks:
             for kind in cfg.probe_kinds:

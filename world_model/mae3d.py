@@ -26,7 +26,7 @@ __all__ = ["MAE3D", "resample", "random_crops"]
 
 def resample(volume, voxel_mm: float) -> tuple[torch.Tensor, np.ndarray]:
     """navgym Volume -> (data (I', J', K') float32 at ``voxel_mm`` isotropic, its voxel->world affine)."""
-    data = torch.from_numpy(np.ascontiguousarray(volume.data, dtype=np.float32))
+    data = torch.tensor(np.asarray(volume.data), dtype=torch.float32)  # a copy: Volume data are read-only
     spacing = np.asarray(volume.spacing, dtype=float)
     shape = np.maximum(1, np.round(np.asarray(volume.shape) * spacing / voxel_mm).astype(int))
     out = F.interpolate(data[None, None], size=tuple(int(s) for s in shape), mode="trilinear",
