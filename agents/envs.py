@@ -22,7 +22,7 @@ from gymnasium import spaces
 from stable_baselines3.common.vec_env.base_vec_env import VecEnv
 
 from navgym.env import MRINavVectorEnv
-from navgym.presets import get_preset
+from navgym.presets import get_preset, subject_kwargs
 
 __all__ = ["NavVecEnv", "make_vec_env", "INFO_KEYS"]
 
@@ -203,6 +203,6 @@ def make_vec_env(task: str, num_envs: int, split: str = "train", size: int = 64,
     p = get_preset(task)
     kw = p.env_kwargs(split)
     if subjects is not None:
-        kw["subjects"] = subjects
+        kw.update(subject_kwargs(subjects))
     venv = MRINavVectorEnv(num_envs, max_episode_steps=p.max_episode_steps, size=size, **kw)
     return NavVecEnv(venv, frames=frames, actions=actions, seed=seed, start_seed=start_seed, encoder=encoder)

@@ -16,15 +16,16 @@ from .tasks import make_task
 __all__ = ["MRINavEnv", "MRINavVectorEnv", "make_subjects"]
 
 
-def make_subjects(subjects=None, volumes=None) -> Sequence[Subject]:
+def make_subjects(subjects=None, volumes=None, cache_size: int | None = None) -> Sequence[Subject]:
     """Resolve the env's anatomy arguments to a sequence of Subjects.
 
     ``subjects``: ``"template"``, ``"synthetic:N"`` / ``"synthetic:N:train|val|test"``, a folder
     (NIfTI or BIDS), a list of Subjects / paths, or a :class:`navgym.subjects.SubjectPool`; loaded
     lazily with an LRU cache (see :func:`navgym.subjects.load_subjects`).  ``volumes``: paths /
     nibabel images / Volumes, each wrapped as a Subject without landmarks.  Neither: the MNI152 template.
+    ``cache_size``: subjects a spec's pool keeps loaded (None: the default, 8).
     """
-    return resolve_subjects(subjects, volumes)
+    return resolve_subjects(subjects, volumes, cache_size)
 
 
 class _NavSpaces:
@@ -32,13 +33,13 @@ class _NavSpaces:
 
     metadata = {"render_modes": ["rgb_array"], "render_fps": 10}
 
-    def _setup(self, num, subjects, volumes, task, task_kwargs, observation, config_kwargs):
+    def _setup(self, num, subjects, volumes, subject_cache, task, task_kwargs, observation, config_kwargs):
         self.config = NavConfig(**config_kwargs)
         self.task = make_task(task, **(task_kwargs or {}))
         if observation not in ("image", "dict"):
             raise ValueError(f"observation must be 'image' or 'dict', got {observation!r}")
         self.observation = observation
-        self.nav = Navigator(num, make_subjects(subjects, volumes), self.task, self.config)
+        self.nav = Navigator(num, make_subjects(subjects, volumes, subject_cache), self.task, self.config)
         h, w = self.config.size
         image = spaces.Box(0, 255, (1, h, w), np.uint8)
         if observation == "dict":
@@ -119,6 +120,8 @@ class MRINavEnv(_NavSpaces, gym.Env):
     * ``task``: ``"explore"`` (default), ``"landmark"``, ``"plane"`` or a :class:`navgym.tasks.Task`;
       ``task_kwargs`` e.g. ``{"landmark": "PC", "success_mm": 2.0}``.
     * ``subjects``: Subjects to draw from; ``volumes``: NIfTI paths / images (no landmarks).
+      ``subject_cache``: how many subjects a spec's pool keeps loaded (LRU, default 8, ~30 MB
+      each); hold all of them when episodes cycle through a few (a miss rebuilds a subject).
     * ``observation``: ``"image"`` or ``"dict"``; ``render_mode``: ``"rgb_array"`` (slice + 3-view locator).
     * any :class:`NavConfig` field: ``size``, ``fov``, ``min_fov``, ``max_fov``, ``max_translation_mm``,
       ``max_rotation_deg``, ``max_zoom_pct``, ``start_jitter_mm``, ``start_angle_deg``.
@@ -136,6 +139,7 @@ class MRINavEnv(_NavSpaces, gym.Env):
         task_kwargs: dict | None = None,
         subjects=None,
         volumes=None,
+        subject_cache: int | None = None,
         observation: str = "image",
         render_mode: str | None = None,
         **config_kwargs,
@@ -143,7 +147,7 @@ class MRINavEnv(_NavSpaces, gym.Env):
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
             raise ValueError(f"render_mode must be one of {self.metadata['render_modes']}, got {render_mode!r}")
         self.render_mode = render_mode
-        self._setup(1, subjects, volumes, task, task_kwargs, observation, config_kwargs)
+        self._setup(1, subjects, volumes, subject_cache, task, task_kwargs, observation, config_kwargs)
         self.observation_space = self._single_obs_space
         self.action_space = self._single_action_space
 
@@ -205,6 +209,7 @@ class MRINavVectorEnv(_NavSpaces, gym.vector.VectorEnv):
         task_kwargs: dict | None = None,
         subjects=None,
         volumes=None,
+        subject_cache: int | None = None,
         observation: str = "image",
         max_episode_steps: int = 200,
         render_mode: str | None = None,
@@ -214,7 +219,7 @@ class MRINavVectorEnv(_NavSpaces, gym.vector.VectorEnv):
             raise ValueError("MRINavVectorEnv does not render; use MRINavEnv(render_mode='rgb_array')")
         self.num_envs = int(num_envs)
         self.max_episode_steps = int(max_episode_steps)
-        self._setup(self.num_envs, subjects, volumes, task, task_kwargs, observation, config_kwargs)
+        self._setup(self.num_envs, subjects, volumes, subject_cache, task, task_kwargs, observation, config_kwargs)
         self.single_observation_space = self._single_obs_space
         self.single_action_space = self._single_action_space
         self.observation_space = batch_space(self.single_observation_space, self.num_envs)

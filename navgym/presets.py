@@ -16,7 +16,10 @@ from dataclasses import dataclass, field
 import gymnasium as gym
 from gymnasium.envs.registration import register
 
-__all__ = ["TaskPreset", "PRESETS", "START", "get_preset", "make_preset_env"]
+from .subjects import load_subjects
+from .subjects.pool import DEFAULT_CACHE_SIZE
+
+__all__ = ["TaskPreset", "PRESETS", "START", "get_preset", "make_preset_env", "subject_kwargs"]
 
 #: start distributions: NavConfig start_jitter_mm (per axis, mm) and start_angle_deg
 START = {
@@ -59,13 +62,19 @@ class TaskPreset:
         if split not in ("train", "test"):
             raise ValueError(f"split must be 'train' or 'test', got {split!r}")
         subjects = self.train_subjects if split == "train" else self.test_subjects
-        return {"task": self.task, "task_kwargs": dict(self.task_kwargs), "subjects": subjects, **START[self.start]}
+        return {"task": self.task, "task_kwargs": dict(self.task_kwargs), **subject_kwargs(subjects), **START[self.start]}
 
     @property
     def success(self) -> str:
         kw = self.task_kwargs
         mm = kw.get("success_mm", 3.0)
         return f"<= {mm} mm" if self.task == "landmark" else f"<= {mm} mm and <= {kw.get('success_deg', 5.0)} deg"
+
+
+def subject_kwargs(spec: str) -> dict:
+    """``subjects=spec`` with a ``subject_cache`` that holds every one of them: an episode draws a
+    subject uniformly, so a cache smaller than the pool would rebuild a subject on most resets."""
+    return {"subjects": spec, "subject_cache": max(DEFAULT_CACHE_SIZE, len(load_subjects(spec)))}
 
 
 def _presets() -> dict[str, TaskPreset]:

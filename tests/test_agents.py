@@ -50,6 +50,10 @@ def test_presets_registered_and_distinct():
     with pytest.raises(ValueError, match="split"):
         get_preset("AC-near").env_kwargs("val")
     assert get_preset("AC-near").env_kwargs("test")["subjects"].endswith(":test")
+    # a preset env holds all its training subjects: drawing one per episode never rebuilds one
+    pool = env.unwrapped.nav.subjects
+    assert len(pool) > 8 and pool.cache_size == len(pool)
+    assert gym.make("MRINav-v0", subjects="synthetic:12:train", size=32).unwrapped.nav.subjects.cache_size == 8
 
 
 # --- VecEnv adapter ----------------------------------------------------------------------------------

@@ -225,8 +225,10 @@ def _parse_seeds(text: str, spec: str) -> range:
     return seeds
 
 
-def resolve_subjects(subjects=None, volumes=None) -> Sequence[Subject]:
-    """The env's ``subjects=`` / ``volumes=`` arguments as a sequence of Subjects (see :func:`load_subjects`)."""
+def resolve_subjects(subjects=None, volumes=None, cache_size: int | None = None) -> Sequence[Subject]:
+    """The env's ``subjects=`` / ``volumes=`` arguments as a sequence of Subjects (see :func:`load_subjects`).
+
+    cache_size : the pool's LRU size for a spec (None: ``DEFAULT_CACHE_SIZE``); a given pool keeps its own."""
     if subjects is not None and volumes is not None:
         raise ValueError("give subjects= or volumes=, not both")
     if volumes is not None:
@@ -241,4 +243,4 @@ def resolve_subjects(subjects=None, volumes=None) -> Sequence[Subject]:
             raise ValueError("subjects is empty")
         if hasattr(subjects, "__getitem__") and not isinstance(subjects, (list, tuple)):
             return subjects  # any sequence-like of Subjects (e.g. another helper's pool)
-    return load_subjects(subjects)
+    return load_subjects(subjects, cache_size=DEFAULT_CACHE_SIZE if cache_size is None else cache_size)
