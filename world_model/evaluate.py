@@ -446,6 +446,10 @@ def _markdown(doc: dict) -> str:
         "Numbers: mean ± 95% Student-t interval over pretraining seeds; single-run baselines (pixels, "
         "planning baselines) have no ± and count as exact in the comparisons.", "",
     ]
+    if "mae3d" in methods:
+        lines += ["`mae3d` features: its 3D feature map of the subject's whole volume sampled along each slice's "
+                  "plane (so it reads the volume and the pose, not only the slice); every other encoder sees the "
+                  "slice alone.", ""]
     if doc.get("notes"):
         lines += ["**Notes.** " + " ".join(doc["notes"]), ""]
     kinds = list(doc["config"]["probe_kinds"]) + (["finetune"] if doc["config"]["finetune"] else [])
