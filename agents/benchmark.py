@@ -30,6 +30,7 @@ import numpy as np
 from navgym.presets import get_preset
 
 from .evaluate import episode_metrics, policy_act_fn, run_episodes, steps_to, t_interval, wilson, bootstrap_median
+from .extractors import load_encoder
 from .train import TrainConfig, _eval_env, _jsonable, train, write_json
 
 __all__ = ["run_benchmark", "summarise", "main"]
@@ -90,12 +91,20 @@ def encoder_label(enc: str) -> tuple[str, str]:
 
 
 def _train_or_reuse(cfg: TrainConfig) -> dict:
-    """``train(cfg)``, or the result a finished run with the same config left in ``cfg.out``."""
+    """``train(cfg)``, or the result a finished run with the same config left in ``cfg.out``.
+
+    A world-model checkpoint whose pretraining has not finished is refused (a benchmark compares
+    finished encoders)."""
     done = Path(cfg.out) / "final_eval.json"
     if done.exists():
         prev = json.loads(done.read_text())
         if prev.get("config") == json.loads(json.dumps(asdict(cfg), default=_jsonable)):
             return prev
+    if os.path.isfile(cfg.encoder):
+        enc = load_encoder(cfg.encoder)
+        if enc.trained_steps < enc.train_config.steps:
+            raise ValueError(f"{cfg.encoder}: pretraining unfinished (step {enc.trained_steps} of "
+                             f"{enc.train_config.steps}); finish it first")
     return train(cfg)
 
 

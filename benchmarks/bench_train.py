@@ -1,7 +1,8 @@
 """World-model training throughput: frames/s and the share of time spent waiting for data.
 
     python benchmarks/bench_train.py [--presets tiny small] [--methods navwm tokenizer mae3d]
-        [--steps 60] [--threads 2] [--workers 0] [--device cpu] [--out benchmarks/results/bench_train.md]
+        [--steps 60] [--threads 2] [--workers 0] [--device cpu] [--subjects template]
+        [--out benchmarks/results/bench_train.md]
 
 Each (preset, method) trains ``--steps`` optimiser steps with :func:`world_model.train.train` on
 streamed clips (batch 16, the preset's window) and reports the last logging window (the second
@@ -26,9 +27,10 @@ from world_model.config import make_config
 from world_model.train import train
 
 
-def measure(preset: str, method: str, steps: int, threads: int, workers: int, device: str, root: str) -> dict:
+def measure(preset: str, method: str, steps: int, threads: int, workers: int, device: str, subjects: str,
+            root: str) -> dict:
     half = steps // 2
-    model_cfg, cfg = make_config(preset, method=method, steps=steps, log_every=half, eval_every=10 * steps,
+    model_cfg, cfg = make_config(preset, method=method, steps=steps, subjects=subjects, log_every=half, eval_every=10 * steps,
                                  ckpt_every=10 * steps, stage1_frac=0.25, threads=threads, workers=workers,
                                  device=device, out=os.path.join(root, f"{preset}_{method}"))
     s = train(model_cfg, cfg, progress=False)
@@ -46,6 +48,7 @@ def main(argv=None) -> None:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--workers", type=int, default=0, help="DataLoader workers rendering clips")
     p.add_argument("--device", default="cpu")
+    p.add_argument("--subjects", default="template", help="training subjects (rendering cost per frame is the same)")
     p.add_argument("--out", default=None, help="also write the markdown table here (atomically)")
     a = p.parse_args(argv)
     load0 = os.getloadavg()
@@ -53,7 +56,7 @@ def main(argv=None) -> None:
     with tempfile.TemporaryDirectory() as root:
         for preset in a.presets:
             for method in a.methods:
-                rows.append(measure(preset, method, a.steps, a.threads, a.workers, a.device, root))
+                rows.append(measure(preset, method, a.steps, a.threads, a.workers, a.device, a.subjects, root))
                 print(rows[-1], flush=True)
     dev = torch.cuda.get_device_name() if a.device.startswith("cuda") else f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs"
     lines = [f"Device: {dev}; torch {torch.__version__}; {a.threads} threads, {a.workers} data workers; "

@@ -207,3 +207,16 @@ def test_benchmark_labels_seeds_and_resumes(tmp_path):
     assert model.stat().st_mtime_ns == stamp
     assert again["tasks"]["AC-near"]["methods"]["ppo-px"]["summary"] == methods["ppo-px"]["summary"]
     assert (tmp_path / "report.md").read_text().count("| ppo-px |") == 1
+
+
+def test_benchmark_refuses_unfinished_pretraining(tmp_path):
+    from agents.benchmark import run_benchmark
+    from world_model.config import make_config
+    from world_model.train import train as wm_train
+
+    mc, tc = make_config("tiny", method="tokenizer", subjects="template", batch=2, steps=4, threads=1, size=32,
+                         width=4, latent=4, window=3, out=str(tmp_path / "wm"))
+    wm_train(mc, tc, progress=False, stop_after=1)  # an interrupted run's checkpoint
+    base = replace(TrainConfig(**QUICK), steps=32, eval_every=32, eval_envs=2)
+    with pytest.raises(ValueError, match="unfinished"):
+        run_benchmark(["AC-near"], [f"wm={tmp_path}/wm/last.pt"], ["ppo"], [0], base, tmp_path / "bench")

@@ -159,7 +159,8 @@ def load_encoder(checkpoint, seed: int = 0, map_location="cpu") -> WorldModel:
     """A trained world model in eval mode from a checkpoint written by ``world_model.train``
     (loaded with ``weights_only=True``), or a randomly initialised one from a method name
     (``"random"`` or any method, tiny preset, ``torch.manual_seed(seed)``).  Attributes ``method``,
-    ``seed``, ``feature_dim``; see the module docstring for the features."""
+    ``seed``, ``feature_dim`` (checkpoints also ``train_config``, ``trained_steps``); see the module
+    docstring for the features."""
     if isinstance(checkpoint, str) and checkpoint in METHODS and not os.path.exists(checkpoint):
         from .config import PRESETS
 
@@ -175,4 +176,5 @@ def load_encoder(checkpoint, seed: int = 0, map_location="cpu") -> WorldModel:
     m.load_state_dict(state["model"])
     m.seed = train_cfg.seed
     m.train_config: TrainConfig = train_cfg
+    m.trained_steps = int(state.get("step", 0))  # < train_config.steps: a checkpoint of an unfinished run
     return m.eval()
