@@ -101,10 +101,8 @@ def _train_or_reuse(cfg: TrainConfig) -> dict:
         if prev.get("config") == json.loads(json.dumps(asdict(cfg), default=_jsonable)):
             return prev
     if os.path.isfile(cfg.encoder):
-        enc = load_encoder(cfg.encoder)
-        if enc.trained_steps < enc.train_config.steps:
-            raise ValueError(f"{cfg.encoder}: pretraining unfinished (step {enc.trained_steps} of "
-                             f"{enc.train_config.steps}); finish it first")
+        if not load_encoder(cfg.encoder).finished:
+            raise ValueError(f"{cfg.encoder}: its pretraining is unfinished; finish it first")
     return train(cfg)
 
 

@@ -90,12 +90,13 @@ def test_resume_gives_the_same_next_loss(tmp_path):
     mc, tc = small(steps=4, stage1_frac=0.5, out=str(tmp_path / "b"), ckpt_every=2)
     train(mc, tc, progress=False, stop_after=2)  # an interrupted job: checkpoint at step 2 of 4
     state = torch.load(tmp_path / "b" / "last.pt", weights_only=True)
-    assert state["step"] == 2
+    assert state["step"] == 2 and not load_encoder(str(tmp_path / "b" / "last.pt")).finished
     resumed = train(mc, tc, progress=False)
     assert resumed["loss/total"] == pytest.approx(full["loss/total"], rel=1e-5, abs=1e-7)
     a = torch.load(tmp_path / "a" / "last.pt", weights_only=True)["model"]
     b = torch.load(tmp_path / "b" / "last.pt", weights_only=True)["model"]
     assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
+    assert load_encoder(str(tmp_path / "b" / "last.pt")).finished
 
 
 def test_data_parallel_smoke_gloo(tmp_path):
@@ -130,7 +131,8 @@ def test_checkpoints_never_unpickle_code(tmp_path):
     with pytest.raises(pickle.UnpicklingError):
         load_encoder(str(tmp_path / "evil.pt"))
     assert FLAG == []
-    assert load_encoder(str(tmp_path / "r" / "last.pt")).method == "random"
+    loaded = load_encoder(str(tmp_path / "r" / "last.pt"))
+    assert loaded.method == "random" and loaded.finished  # the initialised model takes no steps
 
 
 def test_bad_config_values_give_clear_errors():

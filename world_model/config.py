@@ -77,6 +77,11 @@ class TrainConfig:
     device: str = "auto"
     threads: int = 0
 
+    @property
+    def total_steps(self) -> int:
+        """Optimiser steps the run takes (``random`` takes none: it is the initialised model)."""
+        return 0 if self.method == "random" else self.steps
+
     def validate(self, model: ModelConfig) -> None:
         _check(self.method in METHODS, "method", self.method, f"one of {METHODS}")
         _check(self.preset in PRESETS, "preset", self.preset, f"one of {tuple(PRESETS)}")

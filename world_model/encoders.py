@@ -159,7 +159,7 @@ def load_encoder(checkpoint, seed: int = 0, map_location="cpu") -> WorldModel:
     """A trained world model in eval mode from a checkpoint written by ``world_model.train``
     (loaded with ``weights_only=True``), or a randomly initialised one from a method name
     (``"random"`` or any method, tiny preset, ``torch.manual_seed(seed)``).  Attributes ``method``,
-    ``seed``, ``feature_dim`` (checkpoints also ``train_config``, ``trained_steps``); see the module
+    ``seed``, ``feature_dim`` (checkpoints also ``train_config`` and ``finished``); see the module
     docstring for the features."""
     if isinstance(checkpoint, str) and checkpoint in METHODS and not os.path.exists(checkpoint):
         from .config import PRESETS
@@ -176,5 +176,5 @@ def load_encoder(checkpoint, seed: int = 0, map_location="cpu") -> WorldModel:
     m.load_state_dict(state["model"])
     m.seed = train_cfg.seed
     m.train_config: TrainConfig = train_cfg
-    m.trained_steps = int(state.get("step", 0))  # < train_config.steps: a checkpoint of an unfinished run
+    m.finished = int(state["step"]) >= train_cfg.total_steps  # False: a checkpoint of an unfinished run
     return m.eval()

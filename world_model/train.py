@@ -169,7 +169,7 @@ def train(model_cfg: ModelConfig, cfg: TrainConfig, progress: bool = True, stop_
         start = int(state["step"])
     if rank == 0:
         out.mkdir(parents=True, exist_ok=True)
-    steps = 0 if cfg.method == "random" else cfg.steps
+    steps = cfg.total_steps
     s1 = _stage1_steps(cfg)
     amp = cfg.amp and device.type == "cuda"
     writer = None
