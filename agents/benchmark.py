@@ -21,6 +21,8 @@ import argparse
 import json
 import os
 import platform
+import shlex
+import sys
 import time
 from dataclasses import asdict, replace
 from pathlib import Path
@@ -106,15 +108,18 @@ def _train_or_reuse(cfg: TrainConfig) -> dict:
     return train(cfg)
 
 
-def run_benchmark(tasks, encoders, algos, seeds, base: TrainConfig, out: Path, finetune: bool = False) -> dict:
-    """Train every (task, encoder, algo, seed), evaluate the bounds, write the report; returns the report dict."""
+def run_benchmark(tasks, encoders, algos, seeds, base: TrainConfig, out: Path, finetune: bool = False,
+                  command: str | None = None) -> dict:
+    """Train every (task, encoder, algo, seed), evaluate the bounds, write the report; returns the report dict.
+
+    command : the command line that reproduces the run, quoted in the report."""
     if len(seeds) < 1:
         raise ValueError("need at least one seed")
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
     report = {"tasks": {}, "config": {"encoders": list(encoders), "algos": list(algos), "seeds": list(seeds),
                                       "finetune": finetune, "base": {k: v for k, v in base.__dict__.items()}},
-              "host": platform.node(), "uptime_start": _uptime()}
+              "command": command, "host": platform.node(), "uptime_start": _uptime()}
     for task in tasks:
         get_preset(task)
         methods: dict[str, list[dict]] = {}
@@ -168,6 +173,8 @@ def _fmt_ci(t, digits=2, pct=False):
 
 def _write_markdown(report: dict, path: Path) -> None:
     lines = ["# RL benchmark: anatomical search on held-out subjects", ""]
+    if report.get("command"):
+        lines += [f"Command: `{report['command']}`", ""]
     b = report["config"]["base"]
     lines += [f"Seeds {report['config']['seeds']}; {b['steps']} training steps per run; {b['n_envs']} envs; "
               f"{b['size']} px; memory: {b['frames']} frames + {b['actions']} actions; evaluation: "
@@ -258,7 +265,9 @@ def main(argv=None) -> None:
                                         "threads")
             if getattr(a, k) is not None}
     base = replace(base, **over)
-    r = run_benchmark(a.tasks, a.encoders, a.algos, a.seeds, base, Path(a.out), finetune=a.finetune)
+    argv = sys.argv[1:] if argv is None else argv
+    command = "python -m agents.benchmark " + " ".join(shlex.quote(x) for x in argv)
+    r = run_benchmark(a.tasks, a.encoders, a.algos, a.seeds, base, Path(a.out), finetune=a.finetune, command=command)
     print((Path(a.out) / "report.md").read_text())
     del r
 
