@@ -171,6 +171,11 @@ def _fmt_ci(t, digits=2, pct=False):
     return f"{f(t[0])} [{f(t[1])}, {f(t[2])}]"
 
 
+def _runs_wall(report: dict) -> float:
+    return sum(r["perf"]["wall_s"] + r["perf"]["eval_s"] for t in report["tasks"].values()
+               for m in t["methods"].values() for r in m["runs"] if "perf" in r)
+
+
 def _write_markdown(report: dict, path: Path) -> None:
     lines = ["# RL benchmark: anatomical search on held-out subjects", ""]
     if report.get("command"):
@@ -181,7 +186,8 @@ def _write_markdown(report: dict, path: Path) -> None:
               f"{b['eval_envs']} x {b['eval_episodes']} episodes per seed on held-out subjects "
               f"({b['test_subjects'] or 'preset test split'}), the same starts for every method. "
               f"Load average (1/5/15 min) at start {report['uptime_start']}, at end {report['uptime_end']}; "
-              f"wall {report['wall_s'] / 60:.1f} min.", ""]
+              f"wall {report['wall_s'] / 60:.1f} min for this invocation; the runs' own training + evaluation wall "
+              f"time {_runs_wall(report) / 60:.1f} min (runs finished by an earlier invocation are reused).", ""]
     for task, t in report["tasks"].items():
         p = t["preset"]
         lines += [f"## {task} (success {p['success']}, {p['start']} start, limit {p['max_episode_steps']} steps)", "",
