@@ -27,6 +27,8 @@ __all__ = [
     "orthonormalize",
     "pixel_to_world_affines",
     "canonical_rotation",
+    "pack_poses",
+    "unpack_poses",
     "CANONICAL_VIEWS",
 ]
 
@@ -140,6 +142,19 @@ class SlicePose:
     def __repr__(self):
         c = np.array2string(self.center, precision=2)
         return f"SlicePose(center={c} mm, normal={np.array2string(self.normal, precision=3)}, fov={self.fov:.1f} mm)"
+
+
+def pack_poses(centers, rotations, fovs) -> np.ndarray:
+    """Poses as flat arrays: centers (..., 3) mm, rotations (..., 3, 3), fovs (...,) mm ->
+    (..., 13) float64: centre, rotation row-major, fov (the :meth:`SlicePose.as_array` layout)."""
+    r = np.asarray(rotations)
+    return np.concatenate([np.asarray(centers), r.reshape(*r.shape[:-2], 9), np.asarray(fovs)[..., None]], -1)
+
+
+def unpack_poses(a) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Inverse of :func:`pack_poses`: (..., 13) -> centers (..., 3), rotations (..., 3, 3), fovs (...,)."""
+    a = np.asarray(a, float)
+    return a[..., :3], a[..., 3:12].reshape(*a.shape[:-1], 3, 3), a[..., 12]
 
 
 def apply_actions(

@@ -12,7 +12,7 @@ from dataclasses import dataclass, fields
 import numpy as np
 from scipy.spatial.transform import Rotation
 
-from .geometry import CANONICAL_VIEWS, apply_actions
+from .geometry import CANONICAL_VIEWS, apply_actions, pack_poses
 from .render import render_slices
 from .subjects import Subject
 from .tasks import Task, shaped_reward
@@ -172,9 +172,7 @@ class Navigator:
 
     def pose_array(self) -> np.ndarray:
         """(N, 13) float32: centre (3, mm), rotation row-major (9), fov (1, mm)."""
-        return np.concatenate(
-            [self.centers, self.rotations.reshape(self.num, 9), self.fovs[:, None]], axis=1
-        ).astype(np.float32)
+        return pack_poses(self.centers, self.rotations, self.fovs).astype(np.float32)
 
 
 def brain_center(subject: Subject) -> np.ndarray:

@@ -7,7 +7,7 @@ from hypothesis import strategies as st
 from scipy.spatial.transform import Rotation
 
 from navgym import Plane, SlicePose
-from navgym.geometry import CANONICAL_VIEWS, apply_actions, pixel_to_world_affines
+from navgym.geometry import CANONICAL_VIEWS, apply_actions, pack_poses, pixel_to_world_affines, unpack_poses
 
 finite = st.floats(-1e3, 1e3, allow_nan=False)
 actions = st.lists(st.floats(-10, 10, allow_nan=False), min_size=7, max_size=7)
@@ -142,3 +142,14 @@ def test_plane_errors_and_pose():
     assert np.isclose(pl.angle_deg(pose.normal), 0) and np.allclose(pose.center, pl.point)
     with pytest.raises(ValueError):
         Plane((0, 0, 0), (0, 0, 0))
+
+
+def test_pack_poses_matches_slicepose_layout_and_round_trips():
+    rng = np.random.default_rng(0)
+    rot = Rotation.random(6, random_state=1).as_matrix().reshape(2, 3, 3, 3)
+    centers, fovs = rng.normal(size=(2, 3, 3)) * 50, rng.uniform(10, 200, (2, 3))
+    packed = pack_poses(centers, rot, fovs)
+    assert packed.shape == (2, 3, 13)
+    np.testing.assert_allclose(packed[1, 2], SlicePose(centers[1, 2], rot[1, 2], fovs[1, 2]).as_array(), atol=1e-12)  # SlicePose re-orthonormalises
+    for got, want in zip(unpack_poses(packed), (centers, rot, fovs)):
+        np.testing.assert_array_equal(got, want)

@@ -20,7 +20,7 @@ Ground truth per slice (frames and units)
   from each pose; ``pair_action`` (N, 7) the physical action (du, dv, dn mm in the first
   slice's frame; ru, rv, rn degrees; ln-zoom) that took it there.
 * ``pose``, ``pair_pose`` (N, 13): the two slices' poses in subject world mm
-  (:meth:`navgym.SlicePose.as_array` layout: centre, rotation row-major, fov), for encoders that
+  (:func:`navgym.geometry.pack_poses`: centre, rotation row-major, fov), for encoders that
   read the volume itself (the 3D MAE samples its feature map along these planes).
 """
 
@@ -33,7 +33,7 @@ import numpy as np
 from scipy.spatial.transform import Rotation
 
 from navgym.anatomy import TEMPLATE_LANDMARKS
-from navgym.geometry import CANONICAL_VIEWS, apply_actions
+from navgym.geometry import CANONICAL_VIEWS, apply_actions, pack_poses
 from navgym.render import render_slices
 from navgym.simulator import NavConfig, brain_center
 from navgym.subjects import Subject, template_subject
@@ -154,13 +154,9 @@ def _subject_set(subject: Subject, cfg: ProbeDataConfig, rng: np.random.Generato
         landmark_hit=hit,
         hemisphere=(ct[:, 0] >= 0).astype(np.int64),
         region=region.astype(np.int64),
-        pose=_pose_array(centers, rotations, fovs),
-        pair_pose=_pose_array(c2, r2, f2),
+        pose=pack_poses(centers, rotations, fovs),
+        pair_pose=pack_poses(c2, r2, f2),
     )
-
-
-def _pose_array(centers, rotations, fovs) -> np.ndarray:
-    return np.concatenate([centers, rotations.reshape(-1, 9), np.asarray(fovs)[:, None]], 1)
 
 
 def make_probe_set(subjects: Sequence[Subject], cfg: ProbeDataConfig, seed: int) -> ProbeSet:

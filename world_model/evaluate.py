@@ -39,6 +39,7 @@ import torch
 from tqdm import tqdm
 
 import navgym
+from navgym.geometry import unpack_poses
 from navgym.subjects import Subject, template_subject
 
 from . import probes
@@ -167,21 +168,22 @@ def _features(encoder, frames: np.ndarray, batch: int, spatial: bool) -> np.ndar
 
 
 @torch.no_grad()
-def _plane_features(encoder, subjects: Sequence[Subject], set_: ProbeSet, poses: np.ndarray, size: int) -> np.ndarray:
-    """The 3D MAE's volume feature map sampled along each slice plane (poses (N, 13) subject mm)
-    -> (N, C, size, size), subject by subject."""
+def _plane_features(encoder, subjects: Sequence[Subject], set_: ProbeSet, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """The 3D MAE's volume feature map sampled along each slice's plane and its pair's plane
+    (``set_.pose`` / ``pair_pose``, subject mm) -> two (N, C, size, size) arrays; one volume map
+    per subject serves both."""
+    n = len(set_)
     out = None
     for i, subject in enumerate(subjects):
         sel = np.flatnonzero(set_.subject == i)
         if len(sel) == 0:
             continue
-        p = poses[sel]
-        f = encoder.plane_spatial_features(subject.volume, p[:, :3], p[:, 3:12].reshape(-1, 3, 3), p[:, 12], size)
-        f = f.float().cpu().numpy()
+        centers, rotations, fovs = unpack_poses(np.concatenate([set_.pose[sel], set_.pair_pose[sel]]))
+        f = encoder.plane_spatial_features(subject.volume, centers, rotations, fovs, size).float().cpu().numpy()
         if out is None:
-            out = np.zeros((len(poses), *f.shape[1:]), np.float32)
-        out[sel] = f
-    return out
+            out = np.zeros((2, n, *f.shape[1:]), np.float32)
+        out[0, sel], out[1, sel] = f[: len(sel)], f[len(sel):]
+    return out[0], out[1]
 
 
 def extract(entry: Entry, sets: dict[str, ProbeSet], cfg: EvalConfig,
@@ -199,8 +201,8 @@ def extract(entry: Entry, sets: dict[str, ProbeSet], cfg: EvalConfig,
         size = sets["train"].frames.shape[1] // 4
         pool = lambda m: torch.nn.functional.adaptive_avg_pool2d(torch.from_numpy(m), 4).flatten(1).numpy()  # noqa: E731
         for s in SPLITS:
-            spatial = _plane_features(enc, subjects[s], sets[s], sets[s].pose, size)
-            out[s] = {"frames": pool(spatial), "pair": pool(_plane_features(enc, subjects[s], sets[s], sets[s].pair_pose, size))}
+            spatial, pair = _plane_features(enc, subjects[s], sets[s], size)
+            out[s] = {"frames": pool(spatial), "pair": pool(pair)}
             if want_spatial:
                 out[s]["spatial"] = spatial
         return out

@@ -33,6 +33,7 @@ from dataclasses import asdict, dataclass, field, fields
 
 import numpy as np
 
+from ..geometry import pack_poses
 from ..policies import POLICIES, make_policy
 from ..render import render_slices
 from ..simulator import NavConfig, Navigator
@@ -208,7 +209,7 @@ def render_frames(subjects, sim: dict, size: int) -> np.ndarray:
 def pose_arrays(subjects, sim: dict) -> tuple[np.ndarray, np.ndarray]:
     """float32 (E, T, 13) poses in subject space and in template space (NaN where no transform)."""
     e, t = sim["fovs"].shape
-    pack = lambda c, r, f: np.concatenate([c, r.reshape(*r.shape[:-2], 9), f[..., None]], -1).astype(np.float32)  # noqa: E731
+    pack = lambda c, r, f: pack_poses(c, r, f).astype(np.float32)  # noqa: E731
     poses = pack(sim["centers"], sim["rotations"], sim["fovs"])
     template = np.full_like(poses, np.nan)
     for s in np.unique(sim["subject_index"]):
