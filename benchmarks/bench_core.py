@@ -57,11 +57,8 @@ def _set_threads(n: int) -> None:
 def _oblique_planes(vol, n: int, seed: int = 0):
     from scipy.spatial.transform import Rotation
 
-    from navgym.simulator import brain_center
-    from navgym.subjects import Subject
-
     rng = np.random.default_rng(seed)
-    centers = brain_center(Subject("bench", vol)) + rng.uniform(-20, 20, (n, 3))
+    centers = vol.brain_center + rng.uniform(-20, 20, (n, 3))
     return centers, Rotation.random(n, random_state=seed).as_matrix(), np.full(n, 180.0)
 
 

@@ -27,6 +27,7 @@ __all__ = [
     "orthonormalize",
     "pixel_to_world_affines",
     "canonical_rotation",
+    "random_view_rotations",
     "pack_poses",
     "unpack_poses",
     "CANONICAL_VIEWS",
@@ -46,6 +47,25 @@ def canonical_rotation(view: str) -> np.ndarray:
         return CANONICAL_VIEWS[view].copy()
     except KeyError:
         raise ValueError(f"unknown view {view!r}; choose from {sorted(CANONICAL_VIEWS)}") from None
+
+
+def random_view_rotations(n: int, max_angle_deg: float, rng: np.random.Generator) -> np.ndarray:
+    """(n, 3, 3) random view rotations: a uniformly drawn canonical view (axial, coronal or sagittal)
+    turned about a uniformly random axis by an angle U(0, ``max_angle_deg``) degrees.
+
+    Draws, in order: n view indices, (n, 3) normal axes, n angles (for n = 1 this is the
+    Navigator's per-episode draw).
+    """
+    if int(n) < 0 or not np.isfinite(max_angle_deg) or max_angle_deg < 0:
+        raise ValueError(f"need n >= 0 and a finite max_angle_deg >= 0, got n={n}, max_angle_deg={max_angle_deg}")
+    views = np.stack(list(CANONICAL_VIEWS.values()))
+    base = views[rng.integers(len(views), size=int(n))]
+    axis = rng.normal(size=(int(n), 3))
+    axis /= np.array([np.linalg.norm(a) for a in axis])[:, None]  # per row: bit-identical to a single draw
+    angle = np.deg2rad(rng.uniform(0, max_angle_deg, int(n)))
+    if n == 0:
+        return np.zeros((0, 3, 3))
+    return (Rotation.from_rotvec(axis * angle[:, None]) * Rotation.from_matrix(base)).as_matrix()
 
 
 @dataclass(frozen=True, eq=False)

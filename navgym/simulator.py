@@ -10,9 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 
 import numpy as np
-from scipy.spatial.transform import Rotation
 
-from .geometry import CANONICAL_VIEWS, apply_actions, pack_poses
+from .geometry import apply_actions, pack_poses, random_view_rotations
 from .render import render_slices
 from .subjects import Subject
 from .tasks import Task, shaped_reward
@@ -105,12 +104,8 @@ class Navigator:
         self._inv[index], self._aff[index] = vol.inverse_affine, vol.affine
         self._upper[index] = np.array(vol.shape) - 1
         self._max_fov[index] = c.max_fov if c.max_fov is not None else vol.extent_mm
-        view = list(CANONICAL_VIEWS)[rng.integers(len(CANONICAL_VIEWS))]
-        axis = rng.normal(size=3)
-        angle = np.deg2rad(rng.uniform(0, c.start_angle_deg))
-        turn = Rotation.from_rotvec(axis / np.linalg.norm(axis) * angle)
-        self.rotations[index] = (turn * Rotation.from_matrix(CANONICAL_VIEWS[view])).as_matrix()
-        self.centers[index] = brain_center(subject) + rng.uniform(-c.start_jitter_mm, c.start_jitter_mm, 3)
+        self.rotations[index] = random_view_rotations(1, c.start_angle_deg, rng)[0]
+        self.centers[index] = vol.brain_center + rng.uniform(-c.start_jitter_mm, c.start_jitter_mm, 3)
         self.fovs[index] = np.clip(c.fov, c.min_fov, self._max_fov[index])
         self._clamp(np.array([index]))
         self.targets[index] = self.task.target_for(subject, rng)
@@ -136,8 +131,6 @@ class Navigator:
         self.steps += 1
         figures = self.figures(everyone)
         reward = shaped_reward(self.error, figures["error"], figures["is_success"], self.task.success_bonus)
-        if self.task.target_dim == 0:
-            reward = np.zeros(self.num)
         self.error = figures["error"]
         return reward, figures
 
@@ -174,17 +167,3 @@ class Navigator:
         """(N, 13) float32: centre (3, mm), rotation row-major (9), fov (1, mm)."""
         return pack_poses(self.centers, self.rotations, self.fovs).astype(np.float32)
 
-
-def brain_center(subject: Subject) -> np.ndarray:
-    """(3,) world mm: intensity-weighted centroid of the subject's foreground (cached per volume)."""
-    vol = subject.volume
-    cached = getattr(vol, "_brain_center", None)
-    if cached is None:
-        data = vol.data[::2, ::2, ::2]
-        weights = np.where(data > 0.1, data, 0.0)
-        ijk = np.stack(np.nonzero(weights), axis=1) * 2.0
-        w = weights[weights > 0]
-        center_vox = (ijk * w[:, None]).sum(0) / w.sum() if w.size else (np.array(vol.shape) - 1) / 2
-        cached = center_vox @ vol.affine[:3, :3].T + vol.affine[:3, 3]
-        object.__setattr__(vol, "_brain_center", cached)
-    return cached

@@ -8,6 +8,7 @@ voxel order, axis-aligned axes or isotropic spacing.
 
 from __future__ import annotations
 
+import functools
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -73,12 +74,18 @@ class Volume:
         """(3,) world mm of the voxel grid's centre."""
         return voxel_to_world(self.affine, (np.array(self.shape) - 1) / 2.0)
 
-    @property
-    def world_corners(self) -> np.ndarray:
-        """(8, 3) world mm of the grid's corner voxel centres."""
-        n = np.array(self.shape) - 1
-        corners = np.array([[a, b, c] for a in (0, n[0]) for b in (0, n[1]) for c in (0, n[2])], float)
-        return voxel_to_world(self.affine, corners)
+    @functools.cached_property
+    def brain_center(self) -> np.ndarray:
+        """(3,) world mm: intensity-weighted centroid of the voxels above 0.1 (every 2nd voxel per axis;
+        the grid's centre for an all-dark volume).  Computed once per volume."""
+        data = self.data[::2, ::2, ::2]
+        weights = np.where(data > 0.1, data, 0.0)
+        ijk = np.stack(np.nonzero(weights), axis=1) * 2.0
+        w = weights[weights > 0]
+        center_vox = (ijk * w[:, None]).sum(0) / w.sum() if w.size else (np.array(self.shape) - 1) / 2
+        center = voxel_to_world(self.affine, center_vox)
+        center.flags.writeable = False
+        return center
 
     @property
     def extent_mm(self) -> float:

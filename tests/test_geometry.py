@@ -7,7 +7,14 @@ from hypothesis import strategies as st
 from scipy.spatial.transform import Rotation
 
 from navgym import Plane, SlicePose
-from navgym.geometry import CANONICAL_VIEWS, apply_actions, pack_poses, pixel_to_world_affines, unpack_poses
+from navgym.geometry import (
+    CANONICAL_VIEWS,
+    apply_actions,
+    pack_poses,
+    pixel_to_world_affines,
+    random_view_rotations,
+    unpack_poses,
+)
 
 finite = st.floats(-1e3, 1e3, allow_nan=False)
 actions = st.lists(st.floats(-10, 10, allow_nan=False), min_size=7, max_size=7)
@@ -153,3 +160,30 @@ def test_pack_poses_matches_slicepose_layout_and_round_trips():
     np.testing.assert_allclose(packed[1, 2], SlicePose(centers[1, 2], rot[1, 2], fovs[1, 2]).as_array(), atol=1e-12)  # SlicePose re-orthonormalises
     for got, want in zip(unpack_poses(packed), (centers, rot, fovs)):
         np.testing.assert_array_equal(got, want)
+
+
+def test_random_view_rotations_stay_within_the_angle_of_a_canonical_view():
+    rot = random_view_rotations(600, 30.0, np.random.default_rng(0))
+    assert rot.shape == (600, 3, 3)
+    assert np.allclose(np.einsum("nji,njk->nik", rot, rot), np.eye(3), atol=1e-12)
+    views = np.stack(list(CANONICAL_VIEWS.values()))
+    # angle of R V^T for the nearest view V, in degrees
+    cos = (np.einsum("nij,vij->nv", rot, views) - 1) / 2
+    nearest = np.degrees(np.arccos(np.clip(cos.max(1), -1, 1)))
+    assert nearest.max() <= 30.0 + 1e-9 and nearest.max() > 25.0
+    assert set(np.argmax(cos, 1)) == {0, 1, 2}  # every view is drawn
+    for r in random_view_rotations(20, 0.0, np.random.default_rng(1)):  # no turn: exactly a canonical view
+        assert np.abs(r - views).max((1, 2)).min() < 1e-12
+
+
+def test_random_view_rotations_batch_of_one_is_the_navigator_start():
+    from navgym.simulator import NavConfig, Navigator
+    from navgym.subjects import template_subject
+    from navgym.tasks import make_task
+
+    nav = Navigator(1, [template_subject()], make_task("explore"), NavConfig(start_angle_deg=40.0))
+    nav.reset(0, np.random.default_rng(7), subject_index=0)
+    rng = np.random.default_rng(7)
+    assert np.array_equal(nav.rotations[0], random_view_rotations(1, 40.0, rng)[0])
+    with pytest.raises(ValueError, match="max_angle_deg"):
+        random_view_rotations(3, -1.0, rng)

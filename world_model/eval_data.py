@@ -35,7 +35,7 @@ from scipy.spatial.transform import Rotation
 from navgym.anatomy import TEMPLATE_LANDMARKS
 from navgym.geometry import CANONICAL_VIEWS, apply_actions, pack_poses
 from navgym.render import render_slices
-from navgym.simulator import NavConfig, brain_center
+from navgym.simulator import NavConfig
 from navgym.subjects import Subject, template_subject
 
 __all__ = ["ProbeDataConfig", "ProbeSet", "make_probe_set", "LANDMARK_NAMES", "REGION_NAMES"]
@@ -124,7 +124,7 @@ def _subject_set(subject: Subject, cfg: ProbeDataConfig, rng: np.random.Generato
     missing = [k for k in LANDMARK_NAMES if k not in subject.landmarks]
     if missing:
         raise ValueError(f"subject {subject.subject_id} lacks landmarks {missing}")
-    centers = brain_center(subject) + rng.uniform(-cfg.jitter_mm, cfg.jitter_mm, (n, 3))
+    centers = subject.volume.brain_center + rng.uniform(-cfg.jitter_mm, cfg.jitter_mm, (n, 3))
     rotations = _random_rotations(n, cfg.max_angle_deg, rng)
     fovs = np.full(n, cfg.fov)
     frames = np.empty((n, h, w), np.uint8)
@@ -141,7 +141,7 @@ def _subject_set(subject: Subject, cfg: ProbeDataConfig, rng: np.random.Generato
     rel = lms[None] - centers[:, None]  # (N, L, 3)
     along = lambda k: np.abs(np.einsum("nlk,nk->nl", rel, rotations[:, :, k]))  # noqa: E731
     hit = (along(2) <= cfg.hit_mm) & (along(0) <= fovs[:, None] / 2) & (along(1) <= fovs[:, None] * h / w / 2)
-    mid = brain_center(template_subject())
+    mid = template_subject().volume.brain_center
     region = 2 * (ct[:, 1] < mid[1]) + (ct[:, 2] < mid[2])
     return dict(
         frames=frames,
