@@ -73,7 +73,7 @@ def bench_renderers(sizes, threads, reps: int, n_planes: int, libs, progress, ro
 
     import navgym
     from navgym.anatomy import load_template
-    from navgym.render import pixel_to_voxel
+    from navgym.geometry import pixel_to_voxel
 
     vol = load_template()
     data = np.asarray(vol.data)
@@ -99,7 +99,7 @@ def bench_renderers(sizes, threads, reps: int, n_planes: int, libs, progress, ro
             res["batch_u8"] = _median_rate(
                 lambda: navgym.render_slices(vol, centers, rotations, fovs, (h, w), out=u8_all), n_planes, reps
             )
-        m = pixel_to_voxel(vol, centers, rotations, fovs, (h, w))
+        m = pixel_to_voxel(vol.inverse_affine, centers, rotations, fovs, (h, w))
         r, c = np.meshgrid(np.arange(h), np.arange(w), indexing="ij")
         coords = [np.stack([mm[a, 0] * r + mm[a, 1] * c + mm[a, 2] for a in range(3)]) for mm in m]  # (3, H, W)
         if "scipy" in libs:

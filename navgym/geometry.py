@@ -1,4 +1,4 @@
-"""Slice-plane geometry (pure numpy/scipy).
+"""Slice-plane geometry (pure: numpy/scipy, and numba for the per-frame pixel grid).
 
 Frames and units
 ----------------
@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numba
 import numpy as np
 from scipy.spatial.transform import Rotation
 
@@ -26,6 +27,7 @@ __all__ = [
     "apply_actions",
     "orthonormalize",
     "pixel_to_world_affines",
+    "pixel_to_voxel",
     "canonical_rotation",
     "random_view_rotations",
     "pack_poses",
@@ -221,9 +223,7 @@ def orthonormalize(rotations: np.ndarray) -> np.ndarray:
     return np.einsum("nij,njk->nik", rotations, 1.5 * np.eye(3) - 0.5 * gram)
 
 
-def pixel_to_world_affines(
-    centers: np.ndarray, rotations: np.ndarray, fovs: np.ndarray, size: tuple[int, int]
-) -> np.ndarray:
+def pixel_to_world_affines(centers, rotations, fovs, size: tuple[int, int]) -> np.ndarray:
     """(N, 4, 4) affines mapping ``(row, col, 0, 1)`` to world mm for (H, W) images.
 
     Column 0 is the world step per row (``-v * s``), column 1 per column (``u * s``),
@@ -231,16 +231,85 @@ def pixel_to_world_affines(
     ``s = fov / W`` mm is the pixel spacing. Pixel centres sit at half-pixel offsets,
     so the image is centred on ``center``.
     """
-    h, w = size
-    s = (np.asarray(fovs, float) / w)[:, None]
-    u, v, n = rotations[:, :, 0], rotations[:, :, 1], rotations[:, :, 2]
-    out = np.zeros((len(centers), 4, 4))
-    out[:, :3, 0] = -v * s
-    out[:, :3, 1] = u * s
-    out[:, :3, 2] = n
-    out[:, :3, 3] = centers - u * s * (w - 1) / 2 + v * s * (h - 1) / 2
-    out[:, 3, 3] = 1
+    (h, w), (centers, rotations, fovs) = check_size(size), check_poses(centers, rotations, fovs)
+    out = np.zeros((len(fovs), 4, 4))
+    _pixel_to_world_kernel(centers, rotations, fovs, h, w, out)
     return out
+
+
+def pixel_to_voxel(world_to_voxel, centers, rotations, fovs, size: tuple[int, int]) -> np.ndarray:
+    """(N, 3, 3) maps ``voxel = M[:, :, 0] * row + M[:, :, 1] * col + M[:, :, 2]`` for (H, W) images.
+
+    ``world_to_voxel`` is a volume's (4, 4) inverse affine (world mm -> voxel indices); the pixel
+    grid is that of :func:`pixel_to_world_affines`.  The renderers sample volumes with these maps.
+    """
+    inv = np.asarray(world_to_voxel, dtype=np.float64)
+    if inv.shape != (4, 4):
+        raise ValueError(f"world_to_voxel must be a (4, 4) affine, got shape {inv.shape}")
+    (h, w), (centers, rotations, fovs) = check_size(size), check_poses(centers, rotations, fovs)
+    m = np.empty((len(fovs), 3, 3))
+    pixel_to_voxel_kernel(inv, centers, rotations, fovs, h, w, np.zeros(3), m)
+    return m
+
+
+def check_size(size) -> tuple[int, int]:
+    h, w = (size, size) if np.isscalar(size) else tuple(size)
+    if int(h) != h or int(w) != w or h < 1 or w < 1:
+        raise ValueError(f"image size must be positive integers (H, W), got {size!r}")
+    return int(h), int(w)
+
+
+def check_poses(centers, rotations, fovs) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    centers = np.asarray(centers, dtype=np.float64)
+    rotations = np.asarray(rotations, dtype=np.float64)
+    fovs = np.asarray(fovs, dtype=np.float64).reshape(-1)
+    n = len(fovs)
+    if centers.shape != (n, 3) or rotations.shape != (n, 3, 3):
+        raise ValueError(
+            f"need centers (N, 3), rotations (N, 3, 3), fovs (N,); got {centers.shape}, {rotations.shape}, {fovs.shape}"
+        )
+    return centers, rotations, fovs
+
+
+# The pixel grid's one definition, compiled: the renderers call it per frame, where a dozen tiny
+# numpy calls would cost more than the slice (and a small ``@`` wakes BLAS threads that then spin).
+@numba.njit(inline="always")
+def _pixel_axis(center, u, v, fov, h, w):
+    """World mm along one world axis: (step per row, step per column, pixel (0, 0)) of an (h, w) image."""
+    s = fov / w
+    step_col = u * s  # +u per column
+    step_row = -v * s  # -v per row
+    return step_row, step_col, center - step_col * ((w - 1) / 2) - step_row * ((h - 1) / 2)
+
+
+@numba.njit(cache=True, nogil=True)
+def _pixel_to_world_kernel(centers, rotations, fovs, h, w, out):
+    for p in range(len(fovs)):
+        for b in range(3):
+            row, col, origin = _pixel_axis(centers[p, b], rotations[p, b, 0], rotations[p, b, 1], fovs[p], h, w)
+            out[p, b, 0] = row
+            out[p, b, 1] = col
+            out[p, b, 2] = rotations[p, b, 2]
+            out[p, b, 3] = origin
+        out[p, 3, 3] = 1.0
+
+
+@numba.njit(cache=True, nogil=True)
+def pixel_to_voxel_kernel(inv, centers, rotations, fovs, h, w, shift, m):
+    """Fill ``m`` (N, 3, 3) as :func:`pixel_to_voxel` for ``world_to_voxel = inv``, minus ``shift`` (3,) voxels."""
+    for p in range(len(fovs)):
+        for a in range(3):
+            row = col = org = 0.0
+            for b in range(3):
+                step_row, step_col, origin = _pixel_axis(
+                    centers[p, b], rotations[p, b, 0], rotations[p, b, 1], fovs[p], h, w
+                )
+                row += inv[a, b] * step_row
+                col += inv[a, b] * step_col
+                org += inv[a, b] * origin
+            m[p, a, 0] = row
+            m[p, a, 1] = col
+            m[p, a, 2] = org + inv[a, 3] - shift[a]
 
 
 @dataclass(frozen=True, eq=False)

@@ -46,65 +46,16 @@ from typing import Sequence
 import numba
 import numpy as np
 
-from .geometry import SlicePose
+from .geometry import SlicePose, check_poses, check_size, pixel_to_voxel, pixel_to_voxel_kernel
 from .volume import Volume
 
-__all__ = ["render_slice", "render_slices", "pixel_to_voxel", "TorchRenderer", "SampleStore", "sample_store"]
+__all__ = ["render_slice", "render_slices", "TorchRenderer", "SampleStore", "sample_store"]
 
 _ROWS_PER_BLOCK = 16  # rows per parallel work item (one pose of 128 rows = 8 items)
 _PARALLEL_MIN_PIXELS = 32768  # below this a parallel launch costs more than it saves
 
 
-def pixel_to_voxel(volume: Volume, centers, rotations, fovs, size) -> np.ndarray:
-    """(N, 3, 3) maps: ``voxel = M[:, :, 0] * row + M[:, :, 1] * col + M[:, :, 2]`` for each pose.
-
-    ``centers`` (N, 3) world mm, ``rotations`` (N, 3, 3) columns u, v, n, ``fovs`` (N,) mm,
-    ``size`` (H, W); pixel (0, 0) is the (+v, -u) corner, spacing ``fov / W`` (see
-    :func:`navgym.geometry.pixel_to_world_affines`).
-    """
-    h, w = _check_size(size)
-    centers, rotations, fovs = _check_poses(centers, rotations, fovs)
-    m = np.empty((len(fovs), 3, 3))
-    _pixel_to_voxel(volume.inverse_affine, centers, rotations, fovs, h, w, _ZERO3, m)
-    return m
-
-
 _ZERO3 = np.zeros(3)
-
-
-def _check_poses(centers, rotations, fovs):
-    centers = np.asarray(centers, dtype=np.float64)
-    rotations = np.asarray(rotations, dtype=np.float64)
-    fovs = np.asarray(fovs, dtype=np.float64).reshape(-1)
-    n = len(fovs)
-    if centers.shape != (n, 3) or rotations.shape != (n, 3, 3):
-        raise ValueError(
-            f"need centers (N, 3), rotations (N, 3, 3), fovs (N,); got {centers.shape}, {rotations.shape}, {fovs.shape}"
-        )
-    return centers, rotations, fovs
-
-
-@numba.njit(cache=True, nogil=True)
-def _pixel_to_voxel(inv, centers, rotations, fovs, h, w, shift, m):
-    """Fill m (N, 3, 3) as :func:`pixel_to_voxel`, minus ``shift`` (3,) voxels (a stored box's origin).
-
-    One compiled call instead of a dozen tiny numpy ones (and no BLAS: a tiny ``@`` wakes
-    OpenBLAS's threads, which then spin and starve the kernel's second thread).
-    """
-    for p in range(len(fovs)):
-        s = fovs[p] / w
-        for a in range(3):
-            row = col = org = 0.0
-            for b in range(3):
-                step_col = rotations[p, b, 0] * s  # world mm per column (+u)
-                step_row = -rotations[p, b, 1] * s  # world mm per row (-v)
-                origin = centers[p, b] - step_col * ((w - 1) / 2) - step_row * ((h - 1) / 2)
-                row += inv[a, b] * step_row
-                col += inv[a, b] * step_col
-                org += inv[a, b] * origin
-            m[p, a, 0] = row
-            m[p, a, 1] = col
-            m[p, a, 2] = org + inv[a, 3] - shift[a]
 
 
 def render_slice(
@@ -156,15 +107,15 @@ def render_slices(
     -------
     (N, H, W) float32 (or uint8 for labels / a uint8 ``out``)
     """
-    h, w = _check_size(size)
-    centers, rotations, fovs = _check_poses(centers, rotations, fovs)
+    h, w = check_size(size)
+    centers, rotations, fovs = check_poses(centers, rotations, fovs)
     n = len(fovs)
     m = np.empty((n, 3, 3))
     if labels:
         if volume.labels is None:
             raise ValueError(f"{volume.name} has no label map")
         out = _check_out(np.empty((n, h, w), np.uint8) if out is None else out, (n, h, w), (np.uint8,))
-        _pixel_to_voxel(volume.inverse_affine, centers, rotations, fovs, h, w, _ZERO3, m)
+        pixel_to_voxel_kernel(volume.inverse_affine, centers, rotations, fovs, h, w, _ZERO3, m)
         (_nearest_parallel if _use_parallel(n * h * w) else _nearest_serial)(volume.labels, m, out)
         return out
     out = _check_out(np.empty((n, h, w), np.float32) if out is None else out, (n, h, w), (np.float32, np.uint8))
@@ -172,7 +123,7 @@ def render_slices(
         return out
     store = sample_store(volume, fill)
     # voxel coordinates relative to the stored box
-    _pixel_to_voxel(volume.inverse_affine, centers, rotations, fovs, h, w, store.origin, m)
+    pixel_to_voxel_kernel(volume.inverse_affine, centers, rotations, fovs, h, w, store.origin, m)
     pairs, q16, lut, exact = store.indexed()
     par = _use_parallel(n * h * w)
     if out.dtype == np.uint8:
@@ -187,13 +138,6 @@ def render_slices(
 def _use_parallel(pixels: int) -> bool:
     """Parallel kernels only pay off above ~2 slices of 128 x 128 (see the note above :func:`_f32_serial`)."""
     return pixels >= _PARALLEL_MIN_PIXELS and numba.get_num_threads() > 1
-
-
-def _check_size(size) -> tuple[int, int]:
-    h, w = (int(size), int(size)) if np.isscalar(size) else (int(size[0]), int(size[1]))
-    if h < 1 or w < 1:
-        raise ValueError(f"image size must be positive, got {size}")
-    return h, w
 
 
 def _check_out(out: np.ndarray, shape: tuple, dtypes: tuple) -> np.ndarray:
@@ -642,28 +586,26 @@ class TorchRenderer:
         self._scale = torch.as_tensor(
             [2.0 / max(s - 1, 1) for s in volume.shape], dtype=torch.float64, device=self.device
         )
-        self.inverse_affine = torch.as_tensor(volume.inverse_affine, dtype=torch.float64, device=self.device)
 
     def render(self, centers, rotations, fovs, size=(128, 128), fill: float = 0.0):
         """(N, H, W) float32 tensor of slices; inputs are tensors or arrays in world mm (as :func:`render_slices`)."""
         torch = self.torch
-        h, w = _check_size(size)
-        t = lambda a: torch.as_tensor(np.asarray(a) if not torch.is_tensor(a) else a, dtype=torch.float64, device=self.device)  # noqa: E731
-        centers, rotations, fovs = t(centers), t(rotations), t(fovs)
-        s = (fovs / w)[:, None]
-        u, v = rotations[:, :, 0], rotations[:, :, 1]
+        h, w = check_size(size)
+        host = lambda a: a.detach().cpu().numpy() if torch.is_tensor(a) else a  # noqa: E731
+        m = torch.as_tensor(
+            pixel_to_voxel(self.volume.inverse_affine, host(centers), host(rotations), host(fovs), (h, w)),
+            device=self.device,
+        )
         rows = torch.arange(h, dtype=torch.float64, device=self.device)
         cols = torch.arange(w, dtype=torch.float64, device=self.device)
-        origin = centers - u * s * (w - 1) / 2 + v * s * (h - 1) / 2  # world mm of pixel (0, 0)
-        world = (
-            origin[:, None, None, :]
-            - (v * s)[:, None, None, :] * rows[None, :, None, None]
-            + (u * s)[:, None, None, :] * cols[None, None, :, None]
-        )
-        vox = world @ self.inverse_affine[:3, :3].T + self.inverse_affine[:3, 3]
+        vox = (
+            m[:, None, None, :, 0] * rows[None, :, None, None]
+            + m[:, None, None, :, 1] * cols[None, None, :, None]
+            + m[:, None, None, :, 2]
+        )  # (N, H, W, 3) voxel (i, j, k)
         grid = (vox * self._scale - 1.0).flip(-1)  # grid_sample wants (k, j, i) in [-1, 1]
         grid = grid[:, None].to(self.data.dtype)  # (N, 1, H, W, 3)
-        data = self.data.expand(len(centers), -1, -1, -1, -1)
+        data = self.data.expand(len(m), -1, -1, -1, -1)
         if fill:
             data = data - fill
         out = torch.nn.functional.grid_sample(data, grid, mode="bilinear", padding_mode="zeros", align_corners=True)

@@ -7,7 +7,8 @@ from scipy.spatial.transform import Rotation
 
 from navgym import SlicePose, TorchRenderer, Volume, render_slice, render_slices
 from navgym.geometry import canonical_rotation
-from navgym.render import pixel_to_voxel, sample_store
+from navgym.geometry import pixel_to_voxel
+from navgym.render import sample_store
 
 
 # the CPU store holds <= 65536 distinct values exactly (a table) and falls back to the float32
@@ -167,7 +168,7 @@ def test_labels_nearest_neighbour():
     centers, rotations, fovs = random_poses(vol, 6, spread=12.0)
     got = render_slices(vol, centers, rotations, fovs, (20, 18), labels=True)
     assert got.dtype == np.uint8
-    m = pixel_to_voxel(vol, centers, rotations, fovs, (20, 18))
+    m = pixel_to_voxel(vol.inverse_affine, centers, rotations, fovs, (20, 18))
     r, c = np.meshgrid(np.arange(20), np.arange(18), indexing="ij")
     vox = m[:, None, None, :, 0] * r[..., None] + m[:, None, None, :, 1] * c[..., None] + m[:, None, None, :, 2]
     idx = np.floor(vox + 0.5).astype(int)
@@ -253,7 +254,7 @@ def _reference(vol: Volume, centers, rotations, fovs, size, fill):
     """Plain numpy trilinear sampling with ``fill`` blending (float64): the semantics, slowly."""
     data = np.asarray(vol.data, np.float64)
     padded = np.pad(data, 1, constant_values=fill)  # index + 1; outside the pad the footprint is all fill
-    m = pixel_to_voxel(vol, centers, rotations, fovs, size)
+    m = pixel_to_voxel(vol.inverse_affine, centers, rotations, fovs, size)
     r, c = np.meshgrid(np.arange(size[0]), np.arange(size[1]), indexing="ij")
     vox = m[:, None, None, :, 0] * r[..., None] + m[:, None, None, :, 1] * c[..., None] + m[:, None, None, :, 2]
     x = vox + 1.0
