@@ -7,11 +7,15 @@ from typing import Any, Sequence
 import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
+from gymnasium.utils import seeding
+from gymnasium.vector import AutoresetMode
 from gymnasium.vector.utils import batch_space
 
+from .anatomy import TISSUE_LABELS
 from .simulator import NavConfig, Navigator
 from .subjects import Subject, resolve_subjects
 from .tasks import make_task
+from .volume import WORLD_LIMIT_MM
 
 __all__ = ["MRINavEnv", "MRINavVectorEnv", "make_subjects"]
 
@@ -43,11 +47,16 @@ class _NavSpaces:
         h, w = self.config.size
         image = spaces.Box(0, 255, (1, h, w), np.uint8)
         if observation == "dict":
+            # pose bounds: centres lie in a volume (every Volume lies within +-WORLD_LIMIT_MM), rotation
+            # entries in [-1, 1], fov at most the volume's diagonal (or max_fov).
+            fov_high = max(4 * WORLD_LIMIT_MM, self.config.max_fov or 0.0)
+            low = np.r_[np.full(3, -WORLD_LIMIT_MM), np.full(9, -1.0), 0.0].astype(np.float32)
+            high = np.r_[np.full(3, WORLD_LIMIT_MM), np.full(9, 1.0), fov_high].astype(np.float32)
             self._single_obs_space = spaces.Dict(
                 {
                     "image": image,
-                    "labels": spaces.Box(0, 255, (1, h, w), np.uint8),
-                    "pose": spaces.Box(-np.inf, np.inf, (13,), np.float32),
+                    "labels": spaces.Box(0, max(TISSUE_LABELS), (1, h, w), np.uint8),
+                    "pose": spaces.Box(low, high, (13,), np.float32),
                 }
             )
         else:
@@ -58,7 +67,14 @@ class _NavSpaces:
         image = self.nav.render()[:, None]
         if self.observation == "image":
             return image
-        return {"image": image, "labels": self.nav.render(labels=True)[:, None], "pose": self.nav.pose_array()}
+        labels = self.nav.render(labels=True)[:, None]
+        if labels.max() > max(TISSUE_LABELS):
+            i = int(np.argmax(labels.reshape(len(labels), -1).max(1)))
+            raise ValueError(
+                f"subject {self.nav.current[i].subject_id}: label value {labels[i].max()} is not a tissue label "
+                f"{TISSUE_LABELS}; observation='dict' needs a tissue segmentation (dseg) or none"
+            )
+        return {"image": image, "labels": labels, "pose": self.nav.pose_array()}
 
     def _infos(self, figures: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         nav = self.nav
@@ -68,7 +84,7 @@ class _NavSpaces:
             "fov_mm": nav.fovs.copy(),
             "subject_id": np.array([s.subject_id for s in nav.current], dtype=object),
             "target": nav.targets.copy(),  # task target (landmark mm | plane point + normal), for oracles
-            **figures,
+            **{k: v.copy() for k, v in figures.items()},  # copies: the Navigator keeps updating its arrays
         }
 
 
@@ -196,10 +212,29 @@ class MRINavEnv(_NavSpaces, gym.Env):
 class MRINavVectorEnv(_NavSpaces, gym.vector.VectorEnv):
     """``num_envs`` MRINav environments stepped together in one process (batched rendering).
 
-    Same arguments and semantics as :class:`MRINavEnv`, plus ``max_episode_steps``
-    (truncation, default 200).  Finished sub-envs reset on the next ``step`` (Gymnasium's
-    ``NEXT_STEP`` autoreset): that step returns the first observation of the new episode
-    with reward 0.  Used by ``gym.make_vec("MRINav-v0", n, vectorization_mode="vector_entry_point")``.
+    Same arguments and semantics as :class:`MRINavEnv`, plus:
+
+    * ``max_episode_steps``: truncation after this many steps (default 200, as registered); an
+      episode that succeeds on its last step is both terminated and truncated, as with ``TimeLimit``.
+    * ``autoreset_mode``: ``AutoresetMode.NEXT_STEP`` (default): a finished sub-env resets on the next
+      ``step``, which returns the new episode's first observation with reward 0 and
+      terminated = truncated = False.  ``AutoresetMode.SAME_STEP``: a finished sub-env resets within
+      the step; the returned observation and info are the new episode's first, and
+      ``infos["final_obs"]`` (object array, None where not finished) / ``infos["final_info"]`` (a
+      dict of arrays) with masks ``infos["_final_obs"]`` / ``infos["_final_info"]`` hold the last
+      transition, exactly as Gymnasium's ``SyncVectorEnv``.
+    * ``episode_seed``: None (default) draws every episode start from sub-env i's own RNG.  An int
+      ``s`` makes sub-env i's j-th episode since the last ``reset()`` (the reset's episode is j = 0)
+      start from ``np.random.default_rng([s, i, j])``: fixed evaluation starts that do not depend on
+      how many steps other sub-envs took.  ``reset(options={"episode_seed": s})`` sets it too.
+
+    Seeding matches Gymnasium's ``SyncVectorEnv``/``AsyncVectorEnv`` over :class:`MRINavEnv`: each
+    sub-env has its own RNG; ``reset(seed=s)`` seeds sub-env i with ``s + i``, ``reset(seed=[s0, s1,
+    ...])`` with one seed (or None) each, and ``seed=None`` keeps each RNG going.  The same seeds give
+    the same observations, rewards, terminations and infos in all three vectorisation modes.
+    ``reset(options={"subject_index": k})`` starts every sub-env on subject k.  Infos carry
+    Gymnasium's ``_key`` masks.  Used by ``gym.make_vec("MRINav-v0", n,
+    vectorization_mode="vector_entry_point")``.
     """
 
     def __init__(
@@ -212,44 +247,132 @@ class MRINavVectorEnv(_NavSpaces, gym.vector.VectorEnv):
         subject_cache: int | None = None,
         observation: str = "image",
         max_episode_steps: int = 200,
+        autoreset_mode: AutoresetMode | str = AutoresetMode.NEXT_STEP,
+        episode_seed: int | None = None,
         render_mode: str | None = None,
         **config_kwargs,
     ):
         if render_mode is not None:
             raise ValueError("MRINavVectorEnv does not render; use MRINavEnv(render_mode='rgb_array')")
-        self.num_envs = int(num_envs)
-        self.max_episode_steps = int(max_episode_steps)
+        self.num_envs = _positive_int(num_envs, "num_envs")
+        self.max_episode_steps = _positive_int(max_episode_steps, "max_episode_steps")
+        modes = (AutoresetMode.NEXT_STEP, AutoresetMode.SAME_STEP)
+        try:
+            self.autoreset_mode = AutoresetMode(autoreset_mode)
+        except ValueError:
+            self.autoreset_mode = None
+        if self.autoreset_mode not in modes:
+            raise ValueError(f"autoreset_mode must be one of {[m.value for m in modes]}, got {autoreset_mode!r}")
+        self.episode_seed = _seed_value(episode_seed, "episode_seed")
         self._setup(self.num_envs, subjects, volumes, subject_cache, task, task_kwargs, observation, config_kwargs)
         self.single_observation_space = self._single_obs_space
         self.single_action_space = self._single_action_space
         self.observation_space = batch_space(self.single_observation_space, self.num_envs)
         self.action_space = batch_space(self.single_action_space, self.num_envs)
-        self.metadata = {**self.metadata, "autoreset_mode": gym.vector.AutoresetMode.NEXT_STEP}
+        self.metadata = {**self.metadata, "autoreset_mode": self.autoreset_mode}
+        self._rngs: list[np.random.Generator | None] = [None] * self.num_envs
+        self._episodes = np.zeros(self.num_envs, np.int64)  # episodes started since the last reset()
         self._needs_reset = np.zeros(self.num_envs, bool)
 
-    def reset(self, *, seed=None, options: dict | None = None):
-        super().reset(seed=seed)
+    def reset(self, *, seed: int | Sequence[int | None] | None = None, options: dict | None = None):
+        seeds = _sub_env_seeds(seed, self.num_envs)
+        options = dict(options or {})
+        if "episode_seed" in options:
+            self.episode_seed = _seed_value(options.pop("episode_seed"), "options['episode_seed']")
+        subject_index = options.get("subject_index")
+        for i, s in enumerate(seeds):
+            if s is not None or self._rngs[i] is None:
+                self._rngs[i] = seeding.np_random(s)[0]
+        self._episodes[:] = 0
         for i in range(self.num_envs):
-            self.nav.reset(i, self.np_random)
+            self._start(i, subject_index)
         self._needs_reset[:] = False
-        return self._observe(), self._infos(self.nav.figures(np.arange(self.num_envs)))
+        return self._observe(), _with_masks(self._infos(self.nav.figures(np.arange(self.num_envs))))
 
     def step(self, actions):
         actions = np.asarray(actions, dtype=np.float64)
         if actions.shape != (self.num_envs, 7):
             raise ValueError(f"actions must have shape ({self.num_envs}, 7), got {actions.shape}")
-        restart = np.flatnonzero(self._needs_reset)
-        actions = actions.copy()
-        actions[restart] = 0.0
-        reward, figures = self.nav.step(actions)
-        for i in restart:
-            self.nav.reset(i, self.np_random)
+        everyone = np.arange(self.num_envs)
+        restart = np.flatnonzero(self._needs_reset)  # NEXT_STEP only: finished on the previous step
         if len(restart):
-            reward[restart] = 0.0
-            figures = self.nav.figures(np.arange(self.num_envs))
+            actions = actions.copy()
+            actions[restart] = 0.0  # ignored: these sub-envs restart instead
+        reward, figures = self.nav.step(actions)
         terminated = figures["is_success"].copy()
-        truncated = (self.nav.steps >= self.max_episode_steps) & ~terminated
-        terminated[restart] = False
-        truncated[restart] = False
-        self._needs_reset = terminated | truncated
-        return self._observe(), reward, terminated, truncated, self._infos(figures)
+        truncated = self.nav.steps >= self.max_episode_steps
+        final = {}
+        if self.autoreset_mode == AutoresetMode.SAME_STEP:
+            done = terminated | truncated
+            if done.any():
+                last = self._observe()
+                final_obs = np.full(self.num_envs, None, object)
+                for i in np.flatnonzero(done):
+                    final_obs[i] = last[i] if self.observation == "image" else {k: v[i] for k, v in last.items()}
+                final = {
+                    "final_obs": final_obs,
+                    "_final_obs": done.copy(),
+                    "final_info": _with_masks(self._infos(figures), done),
+                    "_final_info": done.copy(),
+                }
+                restart = np.flatnonzero(done)
+        for i in restart:
+            self._start(i)
+        if len(restart):
+            figures = self.nav.figures(everyone)
+        if self.autoreset_mode == AutoresetMode.NEXT_STEP:
+            reward[restart] = 0.0
+            terminated[restart] = False
+            truncated[restart] = False
+            self._needs_reset = terminated | truncated
+        return self._observe(), reward, terminated, truncated, {**final, **_with_masks(self._infos(figures))}
+
+    def _start(self, i: int, subject_index: int | None = None) -> None:
+        """Start sub-env ``i``'s next episode (from its RNG, or from ``episode_seed``)."""
+        if self.episode_seed is not None:
+            rng = np.random.default_rng([self.episode_seed, i, int(self._episodes[i])])
+        else:
+            if self._rngs[i] is None:
+                self._rngs[i] = seeding.np_random(None)[0]
+            rng = self._rngs[i]
+        self.nav.reset(i, rng, subject_index)
+        self._episodes[i] += 1
+
+
+def _positive_int(value, name: str) -> int:
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+    return int(value)
+
+
+def _seed_value(value, name: str) -> int | None:
+    if value is not None and (
+        isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) or value < 0
+    ):
+        raise ValueError(f"{name} must be None or an integer >= 0, got {value!r}")
+    return None if value is None else int(value)
+
+
+def _sub_env_seeds(seed, num_envs: int) -> list[int | None]:
+    """Gymnasium's per-sub-env seeds: None -> Nones; int s -> s, s+1, ...; a sequence -> as given."""
+    if seed is None:
+        return [None] * num_envs
+    if isinstance(seed, (int, np.integer)) and not isinstance(seed, (bool, np.bool_)):
+        return [_seed_value(seed + i, "seed") for i in range(num_envs)]
+    if isinstance(seed, (str, bytes)) or not hasattr(seed, "__len__") or len(seed) != num_envs:
+        raise ValueError(f"seed must be None, an int or a sequence of {num_envs} ints/None, got {seed!r}")
+    return [_seed_value(s, f"seed[{i}]") for i, s in enumerate(seed)]
+
+
+def _with_masks(info: dict[str, np.ndarray], mask: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    """Gymnasium's vector info layout: each ``key`` with its ``_key`` bool mask.  With ``mask``, only the
+    masked sub-envs keep their values (others zero / None), as ``SyncVectorEnv`` builds ``final_info``."""
+    out = {}
+    for key, value in info.items():
+        if mask is not None:
+            kept = np.full(len(value), None, object) if value.dtype == object else np.zeros_like(value)
+            kept[mask] = value[mask]
+            value = kept
+        out[key] = value
+        out[f"_{key}"] = np.ones(len(value), bool) if mask is None else mask.copy()
+    return out

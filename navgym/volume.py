@@ -17,7 +17,10 @@ from typing import Union
 import nibabel as nib
 import numpy as np
 
-__all__ = ["Volume", "VolumeError", "load_volume", "normalize_intensity"]
+__all__ = ["WORLD_LIMIT_MM", "Volume", "VolumeError", "load_volume", "normalize_intensity"]
+
+WORLD_LIMIT_MM = 10_000.0
+"""Every voxel grid lies within +-10 m of the world origin (a larger value means wrong units or a broken affine)."""
 
 
 class VolumeError(ValueError):
@@ -48,9 +51,17 @@ class Volume:
 
     def __post_init__(self):
         data = np.asarray(self.data)
+        _check_numeric(data, self.name)
         if data.ndim != 3 or min(data.shape) < 2:
             raise VolumeError(f"{self.name}: need a 3D array with at least 2 voxels per axis, got shape {data.shape}")
         affine = validate_affine(self.affine, self.name)
+        corners = voxel_to_world(affine, np.array(np.meshgrid(*[[0, n - 1] for n in data.shape])).reshape(3, -1).T)
+        reach = float(np.abs(corners).max())
+        if reach > WORLD_LIMIT_MM:
+            raise VolumeError(
+                f"{self.name}: the voxel grid reaches {reach:g} mm from the world origin (limit "
+                f"{WORLD_LIMIT_MM:g} mm); the affine must map voxels to millimetres (check its scale and translation)"
+            )
         if self.labels is not None:
             labels = np.asarray(self.labels)
             if labels.shape != data.shape:
@@ -117,9 +128,13 @@ def validate_affine(affine, name: str = "volume") -> np.ndarray:
         raise VolumeError(f"{name}: affine contains NaN or inf")
     if not np.allclose(a[3], [0, 0, 0, 1]):
         raise VolumeError(f"{name}: affine's last row must be [0, 0, 0, 1], got {a[3]}")
-    det = np.linalg.det(a[:3, :3])
-    if abs(det) < 1e-8:
-        raise VolumeError(f"{name}: affine is not invertible (det={det:g})")
+    # scale-invariant: compare the singular values (voxel axis lengths) with the largest, so tiny
+    # voxels are fine but a collapsed axis is not; the absolute bound catches overflowing scales
+    sv = np.linalg.svd(a[:3, :3], compute_uv=False)
+    if sv[0] == 0 or sv[-1] < 1e-6 * sv[0]:
+        raise VolumeError(f"{name}: affine is not invertible (singular values {np.array2string(sv, precision=3)})")
+    if sv[0] > WORLD_LIMIT_MM:
+        raise VolumeError(f"{name}: affine scales a voxel to {sv[0]:g} mm (limit {WORLD_LIMIT_MM:g} mm)")
     a.flags.writeable = False
     return a
 
@@ -181,13 +196,18 @@ def load_volume(
     -------
     Volume
     """
+    if nan not in ("raise", "zero"):
+        raise ValueError(f"nan must be 'raise' or 'zero', got {nan!r}")
     if isinstance(source, Volume):
         return source
     data, aff, default_name = _read(source, affine, "image")
-    data = _squeeze_3d(data, default_name)
     name = name or default_name
+    _check_numeric(data, name)
+    data = _squeeze_3d(data, name)
     if data.size == 0:
         raise VolumeError(f"{name}: volume is empty (shape {data.shape})")
+    if min(data.shape) < 2:
+        raise VolumeError(f"{name}: volume is too small: need at least 2 voxels per axis, got shape {data.shape}")
     data = np.asarray(data, dtype=np.float32)
     finite = np.isfinite(data)
     if not finite.any():
@@ -206,6 +226,7 @@ def load_volume(
     label_data = None
     if labels is not None:
         label_data, label_aff, _ = _read(labels, aff, "labels")
+        _check_numeric(label_data, f"{name} labels")
         label_data = _squeeze_3d(label_data, f"{name} labels")
         if label_aff is not aff and not np.allclose(label_aff, aff, atol=1e-4):
             raise VolumeError(f"{name}: label map affine differs from the image affine (different grids)")
@@ -235,6 +256,17 @@ def _read(source, affine, what: str):
             raise VolumeError(f"{what} given as an array needs an affine (voxel -> world RAS+ mm)")
         return source, validate_affine(affine, what), what
     raise VolumeError(f"cannot load {what} from {type(source).__name__}; give a path, nibabel image or array")
+
+
+def _check_numeric(data: np.ndarray, name: str) -> None:
+    """Refuse complex, RGB (structured), string and object voxel data with a message naming ``name``."""
+    kind = np.asarray(data).dtype.kind if not hasattr(data, "dtype") else data.dtype.kind
+    if kind == "c":
+        raise VolumeError(f"{name}: voxel data are complex-valued; pass np.abs(data) (magnitude) or data.real")
+    if kind == "V":
+        raise VolumeError(f"{name}: voxel data are RGB/structured ({data.dtype}); convert to one grey channel first")
+    if kind not in "biuf":
+        raise VolumeError(f"{name}: voxel data must be numbers, got dtype {data.dtype}")
 
 
 def _squeeze_3d(data: np.ndarray, name: str) -> np.ndarray:

@@ -1,10 +1,13 @@
 """MRINav-v0: Gymnasium and SB3 API conformance, determinism, vectorisation, tasks, bad inputs."""
 
+import warnings
+
 import gymnasium as gym
 import nibabel as nib
 import numpy as np
 import pytest
-from gymnasium.utils.env_checker import check_env
+from gymnasium.utils.env_checker import check_env, data_equivalence
+from gymnasium.vector import AutoresetMode
 from stable_baselines3.common.env_checker import check_env as sb3_check_env
 
 import navgym  # noqa: F401  (registers MRINav-v0)
@@ -184,6 +187,123 @@ def test_vector_entry_point_matches_single_env_dynamics():
     sobs, sr, _, _, sinfo = single.step(a[1])
     assert np.array_equal(vobs[1], sobs) and np.isclose(vr[1], sr)
     assert np.allclose(vinfo["center_mm"][1], sinfo["center_mm"])
+
+
+def test_dict_spaces_are_bounded_and_checker_is_silent():
+    env = gym.make("MRINav-v0", observation="dict", render_mode="rgb_array", **SMALL).unwrapped
+    labels, pose = env.observation_space["labels"], env.observation_space["pose"]
+    assert labels.high.max() == 3 and np.all(np.isfinite(pose.low)) and np.all(np.isfinite(pose.high))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        check_env(env)
+        venv = MRINavVectorEnv(2, observation="dict", **SMALL)
+        obs, _ = venv.reset(seed=0)
+        assert venv.observation_space.contains(obs)
+        for _ in range(3):
+            obs, *_ = venv.step(venv.action_space.sample())
+            assert venv.observation_space.contains(obs)
+
+
+def collect(envs, seeds, steps=9):
+    """Everything a vector env returns over resets with ``seeds`` (each followed by ``steps`` steps)."""
+    actions = np.random.default_rng(0).uniform(-1, 1, (steps, envs.num_envs, 7)).astype(np.float32)
+    out = []
+    for seed in seeds:
+        out.append(envs.reset(seed=seed))
+        out += [envs.step(a) for a in actions]
+    envs.close()
+    return out
+
+
+PARITY = {
+    "explore": dict(task="explore"),
+    "landmark": dict(task="landmark", task_kwargs={"landmark": "AC", "success_mm": 20.0}),
+}
+
+
+@pytest.mark.parametrize("autoreset", [AutoresetMode.NEXT_STEP, AutoresetMode.SAME_STEP])
+@pytest.mark.parametrize("task", sorted(PARITY))
+def test_vector_modes_give_identical_results(task, autoreset):
+    """vector_entry_point, sync and async: same seeds -> same obs, rewards, flags and infos, over autoresets."""
+    kwargs = dict(PARITY[task], max_episode_steps=4, observation="dict", **SMALL)
+    seeds = [5, None, [3, None, 8]]
+    results = {
+        "vector_entry_point": collect(
+            gym.make_vec("MRINav-v0", 3, vectorization_mode="vector_entry_point", autoreset_mode=autoreset, **kwargs),
+            seeds,
+        )
+    }
+    for mode in ("sync", "async"):
+        envs = gym.make_vec("MRINav-v0", 3, vectorization_mode=mode, vector_kwargs={"autoreset_mode": autoreset},
+                            **kwargs)
+        results[mode] = collect(envs, seeds)
+    ref = results["vector_entry_point"]
+    flags = np.array([r[2] | r[3] for r in ref if len(r) == 5])
+    assert flags.sum() >= 3  # autoresets happened
+    if task == "landmark":
+        assert any(r[2].any() for r in ref if len(r) == 5)  # terminations too, not only truncations
+    if autoreset == AutoresetMode.SAME_STEP:
+        assert any("final_obs" in r[4] for r in ref if len(r) == 5)
+    for mode in ("sync", "async"):
+        for t, (a, b) in enumerate(zip(ref, results[mode], strict=True)):
+            assert data_equivalence(a, b, exact=True), (mode, t)
+
+
+def test_vector_env_seeding_continues_and_differs():
+    venv = MRINavVectorEnv(2, task="landmark", **SMALL)
+    first, _ = venv.reset(seed=0)
+    again, _ = venv.reset()  # seed=None: each sub-env's RNG keeps going
+    assert not np.array_equal(first, again) and not np.array_equal(first[0], first[1])
+    listed, _ = venv.reset(seed=[0, 1])
+    assert np.array_equal(listed, first)
+
+
+def test_episode_seed_fixes_each_sub_envs_starts():
+    """Sub-env i's j-th episode starts from default_rng([s, i, j]), whatever the other sub-envs do."""
+    def starts(venv, steps):
+        venv.reset(seed=123)
+        out = [venv.nav.centers.copy()]
+        for a in steps:
+            _, _, term, trunc, info = venv.step(a)
+            out.append((term | trunc, info["center_mm"]))
+        return out
+
+    a = MRINavVectorEnv(2, max_episode_steps=2, episode_seed=7, autoreset_mode="SameStep", **SMALL)
+    b = MRINavVectorEnv(2, max_episode_steps=2, **SMALL)
+    b.reset(options={"episode_seed": 7})
+    zero = np.zeros((2, 7), np.float32)
+    sa, sb = starts(a, [zero] * 4), starts(b, [zero] * 4)
+    assert np.array_equal(sa[0], sb[0])
+    single = MRINavEnv(**SMALL)
+    for i in range(2):
+        for j in range(3):
+            single.nav.reset(0, np.random.default_rng([7, i, j]))
+            step = 2 * j  # SAME_STEP: episode j starts after step 2j (j >= 1); reset is episode 0
+            got = sa[0][i] if j == 0 else sa[step][1][i]
+            assert np.allclose(got, single.nav.centers[0])
+
+
+@pytest.mark.parametrize(
+    "kwargs, err",
+    [
+        (dict(max_episode_steps=0), "max_episode_steps"),
+        (dict(max_episode_steps=2.5), "max_episode_steps"),
+        (dict(num_envs=0), "num_envs"),
+        (dict(autoreset_mode="Disabled"), "autoreset_mode"),
+        (dict(episode_seed=-1), "episode_seed"),
+    ],
+)
+def test_bad_vector_arguments_raise(kwargs, err):
+    with pytest.raises(ValueError, match=err):
+        MRINavVectorEnv(**{**SMALL, **kwargs})
+
+
+def test_bad_vector_seeds_raise():
+    venv = MRINavVectorEnv(2, **SMALL)
+    with pytest.raises(ValueError, match="seed"):
+        venv.reset(seed=[1, 2, 3])
+    with pytest.raises(ValueError, match=r"seed\[1\]"):
+        venv.reset(seed=[1, "x"])
 
 
 def test_vector_env_autoreset_next_step_and_truncation():
