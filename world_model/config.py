@@ -1,81 +1,83 @@
-"""Typed configs for world-model pretraining (dataclasses; presets ``tiny``/``small``/``base``).
+"""Typed configs for world-model pretraining: :class:`ModelConfig` (sizes ``tiny``/``small``/``base``
+in :data:`MODEL_SIZES`) and :class:`TrainConfig`.
 
 Every field is a plain int/float/str/bool so a config round-trips through ``asdict`` and a
 checkpoint loaded with ``torch.load(weights_only=True)``; ``validate`` raises ``ValueError``
-with the field name for bad values.
+with the field name for bad values.  Each field's ``help`` metadata is the one description of it:
+``python -m world_model.train --help`` is generated from it.
 """
 
 from __future__ import annotations
 
 import argparse
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import MISSING, asdict, dataclass, field, fields, replace
 
-METHODS = ("navwm", "tokenizer", "mae3d", "shuffled", "noaction", "random")
+METHODS = ("navwm", "shuffled", "noaction", "navwm_joint", "shuffled_joint", "noaction_joint", "tokenizer",
+           "mae2d", "mae3d", "random")
 
-__all__ = ["METHODS", "ModelConfig", "TrainConfig", "PRESETS", "make_config", "config_from_dict", "add_arguments"]
+__all__ = ["METHODS", "ModelConfig", "TrainConfig", "MODEL_SIZES", "make_config", "config_from_dict",
+           "add_arguments", "as_dict"]
+
+
+def _f(default, help: str):
+    return field(default=default, metadata={"help": help})
 
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """Architecture.
+    """Architecture (one of :data:`MODEL_SIZES` plus overrides)."""
 
-    size : slice pixels (H = W), a multiple of 8.  width : tokenizer base channels (2D conv AE:
-    width, 2*width, 2*width at strides 2, 4, 8).  latent : latent channels of the (size/8)^2 grid.
-    dim, depth, heads : dynamics transformer.  patch : latent-grid patch per token (2 -> 16 tokens
-    for a 64^2 slice).  window : frames per training clip (T).  mae3d_width : 3D MAE base channels
-    (0 = chosen to match the navwm parameter count within 20%).  voxel_mm, crop : 3D MAE volumes.
-    """
-
-    size: int = 64
-    width: int = 16
-    latent: int = 8
-    dim: int = 64
-    depth: int = 2
-    heads: int = 4
-    patch: int = 2
-    window: int = 8
-    mae3d_width: int = 0
-    voxel_mm: float = 3.0
-    crop: int = 64
-    mask_ratio: float = 0.75
+    size: int = _f(64, "slice pixels (H = W), a multiple of 8")
+    width: int = _f(16, "tokenizer base channels (conv AE: width, 2*width, 2*width at strides 2, 4, 8)")
+    latent: int = _f(8, "latent channels of the (size/8)^2 latent grid")
+    dim: int = _f(64, "dynamics transformer width")
+    depth: int = _f(2, "dynamics transformer layers")
+    heads: int = _f(4, "dynamics attention heads")
+    patch: int = _f(2, "latent-grid patch per dynamics token (2 -> 16 tokens for a 64^2 slice)")
+    window: int = _f(8, "frames per training clip (T) the model sees")
+    mae3d_width: int = _f(0, "3D MAE base channels (0 = matched to the navwm parameter count)")
+    voxel_mm: float = _f(3.0, "3D MAE voxel size (mm)")
+    crop: int = _f(64, "3D MAE crop side (voxels)")
+    mask_ratio: float = _f(0.75, "share of patches masked (2D and 3D MAE)")
 
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Training run.
+    """Training run."""
 
-    method : one of METHODS.  preset : the ModelConfig preset name.  data : ``stream`` (rendered on
-    the fly from ``subjects``) or a rollout-shard folder.  steps : optimiser steps (all stages).
-    stage1_frac : navwm-family share of steps spent on the tokenizer alone (stage 1); stage 2 trains
-    the dynamics on the frozen tokenizer, or jointly when ``joint``.  rollout_weight : weight of the
-    2-step (fed-back) prediction loss.  action_dropout : share of actions replaced by the learned
-    "no action" embedding (gives single-frame features).  batch : clips per step per process
-    (mae3d: volumes per step = max(1, batch // 4)).
-    """
-
-    method: str = "navwm"
-    preset: str = "tiny"
-    data: str = "stream"
-    subjects: str = "synthetic:24"
-    policy: str = "mix"
-    steps: int = 300
-    batch: int = 16
-    lr: float = 1e-3
-    weight_decay: float = 0.01
-    warmup: int = 20
-    stage1_frac: float = 0.4
-    joint: bool = False
-    rollout_weight: float = 0.5
-    action_dropout: float = 0.1
-    seed: int = 0
-    out: str = "runs/wm"
-    log_every: int = 20
-    eval_every: int = 100
-    ckpt_every: int = 100
-    workers: int = 0
-    amp: bool = True
-    device: str = "auto"
-    threads: int = 0
+    method: str = _f("navwm", "what is trained (see world_model.methods)")
+    model_size: str = _f("tiny", "ModelConfig size: tiny, small or base")
+    data: str = _f("stream", "'stream' (clips rendered on the fly from --subjects) or a rollout-shard folder")
+    subjects: str = _f("synthetic:24", "subjects spec (their 'train' split is used)")
+    policy: str = _f("mix", "navgym policy that moves the slices")
+    steps: int = _f(300, "optimiser steps (all stages)")
+    batch: int = _f(16, "clips per step per process (mae3d: volumes per step = max(1, batch // 4))")
+    lr: float = _f(1e-3, "peak learning rate (AdamW)")
+    weight_decay: float = _f(0.01, "AdamW weight decay")
+    warmup: int = _f(20, "linear warm-up steps (restarted at each stage)")
+    stage1_frac: float = _f(0.4, "dynamics family: share of steps training the tokenizer alone (stage 1)")
+    rollout_steps: int = _f(2, "dynamics: open-loop steps scored (1 = teacher-forced only; 2 = the seed's "
+                               "one fed-back pass)")
+    rollout_weight: float = _f(0.5, "weight of the fed-back (open-loop) prediction losses")
+    stride: int = _f(1, "frames of the rendered clip per model step: >1 gives composed 'jump' actions "
+                        "(the rendered clip is (window-1)*stride+1 frames)")
+    mixed_strides: bool = _f(False, "draw each transition's stride uniformly in 1..stride (mixed step sizes)")
+    joint_loss: str = _f("pixel", "*_joint methods: 'pixel' (predictions decoded and scored against the next "
+                                  "slices) or 'latent' (MSE to the encoder's own latents; collapses)")
+    action_dropout: float = _f(0.1, "share of actions replaced by the 'no action' embedding")
+    seed: int = _f(0, "seed of the model initialisation and of every batch")
+    out: str = _f("runs/wm", "output folder (last.pt, summary.json, tb/)")
+    log_every: int = _f(20, "steps between logged scalars")
+    eval_every: int = _f(100, "steps between held-out evaluations")
+    ckpt_every: int = _f(100, "steps between checkpoints")
+    workers: int = _f(0, "DataLoader processes rendering clips (CPU rendering only)")
+    render: str = _f("auto", "where clips are rendered: 'cpu' (numba kernel), 'device' (TorchRenderer on the "
+                              "training device, in the training process) or 'auto' (device on CUDA)")
+    resident_subjects: int = _f(4, "subjects kept resident by the clip stream (rendered from at once)")
+    amp: bool = _f(True, "bf16 autocast on CUDA")
+    compile: bool = _f(False, "torch.compile the model (CUDA)")
+    device: str = _f("auto", "auto (CUDA when available), cpu or cuda[:i]")
+    threads: int = _f(0, "torch CPU threads (0 = torch's default)")
 
     @property
     def total_steps(self) -> int:
@@ -84,20 +86,25 @@ class TrainConfig:
 
     def validate(self, model: ModelConfig) -> None:
         _check(self.method in METHODS, "method", self.method, f"one of {METHODS}")
-        _check(self.preset in PRESETS, "preset", self.preset, f"one of {tuple(PRESETS)}")
-        for name in ("steps", "batch", "log_every", "eval_every", "ckpt_every"):
+        _check(self.model_size in MODEL_SIZES, "model_size", self.model_size, f"one of {tuple(MODEL_SIZES)}")
+        for name in ("steps", "batch", "log_every", "eval_every", "ckpt_every", "rollout_steps", "stride",
+                     "resident_subjects"):
             _check(getattr(self, name) >= (0 if name == "steps" else 1), name, getattr(self, name), ">= 1")
         _check(self.lr > 0, "lr", self.lr, "> 0")
         _check(0.0 <= self.stage1_frac < 1.0, "stage1_frac", self.stage1_frac, "in [0, 1)")
         _check(0.0 <= self.action_dropout < 1.0, "action_dropout", self.action_dropout, "in [0, 1)")
         _check(self.workers >= 0 and self.warmup >= 0 and self.threads >= 0, "workers/warmup/threads",
                (self.workers, self.warmup, self.threads), ">= 0")
+        _check(self.joint_loss in ("pixel", "latent"), "joint_loss", self.joint_loss, "'pixel' or 'latent'")
+        _check(self.render in ("auto", "cpu", "device"), "render", self.render, "auto, cpu or device")
+        _check(self.stride == 1 or self.data == "stream", "stride", self.stride, "1 unless data=stream")
         _check(self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:"), "device", self.device,
                "auto, cpu or cuda[:i]")
         _check(model.size >= 16 and model.size % 8 == 0, "size", model.size, "a multiple of 8, >= 16")
         _check((model.size // 8) % model.patch == 0, "patch", model.patch, "dividing size/8")
         _check(model.dim % model.heads == 0, "dim", model.dim, f"divisible by heads={model.heads}")
         _check(model.window >= 2, "window", model.window, ">= 2")
+        _check(self.rollout_steps < model.window, "rollout_steps", self.rollout_steps, f"< window={model.window}")
         for name in ("width", "latent", "depth", "heads"):
             _check(getattr(model, name) >= 1, name, getattr(model, name), ">= 1")
         _check(0.0 < model.mask_ratio < 1.0, "mask_ratio", model.mask_ratio, "in (0, 1)")
@@ -110,7 +117,7 @@ def _check(ok: bool, name: str, value, want: str) -> None:
         raise ValueError(f"config {name}={value!r}: must be {want}")
 
 
-PRESETS = {
+MODEL_SIZES = {
     "tiny": ModelConfig(),
     "small": ModelConfig(width=32, latent=16, dim=128, depth=4, heads=4, window=8),
     "base": ModelConfig(size=128, width=48, latent=16, dim=256, depth=6, heads=8, patch=4, window=16, crop=96,
@@ -118,24 +125,34 @@ PRESETS = {
 }
 
 
-def make_config(preset: str = "tiny", **overrides) -> tuple[ModelConfig, TrainConfig]:
-    """(ModelConfig, TrainConfig) from a preset and field overrides (either dataclass's names)."""
-    if preset not in PRESETS:
-        raise ValueError(f"config preset={preset!r}: must be one of {tuple(PRESETS)}")
+def make_config(model_size: str = "tiny", **overrides) -> tuple[ModelConfig, TrainConfig]:
+    """(ModelConfig, TrainConfig) from a model size and field overrides (either dataclass's names)."""
+    if model_size not in MODEL_SIZES:
+        raise ValueError(f"config model_size={model_size!r}: must be one of {tuple(MODEL_SIZES)}")
     mnames = {f.name for f in fields(ModelConfig)}
     tnames = {f.name for f in fields(TrainConfig)}
     unknown = set(overrides) - mnames - tnames
     if unknown:
         raise ValueError(f"unknown config fields: {sorted(unknown)}")
-    model = replace(PRESETS[preset], **{k: v for k, v in overrides.items() if k in mnames})
-    train = TrainConfig(preset=preset, **{k: v for k, v in overrides.items() if k in tnames})
+    model = replace(MODEL_SIZES[model_size], **{k: v for k, v in overrides.items() if k in mnames})
+    train = TrainConfig(**{**{k: v for k, v in overrides.items() if k in tnames}, "model_size": model_size})
     train.validate(model)
     return model, train
 
 
+# fields of checkpoints written before a rename: old name -> new name (None: dropped)
+_RENAMED = {"preset": "model_size", "joint": None}
+
+
 def config_from_dict(d: dict) -> tuple[ModelConfig, TrainConfig]:
-    """Inverse of ``{"model": asdict(m), "train": asdict(t)}`` (as stored in checkpoints)."""
-    model, train = ModelConfig(**d["model"]), TrainConfig(**d["train"])
+    """Inverse of :func:`as_dict` (as stored in checkpoints)."""
+    t = dict(d["train"])
+    for old, new in _RENAMED.items():
+        if old in t:
+            value = t.pop(old)
+            if new is not None:
+                t[new] = value
+    model, train = ModelConfig(**d["model"]), TrainConfig(**t)
     train.validate(model)
     return model, train
 
@@ -153,14 +170,23 @@ def _bool(s: str) -> bool:
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    """One ``--name`` option per dataclass field (typed; default None = keep the preset value)."""
-    seen = set()
-    for cls in (TrainConfig, ModelConfig):
+    """One ``--name`` option per dataclass field (typed; help and default from the field; an omitted
+    option keeps the model size's value)."""
+    p.add_argument("--model-size", dest="model_size", default="tiny", choices=tuple(MODEL_SIZES),
+                   help="model size: " + "; ".join(f"{k}: {_summary(v)}" for k, v in MODEL_SIZES.items())
+                   + " (default: %(default)s)")
+    for cls, title in ((TrainConfig, "training"), (ModelConfig, "model (default: the model size's value)")):
+        g = p.add_argument_group(title)
         for f in fields(cls):
-            if f.name in seen or f.name == "preset":
+            if f.name == "model_size":
                 continue
-            seen.add(f.name)
             typ = {"int": int, "float": float, "str": str, "bool": _bool}[f.type if isinstance(f.type, str)
                                                                           else f.type.__name__]
             kw = {"choices": METHODS} if f.name == "method" else {}
-            p.add_argument("--" + f.name.replace("_", "-"), dest=f.name, type=typ, default=None, **kw)
+            shown = "" if cls is ModelConfig or f.default is MISSING else " (default: %r)" % (f.default,)
+            g.add_argument("--" + f.name.replace("_", "-"), dest=f.name, type=typ, default=None,
+                           help=f.metadata["help"].replace("%", "%%") + shown, **kw)
+
+
+def _summary(m: ModelConfig) -> str:
+    return f"{m.size}px, width {m.width}, latent {m.latent}, dynamics {m.dim}x{m.depth}, window {m.window}"

@@ -2,8 +2,18 @@
 
 Clips come from :mod:`navgym.rollouts` (``RolloutWindows`` over shards or ``StreamingWindows``
 rendered on the fly): frames uint8 (B, T, H, W), actions float32 (B, T, 7) normalised, action t
-taking pose t to pose t + 1.  Every source is a pure function of (seed, rank, step), so a resumed
-run sees exactly the batches an uninterrupted run would (streams are re-created and fast-forwarded).
+taking pose t to pose t + 1, poses float32 (B, T, 13) (``navgym.geometry.pack_poses``).  Every
+source is a pure function of (seed, rank, step), so a resumed run sees exactly the batches an
+uninterrupted run would (streams are re-created and fast-forwarded).
+
+Where clips are rendered (``TrainConfig.render``): ``cpu`` uses navgym's numba kernel in this
+process (or ``workers`` DataLoader processes); ``device`` renders with :class:`navgym.TorchRenderer`
+on the training device inside the training process (``resident_subjects`` volumes resident there;
+poses from the same policies; no workers), so a GPU is fed without a CPU bottleneck.
+
+Jumps (``stride`` > 1): the stream renders clips of ``(window - 1) * stride + 1`` frames and the
+model sees every ``stride``-th frame (``mixed_strides``: strides drawn in 1..stride per transition)
+with the composed action between them (:func:`composed_actions`, from the poses; it may exceed 1).
 """
 
 from __future__ import annotations
@@ -12,11 +22,12 @@ import itertools
 
 import numpy as np
 import torch
+from scipy.spatial.transform import Rotation
 
 from .config import ModelConfig, TrainConfig
 from .mae3d import random_crops, resample
 
-__all__ = ["clip_batches", "VolumeCrops", "step_generator"]
+__all__ = ["clip_batches", "VolumeCrops", "step_generator", "composed_actions", "render_device"]
 
 
 def step_generator(seed: int, step: int, rank: int = 0, salt: int = 0) -> torch.Generator:
@@ -25,24 +36,70 @@ def step_generator(seed: int, step: int, rank: int = 0, salt: int = 0) -> torch.
     return torch.Generator().manual_seed(int(s[0]) << 32 | int(s[1]))
 
 
-def clip_batches(train: TrainConfig, model: ModelConfig, rank: int = 0, world: int = 1, start: int = 0,
-                 split: str = "train", seed_salt: int = 0):
-    """Endless iterator of {"frames", "actions"} batches of ``train.batch`` clips for this rank,
-    starting at step ``start``."""
-    if train.data == "stream":
-        from navgym.rollouts import StreamingWindows
+def render_device(train: TrainConfig, device: torch.device) -> torch.device | None:
+    """The device clips are rendered on (None = navgym's CPU kernel)."""
+    if train.render == "device" or (train.render == "auto" and device.type == "cuda"):
+        return device
+    return None
 
-        ds = StreamingWindows(train.subjects, policy=train.policy, window=model.window, size=model.size,
-                              seed=(train.seed * 1000 + seed_salt) * 64 + rank, batch_size=train.batch,
-                              split=split, episodes_per_chunk=max(16, train.batch))
-        if train.workers:
-            it = iter(torch.utils.data.DataLoader(ds, batch_size=None, num_workers=train.workers,
-                                                  persistent_workers=False))
-        else:
-            it = iter(ds)
-        it = ({"frames": b["frames"], "actions": b["actions"]} for b in it)
-        return itertools.islice(it, start, None)
-    return _shard_batches(train, model, rank, world, start)
+
+def clip_batches(train: TrainConfig, model: ModelConfig, rank: int = 0, world: int = 1, start: int = 0,
+                 split: str = "train", seed_salt: int = 0, device: torch.device | None = None):
+    """Endless iterator of {"frames", "actions", "poses"} batches of ``train.batch`` clips of
+    ``model.window`` frames for this rank, starting at step ``start``; rendered on ``device`` when
+    given (see the module docstring), else on the CPU."""
+    if train.data != "stream":
+        return _shard_batches(train, model, rank, world, start)
+    from navgym.rollouts import StreamingWindows
+
+    rendered = (model.window - 1) * train.stride + 1
+    ds = StreamingWindows(train.subjects, policy=train.policy, window=rendered, size=model.size,
+                          seed=(train.seed * 1000 + seed_salt) * 64 + rank, batch_size=train.batch,
+                          split=split, episodes_per_chunk=max(16, train.batch), device=device,
+                          resident_subjects=train.resident_subjects)
+    if train.workers and device is None:
+        it = iter(torch.utils.data.DataLoader(ds, batch_size=None, num_workers=train.workers,
+                                              persistent_workers=False))
+    else:
+        it = iter(ds)
+    it = itertools.islice(it, start, None)
+    if train.stride == 1:
+        return ({k: b[k] for k in ("frames", "actions", "poses")} for b in it)
+    return (_jump(b, train, model.window, step_generator(train.seed, step, rank, 23 + seed_salt))
+            for step, b in enumerate(it, start))
+
+
+def _jump(b: dict, train: TrainConfig, window: int, gen: torch.Generator) -> dict:
+    """Every stride-th frame (or mixed strides) of a rendered clip with the composed actions."""
+    n = len(b["frames"])
+    if train.mixed_strides:
+        steps = torch.randint(1, train.stride + 1, (n, window - 1), generator=gen)
+    else:
+        steps = torch.full((n, window - 1), train.stride)
+    idx = torch.cat([torch.zeros(n, 1, dtype=torch.long), steps.cumsum(1)], 1)  # (n, window)
+    rows = torch.arange(n)[:, None]
+    poses = b["poses"][rows, idx]
+    actions = torch.empty(n, window, 7)
+    actions[:, :-1] = composed_actions(poses[:, :-1], poses[:, 1:])
+    actions[:, -1] = b["actions"][rows[:, 0], idx[:, -1]]  # after the last frame: the recorded step
+    frames = b["frames"][rows.to(b["frames"].device), idx.to(b["frames"].device)]
+    return {"frames": frames, "actions": actions, "poses": poses}
+
+
+def composed_actions(before: torch.Tensor, after: torch.Tensor) -> torch.Tensor:
+    """Normalised action taking each pose ``before`` (..., 13) to ``after`` in one step: translation
+    and rotation vector in ``before``'s plane frame and ln zoom (navgym.geometry.apply_actions' form)
+    divided by the stream's per-unit action scale (navgym.simulator.NavConfig)."""
+    from navgym.geometry import unpack_poses
+    from navgym.simulator import NavConfig
+
+    c0, r0, f0 = unpack_poses(before.numpy())
+    c1, r1, f1 = unpack_poses(after.numpy())
+    shift = np.einsum("...ji,...j->...i", r0, c1 - c0)
+    rel = np.einsum("...ji,...jk->...ik", r0, r1).reshape(-1, 3, 3)
+    rot = np.rad2deg(Rotation.from_matrix(rel).as_rotvec()).reshape(*shift.shape)
+    phys = np.concatenate([shift, rot, np.log(f0 / f1)[..., None]], -1)
+    return torch.from_numpy(phys / NavConfig().action_scale()).float()
 
 
 def _shard_batches(train, model, rank, world, start):
@@ -60,7 +117,7 @@ def _shard_batches(train, model, rank, world, start):
         perm = torch.randperm(n, generator=step_generator(train.seed, epoch, 0, 17))
         idx = perm[k * per_step:(k + 1) * per_step][rank::world]
         items = [ds[int(i)] for i in idx]
-        yield {"frames": torch.stack([x["frames"] for x in items]), "actions": torch.stack([x["actions"] for x in items])}
+        yield {k: torch.stack([x[k] for x in items]) for k in ("frames", "actions", "poses")}
         step += 1
 
 

@@ -4,7 +4,8 @@ Frame t's latent grid (latent, g, g) is cut into (g/p)^2 patch tokens; each toke
 and a time embedding plus the embedding of action t (the action taken *after* frame t; a learned
 "no action" vector where the action is unknown or dropped).  Tokens attend to every token of the
 same and earlier frames (block-causal), and each output token predicts the matching patch of frame
-t + 1's latent grid.
+t + 1's latent grid.  The output tokens before the prediction head (:meth:`Dynamics.context`) are
+the contextual features of each frame.
 """
 
 from __future__ import annotations
@@ -70,13 +71,11 @@ class Dynamics(nn.Module):
         """Predicted next latents (B, T, C, g, g): entry t predicts frame t + 1."""
         return self._unpatchify(self.out(self.context(z, actions, drop)))
 
-    def losses(self, z: torch.Tensor, actions: torch.Tensor | None, drop=None, rollout: bool = True) -> dict:
-        """Teacher-forced one-step latent MSE and, with ``rollout``, the 2-step MSE where the
-        one-step predictions are fed back as the history (gradients flow through both passes)."""
-        pred = self(z, actions, drop)
-        out = {"dyn_mse": F.mse_loss(pred[:, :-1], z[:, 1:]), "pred": pred}
-        if rollout and z.shape[1] > 2:
-            fed = torch.cat([z[:, :1], pred[:, :-1]], 1)
-            pred2 = self(fed, actions, drop)
-            out["rollout_mse"] = F.mse_loss(pred2[:, 1:-1], z[:, 2:])
-        return out
+    def open_loop(self, z: torch.Tensor, actions: torch.Tensor | None, drop=None, passes: int = 2) -> list:
+        """Predictions of ``passes`` passes (each (B, T, C, g, g), entry t predicting frame t + 1):
+        pass 1 is teacher-forced on ``z``; pass j + 1 is fed frame 0 and pass j's predictions, so its
+        entries t >= j are j + 1-step open-loop predictions (gradients flow through every pass)."""
+        preds = [self(z, actions, drop)]
+        for _ in range(1, min(passes, z.shape[1] - 1)):
+            preds.append(self(torch.cat([z[:, :1], preds[-1][:, :-1]], 1), actions, drop))
+        return preds

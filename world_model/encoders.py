@@ -1,24 +1,31 @@
-"""The world-model module of every method and the representation entry point :func:`load_encoder`.
+"""The representation every method hands downstream, and its entry point :func:`load_encoder`.
 
-Features each method exposes (frames: (B, H, W) or (B, 1, H, W), uint8 0..255 or float 0..1):
+Contract (stable; the evaluation and the RL agents rely on it).  ``load_encoder(checkpoint_or_method,
+seed=0, map_location="cpu")`` returns an ``nn.Module`` in eval mode with attributes ``method``,
+``seed``, ``feature_dim``, ``finished`` and ``train_config`` (None for an untrained model), and
 
-============  ==============================================================  ===================
-method        ``features`` (B, feature_dim)                                    ``spatial_features``
-============  ==============================================================  ===================
-navwm,        tokenizer hidden map average-pooled to 4x4 (2*width*16) followed  hidden map and the
-shuffled,     by the dynamics transformer's output tokens for the frame alone   tokens upsampled:
-noaction,     ("no action" embedding; dim * tokens)                             (2*width+dim, H/8,
-random                                                                          W/8)
-tokenizer     tokenizer hidden map pooled to 4x4 (width matched to navwm)       (2*width, H/8, W/8)
-mae3d         3D encoder on the slice as a thin slab, pooled to 4x4             (2*width, H/4, W/4)
-============  ==============================================================  ===================
+* ``features(frames) -> (B, feature_dim)`` and ``spatial_features(frames) -> (B, C, h, w)``, frames
+  (B, H, W) or (B, 1, H, W), uint8 0..255 or float 0..1; both differentiable (fine-tuning);
+* dynamics family: ``clip_features(frames (B, T, H, W), actions (B, T, 7)) -> (B, feature_dim)``,
+  the features of the last frame in the context of the clip (action t follows frame t; T <= window);
+* models with a slice tokenizer: the latent-planning protocol ``latent_shape``, ``encode(frames)
+  -> (B, latent, H/8, W/8)``, ``decode(latents) -> (B, 1, H, W)``; dynamics family also
+  ``predict(latents (B, T, ...), actions (B, T, 7)) -> (B, latent, H/8, W/8)``;
+* mae3d: ``plane_spatial_features(volume, centers, rotations, fovs, size)`` (its 3D map of the
+  whole volume sampled along the slice plane; needs the volume and pose).
 
-The dynamics family also has ``clip_features(frames (B, T, H, W), actions (B, T, 7))`` (features of
-the last frame in the context of the clip; action t follows frame t), and the latent-planning
-protocol ``encode(frames) -> (B, latent, H/8, W/8)`` / ``predict(latents (B, T, ...), actions
-(B, T, 7)) -> (B, latent, H/8, W/8)``.  mae3d has ``plane_spatial_features(volume, centers,
-rotations, fovs, size)`` (its 3D map of the whole volume sampled along the slice plane; needs the
-volume and pose): the downstream probes use it, pooled to 4x4 like ``features``.  ``random`` is the navwm architecture untrained.
+============================  ========================================================  =====================
+method                        ``features``                                                ``spatial_features``
+============================  ========================================================  =====================
+navwm, shuffled, noaction,    tokenizer hidden map pooled to 4x4 (2*width*16), then the   hidden map and the
+their ``*_joint`` variants,   dynamics tokens of the frame alone ("no action", no         tokens upsampled
+random                        history; dim * tokens).  ``clip_features``: the same with  (2*width+dim, H/8,
+                              the last frame's context tokens of the clip                 W/8)
+tokenizer, mae2d              tokenizer hidden map pooled to 4x4 (width matched)          (2*width, H/8, W/8)
+mae3d                         3D encoder on the slice as a thin slab, pooled to 4x4       (2*width, H/4, W/4)
+============================  ========================================================  =====================
+
+``random`` is the navwm architecture untrained.  The objectives live in :mod:`world_model.methods`.
 """
 
 from __future__ import annotations
@@ -29,14 +36,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .config import METHODS, ModelConfig, TrainConfig, config_from_dict
+from .config import METHODS, MODEL_SIZES, ModelConfig, TrainConfig, config_from_dict
 from .dynamics import Dynamics
 from .mae3d import MAE3D, resample
 from .tokenizer import Tokenizer
 
-__all__ = ["WorldModel", "build_model", "load_encoder", "count_params"]
-
-DYNAMIC = ("navwm", "shuffled", "noaction", "random")
+__all__ = ["WorldModel", "load_encoder", "count_params"]
 
 
 def count_params(m: nn.Module) -> int:
@@ -44,23 +49,23 @@ def count_params(m: nn.Module) -> int:
 
 
 class WorldModel(nn.Module):
-    """Tokenizer + dynamics (dynamics family), a tokenizer alone, or a 3D MAE; see the module table."""
+    """Slice tokenizer (+ dynamics for the dynamics family), or a 3D MAE; see the module table.
+    Built by :func:`world_model.methods.build_model`, whose subclasses add the training objective."""
 
-    def __init__(self, model: ModelConfig, method: str, width: int | None = None):
+    def __init__(self, model: ModelConfig, method: str, width: int | None = None, tokenizer: bool = True,
+                 dynamics: bool = False, mae3d: bool = False):
         super().__init__()
         if method not in METHODS:
             raise ValueError(f"method must be one of {METHODS}, got {method!r}")
         self.method, self.cfg, self.seed = method, model, None
+        self.train_config, self.finished = None, False
+        self.uses_actions = dynamics and not method.startswith("noaction")  # noaction: "no action" only
         self.grid = model.size // 8
         w = model.width if width is None else width
-        self.tokenizer = self.dynamics = self.mae = None
-        if method == "mae3d":
-            self.mae = MAE3D(w, model.mask_ratio)
-        else:
-            self.tokenizer = Tokenizer(w, model.latent)
-        if method in DYNAMIC:
-            self.dynamics = Dynamics(model.latent, self.grid, model.patch, model.dim, model.depth, model.heads,
-                                     model.window)
+        self.tokenizer = Tokenizer(w, model.latent) if tokenizer else None
+        self.dynamics = Dynamics(model.latent, self.grid, model.patch, model.dim, model.depth, model.heads,
+                                 model.window) if dynamics else None
+        self.mae = MAE3D(w, model.mask_ratio) if mae3d else None
         self.width = w
         with torch.no_grad():
             self.feature_dim = int(self.features(torch.zeros(1, model.size, model.size, dtype=torch.uint8)).shape[1])
@@ -98,12 +103,14 @@ class WorldModel(nn.Module):
         return self.mae.plane_features(fmap, affine, centers, rotations, fovs, size)
 
     def clip_features(self, frames: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
-        """frames (B, T, H, W), actions (B, T, 7) normalised -> (B, feature_dim) for the last frame."""
+        """frames (B, T, H, W), actions (B, T, 7) normalised -> (B, feature_dim) for the last frame
+        (the last ``window`` frames are used)."""
         self._need_dynamics()
+        frames, actions = frames[:, -self.cfg.window:], actions[:, -self.cfg.window:]
         b, t = frames.shape[:2]
         h = self.tokenizer.hidden(frames.reshape(b * t, *frames.shape[2:]))
         z = self.tokenizer.to_latent(h).reshape(b, t, *self.latent_shape)
-        tok = self.dynamics.context(z, actions)[:, -1]
+        tok = self.dynamics.context(z, actions if self.uses_actions else None)[:, -1]
         pooled = F.adaptive_avg_pool2d(h.reshape(b, t, *h.shape[1:])[:, -1], 4).flatten(1)
         return torch.cat([pooled, tok.flatten(1)], 1)
 
@@ -124,57 +131,43 @@ class WorldModel(nn.Module):
         """History latents (B, T, C, g, g) and the actions after each (B, T, 7) -> next latent (B, C, g, g)."""
         self._need_dynamics()
         t = self.cfg.window
-        return self.dynamics(latents[:, -t:], None if self.method == "noaction" else actions[:, -t:])[:, -1]
+        return self.dynamics(latents[:, -t:], actions[:, -t:] if self.uses_actions else None)[:, -1]
 
     def _need_dynamics(self):
         if self.dynamics is None:
             raise TypeError(f"method {self.method!r} has no dynamics model")
 
 
-def _matched_width(model: ModelConfig, method: str, target: int) -> int:
-    """Width of the tokenizer / 3D MAE whose parameter count is closest to ``target``."""
-    make = (lambda w: MAE3D(w, model.mask_ratio)) if method == "mae3d" else (lambda w: Tokenizer(w, model.latent))
-    best, err = model.width, None
-    for w in range(2, 8 * model.width + 1):
-        n = count_params(make(w))
-        if err is None or abs(n - target) < err:
-            best, err = w, abs(n - target)
-        if n > target:
-            break
-    return best
-
-
-def build_model(model: ModelConfig, method: str) -> WorldModel:
-    """The method's module; tokenizer and mae3d widths are chosen so their parameter count matches
-    the navwm model's (closest width; within 20%), unless ``model.mae3d_width`` is set for mae3d."""
-    if method in DYNAMIC:
-        return WorldModel(model, method)
-    target = count_params(WorldModel(model, "navwm"))
-    if method == "mae3d" and model.mae3d_width:
-        return WorldModel(model, method, model.mae3d_width)
-    return WorldModel(model, method, _matched_width(model, method, target))
-
-
 def load_encoder(checkpoint, seed: int = 0, map_location="cpu") -> WorldModel:
     """A trained world model in eval mode from a checkpoint written by ``world_model.train``
     (loaded with ``weights_only=True``), or a randomly initialised one from a method name
-    (``"random"`` or any method, tiny preset, ``torch.manual_seed(seed)``).  Attributes ``method``,
-    ``seed``, ``feature_dim`` (checkpoints also ``train_config`` and ``finished``); see the module
-    docstring for the features."""
-    if isinstance(checkpoint, str) and checkpoint in METHODS and not os.path.exists(checkpoint):
-        from .config import PRESETS
+    (``"random"`` or any method, tiny model size, ``torch.manual_seed(seed)``).  See the module
+    docstring for what it offers."""
+    from .methods import build_model
 
+    if isinstance(checkpoint, str) and checkpoint in METHODS and not os.path.exists(checkpoint):
         torch.manual_seed(seed)
-        m = build_model(PRESETS["tiny"], checkpoint)
+        m = build_model(MODEL_SIZES["tiny"], checkpoint)
         m.seed = seed
         return m.eval()
-    state = torch.load(checkpoint, map_location=map_location, weights_only=True)
-    if not isinstance(state, dict) or "config" not in state or "model" not in state:
-        raise ValueError(f"{checkpoint}: not a world-model checkpoint (no config/model entries)")
+    state = read_checkpoint(checkpoint, map_location)
     model_cfg, train_cfg = config_from_dict(state["config"])
-    m = build_model(model_cfg, train_cfg.method)
+    m = build_model(model_cfg, train_cfg.method, train_cfg)
     m.load_state_dict(state["model"])
     m.seed = train_cfg.seed
     m.train_config: TrainConfig = train_cfg
     m.finished = int(state["step"]) >= train_cfg.total_steps  # False: a checkpoint of an unfinished run
     return m.eval()
+
+
+def read_checkpoint(path, map_location="cpu") -> dict:
+    """A ``world_model.train`` checkpoint (``torch.load(weights_only=True)``); errors name the path."""
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"no checkpoint {path}")
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except (RuntimeError, EOFError) as e:
+        raise ValueError(f"{path}: unreadable checkpoint (truncated or corrupt?): {e}") from e
+    if not isinstance(state, dict) or "config" not in state or "model" not in state:
+        raise ValueError(f"{path}: not a world-model checkpoint (no config/model entries)")
+    return state

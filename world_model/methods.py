@@ -1,0 +1,270 @@
+"""Every pretraining method in one registry: its modules and its objective (``compute_loss``).
+
+Each method is a :class:`~world_model.encoders.WorldModel` subclass that adds the training side
+(the IRIS / DIAMOND pattern): ``batches(...)`` (its data), ``stage(step)`` (the learning-rate
+segment and which parts train), ``compute_loss(batch, step) -> {"loss": tensor, name: scalar}``
+and ``evaluate(batch)`` (held-out scalars).  ``world_model.train`` only sets up, resumes, loops and
+checkpoints.  Randomness inside a step comes from ``step_generator(seed, step, rank)``.
+
+===================  ==========================================================================
+method               objective
+===================  ==========================================================================
+navwm                stage 1 (``stage1_frac`` of the steps): tokenizer by reconstruction; stage 2:
+                     dynamics on the frozen tokenizer's latents: teacher-forced one-step latent
+                     MSE + ``rollout_weight`` x the mean MSE of ``rollout_steps - 1`` fed-back passes
+shuffled, noaction   as navwm with actions permuted across the batch / the "no action" embedding only
+navwm_joint          stage 1 as navwm; stage 2 trains tokenizer and dynamics together: reconstruction
+(shuffled_joint,     + the same prediction losses scored in pixel space through the shared decoder
+noaction_joint)      (``joint_loss=pixel``); ``joint_loss=latent`` scores against the encoder's own
+                     latents, the seed's ``--joint``, which collapses (kept as the collapse control)
+tokenizer            reconstruction only, all steps (width matched)
+mae2d                2D masked autoencoder on the same slices (:mod:`world_model.mae2d`, width matched)
+mae3d                3D masked autoencoder on volume crops (:mod:`world_model.mae3d`, width matched)
+random               the navwm architecture, untrained (no steps)
+===================  ==========================================================================
+
+Collapse diagnostics (:func:`collapse_diagnostics`, logged as ``eval/*`` and in the run summary):
+per-channel latent standard deviation (min, mean) and the effective rank of the latents (Roy &
+Vetterli); ``eval/collapsed`` is 1 when the mean std falls below :data:`COLLAPSE_STD` or the
+effective rank below :data:`COLLAPSE_RANK` of its maximum.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .config import ModelConfig, TrainConfig
+from .data import VolumeCrops, clip_batches, render_device, step_generator
+from .encoders import WorldModel, count_params
+from .mae2d import masked_slice_loss
+from .mae3d import MAE3D
+from .tokenizer import Tokenizer, psnr, to_unit
+
+__all__ = ["build_model", "controllability", "collapse_diagnostics", "COLLAPSE_STD", "COLLAPSE_RANK"]
+
+COLLAPSE_STD = 0.02  # mean per-channel latent std below this: collapsed (trained tokenizers: ~0.2 to 1)
+COLLAPSE_RANK = 0.05  # effective rank below this share of min(samples, latent dims): collapsed
+
+
+class Method(WorldModel):
+    """The training side shared by every method; see the module docstring."""
+
+    def configure(self, train: TrainConfig, rank: int = 0) -> "Method":
+        self.train_config, self.rank = train, rank
+        return self
+
+    @property
+    def stage1_steps(self) -> int:
+        return 0
+
+    def stage(self, step: int) -> tuple[int, int]:
+        """[start, end) of the training stage holding ``step`` (the learning-rate schedule restarts
+        there); also sets which parameters train."""
+        return 0, self.train_config.steps
+
+    def batches(self, rank: int, world: int, start: int, device: torch.device):
+        """Endless batches from step ``start`` (None: the method takes no data)."""
+        return clip_batches(self.train_config, self.cfg, rank, world, start,
+                            device=render_device(self.train_config, device))
+
+    def frames_per_batch(self) -> int:
+        return self.train_config.batch * self.cfg.window
+
+    def evaluate(self, batch: dict) -> dict:
+        """Held-out scalars (and ``_img_*`` tensors) on a clip batch."""
+        return controllability(self, batch["frames"], batch["actions"])
+
+    def _gen(self, step: int, salt: int = 1) -> torch.Generator:
+        return step_generator(self.train_config.seed, step, self.rank, salt)
+
+
+def _flat(frames: torch.Tensor) -> torch.Tensor:
+    return frames.reshape(-1, *frames.shape[2:])
+
+
+def _recon(tokenizer: Tokenizer, frames: torch.Tensor) -> dict:
+    loss, logs = tokenizer.compute_loss(_flat(frames))
+    return {"loss": loss, **logs}
+
+
+class TokenizerMethod(Method):
+    def compute_loss(self, batch: dict, step: int) -> dict:
+        return _recon(self.tokenizer, batch["frames"])
+
+
+class MAE2DMethod(Method):
+    def __init__(self, *args, **kw):
+        super().__init__(*args, **kw)
+        self.mask_value = nn.Parameter(torch.zeros(1))
+
+    def compute_loss(self, batch: dict, step: int) -> dict:
+        loss, logs = masked_slice_loss(self.tokenizer, self.mask_value, _flat(batch["frames"]), self.cfg.mask_ratio,
+                                       self._gen(step))
+        return {"loss": loss, **logs}
+
+
+class MAE3DMethod(Method):
+    def batches(self, rank, world, start, device):
+        crops, n, train = VolumeCrops(self.train_config, self.cfg), self.frames_per_batch(), self.train_config
+        step = start
+        while True:
+            yield {"crops": crops.batch(n, step_generator(train.seed, step, rank, 1))}
+            step += 1
+
+    def frames_per_batch(self) -> int:
+        return max(1, self.train_config.batch // 4)
+
+    def compute_loss(self, batch: dict, step: int) -> dict:
+        loss, logs = self.mae.compute_loss(batch["crops"], self._gen(step))
+        return {"loss": loss, **logs}
+
+    def evaluate(self, batch: dict) -> dict:
+        return {}
+
+
+class DynamicsMethod(Method):
+    """navwm, shuffled, noaction (two-stage), their ``*_joint`` variants, and random (untrained)."""
+
+    def __init__(self, model: ModelConfig, method: str):
+        super().__init__(model, method, dynamics=True)
+        self.joint = method.endswith("_joint")
+        self.action_mode = method.split("_")[0]  # navwm / shuffled / noaction / random
+
+    @property
+    def stage1_steps(self) -> int:
+        return int(self.train_config.stage1_frac * self.train_config.steps)
+
+    def stage(self, step):
+        s1 = self.stage1_steps
+        if step < s1:
+            return 0, s1
+        self.tokenizer.requires_grad_(self.joint)
+        return s1, self.train_config.steps
+
+    def batches(self, rank, world, start, device):
+        return None if self.method == "random" else super().batches(rank, world, start, device)
+
+    def compute_loss(self, batch: dict, step: int) -> dict:
+        frames, train = batch["frames"], self.train_config
+        if step < self.stage1_steps:
+            return _recon(self.tokenizer, frames)
+        gen = self._gen(step)
+        actions, drop = batch["actions"], None
+        if self.action_mode == "shuffled":
+            actions = actions[torch.randperm(len(actions), generator=gen).to(actions.device)]
+        if self.action_mode == "noaction":
+            actions = None
+        elif train.action_dropout > 0:
+            drop = (torch.rand(actions.shape[:2], generator=gen) < train.action_dropout).to(actions.device)
+        b, t = frames.shape[:2]
+        x = to_unit(_flat(frames))
+        logs = {}
+        with torch.set_grad_enabled(self.joint and torch.is_grad_enabled()):
+            z_flat = self.tokenizer.encode(x)
+        z = z_flat.reshape(b, t, *self.latent_shape)
+        preds = self.dynamics.open_loop(z, actions, drop, train.rollout_steps)
+        pixel = self.joint and train.joint_loss == "pixel"
+        target = z if self.joint else z.detach()
+        x = x.reshape(b, t, *x.shape[1:])
+        errs = []
+        for j, pred in enumerate(preds):  # pass j + 1: entries t >= j are (j + 1)-step predictions
+            p = pred[:, j:-1]
+            if pixel:
+                img = self.tokenizer.decode(p.flatten(0, 1)).reshape(x[:, j + 1:].shape)
+                errs.append(F.mse_loss(img, x[:, j + 1:]))
+            else:
+                errs.append(F.mse_loss(p, target[:, j + 1:]))
+        loss = errs[0] + (train.rollout_weight * torch.stack(errs[1:]).mean() if len(errs) > 1 else 0.0)
+        logs["pred_mse" if pixel else "dyn_mse"] = errs[0].detach()
+        if len(errs) > 1:
+            logs["rollout_mse"] = torch.stack(errs[1:]).mean().detach()
+        if self.joint:
+            rec = F.mse_loss(self.tokenizer.decode(z_flat), _flat(x))
+            loss = loss + rec
+            logs.update(recon_mse=rec.detach(), recon_psnr=psnr(rec.detach()))
+        return {"loss": loss, **logs}
+
+
+_CLASSES = {"navwm": DynamicsMethod, "shuffled": DynamicsMethod, "noaction": DynamicsMethod,
+            "navwm_joint": DynamicsMethod, "shuffled_joint": DynamicsMethod, "noaction_joint": DynamicsMethod,
+            "random": DynamicsMethod, "tokenizer": TokenizerMethod, "mae2d": MAE2DMethod, "mae3d": MAE3DMethod}
+
+
+def _matched_width(model: ModelConfig, method: str, target: int) -> int:
+    """Width of the tokenizer / 3D MAE whose parameter count is closest to ``target``."""
+    make = (lambda w: MAE3D(w, model.mask_ratio)) if method == "mae3d" else (lambda w: Tokenizer(w, model.latent))
+    best, err = model.width, None
+    for w in range(2, 8 * model.width + 1):
+        n = count_params(make(w))
+        if err is None or abs(n - target) < err:
+            best, err = w, abs(n - target)
+        if n > target:
+            break
+    return best
+
+
+def build_model(model: ModelConfig, method: str, train: TrainConfig | None = None, rank: int = 0) -> Method:
+    """The method's module (configured for training with ``train`` when given).  Tokenizer, mae2d
+    and mae3d widths are chosen so their parameter count matches the navwm model's (closest width;
+    within 20 %, tested), unless ``model.mae3d_width`` is set for mae3d."""
+    if method not in _CLASSES:
+        raise ValueError(f"method must be one of {tuple(_CLASSES)}, got {method!r}")
+    cls = _CLASSES[method]
+    if cls is DynamicsMethod:
+        m = cls(model, method)
+    else:
+        target = count_params(DynamicsMethod(model, "navwm"))
+        if method == "mae3d":
+            w = model.mae3d_width or _matched_width(model, method, target)
+            m = cls(model, method, w, tokenizer=False, mae3d=True)
+        else:
+            m = cls(model, method, _matched_width(model, method, target))
+    return m.configure(train or TrainConfig(method=method), rank)
+
+
+def effective_rank(x: torch.Tensor) -> float:
+    """exp(entropy) of the normalised singular values of the centred rows ``x`` (N, D) (Roy & Vetterli 2007)."""
+    s = torch.linalg.svdvals((x - x.mean(0)).double())
+    p = s / s.sum().clamp_min(1e-12)
+    return float(torch.exp(-(p * torch.log(p.clamp_min(1e-12))).sum()))
+
+
+def collapse_diagnostics(z: torch.Tensor) -> dict:
+    """Latents (N, C, g, g) -> per-channel std (min, mean), effective rank of the flattened latents
+    (and its maximum min(N, C*g*g)) and ``collapsed`` (1.0 or 0.0; see the module docstring)."""
+    z = z.float()
+    std = z.transpose(0, 1).reshape(z.shape[1], -1).std(1)
+    flat = z.flatten(1)
+    rank, top = effective_rank(flat), min(flat.shape)
+    collapsed = float(std.mean()) < COLLAPSE_STD or rank < COLLAPSE_RANK * top
+    return {"latent_std_min": float(std.min()), "latent_std_mean": float(std.mean()), "latent_eff_rank": rank,
+            "latent_eff_rank_max": float(top), "collapsed": float(collapsed)}
+
+
+@torch.no_grad()
+def controllability(model: WorldModel, frames: torch.Tensor, actions: torch.Tensor, seed: int = 0) -> dict:
+    """One-step prediction quality on clips with the true actions vs actions shuffled across the batch.
+
+    Returns decoded-slice PSNR (dB) of the predicted next frames ``psnr_true`` / ``psnr_shuffled``,
+    their gap ``delta_psnr`` (Genie's Delta-PSNR analogue), latent MSEs ``latent_mse_true`` /
+    ``latent_mse_shuffled``, the tokenizer's ``recon_psnr`` and the :func:`collapse_diagnostics`."""
+    was = model.training
+    model.eval()
+    b, t = frames.shape[:2]
+    x = to_unit(_flat(frames)).reshape(b, t, 1, *frames.shape[2:])
+    z = model.encode(_flat(frames)).reshape(b, t, *model.latent_shape)
+    rec = model.decode(z.flatten(0, 1)).reshape(x.shape)
+    out = {"recon_psnr": float(psnr(F.mse_loss(rec, x))), **collapse_diagnostics(z.flatten(0, 1))}
+    if model.dynamics is not None:
+        perm = torch.randperm(b, generator=torch.Generator().manual_seed(seed)).to(actions.device)
+        for name, a in (("true", actions), ("shuffled", actions[perm])):
+            pred = model.dynamics(z, a if model.uses_actions else None)[:, :-1]
+            img = model.decode(pred.flatten(0, 1)).reshape(x[:, 1:].shape)
+            out[f"latent_mse_{name}"] = float(F.mse_loss(pred, z[:, 1:]))
+            out[f"psnr_{name}"] = float(psnr(F.mse_loss(img, x[:, 1:])))
+            out[f"_img_{name}"] = img
+        out["delta_psnr"] = out["psnr_true"] - out["psnr_shuffled"]
+    model.train(was)
+    return out
