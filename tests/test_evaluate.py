@@ -268,11 +268,11 @@ def test_mae3d_plane_features_sample_the_volume_map_along_the_plane():
 def test_mae3d_probe_features_read_the_volume(sets):
     """In the probes, the 3D MAE's features come from its volume map along each slice's plane."""
     from world_model.encoders import build_model
-    from world_model.config import PRESETS
+    from world_model.config import MODEL_SIZES
     from world_model.evaluate import Entry, EvalConfig, extract
 
     torch.manual_seed(0)
-    enc = build_model(PRESETS["tiny"], "mae3d").eval()
+    enc = build_model(MODEL_SIZES["tiny"], "mae3d").eval()
     subjects = {k: [template_subject()] for k in sets}
     feats = extract(Entry("mae3d", 0, enc), sets, EvalConfig(), subjects)
     ps = sets["test"]
