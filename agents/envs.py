@@ -118,7 +118,7 @@ class NavVecEnv(VecEnv):
                 infos[i]["terminal_observation"] = {k: v[i].copy() for k, v in obs.items()}
                 infos[i]["TimeLimit.truncated"] = bool(truncated[i])
                 infos[i]["episode"] = {
-                    "r": float(self._ret[i]), "l": int(nav.steps[i]), "subject_id": nav.current[i].subject_id,
+                    "r": float(self._ret[i]), "l": int(nav.steps[i]), "subject_id": nav.episode_subjects[i].subject_id,
                     **{k: (bool(v[i]) if v.dtype == bool else float(v[i])) for k, v in fig.items()},
                 }
                 self._start(i)
@@ -155,7 +155,7 @@ class NavVecEnv(VecEnv):
 
     def current_infos(self) -> list[dict]:
         """Per-env info dicts (pose, target, task figures) of the current poses."""
-        return self._infos(self.nav.figures(np.arange(self.num_envs)))
+        return self._infos(self.nav.task_metrics(np.arange(self.num_envs)))
 
     # --- helpers --------------------------------------------------------------------------------
     def _start(self, i: int) -> None:

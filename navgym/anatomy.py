@@ -32,8 +32,11 @@ atrium_R            ( 30.0, -51.0,  5.0)        atrium (trigone) of the right la
 
 Standard planes
 ---------------
-* ``mid_sagittal``: x = 0 (the symmetric template's midline), normal +x (Right).
-* ``acpc_axial``: contains AC and PC, perpendicular to the mid-sagittal plane; normal ~ +z.
+Built from landmarks by :func:`planes_from_landmarks` (for the template and for user subjects):
+
+* ``mid_sagittal``: through AC, PC and the genu (or splenium), normal ~ +x (Right); on the
+  symmetric template x = 0;
+* ``acpc_axial``: contains AC and PC, perpendicular to the mid-sagittal plane; normal ~ +z;
 * ``coronal_ac``: through AC, perpendicular to the AC-PC line; normal ~ +y (Anterior).
 """
 
@@ -55,6 +58,7 @@ __all__ = [
     "template_dir",
     "load_template",
     "template_planes",
+    "planes_from_landmarks",
 ]
 
 TEMPLATE_LANDMARKS: dict[str, np.ndarray] = {
@@ -114,10 +118,29 @@ def load_template() -> Volume:
 
 
 def template_planes() -> dict[str, Plane]:
-    """Standard planes of the template, built from its AC and PC landmarks (world mm)."""
-    ac, pc = TEMPLATE_LANDMARKS["AC"], TEMPLATE_LANDMARKS["PC"]
+    """Standard planes of the template, from its landmarks (world mm; see :func:`planes_from_landmarks`)."""
+    return planes_from_landmarks(TEMPLATE_LANDMARKS)
+
+
+def planes_from_landmarks(landmarks: dict) -> dict[str, Plane]:
+    """The standard planes (see the module docstring) from landmarks {name: (3,) world mm}; {} without AC and PC.
+
+    The mid-sagittal normal is the normal of the plane through AC, PC and the genu (else the
+    splenium), oriented to +x; without either, the world +x (Right) axis made perpendicular to AC-PC.
+    """
+    if "AC" not in landmarks or "PC" not in landmarks:
+        return {}
+    ac, pc = np.asarray(landmarks["AC"], float), np.asarray(landmarks["PC"], float)
+    if np.linalg.norm(ac - pc) < 1e-6:
+        raise ValueError("landmarks AC and PC coincide")
     anterior = (ac - pc) / np.linalg.norm(ac - pc)
     right = np.array([1.0, 0.0, 0.0])
+    for third in ("genu", "splenium"):
+        if third in landmarks:
+            n = np.cross(anterior, np.asarray(landmarks[third], float) - pc)
+            if np.linalg.norm(n) > 1e-3:
+                right = n * np.sign(n[0] or 1.0)
+                break
     right = right - anterior * (right @ anterior)
     right /= np.linalg.norm(right)
     return {

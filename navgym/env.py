@@ -32,8 +32,9 @@ def make_subjects(subjects=None, volumes=None, cache_size: int | None = None) ->
     return resolve_subjects(subjects, volumes, cache_size)
 
 
-class _NavSpaces:
-    """Spaces and observation/info formatting shared by the single and vector env."""
+class _NavigatorEnvBase:
+    """What the single and the vector env share: builds the task and the Navigator, the spaces,
+    observation and info formatting."""
 
     metadata = {"render_modes": ["rgb_array"], "render_fps": 10}
 
@@ -71,7 +72,7 @@ class _NavSpaces:
         if labels.max() > max(TISSUE_LABELS):
             i = int(np.argmax(labels.reshape(len(labels), -1).max(1)))
             raise ValueError(
-                f"subject {self.nav.current[i].subject_id}: label value {labels[i].max()} is not a tissue label "
+                f"subject {self.nav.episode_subjects[i].subject_id}: label value {labels[i].max()} is not a tissue label "
                 f"{TISSUE_LABELS}; observation='dict' needs a tissue segmentation (dseg) or none"
             )
         return {"image": image, "labels": labels, "pose": self.nav.pose_array()}
@@ -82,13 +83,13 @@ class _NavSpaces:
             "center_mm": nav.centers.copy(),
             "rotation": nav.rotations.copy(),
             "fov_mm": nav.fovs.copy(),
-            "subject_id": np.array([s.subject_id for s in nav.current], dtype=object),
+            "subject_id": np.array([s.subject_id for s in nav.episode_subjects], dtype=object),
             "target": nav.targets.copy(),  # task target (landmark mm | plane point + normal), for oracles
             **{k: v.copy() for k, v in figures.items()},  # copies: the Navigator keeps updating its arrays
         }
 
 
-class MRINavEnv(_NavSpaces, gym.Env):
+class MRINavEnv(_NavigatorEnvBase, gym.Env):
     """Navigate a slice plane through a 3D MRI volume.
 
     ## Description
@@ -171,7 +172,7 @@ class MRINavEnv(_NavSpaces, gym.Env):
         super().reset(seed=seed)
         subject_index = (options or {}).get("subject_index")
         self.nav.reset(0, self.np_random, subject_index)
-        return self._obs(), self._info(self.nav.figures(np.array([0])))
+        return self._obs(), self._info(self.nav.task_metrics(np.array([0])))
 
     def step(self, action):
         action = np.asarray(action, dtype=np.float64)
@@ -184,7 +185,7 @@ class MRINavEnv(_NavSpaces, gym.Env):
         if self.render_mode == "rgb_array":
             from .viz import locator_frame
 
-            return locator_frame(self.nav.current[0].volume, self.pose, self.nav.render()[0])
+            return locator_frame(self.nav.episode_subjects[0].volume, self.pose, self.nav.render()[0])
         return None
 
     @property
@@ -196,7 +197,7 @@ class MRINavEnv(_NavSpaces, gym.Env):
 
     @property
     def subject(self) -> Subject:
-        return self.nav.current[0]
+        return self.nav.episode_subjects[0]
 
     def _obs(self):
         obs = self._observe()
@@ -209,7 +210,7 @@ class MRINavEnv(_NavSpaces, gym.Env):
         return info
 
 
-class MRINavVectorEnv(_NavSpaces, gym.vector.VectorEnv):
+class MRINavVectorEnv(_NavigatorEnvBase, gym.vector.VectorEnv):
     """``num_envs`` MRINav environments stepped together in one process (batched rendering).
 
     Same arguments and semantics as :class:`MRINavEnv`, plus:
@@ -287,7 +288,7 @@ class MRINavVectorEnv(_NavSpaces, gym.vector.VectorEnv):
         for i in range(self.num_envs):
             self._start(i, subject_index)
         self._needs_reset[:] = False
-        return self._observe(), _with_masks(self._infos(self.nav.figures(np.arange(self.num_envs))))
+        return self._observe(), _with_masks(self._infos(self.nav.task_metrics(np.arange(self.num_envs))))
 
     def step(self, actions):
         actions = np.asarray(actions, dtype=np.float64)
@@ -319,7 +320,7 @@ class MRINavVectorEnv(_NavSpaces, gym.vector.VectorEnv):
         for i in restart:
             self._start(i)
         if len(restart):
-            figures = self.nav.figures(everyone)
+            figures = self.nav.task_metrics(everyone)
         if self.autoreset_mode == AutoresetMode.NEXT_STEP:
             reward[restart] = 0.0
             terminated[restart] = False

@@ -2,7 +2,7 @@
 
 ``Navigator`` holds N slice poses, each in its own subject, and advances them all at
 once: normalised actions -> physical deltas -> new poses (clamped to the volume) ->
-task figures -> rendered uint8 slices.
+task metrics -> rendered uint8 slices.
 """
 
 from __future__ import annotations
@@ -84,7 +84,7 @@ class Navigator:
         self.rotations = np.tile(np.eye(3), (num, 1, 1))
         self.fovs = np.full(num, config.fov)
         self.subject_index = np.zeros(num, np.int64)
-        self.current: list[Subject] = [subjects[0]] * num
+        self.episode_subjects: list[Subject] = [subjects[0]] * num  # the subject each pose navigates
         self.targets = np.zeros((num, task.target_dim))
         self.error = np.zeros(num)
         self.steps = np.zeros(num, np.int64)
@@ -100,7 +100,7 @@ class Navigator:
         s = int(rng.integers(len(self.subjects))) if subject_index is None else int(subject_index)
         subject = self.subjects[s]
         vol = subject.volume
-        self.subject_index[index], self.current[index] = s, subject
+        self.subject_index[index], self.episode_subjects[index] = s, subject
         self._inv[index], self._aff[index] = vol.inverse_affine, vol.affine
         self._upper[index] = np.array(vol.shape) - 1
         self._max_fov[index] = c.max_fov if c.max_fov is not None else vol.extent_mm
@@ -109,7 +109,7 @@ class Navigator:
         self.fovs[index] = np.clip(c.fov, c.min_fov, self._max_fov[index])
         self._clamp(np.array([index]))
         self.targets[index] = self.task.target_for(subject, rng)
-        self.error[index] = self.figures(np.array([index]))["error"][0]
+        self.error[index] = self.task_metrics(np.array([index]))["error"][0]
         self.steps[index] = 0
 
     # --- dynamics ----------------------------------------------------------------------
@@ -123,16 +123,16 @@ class Navigator:
         return np.clip(a, -1.0, 1.0) * self.scale
 
     def step(self, actions: np.ndarray) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-        """Advance every pose by its normalised action; returns (reward (N,), figures)."""
+        """Advance every pose by its normalised action; returns (reward (N,), task metrics)."""
         delta = self.physical(actions)
         self.centers, self.rotations, self.fovs = apply_actions(self.centers, self.rotations, self.fovs, delta)
         everyone = np.arange(self.num)
         self._clamp(everyone)
         self.steps += 1
-        figures = self.figures(everyone)
-        reward = shaped_reward(self.error, figures["error"], figures["is_success"], self.task.success_bonus)
-        self.error = figures["error"]
-        return reward, figures
+        metrics = self.task_metrics(everyone)
+        reward = shaped_reward(self.error, metrics["error"], metrics["is_success"], self.task.success_bonus)
+        self.error = metrics["error"]
+        return reward, metrics
 
     def _clamp(self, idx: np.ndarray) -> None:
         """Keep centres inside their voxel grid (clamped in voxel space) and fov within bounds."""
@@ -142,7 +142,8 @@ class Navigator:
         self.centers[idx] = np.einsum("nij,nj->ni", aff[:, :3, :3], vox) + aff[:, :3, 3]
         self.fovs[idx] = np.clip(self.fovs[idx], self.config.min_fov, self._max_fov[idx])
 
-    def figures(self, idx: np.ndarray) -> dict[str, np.ndarray]:
+    def task_metrics(self, idx: np.ndarray) -> dict[str, np.ndarray]:
+        """The task's ``evaluate`` of poses ``idx``: ``error``, ``is_success`` and task-specific arrays."""
         return self.task.evaluate(self.centers[idx], self.rotations[idx], self.targets[idx])
 
     # --- observation -------------------------------------------------------------------
@@ -156,7 +157,7 @@ class Navigator:
             first = sel[0] if len(groups) > 1 else 0
             part = out if len(groups) == 1 else np.empty((len(sel), h, w), np.uint8)
             render_slices(
-                self.current[first].volume, self.centers[sel], self.rotations[sel], self.fovs[sel], (h, w),
+                self.episode_subjects[first].volume, self.centers[sel], self.rotations[sel], self.fovs[sel], (h, w),
                 labels=labels, out=part,
             )
             if len(groups) > 1:

@@ -210,7 +210,7 @@ def test_bad_inputs(reference, tmp_path):
     with pytest.raises(ValueError, match="oracle"):
         RolloutConfig(policy="oracle")
     with pytest.raises(ValueError, match="NavConfig"):
-        RolloutConfig(nav={"warp": 1})
+        RolloutConfig(nav_overrides={"warp": 1})
     with pytest.raises(ValueError, match="size"):
         RolloutConfig(size=2)
     with pytest.raises(ValueError, match="split"):

@@ -33,7 +33,7 @@ def _add_generation_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--steps", type=int, default=64, help="steps (frames) per episode")
     p.add_argument("--size", type=int, default=64, help="frame side in pixels")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--nav", type=_json_dict, default={}, help='JSON NavConfig fields, e.g. \'{"fov": 150}\'')
+    p.add_argument("--nav-overrides", type=_json_dict, default={}, help='JSON NavConfig fields, e.g. \'{"fov": 150}\'')
 
 
 def rollouts_main(argv=None) -> int:
@@ -56,7 +56,7 @@ def rollouts_main(argv=None) -> int:
         config = RolloutConfig(
             subjects=a.subjects, split=a.split, policy=a.policy, policy_kwargs=a.policy_kwargs, task=a.task,
             task_kwargs=a.task_kwargs, episodes=a.episodes, steps=a.steps, size=a.size, seed=a.seed,
-            episodes_per_shard=a.episodes_per_shard, subjects_per_shard=a.subjects_per_shard, nav=a.nav,
+            episodes_per_shard=a.episodes_per_shard, subjects_per_shard=a.subjects_per_shard, nav_overrides=a.nav_overrides,
         )
         card = write_rollouts(config, a.out, a.workers, a.job_index, a.num_jobs, progress=not a.quiet)
     except (ValueError, KeyError, TypeError, FileNotFoundError) as e:
@@ -115,7 +115,7 @@ def _episode(a):
     config = RolloutConfig(
         subjects=a.subjects, split=a.split, policy=a.policy, policy_kwargs=a.policy_kwargs, task=a.task,
         task_kwargs=a.task_kwargs, episodes=a.episode + 1, steps=a.steps, size=a.size, seed=a.seed,
-        episodes_per_shard=a.episode + 1, nav=a.nav,
+        episodes_per_shard=a.episode + 1, nav_overrides=a.nav_overrides,
     )
     subjects = resolve_subjects(config.subjects, config.split)
     arrays, meta = generate_shard(config, 0, subjects)

@@ -112,7 +112,7 @@ class StreamingWindows(IterableDataset):
         self, subjects="template", policy: str = "mix", window: int = 16, size: int = 64, seed: int = 0,
         batch_size: int | None = None, split: str | None = None, task: str = "explore",
         task_kwargs: dict | None = None, policy_kwargs: dict | None = None, episodes_per_chunk: int = 64,
-        episode_steps: int | None = None, device=None, max_windows: int | None = None, nav: dict | None = None,
+        episode_steps: int | None = None, device=None, max_windows: int | None = None, nav_overrides: dict | None = None,
         resident_subjects: int = 4, swap_every: int = 8,
     ):
         episode_steps = window if episode_steps is None else episode_steps
@@ -124,7 +124,7 @@ class StreamingWindows(IterableDataset):
         self.policy, self.policy_kwargs = policy, dict(policy_kwargs or {})
         self.window, self.size, self.seed, self.batch_size = int(window), int(size), int(seed), batch_size
         self.task = make_task(task, **(task_kwargs or {}))
-        self.config = NavConfig(size=(size, size), **(nav or {}))
+        self.config = NavConfig(size=(size, size), **(nav_overrides or {}))
         self.episodes_per_chunk, self.episode_steps = int(episodes_per_chunk), int(episode_steps)
         self.device, self.max_windows = device, max_windows
         if resident_subjects < 1 or swap_every < 1:

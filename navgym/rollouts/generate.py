@@ -72,7 +72,7 @@ class RolloutConfig:
         loaded per process (a synthetic one costs ~0.5 s), so few per shard keeps that cost amortised.
         None = the fewest that still cover every subject, ceil(subjects / shards); 0 = every
         episode draws from all subjects.
-    nav : extra :class:`NavConfig` fields (e.g. ``{"fov": 150.0}``).
+    nav_overrides : extra :class:`NavConfig` fields (e.g. ``{"fov": 150.0}``).
     """
 
     subjects: str = "template"
@@ -87,7 +87,7 @@ class RolloutConfig:
     seed: int = 0
     episodes_per_shard: int = 64
     subjects_per_shard: int | None = None
-    nav: dict = field(default_factory=dict)
+    nav_overrides: dict = field(default_factory=dict)
 
     def __post_init__(self):
         if not isinstance(self.subjects, str):
@@ -103,7 +103,7 @@ class RolloutConfig:
             raise ValueError(f"split must be None, 'train', 'val' or 'test', got {self.split!r}")
         if self.policy == "oracle" and self.task == "explore":
             raise ValueError("the oracle policy needs task='landmark' or 'plane' (explore has no target)")
-        self.nav_config()  # validates size and nav
+        self.nav_config()  # validates size and nav_overrides
         make_task(self.task, **self.task_kwargs)
 
     @property
@@ -124,10 +124,10 @@ class RolloutConfig:
         return chosen[np.arange(self.shard_episodes(k)) % m]
 
     def nav_config(self) -> NavConfig:
-        unknown = set(self.nav) - {f.name for f in fields(NavConfig)} | ({"size"} & set(self.nav))
+        unknown = set(self.nav_overrides) - {f.name for f in fields(NavConfig)} | ({"size"} & set(self.nav_overrides))
         if unknown:
-            raise ValueError(f"unknown or duplicate NavConfig fields in nav: {sorted(unknown)} (size is its own option)")
-        return NavConfig(size=(self.size, self.size), **self.nav)
+            raise ValueError(f"unknown or duplicate NavConfig fields in nav_overrides: {sorted(unknown)} (size is its own option)")
+        return NavConfig(size=(self.size, self.size), **self.nav_overrides)
 
     def to_json(self) -> dict:
         return asdict(self)

@@ -6,7 +6,7 @@
 * :func:`save_subject` / ``navgym-subjects`` -- BIDS-like folders with JSON sidecars.
 """
 
-from .io import SubjectError, find_entries, load_entry, planes_from_landmarks, read_landmarks, save_subject
+from .io import SubjectError, find_entries, load_entry, read_landmarks, save_subject
 from .pool import SPLITS, SubjectPool, load_subjects, resolve_subjects, split_of
 from .subject import Subject, identity_transform, template_subject
 from .synthetic import CONTRASTS, SyntheticConfig, synthetic_id, synthetic_subject
@@ -24,7 +24,6 @@ __all__ = [
     "identity_transform",
     "load_entry",
     "load_subjects",
-    "planes_from_landmarks",
     "read_landmarks",
     "resolve_subjects",
     "save_subject",

@@ -20,7 +20,7 @@ The user's data (:func:`find_entries`): a folder of ``NAME.nii[.gz]`` images, or
   or one ``landmarks.csv`` at the root with columns ``subject,name,x,y,z``.
 
 With AC and PC among the landmarks the standard planes are built like the template's
-(:func:`planes_from_landmarks`).  User subjects have no ``to_template`` (None).
+(:func:`navgym.anatomy.planes_from_landmarks`).  User subjects have no ``to_template`` (None).
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
+from ..anatomy import planes_from_landmarks
 from ..geometry import Plane
 from ..volume import Volume, VolumeError, load_volume
 from .subject import Subject
@@ -48,7 +49,6 @@ __all__ = [
     "load_entry",
     "find_entries",
     "read_landmarks",
-    "planes_from_landmarks",
 ]
 
 IMAGE_SUFFIXES = ("T1w", "T2w", "PDw")
@@ -216,7 +216,11 @@ def load_entry(entry: Entry) -> Subject:
     elif entry.table is not None:
         landmarks = read_landmarks(entry.table, subject=entry.subject_id)
     check_landmarks(vol, landmarks, entry.subject_id)
-    return Subject(entry.subject_id, vol, landmarks, planes_from_landmarks(landmarks), None)
+    try:
+        planes = planes_from_landmarks(landmarks)
+    except ValueError as e:
+        raise SubjectError(f"subject {entry.subject_id}: {e}") from e
+    return Subject(entry.subject_id, vol, landmarks, planes, None)
 
 
 def _load_navgym(entry: Entry, record: dict) -> Subject:
@@ -291,31 +295,3 @@ def check_landmarks(volume: Volume, landmarks: dict, subject_id: str) -> None:
             f"subject {subject_id}: landmarks {bad} lie outside the volume (RAS+ mm expected; "
             "a Slicer file in LPS needs coordinateSystem 'LPS')"
         )
-
-
-def planes_from_landmarks(landmarks: dict) -> dict[str, Plane]:
-    """Standard planes from AC and PC (as :func:`navgym.anatomy.template_planes`), {} without them.
-
-    The mid-sagittal normal is the world +x (Right) axis made perpendicular to AC-PC, or, when
-    genu or splenium is given, the normal of the plane through AC, PC and that point (oriented to +x).
-    """
-    if "AC" not in landmarks or "PC" not in landmarks:
-        return {}
-    ac, pc = np.asarray(landmarks["AC"], float), np.asarray(landmarks["PC"], float)
-    if np.linalg.norm(ac - pc) < 1e-6:
-        raise SubjectError("landmarks AC and PC coincide")
-    anterior = (ac - pc) / np.linalg.norm(ac - pc)
-    right = np.array([1.0, 0.0, 0.0])
-    for third in ("genu", "splenium"):
-        if third in landmarks:
-            n = np.cross(anterior, np.asarray(landmarks[third], float) - pc)
-            if np.linalg.norm(n) > 1e-3:
-                right = n * np.sign(n[0] or 1.0)
-                break
-    right = right - anterior * (right @ anterior)
-    right /= np.linalg.norm(right)
-    return {
-        "mid_sagittal": Plane(point=(ac + pc) / 2, normal=right),
-        "acpc_axial": Plane(point=ac, normal=np.cross(right, anterior)),
-        "coronal_ac": Plane(point=ac, normal=anterior),
-    }
