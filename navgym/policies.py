@@ -46,7 +46,6 @@ class Policy:
     """Base class: seeded, batched; subclasses implement ``_start(idx)`` and ``_act(infos)``."""
 
     name = "policy"
-    needs_obs = False  # True for policies that look at the image (none here: rollouts render after acting)
 
     def __init__(self, seed=None):
         self.num = 0
@@ -58,8 +57,11 @@ class Policy:
         self.num = 0
 
     def episode_start(self, mask) -> None:
-        """Restart the behaviour of the envs where ``mask`` (N,) bool is true."""
-        idx = np.flatnonzero(np.asarray(mask, bool))
+        """Restart the behaviour of the envs where ``mask`` (N,) bool is true (no-op before the first action)."""
+        mask = np.asarray(mask, bool).reshape(-1)
+        if self.num and len(mask) != self.num:
+            raise ValueError(f"episode_start: mask has {len(mask)} entries but the policy acts for {self.num} envs")
+        idx = np.flatnonzero(mask)
         if self.num and len(idx):
             self._start(idx)
 
@@ -69,7 +71,7 @@ class Policy:
         return self.act_batch(None if obs is None else np.asarray(obs)[None], infos)[0]
 
     def act_batch(self, obs, infos: dict | None) -> np.ndarray:
-        """(N, 7) float32 actions in [-1, 1]."""
+        """(N, 7) float32 actions in [-1, 1]; a new N restarts every env (as after ``reset``, without reseeding)."""
         n = _batch_size(obs, infos)
         if n != self.num:
             self.num = n
@@ -278,6 +280,8 @@ class Mixture(Policy):
     def _allocate(self, n):
         self.choice = np.zeros(n, np.int64)
         self.left = np.zeros(n, np.int64)
+        for part in self.parts:  # sized anew (and started) on their next act_batch
+            part.num = 0
 
     def _start(self, idx):
         self.choice[idx] = self.rng.choice(len(self.parts), len(idx), p=self.weights)

@@ -155,3 +155,16 @@ def test_sync_and_async_vector_envs_give_identical_rollouts():
     np.testing.assert_array_equal(fs, fa)
     np.testing.assert_array_equal(as_, aa)
     assert fs.std() > 10
+
+
+@pytest.mark.parametrize("name", SCRIPTED)
+def test_single_then_batched_on_one_policy(name):
+    """The docs/rollouts.md snippet: act(obs, info) then act_batch(obs, infos) with another N on one policy."""
+    p = make_policy(name, seed=4)
+    p.act(None, {k: v[0] for k, v in _infos(1).items()})
+    a = p.act_batch(None, _infos(3))
+    assert a.shape == (3, 7) and np.all(np.abs(a) <= 1)
+    p.episode_start(np.array([True, False, True]))
+    assert p.act_batch(None, _infos(3)).shape == (3, 7)
+    with pytest.raises(ValueError, match="mask has 2 entries"):
+        p.episode_start(np.array([True, False]))
