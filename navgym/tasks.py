@@ -31,6 +31,9 @@ class Task:
     target_dim = 0
     success_bonus: float = 10.0
 
+    def __post_init__(self):
+        _check_finite(self, "success_bonus", positive=False)
+
     def target_for(self, subject: Subject, rng: np.random.Generator) -> np.ndarray:
         return np.zeros(self.target_dim)
 
@@ -59,6 +62,10 @@ class LandmarkTask(Task):
     target_dim = 3
     landmark: str | None = "AC"
     success_mm: float = 3.0
+
+    def __post_init__(self):
+        super().__post_init__()
+        _check_finite(self, "success_mm")
 
     def target_for(self, subject, rng):
         names = sorted(subject.landmarks)
@@ -89,6 +96,14 @@ class PlaneTask(Task):
     success_deg: float = 5.0
     mm_per_degree: float = 1.0
 
+    def __post_init__(self):
+        super().__post_init__()
+        _check_finite(self, "success_mm")
+        _check_finite(self, "success_deg")
+        _check_finite(self, "mm_per_degree", positive=False)
+        if self.mm_per_degree < 0:
+            raise ValueError(f"PlaneTask: mm_per_degree must be >= 0, got {self.mm_per_degree!r}")
+
     def target_for(self, subject, rng):
         names = sorted(subject.planes)
         if not names:
@@ -103,6 +118,15 @@ class PlaneTask(Task):
         dist, angle = plane_errors(centers, rotations[:, :, 2], targets[:, :3], targets[:, 3:])
         ok = (dist <= self.success_mm) & (angle <= self.success_deg)
         return {"error": dist + self.mm_per_degree * angle, "is_success": ok, "distance_mm": dist, "angle_deg": angle}
+
+
+def _check_finite(task: Task, name: str, positive: bool = True) -> None:
+    """Refuse a task option that is not a finite number (> 0 when ``positive``), naming it."""
+    v = getattr(task, name)
+    ok = isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, (bool, np.bool_))
+    if not ok or not np.isfinite(v) or (positive and v <= 0):
+        need = "a finite number > 0" if positive else "a finite number"
+        raise ValueError(f"{type(task).__name__}: {name} must be {need}, got {v!r}")
 
 
 def landmark_distance(centers: np.ndarray, positions: np.ndarray) -> np.ndarray:
