@@ -43,23 +43,35 @@ class NavConfig:
     start_angle_deg: float = 30.0
 
     def __post_init__(self):
-        h, w = (self.size, self.size) if np.isscalar(self.size) else tuple(self.size)
-        object.__setattr__(self, "size", (int(h), int(w)))
+        object.__setattr__(self, "size", _pixel_size(self.size))
         for f in fields(self):
             v = getattr(self, f.name)
-            if f.name in ("size", "max_fov") or v is None:
+            if f.name == "size" or (f.name == "max_fov" and v is None):
                 continue
-            if not np.isfinite(v) or v < 0:
+            if not _is_number(v) or not np.isfinite(v) or v < 0:
                 raise ValueError(f"{f.name} must be a finite number >= 0, got {v!r}")
-        if min(self.size) < 8 or max(self.size) > 1024:
-            raise ValueError(f"size must be between 8 and 1024 pixels per side, got {self.size}")
-        if self.fov <= 0 or self.min_fov <= 0 or (self.max_fov is not None and self.max_fov < self.min_fov):
-            raise ValueError("need fov > 0 and 0 < min_fov <= max_fov")
+        for name in ("fov", "min_fov"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be > 0, got {getattr(self, name)!r}")
+        if self.max_fov is not None and self.max_fov < self.min_fov:
+            raise ValueError(f"max_fov ({self.max_fov!r}) must be >= min_fov ({self.min_fov!r})")
 
     def action_scale(self) -> np.ndarray:
         """(7,) physical units per unit of normalised action: mm x3, degrees x3, ln-zoom."""
         t, r = self.max_translation_mm, self.max_rotation_deg
         return np.array([t, t, t, r, r, r, np.log1p(self.max_zoom_pct / 100.0)])
+
+
+def _is_number(v) -> bool:
+    return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, (bool, np.bool_))
+
+
+def _pixel_size(size) -> tuple[int, int]:
+    """``size`` (an int, or (height, width) ints, each 8..1024) -> (H, W); refuses anything else."""
+    hw = (size, size) if _is_number(size) else tuple(size) if isinstance(size, (tuple, list, np.ndarray)) else ()
+    if len(hw) != 2 or not all(_is_number(x) and float(x).is_integer() and 8 <= x <= 1024 for x in hw):
+        raise ValueError(f"size must be an int or (height, width) ints, each 8..1024 pixels, got {size!r}")
+    return int(hw[0]), int(hw[1])
 
 
 class Navigator:
