@@ -116,7 +116,7 @@ def render_slices(
             raise ValueError(f"{volume.name} has no label map")
         out = _check_out(np.empty((n, h, w), np.uint8) if out is None else out, (n, h, w), (np.uint8,))
         pixel_to_voxel_kernel(volume.inverse_affine, centers, rotations, fovs, h, w, _ZERO3, m)
-        (_nearest_parallel if _use_parallel(n * h * w) else _nearest_serial)(volume.labels, m, out)
+        _launch(_nearest_parallel, _nearest_serial, n * h * w, volume.labels, m, out)
         return out
     out = _check_out(np.empty((n, h, w), np.float32) if out is None else out, (n, h, w), (np.float32, np.uint8))
     if n == 0:
@@ -125,14 +125,30 @@ def render_slices(
     # voxel coordinates relative to the stored box
     pixel_to_voxel_kernel(volume.inverse_affine, centers, rotations, fovs, h, w, store.origin, m)
     pairs, q16, lut, exact = store.indexed()
-    par = _use_parallel(n * h * w)
     if out.dtype == np.uint8:
-        (_u8_parallel if par else _u8_serial)((pairs, q16, lut), m, np.float64(fill), out)
+        _launch(_u8_parallel, _u8_serial, n * h * w, (pairs, q16, lut), m, np.float64(fill), out)
     elif exact:
-        (_indexed_parallel if par else _indexed_serial)((pairs, q16, lut), m, np.float64(fill), out)
+        _launch(_indexed_parallel, _indexed_serial, n * h * w, (pairs, q16, lut), m, np.float64(fill), out)
     else:
-        (_f32_parallel if par else _f32_serial)(store.float32(), m, np.float64(fill), out)
+        _launch(_f32_parallel, _f32_serial, n * h * w, store.float32(), m, np.float64(fill), out)
     return out
+
+
+# numba's workqueue threading layer (the fork-safe choice when TBB is absent) aborts the whole process
+# when two threads launch parallel kernels at once; only one thread at a time may be in one.
+_PARALLEL_LOCK = threading.Lock()
+
+
+def _launch(parallel_kernel, serial_kernel, pixels: int, *args) -> None:
+    """Run ``parallel_kernel(*args)`` for large jobs when no other thread is in a parallel kernel,
+    else ``serial_kernel(*args)`` (nogil, so concurrent callers still run side by side)."""
+    if _use_parallel(pixels) and _PARALLEL_LOCK.acquire(blocking=False):
+        try:
+            parallel_kernel(*args)
+        finally:
+            _PARALLEL_LOCK.release()
+    else:
+        serial_kernel(*args)
 
 
 def _use_parallel(pixels: int) -> bool:
