@@ -13,23 +13,11 @@ from gymnasium.vector.utils import batch_space
 
 from .anatomy import TISSUE_LABELS
 from .simulator import NavConfig, Navigator
-from .subjects import Subject, resolve_subjects
+from .subjects import Subject, load_subjects
 from .tasks import make_task
 from .volume import WORLD_LIMIT_MM
 
-__all__ = ["MRINavEnv", "MRINavVectorEnv", "make_subjects"]
-
-
-def make_subjects(subjects=None, volumes=None, cache_size: int | None = None) -> Sequence[Subject]:
-    """Resolve the env's anatomy arguments to a sequence of Subjects.
-
-    ``subjects``: ``"template"``, ``"synthetic:N"`` / ``"synthetic:N:train|val|test"``, a folder
-    (NIfTI or BIDS), a list of Subjects / paths, or a :class:`navgym.subjects.SubjectPool`; loaded
-    lazily with an LRU cache (see :func:`navgym.subjects.load_subjects`).  ``volumes``: paths /
-    nibabel images / Volumes, each wrapped as a Subject without landmarks.  Neither: the MNI152 template.
-    ``cache_size``: subjects a spec's pool keeps loaded (None: the default, 8).
-    """
-    return resolve_subjects(subjects, volumes, cache_size)
+__all__ = ["MRINavEnv", "MRINavVectorEnv"]
 
 
 class _NavigatorEnvBase:
@@ -44,7 +32,10 @@ class _NavigatorEnvBase:
         if observation not in ("image", "dict"):
             raise ValueError(f"observation must be 'image' or 'dict', got {observation!r}")
         self.observation = observation
-        self.nav = Navigator(num, make_subjects(subjects, volumes, subject_cache), self.task, self.config)
+        if subjects is not None and volumes is not None:
+            raise ValueError("give subjects= or volumes=, not both")
+        pool = load_subjects(volumes if volumes is not None else subjects, cache_size=subject_cache)
+        self.nav = Navigator(num, pool, self.task, self.config)
         h, w = self.config.size
         image = spaces.Box(0, 255, (1, h, w), np.uint8)
         if observation == "dict":
@@ -144,7 +135,7 @@ class MRINavEnv(_NavigatorEnvBase, gym.Env):
       ``max_rotation_deg``, ``max_zoom_pct``, ``start_jitter_mm``, ``start_angle_deg``.
 
     ``info`` holds ``center_mm`` (3,), ``rotation`` (3, 3) (columns u, v, n), ``fov_mm``,
-    ``subject_id`` and the task figures (``error``, ``is_success``, ``distance_mm``, ``angle_deg``).
+    ``subject_id`` and the task metrics (``error``, ``is_success``, ``distance_mm``, ``angle_deg``).
 
     ## Version History
     * v0: initial release.

@@ -49,7 +49,7 @@ import numpy as np
 from .geometry import SlicePose, check_poses, check_size, pixel_to_voxel, pixel_to_voxel_kernel
 from .volume import Volume
 
-__all__ = ["render_slice", "render_slices", "TorchRenderer", "SampleStore", "sample_store"]
+__all__ = ["render_slice", "render_slices", "render_poses", "TorchRenderer", "SampleStore", "sample_store"]
 
 _ROWS_PER_BLOCK = 16  # rows per parallel work item (one pose of 128 rows = 8 items)
 _PARALLEL_MIN_PIXELS = 32768  # below this a parallel launch costs more than it saves
@@ -149,6 +149,54 @@ def _launch(parallel_kernel, serial_kernel, pixels: int, *args) -> None:
             _PARALLEL_LOCK.release()
     else:
         serial_kernel(*args)
+
+
+def render_poses(
+    subjects, subject_index, centers, rotations, fovs, size, *, labels: bool = False, out=None,
+    device=None, renderers: dict | None = None,
+):
+    """(N, H, W) uint8 slices of N poses, pose i in ``subjects[subject_index[i]]``: one batched render per subject.
+
+    subjects : anything indexable by the values of ``subject_index`` (a list, a pool, a dict) giving Subjects.
+    centers (N, 3) world mm; rotations (N, 3, 3); fovs (N,) mm; size (H, W).
+    labels : nearest-neighbour tissue labels instead of the image (CPU only).
+    out : optional preallocated uint8 (N, H, W) output (C-contiguous; CPU only).
+    device : None renders with the numba kernels into a numpy array (the image quantised as
+        :func:`render_slices` does); a torch device renders with :class:`TorchRenderer` there and
+        returns a uint8 tensor on it (``round(clip(x, 0, 1) * 255)``); ``renderers`` caches one
+        TorchRenderer per subject index across calls.
+    """
+    subject_index = np.asarray(subject_index).reshape(-1)
+    h, w = check_size(size)
+    centers, rotations, fovs = check_poses(centers, rotations, fovs)
+    n = len(fovs)
+    if len(subject_index) != n:
+        raise ValueError(f"subject_index has {len(subject_index)} entries for {n} poses")
+    groups = np.unique(subject_index)
+    if device is not None:
+        if labels or out is not None:
+            raise ValueError("render_poses on a torch device renders images into a new tensor (no labels, no out)")
+        import torch
+
+        renderers = {} if renderers is None else renderers
+        frames = torch.empty((n, h, w), dtype=torch.uint8, device=device)
+        for s in groups:
+            sel = np.flatnonzero(subject_index == s)
+            if s not in renderers:
+                renderers[s] = TorchRenderer(subjects[s].volume, device)
+            img = renderers[s].render(centers[sel], rotations[sel], fovs[sel], (h, w))
+            frames[torch.as_tensor(sel, device=device)] = (img.clamp(0, 1) * 255).round().to(torch.uint8)
+        return frames
+    out = _check_out(np.empty((n, h, w), np.uint8) if out is None else out, (n, h, w), (np.uint8,))
+    if len(groups) == 1:  # the common case: no gather/scatter
+        render_slices(subjects[groups[0]].volume, centers, rotations, fovs, (h, w), labels=labels, out=out)
+        return out
+    for s in groups:
+        sel = np.flatnonzero(subject_index == s)
+        part = np.empty((len(sel), h, w), np.uint8)
+        render_slices(subjects[s].volume, centers[sel], rotations[sel], fovs[sel], (h, w), labels=labels, out=part)
+        out[sel] = part
+    return out
 
 
 def _use_parallel(pixels: int) -> bool:

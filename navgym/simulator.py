@@ -12,7 +12,7 @@ from dataclasses import dataclass, fields
 import numpy as np
 
 from .geometry import apply_actions, pack_poses, random_view_rotations
-from .render import render_slices
+from .render import render_poses
 from .subjects import Subject
 from .tasks import Task, shaped_reward
 
@@ -161,20 +161,9 @@ class Navigator:
     # --- observation -------------------------------------------------------------------
     def render(self, labels: bool = False) -> np.ndarray:
         """(N, H, W) uint8 slices: images quantised to 0..255 (or nearest-neighbour labels)."""
-        h, w = self.config.size
-        out = np.empty((self.num, h, w), np.uint8)
-        groups = np.unique(self.subject_index)
-        for s in groups:
-            sel = np.flatnonzero(self.subject_index == s) if len(groups) > 1 else slice(None)
-            first = sel[0] if len(groups) > 1 else 0
-            part = out if len(groups) == 1 else np.empty((len(sel), h, w), np.uint8)
-            render_slices(
-                self.episode_subjects[first].volume, self.centers[sel], self.rotations[sel], self.fovs[sel], (h, w),
-                labels=labels, out=part,
-            )
-            if len(groups) > 1:
-                out[sel] = part
-        return out
+        # the subjects held by the episodes (a pool's LRU may have dropped them since)
+        held = dict(zip(self.subject_index.tolist(), self.episode_subjects))
+        return render_poses(held, self.subject_index, self.centers, self.rotations, self.fovs, self.config.size, labels=labels)
 
     def pose_array(self) -> np.ndarray:
         """(N, 13) float32: centre (3, mm), rotation row-major (9), fov (1, mm)."""

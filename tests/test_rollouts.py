@@ -8,13 +8,13 @@ import pytest
 import torch
 
 from navgym.render import render_slices
+from navgym.subjects import load_subjects
 from navgym.rollouts import (
     ARRAYS,
     RolloutConfig,
     RolloutWindows,
     StreamingWindows,
     generate_shard,
-    resolve_subjects,
     write_rollouts,
 )
 from navgym.rollouts.cli import contact_sheet, rollouts_main, video_main
@@ -106,7 +106,7 @@ def test_windows_align_frames_poses_and_actions(reference):
     root, _ = reference
     ds = RolloutWindows(root, window=6, stride=2)
     assert len(ds) == 7 * 3
-    subject = resolve_subjects("template")[0]
+    subject = load_subjects("template")[0]
     config = RolloutConfig(**TINY).nav_config()
     nav = Navigator(6, [subject], make_task("explore"), config)
     for i in range(6):
@@ -155,7 +155,7 @@ def test_synthetic_subjects_have_template_poses(tmp_path):
 def test_oracle_rollouts_reach_the_target():
     cfg = RolloutConfig(policy="oracle", task="landmark", episodes=4, steps=40, size=8, episodes_per_shard=4)
     arrays, _ = generate_shard(cfg, 0)
-    target = resolve_subjects("template")[0].landmarks["AC"]
+    target = load_subjects("template")[0].landmarks["AC"]
     assert np.linalg.norm(arrays["poses"][:, -1, :3] - target, axis=1).max() < 3.0
 
 
@@ -167,7 +167,7 @@ def test_streaming_windows():
     assert w["frames"].shape == (5, 16, 16) and w["frames"].dtype == torch.uint8 and w["actions"].shape == (5, 7)
     assert set(w) == {"frames", "actions", "actions_physical", "poses", "template_poses", "subject_id"}
     # an episode of 10 steps is cut into two windows: window 1 continues window 0
-    nav = Navigator(1, resolve_subjects("template"), make_task("explore"), ds.config)
+    nav = Navigator(1, load_subjects("template"), make_task("explore"), ds.config)
     nav.reset(0, np.random.default_rng(0))
     last = items[0]["poses"][-1].double().numpy()
     nav.centers, nav.rotations, nav.fovs = last[None, :3].copy(), last[3:12].reshape(1, 3, 3).copy(), last[None, 12].copy()
@@ -175,7 +175,7 @@ def test_streaming_windows():
     np.testing.assert_allclose(nav.pose_array()[0], items[1]["poses"][0], atol=1e-3)
     again = list(ds)
     np.testing.assert_array_equal(items[3]["frames"], again[3]["frames"])
-    subject = resolve_subjects("template")[0]
+    subject = load_subjects("template")[0]
     p = w["poses"].double().numpy()
     img = render_slices(subject.volume, p[:, :3], p[:, 3:12].reshape(-1, 3, 3), p[:, 12], (16, 16), out=np.empty((5, 16, 16), np.uint8))
     assert np.abs(img.astype(int) - w["frames"].numpy()).max() <= 1

@@ -301,9 +301,24 @@ def test_bids_folder_and_root_landmark_table(tmp_path):
         anat.mkdir(parents=True)
         nib.save(_user_image(), anat / f"sub-{sid}_ses-1_T1w.nii.gz")
     (tmp_path / "landmarks.csv").write_text("subject,name,x,y,z\n02,AC,0,0,0\n")
+    with pytest.raises(SubjectError, match=r"1 scans have landmarks but 1 do not \(01\)"):
+        load_subjects(tmp_path)  # at construction, not at the reset that draws sub-01
+    (tmp_path / "landmarks.csv").write_text("subject,name,x,y,z\n02,AC,0,0,0\n01,AC,1,0,0\n")
     pool = load_subjects(tmp_path)
     assert pool.ids == ["01", "02"]
-    assert pool[0].landmarks == {} and np.allclose(pool[1].landmarks["AC"], 0)
+    assert np.allclose(pool[0].landmarks["AC"], [1, 0, 0]) and np.allclose(pool[1].landmarks["AC"], 0)
+
+
+def test_landmark_sidecars_for_a_list_of_files_and_partial_folders(tmp_path):
+    for name in ("a", "b", "c"):
+        nib.save(_user_image(), tmp_path / f"{name}.nii.gz")
+    (tmp_path / "a_landmarks.csv").write_text("name,x,y,z\nAC,0,0,0\nPC,0,-10,0\n")
+    pool = load_subjects([tmp_path / "a.nii.gz"])  # a list of files reads the sidecars beside each image
+    assert set(pool[0].landmarks) == {"AC", "PC"} and "mid_sagittal" in pool[0].planes
+    for spec in (tmp_path, [tmp_path / "a.nii.gz", tmp_path / "b.nii.gz", tmp_path / "c.nii.gz"]):
+        with pytest.raises(SubjectError, match=r"but 2 do not \(b, c\)"):
+            load_subjects(spec)
+    assert load_subjects([tmp_path / "b.nii.gz", tmp_path / "c.nii.gz"]).ids == ["b", "c"]  # none: fine
 
 
 def test_user_data_errors(tmp_path):

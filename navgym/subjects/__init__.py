@@ -7,7 +7,7 @@
 """
 
 from .io import SubjectError, find_entries, load_entry, read_landmarks, save_subject
-from .pool import SPLITS, SubjectPool, load_subjects, resolve_subjects, split_of
+from .pool import SPLITS, SubjectPool, load_subjects, split_of
 from .subject import Subject, identity_transform, template_subject
 from .synthetic import CONTRASTS, SyntheticConfig, synthetic_id, synthetic_subject
 from .transform import WarpTransform
@@ -25,7 +25,6 @@ __all__ = [
     "load_entry",
     "load_subjects",
     "read_landmarks",
-    "resolve_subjects",
     "save_subject",
     "split_of",
     "synthetic_id",

@@ -48,6 +48,8 @@ __all__ = [
     "save_subject",
     "load_entry",
     "find_entries",
+    "entry_for_image",
+    "check_landmark_coverage",
     "read_landmarks",
 ]
 
@@ -179,7 +181,53 @@ def find_entries(folder: str | os.PathLike) -> list[Entry]:
     dup = {i for i in ids if ids.count(i) > 1}
     if dup:
         raise SubjectError(f"duplicate subject ids in {root}: {sorted(dup)}")
+    check_landmark_coverage(entries, str(root))
     return entries
+
+
+def entry_for_image(path: str | os.PathLike) -> Entry:
+    """The :class:`Entry` of one NIfTI image with its sidecars (labels, landmarks) beside it, id = file name."""
+    path = Path(path)
+    base = _strip(path.name)
+    if base is None:
+        raise SubjectError(f"not a NIfTI image (*.nii, *.nii.gz): {path}")
+    if not path.is_file():
+        raise SubjectError(f"subject file not found: {path}")
+    return _entry(base, path, path.parent, base, base, None)
+
+
+def check_landmark_coverage(entries: list[Entry], where: str) -> None:
+    """Raise :class:`SubjectError` naming the scans without landmarks when only some of ``entries`` have them.
+
+    Landmarks come from a sidecar file, a root ``landmarks.csv`` row or a navgym sidecar record; a set
+    where some scans have them and others not would fail only at the episode that draws such a scan.
+    """
+    tables: dict[Path, set] = {}
+
+    def has(e: Entry) -> bool:
+        if e.landmarks is not None:
+            return True
+        if e.sidecar is not None:
+            try:
+                record = json.loads(e.sidecar.read_text()).get("navgym")
+            except (OSError, json.JSONDecodeError, AttributeError):
+                record = None
+            if record and record.get("landmarks_ras_mm"):
+                return True
+        if e.table is not None:
+            if e.table not in tables:
+                with open(e.table, newline="") as f:
+                    tables[e.table] = {row.get("subject") for row in csv.DictReader(f)}
+            return e.subject_id in tables[e.table]
+        return False
+
+    missing = [e.subject_id for e in entries if not has(e)]
+    if missing and len(missing) < len(entries):
+        shown = ", ".join(missing[:10]) + (f" and {len(missing) - 10} more" if len(missing) > 10 else "")
+        raise SubjectError(
+            f"{where}: {len(entries) - len(missing)} scans have landmarks but {len(missing)} do not ({shown}); "
+            "give each a NAME_landmarks.csv (or a landmarks.csv row), or none"
+        )
 
 
 def _entry(sid, image, folder: Path, prefix: str, base: str, table) -> Entry:

@@ -26,11 +26,11 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from ..volume import Volume, load_volume
-from .io import SubjectError, find_entries, load_entry
+from .io import SubjectError, check_landmark_coverage, entry_for_image, find_entries, load_entry
 from .subject import Subject, template_subject
 from .synthetic import SyntheticConfig, synthetic_id, synthetic_subject
 
-__all__ = ["SubjectPool", "load_subjects", "split_of", "SPLITS", "resolve_subjects"]
+__all__ = ["SubjectPool", "load_subjects", "split_of", "SPLITS"]
 
 SPLITS = ("train", "val", "test")
 SPLIT_FRACTIONS = (0.70, 0.15, 0.15)
@@ -133,28 +133,35 @@ def _given(subject: Subject) -> Subject:
     return subject
 
 
-def _from_volume(source, name: str) -> Subject:
-    return Subject(name, load_volume(source, name=name))
+def _from_volume(volume: Volume) -> Subject:
+    return Subject(volume.name, volume)
 
 
 def load_subjects(
     spec=None,
     split: str | None = None,
-    cache_size: int = DEFAULT_CACHE_SIZE,
+    cache_size: int | None = DEFAULT_CACHE_SIZE,
     synthetic: SyntheticConfig | None = None,
-) -> SubjectPool:
-    """A :class:`SubjectPool` from a spec.
+) -> Sequence[Subject]:
+    """The one way to turn a subject spec into a sequence of Subjects (a lazy :class:`SubjectPool`).
 
     spec:
       * ``None`` or ``"template"``: the MNI152 template (one subject, id ``MNI152_2009``, returned
         for any split: it is the source of every synthetic subject, not a held-out anatomy);
       * ``"synthetic:N"`` (seeds 0..N-1), ``"synthetic:N:SPLIT"`` or ``"synthetic:START-END"``
         (seeds START..END-1); generated on access;
-      * a folder (plain NIfTI files or BIDS, see :mod:`navgym.subjects.io`), loaded on access;
-      * a list of Subjects, NIfTI paths or Volumes (mixed is fine);
-      * a SubjectPool (returned, restricted to ``split``).
+      * a folder (plain NIfTI files or BIDS, see :mod:`navgym.subjects.io`) or one NIfTI file,
+        loaded on access with the labels and landmarks files beside each image;
+      * a list or tuple of Subjects, NIfTI paths, nibabel images or Volumes (mixed is fine);
+      * a SubjectPool (returned, restricted to ``split``), or any other sequence of Subjects
+        (returned as is; no split).
     split: ``None`` (all), ``"train"``, ``"val"`` or ``"test"`` (see the module docstring).
+    cache_size: subjects a new pool keeps loaded (None: ``DEFAULT_CACHE_SIZE``).
+
+    Where only some scans of a folder or list have landmarks, this raises :class:`SubjectError`
+    naming those without.
     """
+    cache_size = DEFAULT_CACHE_SIZE if cache_size is None else cache_size
     if isinstance(spec, SubjectPool):
         return spec.split(split)
     if spec is None or (isinstance(spec, str) and spec == "template"):
@@ -162,7 +169,7 @@ def load_subjects(
         if split is not None and split not in SPLITS:
             raise ValueError(f"split must be one of {SPLITS} or None, got {split!r}")
         return SubjectPool(["MNI152_2009"], [template_subject], cache_size)
-    elif isinstance(spec, str) and spec.startswith("synthetic:"):
+    if isinstance(spec, str) and spec.startswith("synthetic:"):
         parts = spec.split(":")
         if len(parts) == 3:
             if split is not None and split != parts[2]:
@@ -172,43 +179,50 @@ def load_subjects(
             raise ValueError(f"bad synthetic spec {spec!r}; use 'synthetic:N' or 'synthetic:N:train|val|test'")
         seeds = _parse_seeds(parts[1], spec)
         pool = SubjectPool([synthetic_id(s) for s in seeds], [partial(synthetic_subject, s, synthetic) for s in seeds], cache_size)
-    elif isinstance(spec, (str, os.PathLike)):
+        return pool.split(split)
+    if isinstance(spec, (str, os.PathLike)):
         path = Path(spec)
         if path.is_dir():
             entries = find_entries(path)
-            pool = SubjectPool([e.subject_id for e in entries], [partial(load_entry, e) for e in entries], cache_size)
-        elif path.exists():
+            return SubjectPool([e.subject_id for e in entries], [partial(load_entry, e) for e in entries], cache_size).split(split)
+        if path.exists():
             return load_subjects([path], split, cache_size)
-        else:
-            raise SubjectError(f"subjects: {spec!r} is not a folder, a file, 'template' or 'synthetic:N'")
-    elif isinstance(spec, Subject):
+        raise SubjectError(f"subjects: {str(spec)!r} is not a folder, a file, 'template' or 'synthetic:N'")
+    if isinstance(spec, (Subject, Volume)) or _is_image(spec):
         return load_subjects([spec], split, cache_size)
-    elif hasattr(spec, "__len__") and hasattr(spec, "__getitem__"):
-        ids, loaders = [], []
-        for item in spec:
-            if isinstance(item, Subject):
-                ids.append(item.subject_id)
-                loaders.append(partial(_given, item))
-            elif isinstance(item, Volume):
-                ids.append(item.name)
-                loaders.append(partial(_from_volume, item, item.name))
-            elif isinstance(item, (str, os.PathLike)):
-                p = Path(item)
-                if not p.exists():
-                    raise SubjectError(f"subject file not found: {p}")
-                sid = p.name.split(".nii")[0]
-                ids.append(sid)
-                loaders.append(partial(_from_volume, p, sid))
-            else:
-                raise SubjectError(f"cannot make a subject from {type(item).__name__}")
-        if not ids:
-            raise SubjectError("subjects list is empty")
-        if len(set(ids)) != len(ids):
-            raise SubjectError(f"duplicate subject ids: {sorted({i for i in ids if ids.count(i) > 1})}")
-        pool = SubjectPool(ids, loaders, cache_size)
-    else:
+    if not (hasattr(spec, "__len__") and hasattr(spec, "__getitem__")):
         raise SubjectError(f"cannot load subjects from {type(spec).__name__}")
-    return pool.split(split)
+    if len(spec) == 0:
+        raise SubjectError("subjects list is empty")
+    if not isinstance(spec, (list, tuple)):
+        if split is not None:
+            raise ValueError(f"split={split!r} needs a spec or a SubjectPool, not a {type(spec).__name__}")
+        return spec  # any other sequence of Subjects
+    ids, loaders, entries = [], [], []
+    for item in spec:
+        if isinstance(item, Subject):
+            ids.append(item.subject_id)
+            loaders.append(partial(_given, item))
+        elif isinstance(item, Volume) or _is_image(item):
+            vol = item if isinstance(item, Volume) else load_volume(item)
+            ids.append(vol.name)
+            loaders.append(partial(_from_volume, vol))
+        elif isinstance(item, (str, os.PathLike)):
+            entry = entry_for_image(item)
+            entries.append(entry)
+            ids.append(entry.subject_id)
+            loaders.append(partial(load_entry, entry))
+        else:
+            raise SubjectError(f"cannot make a subject from {type(item).__name__}")
+    if len(set(ids)) != len(ids):
+        raise SubjectError(f"duplicate subject ids: {sorted({i for i in ids if ids.count(i) > 1})}")
+    check_landmark_coverage(entries, "subject files")
+    return SubjectPool(ids, loaders, cache_size).split(split)
+
+
+def _is_image(x) -> bool:
+    """A nibabel image (has ``affine`` and ``dataobj``)."""
+    return hasattr(x, "affine") and hasattr(x, "dataobj")
 
 
 def _parse_seeds(text: str, spec: str) -> range:
@@ -223,24 +237,3 @@ def _parse_seeds(text: str, spec: str) -> range:
     if len(seeds) < 1:
         raise ValueError(f"bad synthetic spec {spec!r}: need at least one subject")
     return seeds
-
-
-def resolve_subjects(subjects=None, volumes=None, cache_size: int | None = None) -> Sequence[Subject]:
-    """The env's ``subjects=`` / ``volumes=`` arguments as a sequence of Subjects (see :func:`load_subjects`).
-
-    cache_size : the pool's LRU size for a spec (None: ``DEFAULT_CACHE_SIZE``); a given pool keeps its own."""
-    if subjects is not None and volumes is not None:
-        raise ValueError("give subjects= or volumes=, not both")
-    if volumes is not None:
-        if isinstance(volumes, (str, bytes, os.PathLike)) or not hasattr(volumes, "__len__"):
-            volumes = [volumes]
-        if len(volumes) == 0:
-            raise ValueError("volumes is empty")
-        loaded = [load_volume(v) for v in volumes]
-        return [Subject(subject_id=v.name, volume=v) for v in loaded]
-    if subjects is not None and not isinstance(subjects, (str, os.PathLike, SubjectPool, Subject)):
-        if hasattr(subjects, "__len__") and len(subjects) == 0:
-            raise ValueError("subjects is empty")
-        if hasattr(subjects, "__getitem__") and not isinstance(subjects, (list, tuple)):
-            return subjects  # any sequence-like of Subjects (e.g. another helper's pool)
-    return load_subjects(subjects, cache_size=DEFAULT_CACHE_SIZE if cache_size is None else cache_size)
