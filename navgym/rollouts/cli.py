@@ -7,11 +7,13 @@ import json
 import os
 import sys
 
+from importlib.util import find_spec
+
 import numpy as np
 
+from ..files import atomic_path
 from ..policies import POLICIES
-from ..subjects import load_subjects
-from .generate import RolloutConfig, generate_shard, load_config, shard_dirs, write_rollouts
+from .generate import RolloutConfig, generate_shard, load_config, resolve_subjects, shard_dirs, write_rollouts
 
 
 def _json_dict(text: str) -> dict:
@@ -43,7 +45,8 @@ def rollouts_main(argv=None) -> int:
         description="Generate video-action rollout shards (resumable; jobs write disjoint shards).",
     )
     _add_generation_args(p)
-    p.add_argument("--episodes", type=int, required=True)
+    p.add_argument("--episodes", type=int, default=None,
+                   help="number of episodes (required, except with --verify on an existing --out)")
     p.add_argument("--episodes-per-shard", type=int, default=64)
     p.add_argument("--subjects-per-shard", type=int, default=None,
                    help="subjects per shard (default: the fewest covering all subjects; 0 = all in every shard)")
@@ -51,15 +54,24 @@ def rollouts_main(argv=None) -> int:
     p.add_argument("--workers", type=int, default=min(os.cpu_count() or 1, 8), help="processes (0 = this one)")
     p.add_argument("--job-index", type=int, default=0, help="this job's index in 0..num-jobs-1")
     p.add_argument("--num-jobs", type=int, default=1, help="independent jobs sharing --out (job j writes shards j mod J)")
+    p.add_argument("--verify", action="store_true",
+                   help="check the sha256 checksums of finished shards too (sizes are always checked) and rebuild "
+                        "damaged ones; without --episodes the config stored in --out is used")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     a = p.parse_args(argv)
+    if a.episodes is None and not a.verify:
+        p.error("--episodes is required (except with --verify on an existing --out)")
     try:
-        config = RolloutConfig(
-            subjects=a.subjects, split=a.split, policy=a.policy, policy_kwargs=a.policy_kwargs, task=a.task,
-            task_kwargs=a.task_kwargs, episodes=a.episodes, steps=a.steps, size=a.size, seed=a.seed,
-            episodes_per_shard=a.episodes_per_shard, subjects_per_shard=a.subjects_per_shard, nav_overrides=a.nav_overrides,
-        )
-        card = write_rollouts(config, a.out, a.workers, a.job_index, a.num_jobs, progress=not a.quiet)
+        if a.episodes is None:
+            config = load_config(a.out)
+        else:
+            config = RolloutConfig(
+                subjects=a.subjects, split=a.split, policy=a.policy, policy_kwargs=a.policy_kwargs, task=a.task,
+                task_kwargs=a.task_kwargs, episodes=a.episodes, steps=a.steps, size=a.size, seed=a.seed,
+                episodes_per_shard=a.episodes_per_shard, subjects_per_shard=a.subjects_per_shard,
+                nav_overrides=a.nav_overrides,
+            )
+        card = write_rollouts(config, a.out, a.workers, a.job_index, a.num_jobs, progress=not a.quiet, verify=a.verify)
     except (ValueError, KeyError, TypeError, FileNotFoundError) as e:
         p.exit(2, f"navgym-rollouts: error: {e}\n")
     c = card["counts"]
@@ -83,6 +95,10 @@ def video_main(argv=None) -> int:
     ext = os.path.splitext(a.out)[1].lower()
     if ext not in (".gif", ".mp4"):
         p.exit(2, f"navgym-video: error: --out must end in .gif or .mp4, got {a.out!r}\n")
+    missing = [m for m in ("imageio",) + (("imageio_ffmpeg",) if ext == ".mp4" else ()) if find_spec(m) is None]
+    if missing:  # before simulating, not after
+        p.exit(2, f"navgym-video: error: writing {ext} needs {' and '.join(missing)} "
+                  f"(pip install {' '.join(m.replace('_', '-') for m in missing)}); or write a .gif\n")
     try:
         subject, poses, frames = _episode(a)
     except (ValueError, KeyError, IndexError, FileNotFoundError) as e:
@@ -108,7 +124,7 @@ def _episode(a):
                 meta = json.load(f)
             e = a.episode - meta["first_episode"]
             if 0 <= e < meta["episodes"]:
-                subjects = {s.subject_id: s for s in load_subjects(config.subjects, config.split)}
+                subjects = {s.subject_id: s for s in resolve_subjects(config.subjects, config.split)}
                 frames = np.load(os.path.join(d, "frames.npy"), mmap_mode="r")[e]
                 poses = np.load(os.path.join(d, "poses.npy"), mmap_mode="r")[e]
                 return subjects[meta["subject_ids"][e]], np.array(poses), np.array(frames)
@@ -118,7 +134,7 @@ def _episode(a):
         task_kwargs=a.task_kwargs, episodes=a.episode + 1, steps=a.steps, size=a.size, seed=a.seed,
         episodes_per_shard=a.episode + 1, nav_overrides=a.nav_overrides,
     )
-    subjects = load_subjects(config.subjects, config.split)
+    subjects = resolve_subjects(config.subjects, config.split)
     arrays, meta = generate_shard(config, 0, subjects)
     subject = next(s for s in subjects if s.subject_id == meta["subject_ids"][a.episode])
     return subject, arrays["poses"][a.episode], arrays["frames"][a.episode]
@@ -138,29 +154,20 @@ def contact_sheet(frames: np.ndarray, columns: int = 8, gap: int = 2) -> np.ndar
 
 
 def write_video(path: str, frames, fps: float) -> None:
-    """GIF or MP4 from a list of (H, W, 3) uint8 frames, written to a temporary file then renamed."""
+    """GIF or MP4 (needs imageio-ffmpeg) from a list of (H, W, 3) uint8 frames, written atomically."""
     import imageio.v3 as iio
 
-    ext = os.path.splitext(path)[1].lower()
-    tmp = f"{path}.tmp{os.getpid()}{ext}"
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    if ext == ".gif":
-        iio.imwrite(tmp, np.stack(frames), duration=1000.0 / fps, loop=0)
+    if os.path.splitext(path)[1].lower() == ".gif":
+        atomic_path(path, lambda tmp: iio.imwrite(tmp, np.stack(frames), duration=1000.0 / fps, loop=0))
     else:
-        try:
-            iio.imwrite(tmp, np.stack(frames), fps=fps, codec="libx264", plugin="FFMPEG")
-        except Exception as e:  # noqa: BLE001  (imageio raises several types when ffmpeg is missing)
-            raise SystemExit(f"navgym-video: error: MP4 needs imageio-ffmpeg ({e}); write a .gif instead") from None
-    os.replace(tmp, path)
+        atomic_path(path, lambda tmp: iio.imwrite(tmp, np.stack(frames), fps=fps, codec="libx264", plugin="FFMPEG"))
 
 
 def write_image(path: str, image: np.ndarray) -> None:
+    """A PNG, written atomically."""
     import imageio.v3 as iio
 
-    tmp = f"{path}.tmp{os.getpid()}.png"
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    iio.imwrite(tmp, image)
-    os.replace(tmp, path)
+    atomic_path(path, lambda tmp: iio.imwrite(tmp, image))
 
 
 if __name__ == "__main__":  # pragma: no cover

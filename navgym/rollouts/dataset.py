@@ -21,9 +21,8 @@ from torch.utils.data import Dataset, IterableDataset, get_worker_info
 
 from ..policies import make_policy
 from ..simulator import NavConfig
-from ..subjects import load_subjects
 from ..tasks import make_task
-from .generate import ARRAYS, pose_arrays, render_frames, shard_dirs, simulate
+from .generate import ARRAYS, check_shard, pose_arrays, render_frames, resolve_subjects, shard_dirs, simulate
 
 __all__ = ["RolloutWindows", "StreamingWindows"]
 
@@ -34,6 +33,8 @@ class RolloutWindows(Dataset):
     Window starts are every ``stride`` steps within each episode (windows never cross episodes).
     Shards are opened as read-only memory maps on first use in each process, so a window reads
     only its own T x H x W bytes; the dataset pickles without its maps (DataLoader workers reopen).
+    Every shard's files are checked against the sizes recorded in its ``meta.json`` on construction;
+    a damaged shard raises ``ValueError`` naming the file (``navgym-rollouts --verify`` rebuilds it).
     """
 
     def __init__(self, root: str, window: int = 16, stride: int = 1):
@@ -43,10 +44,13 @@ class RolloutWindows(Dataset):
         self.shards = shard_dirs(root)
         if not self.shards:
             raise FileNotFoundError(f"no finished rollout shards under {root!r}")
-        metas = []
-        for d in self.shards:
-            with open(os.path.join(d, "meta.json")) as f:
-                metas.append(json.load(f))
+        problems = [p for d in self.shards for p in check_shard(d)]
+        if problems:
+            raise ValueError(
+                f"damaged rollout shards under {root}: " + "; ".join(problems)
+                + f"; rebuild them with: navgym-rollouts --out {root} --verify"
+            )
+        metas = [_read_meta(d) for d in self.shards]
         steps = {m["steps"] for m in metas}
         if len(steps) != 1:
             raise ValueError(f"shards under {root} disagree on episode length: {sorted(steps)}")
@@ -74,7 +78,13 @@ class RolloutWindows(Dataset):
     def _arrays(self, s: int) -> dict:
         maps = self._maps.get(s)
         if maps is None:
-            maps = {n: np.load(os.path.join(self.shards[s], n + ".npy"), mmap_mode="r") for n in ARRAYS}
+            maps = {}
+            for n in ARRAYS:
+                path = os.path.join(self.shards[s], n + ".npy")
+                try:
+                    maps[n] = np.load(path, mmap_mode="r")
+                except (OSError, ValueError) as e:
+                    raise ValueError(f"cannot read rollout file {path}: {e}") from e
             self._maps[s] = maps
         return maps
 
@@ -91,6 +101,15 @@ class RolloutWindows(Dataset):
         return state
 
 
+def _read_meta(shard: str) -> dict:
+    path = os.path.join(shard, "meta.json")
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, ValueError) as e:
+        raise ValueError(f"cannot read rollout file {path}: {e}") from e
+
+
 class StreamingWindows(IterableDataset):
     """Endless windows rendered on the fly (no disk), from the same simulator and policies.
 
@@ -98,7 +117,7 @@ class StreamingWindows(IterableDataset):
     steps and cuts every episode into non-overlapping windows.  Chunk c of DataLoader worker w
     uses ``SeedSequence([seed, w, c])``, so workers never repeat each other and a run is reproducible.
 
-    subjects : spec (see :func:`navgym.subjects.load_subjects`) or a sequence of Subjects.
+    subjects : spec string (see :func:`navgym.rollouts.resolve_subjects`) or a sequence of Subjects.
     batch_size : None yields single windows; an int yields collated batches (use
         ``DataLoader(ds, batch_size=None)``), with frames (B, T, H, W) and subject_id a list.
     device : None renders with the numba CPU kernel; a torch device (e.g. "cuda") renders with
@@ -165,8 +184,24 @@ class StreamingWindows(IterableDataset):
             c += 1
 
     def _render(self, subjects, sim, renderers):
-        frames = render_frames(subjects, sim, self.size, self.device, renderers)
-        return torch.from_numpy(frames) if self.device is None else frames
+        if self.device is None:
+            return torch.from_numpy(render_frames(subjects, sim, self.size))
+        from ..render import TorchRenderer
+
+        e, t = sim["fovs"].shape
+        frames = torch.empty((e, t, self.size, self.size), dtype=torch.uint8, device=self.device)
+        for s in np.unique(sim["subject_index"]):
+            sel = np.flatnonzero(sim["subject_index"] == s)
+            if s not in renderers:
+                renderers[s] = TorchRenderer(subjects[s].volume, self.device)
+            img = renderers[s].render(
+                sim["centers"][sel].reshape(-1, 3), sim["rotations"][sel].reshape(-1, 3, 3),
+                sim["fovs"][sel].reshape(-1), (self.size, self.size),
+            )
+            frames[torch.as_tensor(sel, device=self.device)] = (
+                (img.clamp(0, 1) * 255).round().to(torch.uint8).reshape(len(sel), t, self.size, self.size)
+            )
+        return frames
 
     def __iter__(self):
         info = get_worker_info()
@@ -175,7 +210,7 @@ class StreamingWindows(IterableDataset):
             import numba
 
             numba.set_num_threads(1)  # one DataLoader worker per core; kernel threads would oversubscribe
-        subjects = load_subjects(self.subjects_spec, self.split)
+        subjects = resolve_subjects(self.subjects_spec, self.split)
         emitted, b = 0, self.batch_size
         for chunk in self._chunks(subjects, worker):
             n = len(chunk["subject_id"])

@@ -11,7 +11,8 @@ Storage (one directory per shard, written atomically)::
         actions_physical.npy      float32 (E, T, 7)  mm x3, degrees x3, ln(fov_before / fov_after)
         poses.npy                 float32 (E, T, 13) subject world mm: centre, rotation row-major, fov
         template_poses.npy        float32 (E, T, 13) the same in template (MNI) mm (NaN if unknown)
-        meta.json                 subject ids, policy, seeds, counts
+        meta.json                 subject ids, policy, seeds, counts, each file's size and sha256
+      .lock-shard-000000          lock file: held (flock) by the process writing that shard
 
 Convention: frame t is rendered at pose t, and applying action t to pose t gives pose t + 1
 (so an episode of T steps stores T frames and T actions; the last action's result is not stored).
@@ -19,34 +20,46 @@ Convention: frame t is rendered at pose t, and applying action t to pose t gives
 Shard k holds episodes [k * E, (k + 1) * E) and depends only on (config, k): its random streams
 come from ``SeedSequence([seed, k])``.  So any split into processes or jobs writes identical
 shards, a killed run resumes by skipping finished shards, and job j of J writes shards k = j mod J.
+
+Several writers may share an output folder: a writer holds shard k's lock file while it writes k
+(in ``.tmp-shard-k-*``), skips shards another process holds, and removes only the temporary folders
+of shards whose lock it holds.  On resume every finished shard's files are checked against the sizes
+in its ``meta.json`` (and the sha256 checksums with ``verify=True``); damaged or incomplete shards are
+reported, naming the file, and rebuilt.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import hashlib
 import json
 import os
 import platform
 import shutil
 import sys
+import tempfile
 import time
 from dataclasses import asdict, dataclass, field, fields
 
 import numpy as np
 
+from ..files import write_json_atomic
 from ..geometry import pack_poses
 from ..policies import POLICIES, make_policy
-from ..render import render_poses, render_slices
+from ..render import render_slices
 from ..simulator import NavConfig, Navigator
-from ..subjects import load_subjects
 from ..tasks import make_task
 
 __all__ = [
     "RolloutConfig",
+    "resolve_subjects",
     "simulate",
     "render_frames",
     "generate_shard",
     "write_rollouts",
     "shard_dirs",
+    "check_shard",
     "ARRAYS",
 ]
 
@@ -58,7 +71,7 @@ _FORMAT = 1
 class RolloutConfig:
     """What to generate.  Content depends on every field here; never on workers or jobs.
 
-    subjects : spec for :func:`navgym.subjects.load_subjects` ("template", "synthetic:N", a folder, ...).
+    subjects : spec for :func:`resolve_subjects` ("template", "synthetic:N", a folder, ...).
     split : None, "train", "val" or "test" (passed to ``load_subjects``).
     policy : a :func:`navgym.policies.make_policy` name; policy_kwargs its options.
     task : "explore" (default), "landmark" or "plane" (the oracle needs one of the latter two);
@@ -133,6 +146,27 @@ class RolloutConfig:
         return asdict(self)
 
 
+def resolve_subjects(spec, split: str | None = None):
+    """A sequence of Subjects from a spec string (via ``navgym.subjects.load_subjects`` when present;
+    "template" always works) or a sequence of Subjects as is."""
+    if not isinstance(spec, str):
+        if len(spec) == 0:
+            raise ValueError("subjects is empty")
+        return spec
+    from .. import subjects as subjects_module
+
+    load = getattr(subjects_module, "load_subjects", None)
+    if load is not None:
+        out = load(spec, split=split)
+    elif spec == "template":
+        out = [subjects_module.template_subject()]
+    else:
+        raise ValueError(f"subject spec {spec!r} needs navgym.subjects.load_subjects; only 'template' works without it")
+    if len(out) == 0:
+        raise ValueError(f"subject spec {spec!r} (split {split!r}) gives no subjects")
+    return out
+
+
 def simulate(subjects, policy, task, config: NavConfig, episodes: int, steps: int, seed, subject_index=None) -> dict:
     """Run ``episodes`` episodes of ``steps`` steps in one batch; no rendering.
 
@@ -169,15 +203,19 @@ def simulate(subjects, policy, task, config: NavConfig, episodes: int, steps: in
     }
 
 
-def render_frames(subjects, sim: dict, size: int, device=None, renderers: dict | None = None):
-    """uint8 (E, T, size, size) frames of a :func:`simulate` result (see :func:`navgym.render.render_poses`:
-    a numpy array, or a tensor on a torch ``device``)."""
+def render_frames(subjects, sim: dict, size: int) -> np.ndarray:
+    """uint8 (E, T, size, size) frames of a :func:`simulate` result, one batched render per subject."""
     e, t = sim["fovs"].shape
-    frames = render_poses(
-        subjects, np.repeat(sim["subject_index"], t), sim["centers"].reshape(-1, 3),
-        sim["rotations"].reshape(-1, 3, 3), sim["fovs"].reshape(-1), (size, size), device=device, renderers=renderers,
-    )
-    return frames.reshape(e, t, size, size)
+    frames = np.empty((e, t, size, size), np.uint8)
+    for s in np.unique(sim["subject_index"]):
+        sel = np.flatnonzero(sim["subject_index"] == s)
+        out = np.empty((len(sel) * t, size, size), np.uint8)
+        render_slices(
+            subjects[s].volume, sim["centers"][sel].reshape(-1, 3), sim["rotations"][sel].reshape(-1, 3, 3),
+            sim["fovs"][sel].reshape(-1), (size, size), out=out,
+        )
+        frames[sel] = out.reshape(len(sel), t, size, size)
+    return frames
 
 
 def pose_arrays(subjects, sim: dict) -> tuple[np.ndarray, np.ndarray]:
@@ -202,7 +240,7 @@ def generate_shard(config: RolloutConfig, k: int, subjects=None) -> tuple[dict, 
     """Arrays (see :data:`ARRAYS`) and meta of shard ``k``; a pure function of (config, k)."""
     if not 0 <= k < config.num_shards:
         raise ValueError(f"shard index {k} out of range [0, {config.num_shards})")
-    subjects = load_subjects(config.subjects, config.split) if subjects is None else subjects
+    subjects = resolve_subjects(config.subjects, config.split) if subjects is None else subjects
     n = config.shard_episodes(k)
     policy = make_policy(config.policy, **_policy_kwargs(config))
     task = make_task(config.task, **config.task_kwargs)
@@ -254,34 +292,91 @@ def shard_dirs(root) -> list[str]:
     return [os.path.join(root, n) for n in names]
 
 
-def write_shard(root: str, k: int, arrays: dict, meta: dict, tag: str = "") -> str:
-    """Write shard ``k`` into a temporary directory, fsync, then rename it into place (atomic)."""
+def write_shard(root: str, k: int, arrays: dict, meta: dict) -> str:
+    """Write shard ``k`` into a temporary directory, fsync, then rename it into place (atomic).
+
+    ``meta.json`` (written last) records each array file's size and sha256 for :func:`check_shard`.
+    """
     final = os.path.join(root, shard_name(k))
-    tmp = os.path.join(root, f".tmp-{shard_name(k)}-{tag}{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    os.makedirs(tmp)
-    for name in ARRAYS:
-        with open(os.path.join(tmp, name + ".npy"), "wb") as f:
-            np.save(f, arrays[name])
-            f.flush()
-            os.fsync(f.fileno())
-    _write_json(os.path.join(tmp, "meta.json"), meta)
+    tmp = tempfile.mkdtemp(prefix=f".tmp-{shard_name(k)}-", dir=root)  # unique per writer
     try:
-        os.replace(tmp, final)
-    except OSError:  # another writer finished the same shard first (identical content): keep theirs
-        if not os.path.isfile(os.path.join(final, "meta.json")):
-            raise
+        files = {}
+        for name in ARRAYS:
+            path = os.path.join(tmp, name + ".npy")
+            with open(path, "wb") as f:
+                np.save(f, arrays[name])
+                f.flush()
+                os.fsync(f.fileno())
+            files[name + ".npy"] = {"bytes": os.path.getsize(path), "sha256": _sha256(path)}
+        write_json_atomic(os.path.join(tmp, "meta.json"), {**meta, "files": files})
+        try:
+            os.replace(tmp, final)
+        except OSError:  # another writer finished the same shard first (identical content): keep theirs
+            if not os.path.isfile(os.path.join(final, "meta.json")):
+                raise
+    finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return final
 
 
-def _write_json(path: str, obj) -> None:
-    tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "w") as f:
-        json.dump(obj, f, indent=1)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+def _sha256(path: str) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def check_shard(path: str, checksums: bool = False) -> list[str]:
+    """Problems of the finished shard directory ``path`` (empty if sound), each naming its file.
+
+    Checks that ``meta.json`` reads and every array file exists with the size recorded in it (or, for
+    shards written before sizes were recorded, that its .npy header fits the file); with ``checksums``
+    also the sha256 of each file.
+    """
+    meta_path = os.path.join(path, "meta.json")
+    try:
+        with open(meta_path) as f:
+            meta = json.load(f)
+    except FileNotFoundError:
+        return [f"{meta_path} is missing (unfinished or damaged shard)"]
+    except (OSError, ValueError) as e:
+        return [f"{meta_path} is unreadable: {e}"]
+    problems = []
+    records = meta.get("files", {})
+    for name in ARRAYS:
+        file = os.path.join(path, name + ".npy")
+        record = records.get(name + ".npy")
+        if not os.path.isfile(file):
+            problems.append(f"{file} is missing")
+        elif record is None:
+            try:
+                np.load(file, mmap_mode="r")
+            except (OSError, ValueError) as e:
+                problems.append(f"{file} is unreadable: {e}")
+        elif os.path.getsize(file) != record["bytes"]:
+            problems.append(f"{file} has {os.path.getsize(file)} bytes, meta.json records {record['bytes']} (truncated?)")
+        elif checksums and _sha256(file) != record["sha256"]:
+            problems.append(f"{file}: sha256 differs from the one in meta.json (corrupted)")
+    return problems
+
+
+@contextlib.contextmanager
+def shard_lock(root: str, k: int):
+    """Try to take shard ``k``'s lock file without waiting; yields whether this process holds it.
+
+    An ``flock`` lock: released when the file closes, also when the process is killed (no stale locks).
+    """
+    fd = os.open(os.path.join(root, f".lock-{shard_name(k)}"), os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            held = True
+        except BlockingIOError:
+            held = False
+        yield held
+    finally:
+        os.close(fd)
 
 
 def versions() -> dict:
@@ -303,7 +398,8 @@ def write_manifest(root: str, config: RolloutConfig) -> dict:
     for d in shard_dirs(root):
         with open(os.path.join(d, "meta.json")) as f:
             m = json.load(f)
-        shards.append({"dir": os.path.basename(d), "shard": m["shard"], "episodes": m["episodes"], "seed": m["seed"]})
+        shards.append({"dir": os.path.basename(d), "shard": m["shard"], "episodes": m["episodes"], "seed": m["seed"],
+                       "files": m.get("files")})
         for s in m["subject_ids"]:
             subjects[s] = subjects.get(s, 0) + 1
     episodes = sum(s["episodes"] for s in shards)
@@ -328,13 +424,20 @@ def write_manifest(root: str, config: RolloutConfig) -> dict:
         "shards": shards,
         "updated": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
-    _write_json(os.path.join(root, "manifest.json"), card)
+    write_json_atomic(os.path.join(root, "manifest.json"), card)
     return card
 
 
 def load_config(root: str) -> RolloutConfig:
-    with open(os.path.join(root, "config.json")) as f:
-        return RolloutConfig(**json.load(f))
+    """The :class:`RolloutConfig` stored in ``root/config.json``."""
+    path = os.path.join(root, "config.json")
+    try:
+        with open(path) as f:
+            return RolloutConfig(**json.load(f))
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path} not found: is {root!r} a navgym-rollouts output folder?") from None
+    except (OSError, ValueError, TypeError) as e:
+        raise ValueError(f"{path} is unreadable: {e}") from None
 
 
 # --- generation at scale -----------------------------------------------------------------
@@ -350,14 +453,26 @@ def _init_worker(config: RolloutConfig) -> None:
         import signal
 
         ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    _WORKER["subjects"] = load_subjects(config.subjects, config.split)
+    _WORKER["subjects"] = resolve_subjects(config.subjects, config.split)
 
 
-def _work(args) -> int:
-    config, root, k, tag = args
-    arrays, meta = generate_shard(config, k, _WORKER["subjects"])
-    write_shard(root, k, arrays, meta, tag)
-    return meta["episodes"]
+def _work(args) -> tuple[int, int | None]:
+    """Write shard k unless another process holds its lock: (k, episodes written, or None if skipped)."""
+    config, root, k, rebuild = args
+    with shard_lock(root, k) as held:
+        if not held:
+            return k, None
+        for n in os.listdir(root):  # temporary folders of k left by a killed writer (nobody else holds k)
+            if n.startswith(f".tmp-{shard_name(k)}-"):
+                shutil.rmtree(os.path.join(root, n), ignore_errors=True)
+        final = os.path.join(root, shard_name(k))
+        if os.path.isdir(final):
+            if not rebuild and not check_shard(final):
+                return k, 0  # finished meanwhile by another writer
+            shutil.rmtree(final)
+        arrays, meta = generate_shard(config, k, _WORKER["subjects"])
+        write_shard(root, k, arrays, meta)
+        return k, meta["episodes"]
 
 
 def _warm(subject) -> None:
@@ -367,12 +482,15 @@ def _warm(subject) -> None:
 
 def write_rollouts(
     config: RolloutConfig, root: str, workers: int = 0, job_index: int = 0, num_jobs: int = 1,
-    progress: bool = True, max_shards: int | None = None,
+    progress: bool = True, max_shards: int | None = None, verify: bool = False,
 ) -> dict:
     """Generate (or resume) the shards of job ``job_index`` of ``num_jobs`` under ``root``.
 
     workers : 0 = in this process; n >= 1 = a pool of n processes (fork where available).
     max_shards : stop after writing this many shards (for tests and partial runs).
+    verify : also compare the sha256 of every finished shard's files (sizes are always checked);
+        damaged shards are reported on stderr, naming the file, and rebuilt.
+    Shards that another process is writing (its lock held) are left to it and reported.
     Returns the manifest.  Raises ValueError if ``root`` holds rollouts of a different config.
     """
     if not 0 <= job_index < num_jobs:
@@ -389,32 +507,50 @@ def write_rollouts(
             diff = sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k))
             raise ValueError(f"{root} holds rollouts made with a different config (differs in {diff}); use another --out")
     else:
-        _write_json(cfg_path, new)
-    mine = [k for k in range(config.num_shards) if k % num_jobs == job_index]
-    for n in os.listdir(root):  # shards in flight when a previous run of this job was killed
-        if n.startswith(".tmp-shard-") and int(n[len(".tmp-shard-"):][:6]) in set(mine):
-            shutil.rmtree(os.path.join(root, n), ignore_errors=True)
-    todo = [k for k in mine if not os.path.isdir(os.path.join(root, shard_name(k)))]
+        write_json_atomic(cfg_path, new)
+    todo, damaged = [], set()
+    for k in range(job_index, config.num_shards, num_jobs):
+        final = os.path.join(root, shard_name(k))
+        problems = check_shard(final, checksums=verify) if os.path.isdir(final) else None
+        if problems:
+            damaged.add(k)
+            sys.stderr.write("".join(f"navgym-rollouts: damaged shard, rebuilding: {p}\n" for p in problems))
+        if problems is None or problems:
+            todo.append(k)
     if max_shards is not None:
         todo = todo[:max_shards]
     total = sum(config.shard_episodes(k) for k in todo)
     from tqdm.auto import tqdm
 
     bar = tqdm(total=total, unit="ep", desc=f"rollouts job {job_index}/{num_jobs}", disable=not progress)
-    jobs = [(config, root, k, f"j{job_index}-") for k in todo]
+    jobs = [(config, root, k, k in damaged) for k in todo]
+    skipped = []
+
+    def done(result):
+        k, n = result
+        if n is None:
+            skipped.append(k)
+        else:
+            bar.update(n)
+
     if workers == 0:
-        _WORKER["subjects"] = load_subjects(config.subjects, config.split)
+        _WORKER["subjects"] = resolve_subjects(config.subjects, config.split)
         for job in jobs:
-            bar.update(_work(job))
+            done(_work(job))
     else:
         import multiprocessing as mp
 
         fork = "fork" in mp.get_all_start_methods()
         if fork:  # compile the kernel and build the first subject's sample store once, before forking
-            _warm(load_subjects(config.subjects, config.split)[0])
+            _warm(resolve_subjects(config.subjects, config.split)[0])
         ctx = mp.get_context("fork" if fork else "spawn")
         with ctx.Pool(workers, initializer=_init_worker, initargs=(config,)) as pool:
-            for n in pool.imap_unordered(_work, jobs):
-                bar.update(n)
+            for result in pool.imap_unordered(_work, jobs):
+                done(result)
     bar.close()
+    if skipped:
+        sys.stderr.write(
+            f"navgym-rollouts: shards {sorted(skipped)} are being written by another process (their .lock-shard-* "
+            f"files are held), so this run left them to it; rerun to finish them if that process dies\n"
+        )
     return write_manifest(root, config)
