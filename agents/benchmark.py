@@ -32,16 +32,18 @@ import numpy as np
 from navgym.presets import get_preset
 
 from .evaluate import episode_metrics, policy_act_fn, run_episodes, steps_to, t_interval, wilson, bootstrap_median
-from .extractors import load_encoder
-from .train import TrainConfig, _eval_env, _jsonable, train, write_json
+from navgym.files import write_json_atomic
+
+from .extractors import load_frame_encoder
+from .train import PPO_DEFAULTS, SAC_DEFAULTS, AgentConfig, eval_env, train
 
 __all__ = ["run_benchmark", "summarise", "main"]
 
 BOUNDS = ("oracle", "random")
 
 
-def _bound_episodes(cfg: TrainConfig, name: str, seed: int) -> list[dict]:
-    env = _eval_env(cfg)  # pixel observations: the bounds read the pose from infos
+def _bound_episodes(cfg: AgentConfig, name: str, seed: int) -> list[dict]:
+    env = eval_env(cfg)  # pixel observations: the bounds read the pose from infos
     try:
         return run_episodes(policy_act_fn(name, seed=seed), env, cfg.eval_episodes)
     finally:
@@ -92,7 +94,7 @@ def encoder_label(enc: str) -> tuple[str, str]:
     return (Path(enc).stem if os.path.exists(enc) else enc), enc
 
 
-def _train_or_reuse(cfg: TrainConfig) -> dict:
+def _train_or_reuse(cfg: AgentConfig) -> dict:
     """``train(cfg)``, or the result a finished run with the same config left in ``cfg.out``.
 
     A world-model checkpoint whose pretraining has not finished is refused (a benchmark compares
@@ -100,15 +102,15 @@ def _train_or_reuse(cfg: TrainConfig) -> dict:
     done = Path(cfg.out) / "final_eval.json"
     if done.exists():
         prev = json.loads(done.read_text())
-        if prev.get("config") == json.loads(json.dumps(asdict(cfg), default=_jsonable)):
+        if prev.get("config") == json.loads(json.dumps(asdict(cfg))):
             return prev
     if os.path.isfile(cfg.encoder):
-        if not load_encoder(cfg.encoder).finished:
+        if not load_frame_encoder(cfg.encoder).finished:
             raise ValueError(f"{cfg.encoder}: its pretraining is unfinished; finish it first")
     return train(cfg)
 
 
-def run_benchmark(tasks, encoders, algos, seeds, base: TrainConfig, out: Path, finetune: bool = False,
+def run_benchmark(tasks, encoders, algos, seeds, base: AgentConfig, out: Path, finetune: bool = False,
                   command: str | None = None) -> dict:
     """Train every (task, encoder, algo, seed), evaluate the bounds, write the report; returns the report dict.
 
@@ -152,7 +154,7 @@ def run_benchmark(tasks, encoders, algos, seeds, base: TrainConfig, out: Path, f
         _plot(task, methods, out / f"curves_{task}.png")
     report["wall_s"] = time.time() - t0
     report["uptime_end"] = _uptime()
-    write_json(out / "report.json", report)
+    write_json_atomic(out / "report.json", report)
     _write_markdown(report, out / "report.md")
     return report
 
@@ -266,7 +268,7 @@ def main(argv=None) -> None:
     p.add_argument("--quick", action="store_true", help="tiny smoke configuration (for tests)")
     p.add_argument("--out", default="reports/agents")
     a = p.parse_args(argv)
-    base = TrainConfig(**QUICK) if a.quick else TrainConfig()
+    base = AgentConfig(**QUICK) if a.quick else AgentConfig()
     over = {k: getattr(a, k) for k in ("steps", "eval_every", "eval_episodes", "n_envs", "size", "train_subjects", "test_subjects",
                                         "threads")
             if getattr(a, k) is not None}

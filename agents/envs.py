@@ -1,10 +1,12 @@
-"""SB3 adapter over :class:`navgym.env.MRINavVectorEnv` with memory (frame stack + action history).
+"""SB3 ``VecEnv`` adapter over :class:`navgym.env.MRINavVectorEnv` with memory (frame stack + action history).
 
-Memory choice: the search is partially observed (one slice of a 3D volume), so the agent sees the
-last ``frames`` slices and the last ``actions`` normalised actions.  Frame stacking + action
-history works unchanged for both PPO and SAC (a recurrent policy would exclude SAC and, on CPU,
-cost a sequential LSTM pass per minibatch); frozen encoders embed each frame independently, so
-stacking adds no encoder parameters.
+The vector env does the navigation, autoreset (Gymnasium's ``SAME_STEP`` mode), truncation, seeding
+and fixed evaluation starts (``episode_seed``); this adapter only translates its Gymnasium API to
+SB3's and adds the agent's memory.  Memory choice: the search is partially observed (one slice of a
+3D volume), so the agent sees the last ``frames`` slices and the last ``actions`` normalised actions.
+Frame stacking + action history works unchanged for PPO and SAC (a recurrent policy would exclude
+SAC and, on CPU, cost a sequential LSTM pass per minibatch); frozen encoders embed each frame
+independently, so stacking adds no encoder parameters.
 
 Observation (``spaces.Dict``):
 * ``image``: (frames, H, W) uint8, oldest first (row 0 = the plane's +v edge, see the env); or, with a
@@ -19,6 +21,7 @@ import time
 
 import numpy as np
 from gymnasium import spaces
+from gymnasium.vector import AutoresetMode
 from stable_baselines3.common.vec_env.base_vec_env import VecEnv
 
 from navgym.env import MRINavVectorEnv
@@ -26,33 +29,37 @@ from navgym.presets import get_preset, subject_kwargs
 
 __all__ = ["NavVecEnv", "make_vec_env", "INFO_KEYS"]
 
-#: per-env info entries passed to SB3 (oracles need center_mm, rotation, target)
-INFO_KEYS = ("center_mm", "rotation", "fov_mm", "target", "error", "is_success", "distance_mm", "angle_deg")
+#: per-env info entries passed to SB3 (oracles need center_mm, rotation, fov_mm, target)
+INFO_KEYS = ("center_mm", "rotation", "fov_mm", "target", "subject_id", "error", "is_success", "distance_mm",
+             "angle_deg")
 
 
 class NavVecEnv(VecEnv):
-    """SB3 ``VecEnv`` over one batched :class:`MRINavVectorEnv` (one process, batched rendering).
+    """SB3 ``VecEnv`` over one :class:`MRINavVectorEnv` in ``SAME_STEP`` autoreset mode (one process,
+    batched rendering).
 
-    Finished envs reset at once (SB3 semantics): the step returns the new episode's first
-    observation and ``infos[i]["terminal_observation"]``; ``TimeLimit.truncated`` marks truncation.
-    ``infos[i]["episode"]`` holds ``r`` (return), ``l`` (length), ``error``, ``is_success`` and
-    ``subject_id`` on an episode's last step.
+    A finished env's step returns the new episode's first observation (its frame stack filled with
+    that frame, its action history zeroed) and, in its info, ``terminal_observation`` (the finished
+    episode's last stacked observation, built from the env's ``final_obs``), ``TimeLimit.truncated``
+    (truncated and not terminated) and ``episode``: ``r`` (return), ``l`` (length) and the env's
+    ``final_info`` entries (``error``, ``is_success``, ``subject_id``, ...).  Other info entries
+    (:data:`INFO_KEYS`) describe the current pose, i.e. the new episode's after a reset.
 
-    start_seed : if given, env i's j-th episode starts from ``default_rng([start_seed, i, j])``, so
-        every policy evaluated with the same start_seed meets the same subjects and start poses.
+    seed : seeds the vector env's sub-envs at the first ``reset`` (SB3's ``VecEnv.seed`` sets it too).
     encoder : a frozen encoder (``features((B, H, W) uint8) -> (B, D)``, ``feature_dim``); None: pixels.
     ``time_env`` accumulates the seconds spent in ``reset``/``step_wait`` (stepping, rendering and
     encoding); ``time_encode`` the encoder's share.
     """
 
     def __init__(self, venv: MRINavVectorEnv, frames: int = 4, actions: int = 4, seed: int | None = None,
-                 start_seed: int | None = None, encoder=None):
+                 encoder=None):
         if frames < 1 or actions < 0:
-            raise ValueError("need frames >= 1 and actions >= 0")
-        self.venv, self.nav = venv, venv.nav
+            raise ValueError(f"need frames >= 1 and actions >= 0, got frames={frames}, actions={actions}")
+        if venv.autoreset_mode != AutoresetMode.SAME_STEP or venv.observation != "image":
+            raise ValueError("venv must be an MRINavVectorEnv with autoreset_mode=SAME_STEP and observation='image'")
+        self.venv = venv
         self.frames, self.n_actions = int(frames), int(actions)
-        self.max_episode_steps = venv.max_episode_steps
-        h, w = venv.config.size
+        h, w = venv.single_observation_space.shape[1:]
         self.encoder = encoder
         if encoder is None:
             self._key, frame_shape, dtype = "image", (h, w), np.uint8
@@ -66,69 +73,56 @@ class NavVecEnv(VecEnv):
         })
         super().__init__(venv.num_envs, obs_space, venv.single_action_space)
         n = self.num_envs
-        self._image = np.zeros((n, self.frames, *frame_shape), dtype)
-        self.time_encode = 0.0
+        self._stack = np.zeros((n, self.frames, *frame_shape), dtype)
         self._acts = np.zeros((n, max(1, self.n_actions), 7), np.float32)
         self._ret = np.zeros(n)
-        self._seed, self.start_seed = seed, start_seed
-        self._episode = np.zeros(n, np.int64)
+        self._len = np.zeros(n, np.int64)
+        self._seed = seed
         self._pending = None
-        self.time_env = 0.0
+        self._info: dict = {}
+        self.time_env = self.time_encode = 0.0
 
     # --- VecEnv API ----------------------------------------------------------------------------
     def reset(self):
         t0 = time.perf_counter()
-        if self._seed is not None:
-            self.venv.reset(seed=self._seed)
-            self._seed = None
-        self._episode[:] = 0
-        for i in range(self.num_envs):
-            self._start(i)
-        frame = self._render()
-        self._image[:] = frame[:, None]
+        obs, self._info = self.venv.reset(seed=self._seed)
+        self._seed = None
+        self._stack[:] = self._frames(obs)[:, None]
         self._acts[:] = 0
         self._ret[:] = 0
+        self._len[:] = 0
         self.reset_infos = [{} for _ in range(self.num_envs)]
         self.time_env += time.perf_counter() - t0
         return self._obs()
 
     def step_async(self, actions):
-        self._pending = np.asarray(actions, dtype=np.float64).reshape(self.num_envs, 7)
+        self._pending = np.clip(np.asarray(actions, dtype=np.float32).reshape(self.num_envs, 7), -1.0, 1.0)
 
     def step_wait(self):
         t0 = time.perf_counter()
-        act = np.clip(self._pending, -1.0, 1.0)
-        nav = self.nav
-        reward, fig = nav.step(act)
-        frame = self._render()
-        self._ret += reward
-        terminated = fig["is_success"].copy()
-        truncated = (nav.steps >= self.max_episode_steps) & ~terminated
+        act = self._pending
+        obs, reward, terminated, truncated, info = self.venv.step(act)
+        self._info = info
         done = terminated | truncated
-        self._image[:, :-1] = self._image[:, 1:]
-        self._image[:, -1] = frame
-        if self.n_actions:
-            self._acts[:, :-1] = self._acts[:, 1:]
-            self._acts[:, -1] = act
-        infos = self._infos(fig)
+        self._ret += reward
+        self._len += 1
+        self._push(self._frames(obs), act)
+        infos = self.current_infos()
         idx = np.flatnonzero(done)
         if len(idx):
-            obs = self._obs()
+            last = self._obs()
+            last[self._key][idx] = self._flat(self._with_last(idx, np.stack([info["final_obs"][i] for i in idx])))
+            final = info["final_info"]
             for i in idx:
-                infos[i]["terminal_observation"] = {k: v[i].copy() for k, v in obs.items()}
-                infos[i]["TimeLimit.truncated"] = bool(truncated[i])
-                infos[i]["episode"] = {
-                    "r": float(self._ret[i]), "l": int(nav.steps[i]), "subject_id": nav.episode_subjects[i].subject_id,
-                    **{k: (bool(v[i]) if v.dtype == bool else float(v[i])) for k, v in fig.items()},
-                }
-                self._start(i)
-            self._ret[idx] = 0
+                infos[i]["terminal_observation"] = {k: v[i] for k, v in last.items()}
+                infos[i]["TimeLimit.truncated"] = bool(truncated[i] and not terminated[i])
+                infos[i]["episode"] = {"r": float(self._ret[i]), "l": int(self._len[i]),
+                                       **{k: _scalar(final[k][i]) for k in final
+                                          if not k.startswith("_") and k in INFO_KEYS[4:]}}
+            self._stack[idx] = self._stack[idx, -1:]  # the new episode's first frame, repeated
             self._acts[idx] = 0
-            first = self._render(idx)
-            self._image[idx] = first[:, None]
-            new = self.current_infos()  # the new episodes' poses, for oracles
-            for i in idx:
-                infos[i] = {**new[i], **{k: infos[i][k] for k in ("terminal_observation", "TimeLimit.truncated", "episode")}}
+            self._ret[idx] = 0
+            self._len[idx] = 0
         self.time_env += time.perf_counter() - t0
         return self._obs(), reward.astype(np.float32), done, infos
 
@@ -151,45 +145,51 @@ class NavVecEnv(VecEnv):
 
     def seed(self, seed=None):
         self._seed = seed
-        return [seed] * self.num_envs
+        return [None if seed is None else seed + i for i in range(self.num_envs)]
 
     def current_infos(self) -> list[dict]:
-        """Per-env info dicts (pose, target, task figures) of the current poses."""
-        return self._infos(self.nav.task_metrics(np.arange(self.num_envs)))
+        """Per-env info dicts (:data:`INFO_KEYS`: pose, target, task figures) of the current poses."""
+        info = self._info
+        keys = [k for k in INFO_KEYS if k in info]
+        return [{k: _scalar(info[k][i]) for k in keys} for i in range(self.num_envs)]
 
     # --- helpers --------------------------------------------------------------------------------
-    def _start(self, i: int) -> None:
-        if self.start_seed is None:
-            rng = self.venv.np_random
-        else:
-            rng = np.random.default_rng([self.start_seed, i, int(self._episode[i])])
-        self._episode[i] += 1
-        self.nav.reset(i, rng)
-
-    def _render(self, idx=None) -> np.ndarray:
-        """Frames of all envs (or of ``idx``): (N, H, W) uint8, or (N, feature_dim) with an encoder."""
-        frame = self.nav.render()
-        if idx is not None:
-            frame = frame[idx]
+    def _frames(self, image: np.ndarray) -> np.ndarray:
+        """(N, 1, H, W) uint8 env observations -> frames (N, H, W), or their features (N, D) with an encoder."""
+        frames = np.asarray(image)[:, 0]
         if self.encoder is None:
-            return frame
+            return frames
         import torch
 
         t = time.perf_counter()
         with torch.no_grad():
-            feats = self.encoder.features(torch.from_numpy(frame)).float().numpy()
+            feats = self.encoder.features(torch.from_numpy(np.ascontiguousarray(frames))).float().cpu().numpy()
         self.time_encode += time.perf_counter() - t
         return feats
 
-    def _obs(self):
-        img = self._image.reshape(self.num_envs, -1) if self.encoder is not None else self._image
-        return {self._key: img.copy(), "actions": self._acts.reshape(self.num_envs, -1).copy()}
+    def _push(self, frame: np.ndarray, act: np.ndarray) -> None:
+        self._stack[:, :-1] = self._stack[:, 1:]
+        self._stack[:, -1] = frame
+        if self.n_actions:
+            self._acts[:, :-1] = self._acts[:, 1:]
+            self._acts[:, -1] = act
 
-    def _infos(self, fig) -> list[dict]:
-        nav = self.nav
-        arrays = {"center_mm": nav.centers, "rotation": nav.rotations, "fov_mm": nav.fovs, "target": nav.targets, **fig}
-        keys = [k for k in INFO_KEYS if k in arrays]
-        return [{k: arrays[k][i] for k in keys} for i in range(self.num_envs)]
+    def _with_last(self, idx: np.ndarray, final_image: np.ndarray) -> np.ndarray:
+        """The stacks of envs ``idx`` with their newest frame replaced by the finished episode's last one."""
+        stack = self._stack[idx].copy()
+        stack[:, -1] = self._frames(final_image)
+        return stack
+
+    def _flat(self, stack: np.ndarray) -> np.ndarray:
+        return stack.reshape(len(stack), -1) if self.encoder is not None else stack
+
+    def _obs(self):
+        return {self._key: self._flat(self._stack).copy(), "actions": self._acts.reshape(self.num_envs, -1).copy()}
+
+
+def _scalar(x):
+    """numpy scalars as Python scalars (JSON-friendly episode records); arrays as they are."""
+    return x.item() if isinstance(x, np.generic) else x
 
 
 def make_vec_env(task: str, num_envs: int, split: str = "train", size: int = 64, frames: int = 4,
@@ -198,11 +198,14 @@ def make_vec_env(task: str, num_envs: int, split: str = "train", size: int = 64,
     """A :class:`NavVecEnv` for a task preset (``AC-near``, see :mod:`navgym.presets`) on ``split`` subjects.
 
     ``subjects`` overrides the preset's subject spec (e.g. ``"template"`` for quick tests);
-    ``encoder``: a frozen encoder module (observations carry its features, see :class:`NavVecEnv`).
+    ``start_seed``: fixed starts (the env's ``episode_seed``: env i's j-th episode starts from
+    ``default_rng([start_seed, i, j])``, so every policy evaluated with it meets the same subjects and
+    start poses); ``encoder``: a frozen encoder module (observations carry its features).
     """
     p = get_preset(task)
     kw = p.env_kwargs(split)
     if subjects is not None:
         kw.update(subject_kwargs(subjects))
-    venv = MRINavVectorEnv(num_envs, max_episode_steps=p.max_episode_steps, size=size, **kw)
-    return NavVecEnv(venv, frames=frames, actions=actions, seed=seed, start_seed=start_seed, encoder=encoder)
+    venv = MRINavVectorEnv(num_envs, max_episode_steps=p.max_episode_steps, size=size,
+                           autoreset_mode=AutoresetMode.SAME_STEP, episode_seed=start_seed, **kw)
+    return NavVecEnv(venv, frames=frames, actions=actions, seed=seed, encoder=encoder)

@@ -14,7 +14,24 @@ from gymnasium import spaces
 from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
 from torch import nn
 
-__all__ = ["NavExtractor", "load_encoder", "RandomCNN"]
+__all__ = ["NavExtractor", "load_frame_encoder", "RandomCNN", "CNNS"]
+
+
+def nature_cnn(frames: int) -> nn.Sequential:
+    """NatureCNN convs (Mnih et al. 2015): 8x8/4 (32), 4x4/2 (64), 3x3/1 (64), flattened."""
+    return nn.Sequential(nn.Conv2d(frames, 32, 8, 4), nn.ReLU(), nn.Conv2d(32, 64, 4, 2), nn.ReLU(),
+                         nn.Conv2d(64, 64, 3, 1), nn.ReLU(), nn.Flatten())
+
+
+def small_cnn(frames: int) -> nn.Sequential:
+    """The NatureCNN's layout with half the channels after the first conv: 8x8/4 (32), 4x4/2 (32),
+    3x3/1 (32), flattened (512 values at 64 x 64), for a cheaper update on CPU."""
+    return nn.Sequential(nn.Conv2d(frames, 32, 8, 4), nn.ReLU(), nn.Conv2d(32, 32, 4, 2), nn.ReLU(),
+                         nn.Conv2d(32, 32, 3, 1), nn.ReLU(), nn.Flatten())
+
+
+#: pixel encoders trained end to end: name -> (conv stack builder, width of the linear layer after it)
+CNNS = {"nature": (nature_cnn, 512), "small": (small_cnn, 256)}
 
 
 class NavExtractor(BaseFeaturesExtractor):
@@ -22,7 +39,7 @@ class NavExtractor(BaseFeaturesExtractor):
 
     With a ``features`` entry instead of ``image`` (frozen features computed by the env, the fast
     path for frozen encoders) the output is simply ``[features, actions]``.
-    encoder : spec for :func:`load_encoder` or a module; ``"pixels"``/None -> NatureCNN (Mnih et al. 2015: 8x8/4, 4x4/2, 3x3/1 convs + linear ``cnn_dim``)
+    encoder : spec for :func:`load_frame_encoder` or a module; ``"pixels"``/None -> the CNN ``cnn`` (:data:`CNNS`)
         over the k stacked frames, trained end to end; otherwise a pretrained encoder applied
         to each frame, its k feature vectors concatenated (B, k * feature_dim).
     finetune : train the pretrained encoder too (default: frozen, eval mode, no gradients).
@@ -30,7 +47,7 @@ class NavExtractor(BaseFeaturesExtractor):
     """
 
     def __init__(self, observation_space: spaces.Dict, encoder: str | nn.Module | None = "pixels",
-                 finetune: bool = False, cnn_dim: int = 512, encoder_seed: int = 0):
+                 finetune: bool = False, cnn: str = "nature", encoder_seed: int = 0):
         act = observation_space["actions"]
         if "features" in observation_space.spaces:  # frozen features precomputed by the env
             super().__init__(observation_space, observation_space["features"].shape[0] + act.shape[0])
@@ -38,19 +55,18 @@ class NavExtractor(BaseFeaturesExtractor):
             self.finetune = False
             return
         if isinstance(encoder, str):  # a spec, so saved models hold a string, never a pickled module
-            encoder = load_encoder(encoder, seed=encoder_seed)
+            encoder = load_frame_encoder(encoder, seed=encoder_seed)
         img = observation_space["image"]
         k, h, w = img.shape
         if encoder is None:
+            if cnn not in CNNS:
+                raise ValueError(f"cnn must be one of {sorted(CNNS)}, got {cnn!r}")
             if min(h, w) < 36:
-                raise ValueError(f"the NatureCNN needs frames of at least 36 x 36 pixels, got {h} x {w}")
-            cnn = nn.Sequential(
-                nn.Conv2d(k, 32, 8, 4), nn.ReLU(), nn.Conv2d(32, 64, 4, 2), nn.ReLU(),
-                nn.Conv2d(64, 64, 3, 1), nn.ReLU(), nn.Flatten(),
-            )
+                raise ValueError(f"the {cnn} CNN needs frames of at least 36 x 36 pixels, got {h} x {w}")
+            build, img_dim = CNNS[cnn]
+            convs = build(k)
             with torch.no_grad():
-                n = cnn(torch.zeros(1, k, h, w)).shape[1]
-            img_dim = cnn_dim
+                n = convs(torch.zeros(1, k, h, w)).shape[1]
         else:
             if not hasattr(encoder, "features") or not hasattr(encoder, "feature_dim"):
                 raise TypeError("encoder must have features((B, H, W) uint8) -> (B, D) and feature_dim")
@@ -58,7 +74,7 @@ class NavExtractor(BaseFeaturesExtractor):
         super().__init__(observation_space, img_dim + act.shape[0])
         self.frames, self.finetune = k, bool(finetune)
         if encoder is None:
-            self.cnn = nn.Sequential(cnn, nn.Linear(n, cnn_dim), nn.ReLU())
+            self.cnn = nn.Sequential(convs, nn.Linear(n, img_dim), nn.ReLU())
             self.encoder = None
         else:
             self.cnn = None
@@ -110,7 +126,7 @@ class RandomCNN(nn.Module):
         return self.net(frames.float()[:, None] / 255.0 - 0.5).mean((2, 3))
 
 
-def load_encoder(spec: str, seed: int = 0) -> nn.Module | None:
+def load_frame_encoder(spec: str, seed: int = 0) -> nn.Module | None:
     """``"pixels"`` -> None (NatureCNN), ``"random-cnn"`` -> :class:`RandomCNN`, else
     ``world_model.load_encoder(spec, seed)`` (a checkpoint path, or a method name such as
     ``random``: that architecture untrained)."""

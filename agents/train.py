@@ -6,101 +6,116 @@ Writes to ``--out``: ``config.json``, TensorBoard events (``loss/…`` from SB3 
 ``eval/…``, ``perf/…``), ``checkpoints/`` (SB3 zips every ``--checkpoint-every`` steps),
 ``model.zip`` (final), ``evaluations.json`` (the held-out learning curve) and ``final_eval.json``.
 Evaluation runs on the preset's held-out ``test`` subjects with fixed starts (see
-:mod:`agents.evaluate`).
+:mod:`agents.evaluate`).  Re-running the same command in the same ``--out`` resumes from the
+newest checkpoint (same config only).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
-import tempfile
+import re
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
 import torch
 from stable_baselines3 import PPO, SAC
 from stable_baselines3.common.callbacks import BaseCallback, CallbackList, CheckpointCallback
+from stable_baselines3.common.vec_env import VecNormalize
 from tqdm.auto import tqdm
 
+from navgym.files import write_json_atomic
 from navgym.presets import get_preset
 
-from .envs import make_vec_env
+from .envs import NavVecEnv, make_vec_env
 from .evaluate import episode_metrics, model_act_fn, run_episodes
-from .extractors import NavExtractor, load_encoder
+from .extractors import CNNS, NavExtractor, load_frame_encoder
 
-__all__ = ["TrainConfig", "train", "write_json", "main"]
+__all__ = ["AgentConfig", "train", "choose_device", "main", "PPO_DEFAULTS", "SAC_DEFAULTS"]
+
+#: SB3 PPO settings (``--ppo KEY=VALUE`` overrides one); measured for speed on 2 CPU cores, see docs/agents.md
+PPO_DEFAULTS = {"n_steps": 128, "batch_size": 512, "n_epochs": 3, "learning_rate": 3e-4, "gamma": 0.99,
+                "gae_lambda": 0.95, "ent_coef": 0.0, "clip_range": 0.2}
+#: SB3 SAC settings (``--sac KEY=VALUE``)
+SAC_DEFAULTS = {"buffer_size": 30_000, "learning_starts": 1_000, "batch_size": 128, "train_freq": 1,
+                "gradient_steps": 2, "learning_rate": 3e-4, "gamma": 0.99}
+
+
+def _f(default, help: str):
+    if isinstance(default, dict):
+        return field(default_factory=lambda: dict(default), metadata={"help": help})
+    return field(default=default, metadata={"help": help})
 
 
 @dataclass
-class TrainConfig:
-    """One training run.  ``encoder``: ``pixels`` (NatureCNN), ``random-cnn`` or a world-model checkpoint."""
+class AgentConfig:
+    """One agent training run (stored as ``config.json`` in its output folder)."""
 
-    task: str = "AC-near"
-    encoder: str = "pixels"
-    finetune: bool = False
-    algo: str = "ppo"
-    steps: int = 100_000
-    seed: int = 0
-    out: str = "runs/agent"
-    n_envs: int = 16
-    size: int = 64
-    frames: int = 4
-    actions: int = 4
-    eval_every: int = 20_000
-    eval_episodes: int = 2  # per eval env
-    eval_envs: int = 16
-    eval_start_seed: int = 12345
-    checkpoint_every: int = 100_000
-    train_subjects: str | None = None  # None: the preset's
-    test_subjects: str | None = None
-    threads: int = 2
-    progress: bool = True
-    ppo: dict = field(default_factory=lambda: {"n_steps": 128, "batch_size": 256, "n_epochs": 4, "learning_rate": 3e-4,
-                                               "gamma": 0.99, "gae_lambda": 0.95, "ent_coef": 0.0, "clip_range": 0.2})
-    sac: dict = field(default_factory=lambda: {"buffer_size": 30_000, "learning_starts": 1_000, "batch_size": 128,
-                                               "train_freq": 1, "gradient_steps": 2, "learning_rate": 3e-4,
-                                               "gamma": 0.99})
+    task: str = _f("AC-near", "task preset (navgym.presets), e.g. AC-near, midsag-far")
+    encoder: str = _f("pixels", "pixels (a CNN trained end to end) | random-cnn | a world-model checkpoint or method")
+    finetune: bool = _f(False, "train the pretrained encoder too (otherwise frozen)")
+    cnn: str = _f("small", f"CNN for --encoder pixels: {' | '.join(CNNS)}")
+    algo: str = _f("ppo", "ppo | sac")
+    steps: int = _f(100_000, "environment steps to train")
+    seed: int = _f(0, "seed of the policy, the training envs and random encoders")
+    out: str = _f("runs/agent", "output folder")
+    n_envs: int = _f(16, "training envs stepped together")
+    size: int = _f(64, "slice pixels per side")
+    frames: int = _f(4, "stacked frames the agent sees")
+    actions: int = _f(4, "previous actions the agent sees (0: none)")
+    log_std_init: float = _f(0.0, "initial log std of the Gaussian policy (PPO; SAC: -3 as SB3)")
+    normalize_reward: bool = _f(False, "scale rewards by a running std of the discounted return (SB3 VecNormalize)")
+    eval_every: int = _f(20_000, "steps between held-out evaluations")
+    eval_episodes: int = _f(2, "episodes per eval env")
+    eval_envs: int = _f(16, "held-out eval envs")
+    eval_start_seed: int = _f(12345, "fixed starts of the held-out episodes (the env's episode_seed)")
+    checkpoint_every: int = _f(100_000, "steps between checkpoints (resume points)")
+    train_subjects: str | None = _f(None, "override the preset's training subjects")
+    test_subjects: str | None = _f(None, "override the preset's held-out subjects")
+    threads: int = _f(2, "torch CPU threads")
+    device: str = _f("auto", "auto (cuda when available) | cpu | cuda | cuda:N")
+    progress: bool = _f(True, "progress bar")
+    ppo: dict = _f(PPO_DEFAULTS, "PPO settings")
+    sac: dict = _f(SAC_DEFAULTS, "SAC settings")
 
     def __post_init__(self):
         get_preset(self.task)
         if self.algo not in ("ppo", "sac"):
             raise ValueError(f"algo must be 'ppo' or 'sac', got {self.algo!r}")
-        for name in ("steps", "n_envs", "size", "frames", "eval_every", "eval_episodes", "eval_envs", "checkpoint_every", "threads"):
+        if self.cnn not in CNNS:
+            raise ValueError(f"cnn must be one of {sorted(CNNS)}, got {self.cnn!r}")
+        for name in ("steps", "n_envs", "size", "frames", "eval_every", "eval_episodes", "eval_envs", "checkpoint_every",
+                     "threads"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        for name, defaults in (("ppo", PPO_DEFAULTS), ("sac", SAC_DEFAULTS)):
+            unknown = set(getattr(self, name)) - set(defaults)
+            if unknown:
+                raise ValueError(f"{name}: unknown settings {sorted(unknown)}; known: {sorted(defaults)}")
 
 
-def write_json(path, obj) -> None:
-    """Atomic JSON write (temp file + os.replace)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        json.dump(obj, f, indent=1, default=_jsonable)
-    os.replace(tmp, path)
+def choose_device(spec: str = "auto") -> str:
+    """``auto`` -> ``cuda`` when PyTorch sees a GPU, else ``cpu``; any other spec is returned as given."""
+    if spec == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if not re.fullmatch(r"cpu|cuda(:\d+)?", spec):
+        raise ValueError(f"device must be auto, cpu, cuda or cuda:N, got {spec!r}")
+    return spec
 
 
-def _jsonable(x):
-    if isinstance(x, np.generic):
-        return x.item()
-    if isinstance(x, np.ndarray):
-        return x.tolist()
-    raise TypeError(f"not JSON serialisable: {type(x)}")
-
-
-def frozen_encoder(cfg: TrainConfig):
+def frozen_encoder(cfg: AgentConfig):
     """The frozen encoder module whose features the envs precompute (None: pixels or fine-tuning)."""
     if cfg.encoder == "pixels" or cfg.finetune:
         return None
-    enc = load_encoder(cfg.encoder, seed=cfg.seed)
+    enc = load_frame_encoder(cfg.encoder, seed=cfg.seed)
     enc.requires_grad_(False)
     return enc.eval()
 
 
-def _eval_env(cfg: TrainConfig, encoder=None):
+def eval_env(cfg: AgentConfig, encoder=None):
+    """The held-out evaluation env of ``cfg`` (preset ``test`` subjects, fixed starts)."""
     return make_vec_env(cfg.task, cfg.eval_envs, split="test", size=cfg.size, frames=cfg.frames,
                         actions=cfg.actions, subjects=cfg.test_subjects, start_seed=cfg.eval_start_seed,
                         encoder=encoder)
@@ -110,14 +125,14 @@ class NavCallback(BaseCallback):
     """Progress bar, held-out evaluation every ``eval_every`` steps, and timing (``perf/…``).
 
     perf/env_fraction: share of wall time in env stepping + rendering (+ frozen-encoder features,
-    perf/encode_fraction); perf/rollout_fraction:
-    share in rollout collection (env + policy forward incl. feature extraction); perf/steps_per_s.
+    perf/encode_fraction); perf/rollout_fraction: share in rollout collection (env + policy forward
+    incl. feature extraction); perf/steps_per_s.  ``curve``: earlier evaluations when resuming.
     """
 
-    def __init__(self, cfg: TrainConfig, eval_env, out: Path):
+    def __init__(self, cfg: AgentConfig, eval_env, out: Path, curve: list[dict] | None = None):
         super().__init__()
         self.cfg, self.eval_env, self.out = cfg, eval_env, out
-        self.curve: list[dict] = []
+        self.curve: list[dict] = list(curve or [])
         self.last_episodes: list[dict] = []
         self.next_eval = 0
         self.t_rollout = 0.0
@@ -125,11 +140,15 @@ class NavCallback(BaseCallback):
 
     def _on_training_start(self):
         self.t0 = time.perf_counter()
-        self.env_t0 = self.training_env.time_env
-        self.enc_t0 = self.training_env.time_encode
-        self.bar = tqdm(total=self.cfg.steps, desc=f"{self.cfg.algo} {self.cfg.encoder} s{self.cfg.seed}",
-                        disable=not self.cfg.progress, unit="step", smoothing=0.1)
-        self._evaluate()
+        self.steps0 = self.num_timesteps
+        self.nav_env = _nav_env(self.training_env)
+        self.env_t0, self.enc_t0 = self.nav_env.time_env, self.nav_env.time_encode
+        self.bar = tqdm(total=self.cfg.steps, initial=self.num_timesteps, unit="step", smoothing=0.1,
+                        desc=f"{self.cfg.algo} {self.cfg.encoder} s{self.cfg.seed}", disable=not self.cfg.progress)
+        if self.curve and self.curve[-1]["step"] == self.num_timesteps:
+            self.next_eval = (self.num_timesteps // self.cfg.eval_every + 1) * self.cfg.eval_every
+        else:
+            self._evaluate()
 
     def _on_rollout_start(self):
         self._r0 = time.perf_counter()
@@ -149,13 +168,14 @@ class NavCallback(BaseCallback):
         self.bar.close()
 
     def perf(self) -> dict:
-        wall = time.perf_counter() - self.t0 - self.t_eval
-        env = self.training_env.time_env - self.env_t0
-        enc = self.training_env.time_encode - self.enc_t0
-        return {"wall_s": wall, "steps_per_s": self.num_timesteps / max(wall, 1e-9),
-                "encode_fraction": enc / max(wall, 1e-9),
-                "env_fraction": env / max(wall, 1e-9), "rollout_fraction": self.t_rollout / max(wall, 1e-9),
-                "eval_s": self.t_eval}
+        """Timing of this invocation (a resumed run: since the resume)."""
+        wall = max(time.perf_counter() - self.t0 - self.t_eval, 1e-9)
+        env = self.nav_env.time_env - self.env_t0
+        enc = self.nav_env.time_encode - self.enc_t0
+        return {"wall_s": wall, "steps": self.num_timesteps - self.steps0,
+                "steps_per_s": (self.num_timesteps - self.steps0) / wall, "encode_fraction": enc / wall,
+                "env_fraction": env / wall, "rollout_fraction": self.t_rollout / wall, "eval_s": self.t_eval,
+                "threads": torch.get_num_threads(), "device": str(self.model.device)}
 
     def _evaluate(self):
         t = time.perf_counter()
@@ -163,92 +183,149 @@ class NavCallback(BaseCallback):
         m = episode_metrics(episodes)
         self.last_episodes = episodes
         self.t_eval += time.perf_counter() - t
-        row = {"step": int(self.num_timesteps), **{k: v for k, v in m.items()}}
-        self.curve.append(row)
+        self.curve.append({"step": int(self.num_timesteps), **m})
         for k in ("success_rate", "median_error", "median_distance_mm", "median_angle_deg", "mean_length", "mean_return"):
             if k in m:
                 self.logger.record(f"eval/{k}", m[k])
-        if self.num_timesteps > 0:
+        if self.num_timesteps > self.steps0:
             for k, v in self.perf().items():
-                self.logger.record(f"perf/{k}", v)
+                if not isinstance(v, str):
+                    self.logger.record(f"perf/{k}", v)
             self.logger.dump(self.num_timesteps)
-        write_json(self.out / "evaluations.json", self.curve)
+        write_json_atomic(self.out / "evaluations.json", self.curve)
         self.bar.set_postfix(success=f"{m['success_rate']:.2f}", err=f"{m['median_error']:.1f}")
         self.next_eval = (self.num_timesteps // self.cfg.eval_every + 1) * self.cfg.eval_every
 
 
-def build_model(cfg: TrainConfig, env, tensorboard_log: str | None):
+def _nav_env(env) -> NavVecEnv:
+    """The :class:`NavVecEnv` under SB3 wrappers (VecNormalize)."""
+    while not isinstance(env, NavVecEnv):
+        env = env.venv
+    return env
+
+
+def build_model(cfg: AgentConfig, env, tensorboard_log: str | None):
     """The SB3 model: MultiInputPolicy over :class:`NavExtractor` (normalize_images=False).
 
     Frozen encoders run inside the envs (``features`` observations), so the policy holds no copy;
     pixels and fine-tuned encoders run in the extractor (SAC: separate actor and critic copies)."""
     policy_kwargs = {
         "features_extractor_class": NavExtractor,
-        "features_extractor_kwargs": {"encoder": cfg.encoder, "finetune": cfg.finetune, "encoder_seed": cfg.seed},
+        "features_extractor_kwargs": {"encoder": cfg.encoder, "finetune": cfg.finetune, "cnn": cfg.cnn,
+                                      "encoder_seed": cfg.seed},
         "normalize_images": False,
         "net_arch": [256, 256],
     }
+    device = choose_device(cfg.device)
     if cfg.algo == "ppo":
         kw = dict(cfg.ppo)
         kw["batch_size"] = min(kw["batch_size"], kw["n_steps"] * env.num_envs)
-        return PPO("MultiInputPolicy", env, policy_kwargs=policy_kwargs, seed=cfg.seed, device="cpu",
-                   tensorboard_log=tensorboard_log, verbose=0, **kw)
-    return SAC("MultiInputPolicy", env, policy_kwargs=policy_kwargs, seed=cfg.seed, device="cpu",
+        return PPO("MultiInputPolicy", env, policy_kwargs={**policy_kwargs, "log_std_init": cfg.log_std_init},
+                   seed=cfg.seed, device=device, tensorboard_log=tensorboard_log, verbose=0, **kw)
+    return SAC("MultiInputPolicy", env, policy_kwargs=policy_kwargs, seed=cfg.seed, device=device,
                tensorboard_log=tensorboard_log, verbose=0, **cfg.sac)
 
 
-def train(cfg: TrainConfig) -> dict:
-    """Train, evaluate on held-out subjects, save; returns ``{"config", "curve", "final", "perf", "final_episodes"}``."""
+#: settings that may change when a run resumes (everything else must match the saved config.json)
+RESUMABLE_CHANGES = ("steps", "progress", "threads", "device")
+
+
+def _resume_point(cfg: AgentConfig, out: Path) -> tuple[Path | None, list[dict]]:
+    """The newest checkpoint (at most ``cfg.steps``) of an earlier run in ``out`` whose config matches
+    ``cfg`` up to :data:`RESUMABLE_CHANGES`, and that run's evaluations up to it."""
+    saved = out / "config.json"
+    if not saved.exists():
+        return None, []
+    same = {k: v for k, v in json.loads(saved.read_text()).items() if k not in RESUMABLE_CHANGES}
+    if same != {k: v for k, v in json.loads(json.dumps(asdict(cfg))).items() if k not in RESUMABLE_CHANGES}:
+        return None, []
+    ckpts = sorted((p for p in out.glob("checkpoints/model_*_steps.zip") if int(p.stem.split("_")[1]) <= cfg.steps),
+                   key=lambda p: int(p.stem.split("_")[1]))
+    if not ckpts:
+        return None, []
+    step = int(ckpts[-1].stem.split("_")[1])
+    curve = json.loads((out / "evaluations.json").read_text()) if (out / "evaluations.json").exists() else []
+    return ckpts[-1], [c for c in curve if c["step"] <= step]
+
+
+def train(cfg: AgentConfig) -> dict:
+    """Train (or resume), evaluate on held-out subjects, save; returns ``{"config", "curve", "final", "perf",
+    "final_episodes"}``."""
     torch.set_num_threads(cfg.threads)
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
-    write_json(out / "config.json", asdict(cfg))
+    resume, curve = _resume_point(cfg, out)
+    write_json_atomic(out / "config.json", asdict(cfg))
     encoder = frozen_encoder(cfg)
     env = make_vec_env(cfg.task, cfg.n_envs, split="train", size=cfg.size, frames=cfg.frames,
                        actions=cfg.actions, seed=cfg.seed, subjects=cfg.train_subjects, encoder=encoder)
-    eval_env = _eval_env(cfg, encoder)
+    if cfg.normalize_reward:
+        gamma = (cfg.ppo if cfg.algo == "ppo" else cfg.sac)["gamma"]
+        env = VecNormalize(env, norm_obs=False, norm_reward=True, gamma=gamma)
+    evaluation = eval_env(cfg, encoder)
     model = build_model(cfg, env, str(out / "tb"))
-    cb = NavCallback(cfg, eval_env, out)
-    ckpt = CheckpointCallback(max(cfg.checkpoint_every // cfg.n_envs, 1), str(out / "checkpoints"), name_prefix="model")
-    model.learn(cfg.steps, callback=CallbackList([cb, ckpt]), tb_log_name="tb", progress_bar=False)
+    if resume is not None:
+        model.set_parameters(str(resume), device=model.device)
+        model.num_timesteps = int(resume.stem.split("_")[1])
+        if cfg.normalize_reward and (resume.parent / f"vecnormalize_{model.num_timesteps}_steps.pkl").exists():
+            env.ret_rms = VecNormalize.load(str(resume.parent / f"vecnormalize_{model.num_timesteps}_steps.pkl"),
+                                            env.venv).ret_rms
+    cb = NavCallback(cfg, evaluation, out, curve)
+    ckpt = CheckpointCallback(max(cfg.checkpoint_every // cfg.n_envs, 1), str(out / "checkpoints"), name_prefix="model",
+                              save_vecnormalize=cfg.normalize_reward)
+    model.learn(cfg.steps - model.num_timesteps, callback=CallbackList([cb, ckpt]), tb_log_name="tb",
+                progress_bar=False, reset_num_timesteps=resume is None)
     model.save(out / "model.zip")
     result = {"config": asdict(cfg), "curve": cb.curve, "final": cb.curve[-1], "perf": cb.perf(),
-              "final_episodes": cb.last_episodes}
-    write_json(out / "final_eval.json", result)
+              "final_episodes": cb.last_episodes, "resumed_from": None if resume is None else str(resume)}
+    write_json_atomic(out / "final_eval.json", result)
     env.close()
-    eval_env.close()
+    evaluation.close()
     return result
 
 
-def parse_args(argv=None) -> TrainConfig:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    d = TrainConfig()
-    p.add_argument("--task", default=d.task, help="task preset (navgym.presets), e.g. AC-near, midsag-far")
-    p.add_argument("--encoder", default=d.encoder, help="pixels | random-cnn | world-model checkpoint")
-    p.add_argument("--finetune", action="store_true", help="train the pretrained encoder too")
-    p.add_argument("--algo", choices=("ppo", "sac"), default=d.algo)
-    p.add_argument("--steps", type=int, default=d.steps)
-    p.add_argument("--seed", type=int, default=d.seed)
-    p.add_argument("--out", default=d.out)
-    p.add_argument("--n-envs", type=int, default=d.n_envs)
-    p.add_argument("--size", type=int, default=d.size)
-    p.add_argument("--frames", type=int, default=d.frames)
-    p.add_argument("--actions", type=int, default=d.actions, help="action-history length (0: none)")
-    p.add_argument("--eval-every", type=int, default=d.eval_every)
-    p.add_argument("--eval-episodes", type=int, default=d.eval_episodes, help="episodes per eval env")
-    p.add_argument("--eval-envs", type=int, default=d.eval_envs)
-    p.add_argument("--checkpoint-every", type=int, default=d.checkpoint_every)
-    p.add_argument("--train-subjects", default=None, help="override the preset's training subjects")
-    p.add_argument("--test-subjects", default=None, help="override the preset's held-out subjects")
-    p.add_argument("--threads", type=int, default=d.threads)
-    p.add_argument("--no-progress", action="store_true")
-    a = p.parse_args(argv)
-    return TrainConfig(
-        task=a.task, encoder=a.encoder, finetune=a.finetune, algo=a.algo, steps=a.steps, seed=a.seed, out=a.out,
-        n_envs=a.n_envs, size=a.size, frames=a.frames, actions=a.actions, eval_every=a.eval_every,
-        eval_episodes=a.eval_episodes, eval_envs=a.eval_envs, checkpoint_every=a.checkpoint_every,
-        train_subjects=a.train_subjects, test_subjects=a.test_subjects, threads=a.threads, progress=not a.no_progress,
-    )
+def _bool(s: str) -> bool:
+    if s.lower() in ("1", "true", "yes", "on"):
+        return True
+    if s.lower() in ("0", "false", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected a boolean, got {s!r}")
+
+
+def _settings(defaults: dict):
+    def parse(s: str):
+        key, sep, value = s.partition("=")
+        if not sep or key not in defaults:
+            raise argparse.ArgumentTypeError(f"expected KEY=VALUE with KEY in {sorted(defaults)}, got {s!r}")
+        return key, type(defaults[key])(float(value) if isinstance(defaults[key], int) else value)
+    return parse
+
+
+def parser() -> argparse.ArgumentParser:
+    """``python -m agents.train`` options: one per :class:`AgentConfig` field, help and default from the field."""
+    p = argparse.ArgumentParser(prog="python -m agents.train", description=__doc__.split("\n\n")[0])
+    for f in fields(AgentConfig):
+        flag = "--" + f.name.replace("_", "-")
+        default = f.default if f.default is not MISSING else f.default_factory()
+        if f.name in ("ppo", "sac"):
+            p.add_argument(flag, nargs="*", type=_settings(default), default=[], metavar="KEY=VALUE",
+                           help=f"{f.metadata['help']}; defaults: "
+                                + " ".join(f"{k}={v}" for k, v in default.items()).replace("%", "%%"))
+            continue
+        typ = {"int": int, "float": float, "str": str, "bool": _bool, "str | None": str}[
+            f.type if isinstance(f.type, str) else f.type.__name__]
+        kw = {"nargs": "?", "const": True} if typ is _bool else {}
+        choices = {"algo": ("ppo", "sac"), "cnn": tuple(CNNS)}.get(f.name)
+        p.add_argument(flag, dest=f.name, type=typ, default=default, choices=choices, **kw,
+                       help=f"{f.metadata['help']} (default: %(default)s)")
+    return p
+
+
+def parse_args(argv=None) -> AgentConfig:
+    a = vars(parser().parse_args(argv))
+    a["ppo"] = {**PPO_DEFAULTS, **dict(a["ppo"])}
+    a["sac"] = {**SAC_DEFAULTS, **dict(a["sac"])}
+    return AgentConfig(**a)
 
 
 def main(argv=None) -> None:

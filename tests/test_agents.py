@@ -13,7 +13,7 @@ from agents.benchmark import QUICK, summarise
 from agents.envs import make_vec_env
 from agents.evaluate import episode_metrics, policy_act_fn, run_episodes, steps_to, wilson
 from agents.extractors import NavExtractor, RandomCNN
-from agents.train import TrainConfig, train
+from agents.train import AgentConfig, choose_device, train
 from navgym.presets import PRESETS, START, get_preset
 
 
@@ -79,13 +79,75 @@ def test_vecenv_stacks_frames_and_resets_with_terminal_observation():
     assert infos[i]["error"] > 3.0  # infos describe the new episode's pose
 
 
+def test_adapter_transitions_equal_the_vector_envs():
+    """The SB3 adapter adds memory only: rewards, dones, frames, final observations and infos are
+    MRINavVectorEnv's (SAME_STEP autoreset), step for step, through successes and time limits."""
+    from gymnasium.vector import AutoresetMode
+
+    from navgym.env import MRINavVectorEnv
+    from navgym.presets import subject_kwargs
+
+    n, size = 3, 32
+    adapter = make_vec_env("AC-near", n, size=size, frames=2, actions=1, seed=5, subjects="template")
+    kw = {**get_preset("AC-near").env_kwargs("train"), **subject_kwargs("template")}
+    venv = MRINavVectorEnv(n, max_episode_steps=100, size=size, autoreset_mode=AutoresetMode.SAME_STEP, **kw)
+    obs = adapter.reset()
+    ref_obs, ref_info = venv.reset(seed=5)
+    assert np.array_equal(obs["image"][:, -1], ref_obs[:, 0])
+    oracle, rng = policy_act_fn("oracle"), np.random.default_rng(0)
+    infos, starts = adapter.current_infos(), np.ones(n, bool)
+    kinds = {"terminated": 0, "truncated": 0}
+    for t in range(130):
+        act = oracle(obs, infos, starts)  # env 0: the oracle (successes), env 1: idle (time limit), env 2: random
+        act[1] = 0.0
+        act[2] = rng.uniform(-1, 1, 7)
+        obs, reward, done, infos = adapter.step(act)
+        ref_obs, ref_reward, term, trunc, ref_info = venv.step(act.astype(np.float32))
+        starts = done
+        assert np.allclose(reward, ref_reward) and np.array_equal(done, term | trunc)
+        assert np.array_equal(obs["image"][:, -1], ref_obs[:, 0])
+        for i in range(n):
+            assert np.allclose(infos[i]["center_mm"], ref_info["center_mm"][i]) and infos[i]["error"] == ref_info["error"][i]
+            if done[i]:
+                assert np.array_equal(infos[i]["terminal_observation"]["image"][-1], ref_info["final_obs"][i][0])
+                assert infos[i]["TimeLimit.truncated"] == bool(trunc[i] and not term[i])
+                assert infos[i]["episode"]["error"] == ref_info["final_info"]["error"][i]
+                assert infos[i]["episode"]["subject_id"] == ref_info["final_info"]["subject_id"][i]
+                assert (obs["image"][i] == obs["image"][i, -1]).all() and not obs["actions"][i].any()
+                kinds["truncated" if infos[i]["TimeLimit.truncated"] else "terminated"] += 1
+    assert kinds["terminated"] >= 1 and kinds["truncated"] >= 1
+
+
+def test_device_choice(monkeypatch):
+    assert choose_device("auto") == "cpu"  # this machine has no GPU
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert choose_device("auto") == "cuda" and choose_device("cpu") == "cpu" and choose_device("cuda:1") == "cuda:1"
+    with pytest.raises(ValueError, match="device"):
+        choose_device("gpu")
+
+
+def test_cli_help_and_settings(capsys):
+    from agents.train import PPO_DEFAULTS, parse_args, parser
+
+    text = parser().format_help()
+    assert text.startswith("usage: python -m agents.train") and "(default: AC-near)" in text and "n_epochs=" in text
+    cfg = parse_args(["--task", "midsag-near", "--ppo", "ent_coef=0.01", "n_epochs=2", "--normalize-reward"])
+    assert cfg.task == "midsag-near" and cfg.normalize_reward is True
+    assert cfg.ppo == {**PPO_DEFAULTS, "ent_coef": 0.01, "n_epochs": 2} and isinstance(cfg.ppo["n_epochs"], int)
+    with pytest.raises(SystemExit):
+        parse_args(["--ppo", "nonsense=1"])
+    with pytest.raises(ValueError, match="ppo: unknown"):
+        AgentConfig(ppo={"epochs": 3})
+
+
 def test_fixed_starts_repeat():
     a, b = _env(3, start_seed=7), _env(3, start_seed=7)
     a.reset(), b.reset()
-    assert np.array_equal(a.nav.centers, b.nav.centers)
+    centers = [np.stack([i["center_mm"] for i in e.current_infos()]) for e in (a, b)]
+    assert np.array_equal(*centers)
     c = _env(3, start_seed=8)
     c.reset()
-    assert not np.array_equal(a.nav.centers, c.nav.centers)
+    assert not np.array_equal(centers[0], np.stack([i["center_mm"] for i in c.current_infos()]))
 
 
 # --- evaluation on scripted trajectories -------------------------------------------------------------
@@ -96,7 +158,7 @@ def test_oracle_and_idle_outcomes_known():
     assert len(eps) == 4 and m["success_rate"] == 1.0 and m["median_error"] <= 3.0
     starts = _env(2, start_seed=1)
     starts.reset()
-    start_err = starts.nav.error.copy()
+    start_err = [i["error"] for i in starts.current_infos()]
     idle = run_episodes(lambda o, i, s: np.zeros((2, 7)), env, 1)
     assert [e["l"] for e in idle] == [100, 100]  # the AC-near time limit
     assert np.allclose([e["error"] for e in idle], start_err) and not any(e["is_success"] for e in idle)
@@ -129,9 +191,12 @@ def _batch(env):
 
 def test_extractor_pixels():
     env = _env(2, frames=4, actions=4)
-    ex = NavExtractor(env.observation_space, "pixels", cnn_dim=64)
+    ex = NavExtractor(env.observation_space, "pixels", cnn="small")
     out = ex(_batch(env))
-    assert out.shape == (2, 64 + 28) == (2, ex.features_dim)
+    assert out.shape == (2, 256 + 28) == (2, ex.features_dim)
+    assert NavExtractor(env.observation_space, "pixels", cnn="nature").features_dim == 512 + 28
+    with pytest.raises(ValueError, match="cnn"):
+        NavExtractor(env.observation_space, "pixels", cnn="resnet")
     assert all(p.requires_grad for p in ex.parameters())
     with pytest.raises(ValueError, match="36"):
         NavExtractor(make_vec_env("AC-near", 1, size=32, subjects="template").observation_space, "pixels")
@@ -171,7 +236,7 @@ def test_extractor_precomputed_features_and_world_model_random():
 
 # --- training end to end -----------------------------------------------------------------------------
 def test_short_training_runs(tmp_path):
-    cfg = replace(TrainConfig(**QUICK), steps=128, eval_every=64, eval_episodes=1, eval_envs=2,
+    cfg = replace(AgentConfig(**QUICK), steps=128, eval_every=64, eval_episodes=1, eval_envs=2,
                   out=str(tmp_path / "ppo"))
     r = train(cfg)
     assert [c["step"] for c in r["curve"]] == [0, 64, 128]
@@ -184,11 +249,17 @@ def test_short_training_runs(tmp_path):
 
     model = PPO.load(tmp_path / "ppo" / "model.zip", device="cpu")
     assert model.policy.features_extractor.cnn is not None
+    resumed = train(replace(cfg, steps=256, checkpoint_every=64, out=str(tmp_path / "res")))
+    assert resumed["resumed_from"] is None
+    again = train(replace(cfg, steps=384, checkpoint_every=64, out=str(tmp_path / "res")))  # a longer run resumes
+    assert again["resumed_from"].endswith("model_256_steps.zip") and again["perf"]["steps"] == 128
+    assert [c["step"] for c in again["curve"]] == [0, 64, 128, 192, 256, 320, 384]
+    assert again["curve"][:5] == json.loads(json.dumps(resumed["curve"]))
     sac = replace(cfg, algo="sac", encoder="random-cnn", steps=96, out=str(tmp_path / "sac"))
     r = train(sac)
     assert r["curve"][-1]["step"] == 96 and r["perf"]["encode_fraction"] > 0
     with pytest.raises(ValueError, match="algo"):
-        TrainConfig(algo="dqn")
+        AgentConfig(algo="dqn")
 
 
 def test_benchmark_labels_seeds_and_resumes(tmp_path):
@@ -196,7 +267,7 @@ def test_benchmark_labels_seeds_and_resumes(tmp_path):
 
     assert encoder_label("navwm=runs/wm/navwm_s{seed}/last.pt") == ("navwm", "runs/wm/navwm_s{seed}/last.pt")
     assert encoder_label("pixels") == ("pixels", "pixels")
-    base = replace(TrainConfig(**QUICK), steps=64, eval_every=64, eval_envs=2)
+    base = replace(AgentConfig(**QUICK), steps=64, eval_every=64, eval_envs=2)
     rep = run_benchmark(["AC-near"], ["px=pixels"], ["ppo"], [0], base, tmp_path)
     methods = rep["tasks"]["AC-near"]["methods"]
     assert set(methods) == {"oracle", "random", "ppo-px"}
@@ -217,6 +288,6 @@ def test_benchmark_refuses_unfinished_pretraining(tmp_path):
     mc, tc = make_config("tiny", method="tokenizer", subjects="template", batch=2, steps=4, threads=1, size=32,
                          width=4, latent=4, window=3, out=str(tmp_path / "wm"))
     wm_train(mc, tc, progress=False, stop_after=1)  # an interrupted run's checkpoint
-    base = replace(TrainConfig(**QUICK), steps=32, eval_every=32, eval_envs=2)
+    base = replace(AgentConfig(**QUICK), steps=32, eval_every=32, eval_envs=2)
     with pytest.raises(ValueError, match="unfinished"):
         run_benchmark(["AC-near"], [f"wm={tmp_path}/wm/last.pt"], ["ppo"], [0], base, tmp_path / "bench")
