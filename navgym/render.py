@@ -638,7 +638,10 @@ class TorchRenderer:
     """
 
     def __init__(self, volume: Volume, device="cpu", dtype=None):
-        import torch
+        try:
+            import torch
+        except ImportError as e:
+            raise ImportError(f"TorchRenderer needs PyTorch ({e}); install it with: pip install 'navgym[train]'") from e
 
         self.torch = torch
         self.volume = volume
