@@ -352,3 +352,14 @@ def test_checkpoint_errors_name_the_file(tmp_path):
     with pytest.raises(IsADirectoryError, match="folder"):
         load_checkpoint(tmp_path)
 
+
+
+def test_docs_rollouts_policy_snippet_runs():
+    """The policy snippet in docs/rollouts.md runs as written (act, then act_batch on the same policy)."""
+    import re
+
+    text = open(os.path.join(os.path.dirname(__file__), "..", "docs", "rollouts.md")).read()
+    snippet = re.findall(r"```python\n(.*?)```", text, re.S)[0]
+    scope = {}
+    exec(compile(snippet, "docs/rollouts.md", "exec"), scope)
+    assert scope["A"].shape == (4, 7) and scope["a"].shape == (7,)
