@@ -2,7 +2,10 @@
 
 Prints one markdown table and writes it (atomically) to ``--out`` if given::
 
-    python benchmarks/bench_core.py --out benchmarks/results/core.md
+    python benchmarks/bench_core.py --out runs/bench_core.md
+
+(the figures quoted in the docs are ``benchmarks/results/bench_core.md``; regenerate them with
+``--out benchmarks/results/bench_core.md``).
 
 What is measured (every figure is the median of ``--reps`` runs after a warm-up):
 
@@ -29,10 +32,11 @@ import os
 import platform
 import subprocess
 import sys
-import tempfile
 import time
 
 import numpy as np
+
+from navgym.files import write_atomic
 
 
 def _median_rate(fn, count: int, reps: int) -> float:
@@ -277,31 +281,20 @@ def table(render_rows, env_rows, vec_rows, mem, meta) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_atomic(path: str, text: str) -> None:
-    d = os.path.dirname(os.path.abspath(path))
-    os.makedirs(d, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=d, prefix=".bench_core.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
-
-
 PARTS = ("render", "env", "vector", "memory")
 
 
 def main(argv=None) -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--out", help="also write the markdown table here (atomically)")
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
+    p.add_argument("--out", help="also write the markdown table here (atomically), e.g. runs/bench_core.md")
     p.add_argument("--reps", type=int, default=7, help="runs per figure (median reported)")
     p.add_argument("--planes", type=int, default=32, help="oblique planes per renderer run")
     p.add_argument("--steps", type=int, default=2000, help="env steps per single-env run")
     p.add_argument("--batches", type=int, default=100, help="vector-env steps per run")
-    p.add_argument("--threads", type=int, nargs="+", default=[1, 2])
-    p.add_argument("--parts", nargs="+", choices=PARTS, default=list(PARTS), help="what to measure (default: all)")
+    p.add_argument("--threads", type=int, nargs="+", default=[1, 2], help="numba/torch thread counts to measure")
+    p.add_argument("--parts", nargs="+", choices=PARTS, default=list(PARTS), help="what to measure")
     p.add_argument("--no-memory", action="store_true", help="skip the memory measurement (a subprocess)")
     p.add_argument("--memory-child", type=int, help=argparse.SUPPRESS)
     args = p.parse_args(argv)

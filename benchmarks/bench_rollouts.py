@@ -71,12 +71,14 @@ def bench_stream(args, window=16, batch=64, batches=60):
 
 
 def main():
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--workers", type=int, default=2)
-    p.add_argument("--episodes", type=int, default=1024)
-    p.add_argument("--subjects", default="template")
-    p.add_argument("--split", default=None)
-    p.add_argument("--keep", default=None, help="write the data here and keep it (default: a temp dir)")
+    p = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
+    p.add_argument("--workers", type=int, default=2, help="rollout-writer processes and DataLoader workers")
+    p.add_argument("--episodes", type=int, default=1024, help="episodes written (64 steps of 64x64 frames each)")
+    p.add_argument("--subjects", default="template", help="a navgym.subjects.load_subjects spec")
+    p.add_argument("--split", default=None, help="train, val or test (None: all)")
+    p.add_argument("--keep", default=None, help="write the data here and keep it (None: a temporary folder)")
     a = p.parse_args()
     root = a.keep or tempfile.mkdtemp(prefix="bench_rollouts_")
     try:

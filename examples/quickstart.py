@@ -13,6 +13,7 @@ import imageio.v2 as imageio
 import numpy as np
 
 import navgym  # noqa: F401  (registers MRINav-v0)
+from navgym.files import atomic_path
 
 
 def main(steps: int, out: str, seed: int):
@@ -31,14 +32,14 @@ def main(steps: int, out: str, seed: int):
                   f"  fov {info['fov_mm']:.0f} mm  obs {obs.shape} {obs.dtype}")
         if terminated or truncated:
             break
-    imageio.mimsave(out, frames, duration=0.1, loop=0)
+    atomic_path(out, lambda tmp: imageio.mimsave(tmp, frames, duration=0.1, loop=0))
     print(f"wrote {out} ({len(frames)} frames of {frames[0].shape})")
 
 
 if __name__ == "__main__":
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--steps", type=int, default=60)
-    p.add_argument("--out", default="quickstart.gif")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--steps", type=int, default=60, help="env steps (default: %(default)s)")
+    p.add_argument("--out", default="quickstart.gif", help="GIF to write (default: %(default)s)")
+    p.add_argument("--seed", type=int, default=0, help="env and action seed (default: %(default)s)")
     a = p.parse_args()
     main(a.steps, a.out, a.seed)

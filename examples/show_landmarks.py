@@ -1,4 +1,5 @@
-"""Draw the built-in landmarks on the MNI152 template (writes docs/landmarks.png).
+"""Draw the built-in landmarks on the MNI152 template (writes runs/landmarks.png; the docs' figure:
+``python examples/show_landmarks.py --out docs/landmarks.png``).
 
 Each landmark gets a panel: the three canonical slices through it, with a cross at the
 landmark, so its placement can be checked by eye.
@@ -13,6 +14,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from navgym import SlicePose, render_slice  # noqa: E402
 from navgym.anatomy import TEMPLATE_LANDMARKS, load_template  # noqa: E402
+from navgym.files import atomic_path  # noqa: E402
 
 
 def main(out: str, fov: float = 80.0, size: int = 160):
@@ -33,11 +35,11 @@ def main(out: str, fov: float = 80.0, size: int = 160):
             if row == 0:
                 ax.set_title(view, fontsize=9)
     fig.tight_layout()
-    fig.savefig(out, dpi=80)
+    atomic_path(out, lambda tmp: fig.savefig(tmp, dpi=80))
     print(f"wrote {out}")
 
 
 if __name__ == "__main__":
     p = argparse.ArgumentParser(description=__doc__)
-    p.add_argument("--out", default="docs/landmarks.png")
+    p.add_argument("--out", default="runs/landmarks.png", help="PNG to write (default: %(default)s)")
     main(p.parse_args().out)

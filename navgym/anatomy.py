@@ -13,7 +13,7 @@ ventricle points from standard neuroanatomy atlases).  Each was checked and adju
 template: ventricle points at the deepest point (largest distance to non-CSF) of the template's
 CSF label within an anatomical search box, the
 commissures and callosal points by eye on zoomed T1 slices; ``docs/landmarks.png`` shows
-them on the template (regenerate with ``python examples/show_landmarks.py``).  They are good to
+them on the template (regenerate with ``python examples/show_landmarks.py --out docs/landmarks.png``).  They are good to
 about 2 mm, enough for the search tasks' 3-5 mm success radii.
 
 ==================  ==========================  ==============================================

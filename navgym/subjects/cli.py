@@ -1,6 +1,6 @@
 """``navgym-subjects``: write synthetic subjects to a BIDS-like folder (and optionally a picture).
 
-    navgym-subjects --n 200 --seed 0 --out data/subjects [--jobs 2] [--spacing 1.0] [--figure docs/subjects.png]
+    navgym-subjects --n 200 --seed 0 --out data/subjects [--jobs 2] [--spacing 1.0] [--figure data/subjects.png]
 
 Seeds ``seed .. seed+n-1``; subjects already written (their sidecar exists) are skipped, so an
 interrupted run resumes.  ``participants.tsv`` lists id, contrast and split of every subject.
@@ -17,7 +17,8 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from .io import _atomic, find_entries, write_json
+from ..files import write_atomic, write_json_atomic
+from .io import find_entries
 from .pool import split_of
 from .synthetic import SyntheticConfig, synthetic_id, synthetic_subject
 
@@ -63,7 +64,7 @@ def generate(n: int, seed: int, out: str | Path, jobs: int = 1, spacing: float |
 
 
 def _write_index(out: Path) -> None:
-    write_json(out / "dataset_description.json", {
+    write_json_atomic(out / "dataset_description.json", {
         "Name": "navgym synthetic subjects (MNI152 2009 deformed)", "BIDSVersion": "1.8.0", "DatasetType": "derivative",
         "GeneratedBy": [{"Name": "navgym-subjects"}],
     })
@@ -71,11 +72,13 @@ def _write_index(out: Path) -> None:
     for e in find_entries(out):
         contrast = e.image.name.split("_")[-1].split(".")[0]
         rows.append(f"sub-{e.subject_id}\t{contrast}\t{split_of(e.subject_id)}")
-    _atomic(out / "participants.tsv", lambda tmp: Path(tmp).write_text("\n".join(rows) + "\n"))
+    write_atomic(out / "participants.tsv", "\n".join(rows) + "\n")
 
 
 def main(argv=None) -> None:
-    p = argparse.ArgumentParser(prog="navgym-subjects", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(
+        prog="navgym-subjects", description=__doc__.split("\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
     p.add_argument("--n", type=int, required=True, help="number of subjects")
     p.add_argument("--seed", type=int, default=0, help="first seed (subject ids synth<seed>)")
     p.add_argument("--out", required=True, help="output folder (BIDS-like)")

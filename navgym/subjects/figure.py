@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
 from ..anatomy import template_planes
+from ..files import atomic_path
 from ..geometry import Plane
 from ..render import render_slice
 from .subject import Subject
@@ -62,12 +62,8 @@ def subjects_figure(subjects: Sequence[Subject], path: str | os.PathLike, size: 
             if c == 0:
                 ax.set_ylabel({0: "mid-sagittal", 1: "AC-PC axial"}[r])
     fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=110)
+    atomic_path(path, lambda tmp: fig.savefig(tmp, dpi=110))
     plt.close(fig)
-    os.replace(tmp, path)
 
 
 def _orientation(affine: np.ndarray) -> str:

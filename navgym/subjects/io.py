@@ -8,7 +8,7 @@ Layout written by :func:`save_subject` (and ``navgym-subjects``)::
     <root>/sub-<id>/anat/sub-<id>_dseg.nii.gz      labels 0 bg, 1 CSF, 2 GM, 3 WM
     <root>/sub-<id>/anat/sub-<id>_<contrast>.json  sidecar: {"navgym": {landmarks, planes, transform, seed, ...}}
 
-Every file is written to a temporary name and moved into place (``os.replace``); the sidecar is
+Every file is written atomically (:mod:`navgym.files`); the sidecar is
 written last, so a subject folder with a sidecar is complete.
 
 The user's data (:func:`find_entries`): a folder of ``NAME.nii[.gz]`` images, or a BIDS dataset
@@ -29,7 +29,6 @@ import csv
 import json
 import os
 import re
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,6 +36,7 @@ import nibabel as nib
 import numpy as np
 
 from ..anatomy import planes_from_landmarks
+from ..files import atomic_path, write_json_atomic
 from ..geometry import Plane
 from ..volume import Volume, VolumeError, load_volume
 from .subject import Subject
@@ -75,26 +75,6 @@ class Entry:
 
 
 # --- writing ------------------------------------------------------------------------------------
-def _atomic(path: Path, write) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    suffix = "".join(path.suffixes)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
-def write_json(path: Path, obj) -> None:
-    """Write JSON atomically."""
-    _atomic(Path(path), lambda tmp: Path(tmp).write_text(json.dumps(obj, indent=1)))
-
-
 def save_subject(subject: Subject, root: str | os.PathLike, split: str | None = None) -> Path:
     """Write ``subject`` under ``root`` in the layout above; returns the sidecar path.
 
@@ -110,10 +90,10 @@ def save_subject(subject: Subject, root: str | os.PathLike, split: str | None = 
     stem = anat / f"sub-{sid}_{contrast}"
     vol = subject.volume
     q = np.rint(np.clip(vol.data, 0, 1) * 255).astype(np.uint8)
-    _atomic(stem.with_name(stem.name + ".nii.gz"), lambda tmp: nib.save(_nifti(q, vol.affine), tmp))
+    atomic_path(stem.with_name(stem.name + ".nii.gz"), lambda tmp: nib.save(_nifti(q, vol.affine), tmp))
     if vol.labels is not None:
         dseg = anat / f"sub-{sid}_dseg.nii.gz"
-        _atomic(dseg, lambda tmp: nib.save(_nifti(np.asarray(vol.labels, np.uint8), vol.affine), tmp))
+        atomic_path(dseg, lambda tmp: nib.save(_nifti(np.asarray(vol.labels, np.uint8), vol.affine), tmp))
     record = {
         **meta,
         "subject_id": sid,
@@ -124,7 +104,7 @@ def save_subject(subject: Subject, root: str | os.PathLike, split: str | None = 
         "transform": subject.to_template.to_dict() if isinstance(subject.to_template, WarpTransform) else None,
     }
     sidecar = stem.with_name(stem.name + ".json")
-    write_json(sidecar, {"navgym": record})
+    write_json_atomic(sidecar, {"navgym": record})
     return sidecar
 
 
