@@ -6,8 +6,7 @@ import pytest
 from scipy.spatial.transform import Rotation
 
 from navgym import SlicePose, TorchRenderer, Volume, render_slice, render_slices
-from navgym.geometry import canonical_rotation
-from navgym.geometry import pixel_to_voxel
+from navgym.geometry import canonical_rotation, pixel_to_voxel
 from navgym.render import sample_store
 
 
@@ -291,3 +290,25 @@ def test_near_axis_aligned_and_boundary_poses_match_reference(kind):
     for fill in (0.0, 0.3):
         got = render_slices(vol, centers, rotations, fovs, (23, 29), fill=fill)
         np.testing.assert_allclose(got, _reference(vol, centers, rotations, fovs, (23, 29), fill), atol=2e-6)
+
+
+def test_render_poses_renders_each_pose_in_its_subject():
+    from navgym.render import render_poses
+    from navgym.subjects import Subject
+
+    vols = [random_volume(seed=s, labels=True) for s in (1, 2)]
+    subjects = [Subject("a", vols[0]), Subject("b", vols[1])]
+    index = np.array([1, 0, 1, 1, 0])
+    centers, rotations, fovs = random_poses(vols[0], 5, spread=4.0)
+    for labels in (False, True):
+        got = render_poses(subjects, index, centers, rotations, fovs, (16, 12), labels=labels)
+        for i, s in enumerate(index):
+            one = np.empty((1, 16, 12), np.uint8)
+            render_slices(vols[s], centers[i : i + 1], rotations[i : i + 1], fovs[i : i + 1], (16, 12), labels=labels, out=one)
+            np.testing.assert_array_equal(got[i], one[0])
+    images = render_poses(subjects, index, centers, rotations, fovs, (16, 12))
+    assert not np.array_equal(images[0], render_poses(subjects, np.zeros(5, int), centers, rotations, fovs, (16, 12))[0])
+    held = {7: subjects[1]}  # any mapping from the index values to subjects
+    np.testing.assert_array_equal(render_poses(held, [7], centers[:1], rotations[:1], fovs[:1], (16, 12))[0], images[0])
+    with pytest.raises(ValueError, match="subject_index has 2 entries for 5 poses"):
+        render_poses(subjects, [0, 1], centers, rotations, fovs, (16, 12))
