@@ -23,8 +23,8 @@ SMALL = dict(size=32, width=4, latent=4, dim=16, depth=1, heads=2, patch=2, wind
 
 
 def small(method="navwm", **kw):
-    return make_config("tiny", method=method, subjects="template", batch=2, log_every=1, eval_every=1000,
-                       threads=1, **{**SMALL, **kw})
+    return make_config("tiny", **{"method": method, "subjects": "template", "batch": 2, "log_every": 1,
+                                  "eval_every": 1000, "threads": 1, **SMALL, **kw})
 
 
 @pytest.mark.parametrize("method", METHODS)
@@ -163,3 +163,122 @@ def test_controllability_gap_is_zero_without_actions():
     c = controllability(m, frames, torch.rand(4, 3, 7) * 2 - 1)
     assert c["delta_psnr"] == pytest.approx(0.0, abs=1e-6)
     assert set(c) >= {"psnr_true", "psnr_shuffled", "recon_psnr", "latent_mse_true"}
+
+
+def _clips(method="navwm", n=2, **kw):
+    from world_model.data import clip_batches
+
+    mc, tc = small(method, batch=n, **kw)
+    return mc, tc, next(clip_batches(tc, mc))
+
+
+@pytest.mark.parametrize("method", [m for m in METHODS if m != "random"])
+def test_each_method_compute_loss_trains_the_right_parts(method):
+    mc, tc, batch = _clips(method, steps=10, stage1_frac=0.5)
+    torch.manual_seed(0)
+    m = build_model(mc, method, tc)
+    if method == "mae3d":
+        batch = next(m.batches(0, 1, 0, torch.device("cpu")))
+    for step in (0, 7):  # stage 1 and stage 2 of the dynamics family
+        m.zero_grad(set_to_none=True)
+        m.stage(step)
+        out = m.compute_loss(batch, step)
+        loss = out.pop("loss")
+        assert loss.dim() == 0 and torch.isfinite(loss) and all(torch.isfinite(torch.as_tensor(v)) for v in out.values())
+        loss.backward()
+        grads = {name for name, p in m.named_parameters() if p.grad is not None and p.grad.abs().sum() > 0}
+        assert grads, method
+        if m.dynamics is not None:
+            tok = any(g.startswith("tokenizer.") for g in grads)
+            dyn = any(g.startswith("dynamics.") for g in grads)
+            stage2 = step >= m.stage1_steps
+            assert dyn == stage2 and tok == (not stage2 or method.endswith("_joint")), (method, step, tok, dyn)
+            uses = any(g.startswith("dynamics.act.") for g in grads)
+            assert uses == (stage2 and not method.startswith("noaction")), (method, step)
+    m.requires_grad_(True)
+
+
+def test_clip_features_are_contextual():
+    torch.manual_seed(0)
+    m = build_model(make_config("tiny", **SMALL)[0], "navwm").eval()
+    frames = torch.randint(0, 256, (2, 3, 32, 32), dtype=torch.uint8)
+    a = torch.rand(2, 3, 7) * 2 - 1
+    f = m.clip_features(frames, a)
+    other = frames.clone()
+    other[:, 0] = 255 - other[:, 0]  # an earlier frame changes the last frame's features
+    assert not torch.allclose(m.clip_features(other, a), f)
+    a2 = a.clone()
+    a2[:, 0] = -a2[:, 0]  # so does an earlier action
+    assert not torch.allclose(m.clip_features(frames, a2), f)
+    assert torch.allclose(m.clip_features(frames[:, -1:], a[:, -1:] * 0), m.clip_features(frames[:, -1:], a[:, -1:] * 0))
+    n = build_model(make_config("tiny", **SMALL)[0], "noaction").eval()
+    assert torch.allclose(n.clip_features(frames, a), n.clip_features(frames, a2))  # "no action" only
+
+
+def test_collapse_is_flagged(tmp_path):
+    """The encoder scored against its own latents (joint_loss=latent) collapses and is flagged;
+    prediction scored in pixel space through the decoder is not."""
+    flags = {}
+    for loss in ("latent", "pixel"):
+        mc, tc = small("navwm_joint", joint_loss=loss, batch=4, steps=120, stage1_frac=0.0, lr=3e-3, log_every=60,
+                       eval_every=120, ckpt_every=120, out=str(tmp_path / loss))
+        s = train(mc, tc, progress=False)
+        flags[loss] = (s["eval/collapsed"], s["eval/latent_std_mean"])
+    assert flags["latent"][0] == 1.0 and flags["pixel"][0] == 0.0, flags
+    assert flags["pixel"][1] > 10 * flags["latent"][1]
+    healthy = collapse_diagnostics(torch.randn(64, 4, 4, 4))
+    dead = collapse_diagnostics(torch.randn(64, 1, 1, 1) * torch.ones(64, 4, 4, 4))  # rank one
+    assert healthy["collapsed"] == 0.0 and dead["collapsed"] == 1.0
+
+
+def test_jumps_compose_the_actions_between_kept_frames():
+    from navgym.geometry import apply_actions, unpack_poses
+    from navgym.simulator import NavConfig
+    from world_model.data import composed_actions
+
+    mc, tc, batch = _clips(stride=3, mixed_strides=True, window=4, n=3)
+    assert batch["frames"].shape[:2] == (3, 4) and batch["actions"].shape == (3, 4, 7)
+    p = batch["poses"].double()
+    c, r, f = unpack_poses(p[:, :-1].reshape(-1, 13).numpy())
+    phys = batch["actions"][:, :-1].reshape(-1, 7).double().numpy() * NavConfig().action_scale()
+    c2, r2, f2 = apply_actions(c, r, f, phys)  # the composed action takes each kept pose to the next
+    c1, r1, f1 = unpack_poses(p[:, 1:].reshape(-1, 13).numpy())
+    assert abs(c2 - c1).max() < 1e-3 and abs(r2 - r1).max() < 1e-4 and abs(f2 - f1).max() < 1e-3
+    assert (batch["actions"][:, :-1].abs().amax((0, 2)) > 0).all()
+    one = composed_actions(p[:, :1], p[:, 1:2])  # a single step's composed action is a normal action
+    assert one.shape == (3, 1, 7)
+
+
+def test_device_rendering_matches_the_cpu_renderer():
+    """render=device (TorchRenderer in the training process; on CPU here) gives the CPU kernel's
+    clips: same poses and actions, frames within one grey level."""
+    from world_model.data import clip_batches
+
+    mc, tc = small(batch=4)
+    cpu = next(clip_batches(tc, mc))
+    dev = next(clip_batches(tc, mc, device=torch.device("cpu")))
+    assert torch.equal(cpu["poses"], dev["poses"]) and torch.equal(cpu["actions"], dev["actions"])
+    diff = (cpu["frames"].int() - dev["frames"].int()).abs()
+    assert diff.max() <= 1 and diff.float().mean() < 0.05
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_training_renders_on_the_gpu(tmp_path):
+    from world_model.data import clip_batches, render_device
+
+    mc, tc = small(batch=4, device="auto", out=str(tmp_path / "gpu"), steps=3, stage1_frac=0.34, amp=True)
+    dev = render_device(tc, torch.device("cuda"))
+    batch = next(clip_batches(tc, mc, device=dev))
+    assert batch["frames"].is_cuda
+    cpu = next(clip_batches(tc, mc))
+    assert (batch["frames"].cpu().int() - cpu["frames"].int()).abs().max() <= 1
+    s = train(mc, tc, progress=False)
+    assert s["step"] == 3 and torch.isfinite(torch.tensor(s["loss/total"]))
+
+
+def test_help_shows_what_each_option_does_and_its_default(capsys):
+    with pytest.raises(SystemExit):
+        parse_args(["--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "optimiser steps (all stages) (default: 300)" in text
+    assert "--rollout-steps" in text and "--mixed-strides" in text and "tiny: 64px" in text

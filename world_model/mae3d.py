@@ -6,8 +6,8 @@ hidden map (2*width, D/4, D/4, D/4)) and a transposed-conv decoder reconstruct t
 MSE taken on the masked voxels (a dense-conv MAE, as in SparK/ConvNeXt-V2 without sparse convs).
 
 Slice features: :meth:`MAE3D.plane_features` runs the encoder over the whole resampled volume and
-samples the 3D feature map along the slice plane (trilinear ``grid_sample``, the plane geometry of
-:class:`navgym.TorchRenderer`): this needs the volume and the pose.  :meth:`MAE3D.features` (frames
+samples the 3D feature map along the slice plane (trilinear ``grid_sample`` at the pixel centres
+given by ``navgym.geometry.pixel_to_world_affines``): this needs the volume and the pose.  :meth:`MAE3D.features` (frames
 only, the common encoder protocol) treats the slice as a thin slab (the slice repeated ``4`` times
 along the depth axis) and averages the resulting map over depth.
 """
@@ -87,21 +87,21 @@ class MAE3D(nn.Module):
         ``affine`` (of the resampled volume the map was computed from) on a size x size grid of each
         slice plane (centers (N, 3) mm, rotations (N, 3, 3) columns u, v, n, fovs (N,) mm), with
         navgym's image convention (row 0 = +v edge, col 0 = -u edge) -> (N, C, size, size)."""
+        from navgym.geometry import pixel_to_world_affines
+
         dev = fmap.device
-        c = torch.as_tensor(np.asarray(centers), dtype=torch.float32, device=dev)
-        r = torch.as_tensor(np.asarray(rotations), dtype=torch.float32, device=dev)
-        f = torch.as_tensor(np.asarray(fovs), dtype=torch.float32, device=dev)
-        s = (torch.arange(size, device=dev, dtype=torch.float32) + 0.5) / size - 0.5  # -0.5..0.5
-        uu = s[None, :].expand(size, size)  # columns -> +u
-        vv = -s[:, None].expand(size, size)  # rows -> -v
-        pts = c[:, None, None] + f[:, None, None, None] * (uu[None, ..., None] * r[:, None, None, :, 0]
-                                                           + vv[None, ..., None] * r[:, None, None, :, 1])
+        pix = pixel_to_world_affines(np.asarray(centers, float), np.asarray(rotations, float), np.asarray(fovs, float),
+                                     (size, size))
+        a = torch.as_tensor(pix, dtype=torch.float32, device=dev)  # (N, 4, 4): (row, col, 0, 1) -> world mm
+        idx = torch.arange(size, device=dev, dtype=torch.float32)
+        pts = (a[:, None, None, :3, 0] * idx[None, :, None, None] + a[:, None, None, :3, 1] * idx[None, None, :, None]
+               + a[:, None, None, :3, 3])  # (N, size, size, 3) world mm of the pixel centres
         inv = torch.as_tensor(np.linalg.inv(affine), dtype=torch.float32, device=dev)
         vox = pts @ inv[:3, :3].T + inv[:3, 3]  # resampled-volume voxel coordinates (i, j, k)
         full = torch.tensor(fmap.shape[1:], dtype=torch.float32, device=dev) * 4  # map = voxels / 4
         grid = (vox + 0.5) / full * 2 - 1  # align_corners=False normalised coords, order (i, j, k)
         grid = grid.flip(-1)[:, None]  # grid_sample wants (x=k, y=j, z=i); (N, 1, s, s, 3)
-        out = F.grid_sample(fmap[None].expand(len(c), -1, -1, -1, -1), grid, mode="bilinear",
+        out = F.grid_sample(fmap[None].expand(len(pts), -1, -1, -1, -1), grid, mode="bilinear",
                             padding_mode="zeros", align_corners=False)
         return out[:, :, 0]
 
