@@ -42,32 +42,30 @@ def _cpu_s() -> float:
     return sum(r.ru_utime + r.ru_stime for r in map(resource.getrusage, (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)))
 
 
-def bench_read(args, root, window=16, batch=64, batches=200):
-    ds = RolloutWindows(os.path.join(root, "data"), window=window)
-    loader = torch.utils.data.DataLoader(ds, batch_size=batch, shuffle=True, num_workers=args.workers,
-                                         persistent_workers=args.workers > 0)
+def _frames_per_s(loader, warmup: int, batches: int, window: int) -> float:
+    """Frames/s a DataLoader of windows yields over ``batches`` batches, after ``warmup`` batches."""
     it = iter(loader)
-    for _ in range(5):
+    for _ in range(warmup):
         next(it)
     t = time.perf_counter()
     n = 0
     for _ in range(batches):
         n += next(it)["frames"].shape[0] * window
     return n / (time.perf_counter() - t)
+
+
+def bench_read(args, root, window=16, batch=64, batches=200):
+    ds = RolloutWindows(os.path.join(root, "data"), window=window)
+    loader = torch.utils.data.DataLoader(ds, batch_size=batch, shuffle=True, num_workers=args.workers,
+                                         persistent_workers=args.workers > 0)
+    return _frames_per_s(loader, 5, batches, window)
 
 
 def bench_stream(args, window=16, batch=64, batches=60):
     ds = StreamingWindows(args.subjects, split=args.split, policy="mix", window=window, size=64, seed=0,
                           batch_size=batch, episodes_per_chunk=64, episode_steps=64)
     loader = torch.utils.data.DataLoader(ds, batch_size=None, num_workers=args.workers)
-    it = iter(loader)
-    for _ in range(4 * max(args.workers, 1)):
-        next(it)
-    t = time.perf_counter()
-    n = 0
-    for _ in range(batches):
-        n += next(it)["frames"].shape[0] * window
-    return n / (time.perf_counter() - t)
+    return _frames_per_s(loader, 4 * max(args.workers, 1), batches, window)
 
 
 def main():

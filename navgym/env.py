@@ -127,7 +127,8 @@ class MRINavEnv(_NavigatorEnvBase, gym.Env):
     ## Arguments
     * ``task``: ``"explore"`` (default), ``"landmark"``, ``"plane"`` or a :class:`navgym.tasks.Task`;
       ``task_kwargs`` e.g. ``{"landmark": "PC", "success_mm": 2.0}``.
-    * ``subjects``: Subjects to draw from; ``volumes``: NIfTI paths / images (no landmarks).
+    * ``subjects``: a spec (:func:`navgym.subjects.load_subjects`: ``"template"``, ``"synthetic:N[:split]"``,
+      a folder, NIfTI paths / images, Subjects); ``volumes``: the same (give one of the two).
       ``subject_cache``: how many subjects a spec's pool keeps loaded (LRU, default 8, ~30 MB
       each); hold all of them when episodes cycle through a few (a miss rebuilds a subject).
     * ``observation``: ``"image"`` or ``"dict"``; ``render_mode``: ``"rgb_array"`` (slice + 3-view locator).
