@@ -13,7 +13,7 @@ real :class:`navgym.simulator.Navigator`.  Model predictive control: at every st
 optimises a ``horizon``-step action sequence against the cost "smallest mean squared latent
 distance to the goal over the imagined steps", and the first action is executed.
 Reported: final centre distance to the goal pose (mm, subject space), final angle between
-the normals (degrees), success (both within ``success_mm`` / ``success_deg``), and the same
+the slice planes (degrees, 0..90), success (both within ``success_mm`` / ``success_deg``), and the same
 for the start pose (no movement) and for uniformly random actions.
 """
 
@@ -27,9 +27,10 @@ import torch
 
 from navgym.simulator import NavConfig, Navigator
 from navgym.subjects import Subject
-from navgym.tasks import make_task
+from navgym.geometry import apply_actions
+from navgym.tasks import landmark_distance, make_task, plane_errors
 
-__all__ = ["LatentModel", "PlanConfig", "cem_plan", "run_planning", "pose_errors"]
+__all__ = ["LatentModel", "PlanConfig", "TruePoseModel", "cem_plan", "run_planning", "pose_errors"]
 
 
 class LatentModel(Protocol):
@@ -122,47 +123,35 @@ def cem_plan(
     return mu
 
 
-class PoseOracle:
-    """A perfect model whose latent is the true pose: the planner's ceiling for this CEM budget.
+class TruePoseModel:
+    """A perfect latent model whose latent is the true pose: the planner's ceiling for this CEM budget.
 
     Latent (B, 12): centre / ``mm`` and the rotation matrix / ``rad`` (row-major), so ``mm``
-    millimetres weigh like ``rad`` radians of turn.  ``predict`` applies the physical action
-    exactly (like :func:`navgym.geometry.apply_actions`, without clamping to the volume).
-    Its ``encode`` is not used: :func:`run_planning` gives it the true poses.
+    millimetres weigh like ``rad`` radians of turn.  ``predict`` applies the physical action with
+    :func:`navgym.geometry.apply_actions` (without clamping to the volume).  :func:`run_planning`
+    gives it the true poses instead of encoding frames.
     """
 
     def __init__(self, scale: np.ndarray, mm: float = 5.0, deg: float = 5.0):
-        self.scale = torch.as_tensor(scale, dtype=torch.float32)
+        self.scale = np.asarray(scale, np.float64)
         self.mm, self.rad = mm, np.deg2rad(deg)
 
     def latent(self, centers: np.ndarray, rotations: np.ndarray) -> torch.Tensor:
-        c = torch.as_tensor(centers, dtype=torch.float32) / self.mm
-        return torch.cat([c, torch.as_tensor(rotations, dtype=torch.float32).flatten(1) / self.rad], 1)
+        c = torch.as_tensor(np.asarray(centers) / self.mm, dtype=torch.float32)
+        return torch.cat([c, torch.as_tensor(np.asarray(rotations) / self.rad, dtype=torch.float32).flatten(1)], 1)
 
     def predict(self, latents: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
-        z, a = latents[:, -1], actions[:, -1] * self.scale
-        c, r = z[:, :3] * self.mm, (z[:, 3:] * self.rad).reshape(-1, 3, 3)
-        c = c + torch.einsum("nij,nj->ni", r, a[:, :3])
-        r = r @ _rotvec_matrix(torch.deg2rad(a[:, 3:6]))
-        return torch.cat([c / self.mm, r.flatten(1) / self.rad], 1)
-
-
-def _rotvec_matrix(v: torch.Tensor) -> torch.Tensor:
-    """(N, 3) rotation vectors (radians) -> (N, 3, 3) matrices (Rodrigues)."""
-    theta = v.norm(dim=1, keepdim=True).clamp_min(1e-12)
-    k = v / theta
-    kx = torch.zeros(len(v), 3, 3)
-    kx[:, 0, 1], kx[:, 0, 2], kx[:, 1, 2] = -k[:, 2], k[:, 1], -k[:, 0]
-    kx = kx - kx.transpose(1, 2)
-    t = theta[:, :, None]
-    return torch.eye(3) + torch.sin(t) * kx + (1 - torch.cos(t)) * (kx @ kx)
+        z = latents[:, -1].double().numpy()
+        centers, rotations = z[:, :3] * self.mm, (z[:, 3:] * self.rad).reshape(-1, 3, 3)
+        c, r, _ = apply_actions(centers, rotations, np.ones(len(z)), actions[:, -1].double().numpy() * self.scale)
+        return self.latent(c, r)
 
 
 def pose_errors(centers, rotations, goal_centers, goal_rotations) -> tuple[np.ndarray, np.ndarray]:
-    """(N,) centre distance (mm) and angle between the normals (degrees, 0..180)."""
-    dist = np.linalg.norm(centers - goal_centers, axis=1)
-    cos = np.einsum("ni,ni->n", rotations[:, :, 2], goal_rotations[:, :, 2])
-    return dist, np.degrees(np.arccos(np.clip(cos, -1.0, 1.0)))
+    """(N,) centre distance (mm) and angle between the slice planes (degrees, 0..90), with
+    :mod:`navgym.tasks`' distance and plane-angle functions."""
+    _, angle = plane_errors(centers, rotations[:, :, 2], goal_centers, goal_rotations[:, :, 2])
+    return landmark_distance(centers, goal_centers), angle
 
 
 def _episodes(subjects: Sequence[Subject], cfg: PlanConfig) -> tuple[Navigator, dict]:
@@ -200,23 +189,23 @@ def run_planning(
     progress: Callable[[int], None] | None = None,
 ) -> dict:
     """Run ``cfg.episodes`` start -> goal episodes with ``policy`` in ``cem`` (needs ``model``),
-    ``oracle`` (CEM with :class:`PoseOracle`, the true poses), ``random`` (uniform actions, zoom 0)
+    ``true_pose`` (CEM with :class:`TruePoseModel`, the true poses), ``random`` (uniform actions, zoom 0)
     or ``stay`` (no movement).  Returns summary figures."""
-    if policy not in ("cem", "oracle", "random", "stay"):
-        raise ValueError(f"unknown policy {policy!r}; choose cem, oracle, random or stay")
+    if policy not in ("cem", "true_pose", "random", "stay"):
+        raise ValueError(f"unknown policy {policy!r}; choose cem, true_pose, random or stay")
     if policy == "cem" and model is None:
         raise ValueError("the cem policy needs a latent model")
     nav, goal = _episodes(subjects, cfg)
     rng = np.random.default_rng(cfg.seed + 1)
     gen = torch.Generator().manual_seed(cfg.seed)
-    oracle = PoseOracle(nav.scale) if policy == "oracle" else None
-    encode = (lambda: oracle.latent(nav.centers, nav.rotations)) if oracle else (  # noqa: E731
+    true_pose = TruePoseModel(nav.scale) if policy == "true_pose" else None
+    encode = (lambda: true_pose.latent(nav.centers, nav.rotations)) if true_pose else (  # noqa: E731
         lambda: model.encode(torch.from_numpy(nav.render())))
-    if oracle:
-        model, policy = oracle, "cem"
+    if true_pose:
+        model, policy = true_pose, "cem"
     if policy == "cem":
         with torch.no_grad():
-            goal_z = (oracle.latent(goal["centers"], goal["rotations"]) if oracle
+            goal_z = (true_pose.latent(goal["centers"], goal["rotations"]) if true_pose
                       else model.encode(torch.from_numpy(goal["frames"])))
             hist = encode()[:, None]
         past = torch.zeros(cfg.episodes, 0, 7)  # actions between the frames in hist

@@ -1,0 +1,299 @@
+"""The evaluation run: every encoder through the same probes, fine-tuning, clip probes and planning.
+
+:func:`evaluate` returns rows (``method, seed, task, probe, n_labels, metric, value``) plus
+timings and provenance; :mod:`world_model.evaluation.report` turns them into the report.
+
+Probe names in the rows: ``linear`` / ``attentive`` (frozen), ``linear_shuffled_labels`` (the
+control), ``finetune`` (with ``n_labels``), ``reference`` (the supervised ReferenceCNN on all
+labels), ``mean`` (constant prediction; method ``mean``).  Clip tasks are named ``clip_<task>``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sys
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+
+from navgym.files import write_json_atomic
+
+from .data import SPLITS, ProbeData, ProbeDataConfig
+from .encoders import EncoderEntry, PixelEncoder, clip_features, frozen_features, has_clip_features
+from .finetune import FinetuneConfig, ReferenceCNN, run_end_to_end
+from .planning import PlanConfig, run_planning
+from .probes import CLIP_TASKS, FRAME_TASKS, PROBE_TASKS, ProbeConfig, mean_baseline, run_attentive_probe, \
+    run_linear_probe
+
+__all__ = ["EvalConfig", "evaluate", "scratch_entries", "Progress"]
+
+DYNAMIC_FAMILY = ("navwm", "navwm_joint", "shuffled", "noaction", "random")
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """What the evaluation runs (every encoder gets the same).
+
+    tasks : frozen-probe tasks (``inverse_dynamics`` is linear-only).  probes : frozen probe kinds
+    (``linear``, ``attentive``).  finetune : label-efficiency runs.  clips : clip-level probes.
+    reference_seeds : seeds of the supervised reference (empty: none).  pixel_baseline : add the
+    16 x 16 pixel encoder.  shuffled_control : the shuffled-label linear control on the first
+    method's encoders.  random_twins : add each architecture from random init with the same seeds
+    (:func:`scratch_entries`) when not given.  planning : latent planning.  data_seed : probe data seed.
+    """
+
+    data: ProbeDataConfig = field(default_factory=ProbeDataConfig)
+    probe: ProbeConfig = field(default_factory=ProbeConfig)
+    finetune_cfg: FinetuneConfig = field(default_factory=FinetuneConfig)
+    plan: PlanConfig = field(default_factory=PlanConfig)
+    tasks: tuple[str, ...] = tuple(PROBE_TASKS)
+    probes: tuple[str, ...] = ("linear", "attentive")
+    finetune: bool = True
+    clips: bool = True
+    reference_seeds: tuple[int, ...] = (0, 1, 2)
+    pixel_baseline: bool = True
+    shuffled_control: bool = True
+    random_twins: bool = True
+    planning: bool = True
+    data_seed: int = 1000
+
+    def __post_init__(self):
+        bad = [t for t in self.tasks if t not in PROBE_TASKS]
+        if bad:
+            raise ValueError(f"EvalConfig.tasks: unknown {bad}; choose from {list(PROBE_TASKS)}")
+        bad = [p for p in self.probes if p not in ("linear", "attentive")]
+        if bad:
+            raise ValueError(f"EvalConfig.probes: unknown {bad}; choose linear and/or attentive")
+
+    def scaled(self, budget: float) -> "EvalConfig":
+        """Every training budget (attentive probe, fine-tuning, reference) times ``budget``."""
+        if not budget > 0:
+            raise ValueError(f"budget must be > 0, got {budget}")
+        s = lambda n: max(1, int(round(n * budget)))  # noqa: E731
+        return replace(
+            self, probe=replace(self.probe, attentive_steps=s(self.probe.attentive_steps),
+                                eval_every=s(self.probe.eval_every)),
+            finetune_cfg=replace(self.finetune_cfg, steps=s(self.finetune_cfg.steps),
+                                 eval_every=s(self.finetune_cfg.eval_every),
+                                 reference_steps=s(self.finetune_cfg.reference_steps)))
+
+    def to_dict(self) -> dict:
+        return {"data": self.data.to_dict(), "probe": self.probe.to_dict(), "finetune": self.finetune_cfg.to_dict(),
+                "plan": self.plan.to_dict(), "tasks": list(self.tasks), "probes": list(self.probes),
+                "finetune_enabled": self.finetune, "clips": self.clips,
+                "reference_seeds": list(self.reference_seeds), "pixel_baseline": self.pixel_baseline,
+                "shuffled_control": self.shuffled_control, "random_twins": self.random_twins, "planning": self.planning, "data_seed": self.data_seed}
+
+
+class Progress:
+    """Progress lines with elapsed time, printed when stdout is not a terminal (logs, CI) or when
+    ``always``; a terminal gets nothing extra (tqdm-free, quiet)."""
+
+    def __init__(self, always: bool = False, stream=None):
+        self.t0, self.stream = time.perf_counter(), stream or sys.stdout
+        self.on = always or not (hasattr(self.stream, "isatty") and self.stream.isatty())
+
+    def __call__(self, msg: str) -> None:
+        if self.on:
+            print(f"[evaluate {time.perf_counter() - self.t0:7.1f}s] {msg}", file=self.stream, flush=True)
+
+
+def scratch_entries(entries: Sequence[EncoderEntry]) -> list[EncoderEntry]:
+    """Random-init twins for label efficiency: for each architecture among ``entries`` that has no
+    untrained entry yet, that architecture untrained with the same seeds (``random`` is the
+    dynamics family's; tokenizer and mae3d get ``<method>_init``)."""
+    from world_model import load_encoder
+
+    have = {e.method for e in entries}
+    out = []
+    for method in sorted(have):
+        if method in DYNAMIC_FAMILY:
+            arch, name = "random", "random"
+        elif method in ("tokenizer", "mae3d", "mae2d"):
+            arch, name = method, f"{method}_init"
+        else:
+            continue
+        if name in have or name in {e.method for e in out}:
+            continue
+        seeds = sorted({e.seed for e in entries if e.method == method})
+        out += [EncoderEntry(name, s, load_encoder(arch, seed=s), checkpoint=f"{arch}:{s}") for s in seeds]
+    return out
+
+
+def _rows(method, seed, task, probe, metrics: dict, n_labels=None) -> list[dict]:
+    return [dict(method=method, seed=seed, task=task, probe=probe, n_labels=n_labels, metric=m, value=float(v))
+            for m, v in metrics.items()]
+
+
+class _Parts:
+    """Finished units of work (an encoder's frozen probes, its fine-tuning, a reference seed,
+    planning) stored as JSON under ``folder``, keyed by what determines them (config, data,
+    encoder weights), so an interrupted or extended run redoes only what is missing."""
+
+    def __init__(self, folder, cfg: EvalConfig, data: dict[str, ProbeData]):
+        self.folder = Path(folder) if folder else None
+        fingerprint = {"config": cfg.to_dict(), "data": {s: data[s].subject_ids for s in SPLITS},
+                       "n": {s: len(data[s].slices) for s in SPLITS},
+                       "frames": hashlib.sha256(data["test"].slices.frames[:64].tobytes()).hexdigest()}
+        self.base = json.dumps(fingerprint, sort_keys=True, default=str)
+
+    def run(self, unit: str, identity: str, compute: Callable[[], dict]) -> dict:
+        if self.folder is None:
+            return compute()
+        key = hashlib.sha256((self.base + unit + identity).encode()).hexdigest()[:16]
+        path = self.folder / f"{unit.replace('/', '_')}_{key}.json"
+        if path.exists():
+            return json.loads(path.read_text())
+        out = compute()
+        write_json_atomic(path, out)
+        return out
+
+
+def _identity(e: EncoderEntry) -> str:
+    """What determines an encoder's numbers: its method, seed and weights."""
+    h = hashlib.sha256(f"{e.method}:{e.seed}:{type(e.encoder).__name__}".encode())
+    if hasattr(e.encoder, "state_dict"):
+        for k, v in e.encoder.state_dict().items():
+            h.update(k.encode())
+            h.update(v.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+def evaluate(entries: Sequence[EncoderEntry], data: dict[str, ProbeData], cfg: EvalConfig, subjects: dict | None = None,
+             device="cpu", log: Callable[[str], None] = lambda m: None, parts_dir=None) -> dict:
+    """Run the whole protocol.  ``data``: {split: ProbeData}; ``subjects``: {split: subjects}
+    (the 3D MAE's volume features and planning need them).  ``parts_dir``: where finished units
+    are kept (resume; see :class:`_Parts`).  Returns rows, fit info, timings."""
+    sets = {s: data[s].slices for s in SPLITS}
+    clips = {s: data[s].clips for s in SPLITS} if cfg.clips and all(data[s].clips is not None for s in SPLITS) else None
+    scratch = scratch_entries(entries) if cfg.random_twins else []
+    entries = list(entries) + scratch
+    frozen = entries + ([EncoderEntry("pixels", 0, PixelEncoder())] if cfg.pixel_baseline else [])
+    rows, info, timings = [], [], {}
+    parts = _Parts(parts_dir, cfg, data)
+    tick = time.perf_counter
+
+    def add(part: dict) -> None:
+        rows.extend(part["rows"])
+        info.extend(part["info"])
+        timings.update(part["timings"])
+
+    for task in cfg.tasks:
+        rows += _rows("mean", None, task, "mean", mean_baseline(task, sets["train"], sets["test"]))
+    if clips is not None:
+        for task in CLIP_TASKS:
+            rows += _rows("mean", None, f"clip_{task}", "mean", mean_baseline(task, clips["train"], clips["test"]))
+    control = next((e.method for e in entries if e.method == "random"), entries[0].method if entries else None)
+
+    def frozen_part(e: EncoderEntry) -> dict:
+        rows, info, timings = [], [], {}
+        t0 = tick()
+        feats = frozen_features(e.encoder.to(device) if hasattr(e.encoder, "to") else e.encoder, sets, subjects,
+                                device=device, spatial="attentive" in cfg.probes)
+        timings[f"features/{e.method}/{e.seed}_s"] = tick() - t0
+        if "linear" in cfg.probes:
+            t0 = tick()
+            for task in cfg.tasks:
+                m, fit = run_linear_probe(task, feats, sets, cfg.probe)
+                rows += _rows(e.method, e.seed, task, "linear", m)
+                info.append({"method": e.method, "seed": e.seed, "task": task, "probe": "linear", **fit})
+                if cfg.shuffled_control and e.method == control:
+                    m, _ = run_linear_probe(task, feats, sets, cfg.probe, shuffle_labels=True)
+                    rows += _rows(e.method, e.seed, task, "linear_shuffled_labels", m)
+            timings[f"linear/{e.method}/{e.seed}_s"] = tick() - t0
+        frame_tasks = [t for t in cfg.tasks if t in FRAME_TASKS]
+        if "attentive" in cfg.probes and frame_tasks:
+            t0 = tick()
+            ms, fit = run_attentive_probe(frame_tasks, {s: feats[s]["spatial"] for s in SPLITS}, sets, cfg.probe,
+                                          device)
+            for task, m in ms.items():
+                rows += _rows(e.method, e.seed, task, "attentive", m)
+            info.append({"method": e.method, "seed": e.seed, "task": "all", "probe": "attentive", **fit})
+            timings[f"attentive/{e.method}/{e.seed}_s"] = tick() - t0
+        del feats
+        if clips is not None and not isinstance(e.encoder, PixelEncoder):
+            t0 = tick()
+            cf = {s: {"frames": clip_features(e.encoder, clips[s], device=device)} for s in SPLITS}
+            for task in CLIP_TASKS:
+                m, fit = run_linear_probe(task, cf, clips, cfg.probe)
+                rows += _rows(e.method, e.seed, f"clip_{task}", "linear", m)
+            info.append({"method": e.method, "seed": e.seed, "task": "clips", "probe": "linear",
+                         "clip_features": "clip_features" if has_clip_features(e.encoder) else "per-frame + actions"})
+            timings[f"clips/{e.method}/{e.seed}_s"] = tick() - t0
+        return {"rows": rows, "info": info, "timings": timings}
+
+    for i, e in enumerate(frozen):
+        add(parts.run(f"frozen/{e.method}_s{e.seed}", _identity(e) + str(e.method == control), lambda: frozen_part(e)))
+        log(f"frozen probes {i + 1}/{len(frozen)}: {e.method} seed {e.seed}")
+
+    fc = cfg.finetune_cfg
+
+    def finetune_part(e: EncoderEntry) -> dict:
+        rows, info, timings = [], [], {}
+        for n in fc.n_labels:
+            t0 = tick()
+            ms, fit = run_end_to_end(e.encoder, sets, min(n, len(sets["train"])), fc.steps, fc.lr, fc, e.seed, device)
+            for task, m in ms.items():
+                rows += _rows(e.method, e.seed, task, "finetune", m, n_labels=n)
+            info.append({"method": e.method, "seed": e.seed, "task": "all", "probe": "finetune", **fit})
+            timings[f"finetune/{e.method}/{e.seed}/{n}_s"] = tick() - t0
+        return {"rows": rows, "info": info, "timings": timings}
+
+    tuned = entries if cfg.finetune else []
+    for i, e in enumerate(tuned):
+        add(parts.run(f"finetune/{e.method}_s{e.seed}", _identity(e), lambda: finetune_part(e)))
+        log(f"fine-tuning {i + 1}/{len(tuned)}: {e.method} seed {e.seed} (N = {list(fc.n_labels)})")
+
+    def reference_part(seed: int) -> dict:
+        t0 = tick()
+        torch.manual_seed(seed)
+        ms, fit = run_end_to_end(ReferenceCNN(), sets, None, fc.reference_steps, fc.reference_lr, fc, seed, device)
+        rows = [r for task, m in ms.items()
+                for r in _rows("supervised", seed, task, "reference", m, n_labels=len(sets["train"]))]
+        return {"rows": rows, "info": [{"method": "supervised", "seed": seed, "task": "all", "probe": "reference", **fit}],
+                "timings": {f"reference/{seed}_s": tick() - t0}}
+
+    for seed in cfg.reference_seeds:
+        add(parts.run(f"reference/s{seed}", "", lambda: reference_part(seed)))
+        log(f"supervised reference seed {seed}")
+
+    plan_rows = []
+    if cfg.planning and subjects is not None:
+        test = subjects["test"]
+
+        def plan_part(name: str, **kw) -> dict:
+            t0 = tick()
+            res = run_planning(test, cfg.plan, **kw)
+            return {"rows": [], "info": [], "timings": {f"planning/{name}_s": tick() - t0}, "result": res}
+
+        for policy, name in (("stay", "no_move"), ("random", "random_actions"), ("true_pose", "true_pose_model")):
+            part = parts.run(f"planning/{name}", "", lambda: plan_part(name, policy=policy))
+            timings.update(part["timings"])
+            plan_rows.append({"method": name, "seed": cfg.plan.seed, **part["result"]})
+        for e in [e for e in entries if e.latent_model is not None]:
+            part = parts.run(f"planning/{e.method}_s{e.seed}", _identity(e),
+                             lambda: plan_part(f"{e.method}/{e.seed}", model=e.latent_model))
+            timings.update(part["timings"])
+            plan_rows.append({"method": e.method, "seed": e.seed, **part["result"]})
+        for r in plan_rows:
+            rows += _rows(r["method"], r["seed"], "planning", "plan",
+                          {k: r[k] for k in ("success_rate", "final_dist_mm", "final_angle_deg")})
+        log("planning done")
+
+    return {
+        "rows": rows, "planning": plan_rows, "fit_info": info, "timings": timings,
+        "subjects": {s: list(data[s].subject_ids) for s in SPLITS},
+        "sizes": {s: {"slices": len(sets[s]), "clips": 0 if clips is None else len(clips[s])} for s in SPLITS},
+        "held_out_subjects": not set(data["train"].subject_ids) & set(data["test"].subject_ids),
+        "entries": [{"method": e.method, "seed": e.seed, "checkpoint": e.checkpoint,
+                     "feature_dim": getattr(e.encoder, "feature_dim", None), "planning": e.latent_model is not None,
+                     "clip_features": has_clip_features(e.encoder)} for e in frozen],
+        "scratch_entries": [{"method": e.method, "seed": e.seed, "checkpoint": e.checkpoint}
+                            for e in scratch],
+        "control_method": control,
+    }

@@ -1,0 +1,337 @@
+"""The report writer: ``report.md``, ``results.json``, plots and ``readme_snippet.md`` from the rows
+of :func:`world_model.evaluation.pipeline.evaluate` (statistics come from :mod:`.stats`)."""
+
+from __future__ import annotations
+
+import json
+import platform
+import subprocess
+import time
+from pathlib import Path
+
+import numpy as np
+
+from navgym.files import atomic_path, write_atomic
+
+from .probes import CLIP_TASKS, FRAME_TASKS, PRIMARY_METRIC
+from .stats import compare_methods, intervals_overlap, summarize
+
+__all__ = ["write_report", "sanity", "verdict", "versions"]
+
+REFERENCE_METHOD = "navwm"
+BASELINES = ("mean", "pixels", "supervised")
+LEARNABLE_GAIN = 0.10  # the reference must close >= 10% of the mean baseline's error (or of 1 - score)
+
+
+def versions() -> dict:
+    import torch
+
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                                cwd=Path(__file__).parent).stdout.strip()
+    except OSError:
+        commit = ""
+    return {"python": platform.python_version(), "torch": torch.__version__, "numpy": np.__version__,
+            "git_commit": commit or "unknown", "machine": platform.machine(), "node": platform.node()}
+
+
+def _primary(task: str) -> str:
+    return PRIMARY_METRIC[task[5:] if task.startswith("clip_") else task]
+
+
+def _find(summary, **kw) -> dict | None:
+    for s in summary:
+        if all(s.get(k) == v for k, v in kw.items()):
+            return s
+    return None
+
+
+def _twin(method: str) -> str:
+    """The random-init twin of a method's architecture."""
+    return f"{method}_init" if method in ("tokenizer", "mae3d", "mae2d") else "random"
+
+
+def sanity(summary: list[dict]) -> list[dict]:
+    """Per task (primary metric): mean baseline, supervised reference, random init (linear probe);
+    ``learnable`` when the reference's interval excludes the mean baseline and closes >= 10% of its
+    error (clip tasks inherit their frame task's flag; tasks without a reference are not kept);
+    ``separated`` when the reference's and random init's intervals do not overlap."""
+    tasks = sorted({s["task"] for s in summary if s["task"] != "planning"})
+    out = []
+    for task in tasks:
+        metric = _primary(task)
+        base_task = task[5:] if task.startswith("clip_") else task
+        mean = _find(summary, task=task, probe="mean", metric=metric)
+        ref = _find(summary, task=base_task, probe="reference", metric=metric)
+        rand = _find(summary, task=task, probe="linear", metric=metric, method="random")
+        ref_mean = _find(summary, task=base_task, probe="mean", metric=metric)
+        learnable = False
+        if ref is not None and ref_mean is not None:
+            b, r = ref_mean["mean"], ref["mean"]
+            gain = (r - b) / max(1e-9, 1 - b) if ref["higher_is_better"] else (b - r) / max(1e-9, b)
+            learnable = bool(gain >= LEARNABLE_GAIN and not intervals_overlap(ref, ref_mean))
+        out.append({"task": task, "metric": metric, "mean": mean, "reference": ref if base_task == task else None,
+                    "random": rand, "learnable": learnable, "has_reference": ref is not None,
+                    "separated": bool(ref is not None and rand is not None and not intervals_overlap(ref, rand))})
+    return out
+
+
+def verdict(summary: list[dict], kept: list[str]) -> list[dict]:
+    """Each pretrained method vs its random-init twin on the kept tasks' primary metrics, for every
+    probe (linear, attentive, clip linear, fine-tuning at each N)."""
+    methods = sorted({s["method"] for s in summary} - set(BASELINES) - {"random", "pixels"}
+                     - {m for m in {s["method"] for s in summary} if m.endswith("_init")}
+                     - {"no_move", "random_actions", "true_pose_model"})
+    out = []
+    for m in methods:
+        for c in compare_methods(summary, m, _twin(m)):
+            if c["task"] in kept and c["metric"] == _primary(c["task"]) and c["probe"] in ("linear", "attentive",
+                                                                                           "finetune"):
+                out.append(c)
+    return out
+
+
+def _fmt(s: dict | None) -> str:
+    if s is None:
+        return "–"
+    m, h = s["mean"], s["ci95"]
+    digits = 3 if abs(m) < 10 else 1
+    return f"{m:.{digits}f}" + (f" ± {h:.{digits}f}" if np.isfinite(h) and h > 0 else "")
+
+
+def _order(methods) -> list[str]:
+    first = ["navwm", "navwm_joint", "shuffled", "noaction", "tokenizer", "mae2d", "mae3d", "random"]
+    return sorted(methods, key=lambda m: (first.index(m) if m in first else len(first), m))
+
+
+def _plots(summary: list[dict], kept: list[str], out: Path) -> list[str]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    written = []
+    ft = [s for s in summary if s["probe"] == "finetune"]
+    tasks = [t for t in FRAME_TASKS if any(s["task"] == t for s in ft)]
+    if tasks:
+        fig, axes = plt.subplots(1, len(tasks), figsize=(4.2 * len(tasks), 3.6), squeeze=False)
+        for ax, task in zip(axes[0], tasks):
+            metric = _primary(task)
+            for m in _order({s["method"] for s in ft}):
+                pts = sorted((s["n_labels"], s["mean"], s["ci95"]) for s in ft
+                             if s["method"] == m and s["task"] == task and s["metric"] == metric)
+                n, mu, ci = (np.array(v, float) for v in zip(*pts))
+                ax.errorbar(n, mu, yerr=np.nan_to_num(ci), marker="o", capsize=3, label=m,
+                            ls="--" if m == "random" or m.endswith("_init") else "-")
+            for probe, style, label in (("mean", ":", "mean baseline"), ("reference", "-.", "supervised (all labels)")):
+                s = _find(summary, task=task, probe=probe, metric=metric)
+                if s is not None:
+                    ax.axhline(s["mean"], color="k", ls=style, lw=1, label=label)
+            ax.set_xscale("log")
+            ax.set_xlabel("labelled slices N")
+            ax.set_title(f"{task}{'' if task in kept else ' (not kept)'}\n{metric}", fontsize=9)
+        axes[0][0].legend(fontsize=7)
+        fig.tight_layout()
+        atomic_path(out / "label_efficiency.png", lambda p: fig.savefig(p, dpi=110))
+        plt.close(fig)
+        written.append("label_efficiency.png")
+    for name, probe_tasks in (("frozen_probes.png", FRAME_TASKS), ("clip_probes.png", tuple(f"clip_{t}" for t in CLIP_TASKS))):
+        rows = [s for s in summary if s["task"] in probe_tasks and s["probe"] in ("linear", "attentive")
+                and s["metric"] == _primary(s["task"])]
+        if not rows:
+            continue
+        tasks = [t for t in probe_tasks if any(s["task"] == t for s in rows)]
+        fig, axes = plt.subplots(1, len(tasks), figsize=(4.2 * len(tasks), 3.6), squeeze=False)
+        for ax, task in zip(axes[0], tasks):
+            sel = [s for s in rows if s["task"] == task]
+            labels = [f"{s['method']}\n{s['probe']}" for s in sel]
+            ax.bar(range(len(sel)), [s["mean"] for s in sel], yerr=[np.nan_to_num(s["ci95"]) for s in sel], capsize=3,
+                   color=["C0" if s["probe"] == "linear" else "C1" for s in sel])
+            for k, s in enumerate(sel):
+                ax.plot([k] * len(s["values"]), s["values"], "k.", ms=3)
+            ax.set_xticks(range(len(sel)), labels, rotation=90, fontsize=6)
+            mean = _find(summary, task=task, probe="mean", metric=_primary(task))
+            if mean is not None:
+                ax.axhline(mean["mean"], color="k", ls=":", lw=1)
+            ax.set_title(f"{task}: {_primary(task)}", fontsize=9)
+        fig.tight_layout()
+        atomic_path(out / name, lambda p: fig.savefig(p, dpi=110))
+        plt.close(fig)
+        written.append(name)
+    return written
+
+
+def _markdown(doc: dict) -> str:
+    summary, cfg, checks = doc["summary"], doc["config"], doc["sanity"]
+    kept = [c["task"] for c in checks if c["learnable"]]
+    methods = _order({e["method"] for e in doc["entries"]})
+    seeds = {}
+    for e in doc["entries"]:
+        seeds.setdefault(e["method"], []).append(e["seed"])
+    sz = doc["sizes"]
+    lines = [
+        "# Downstream evaluation report", "",
+        f"Command: `{doc['command']}`  ",
+        f"Created {doc['created_utc']}; git {doc['versions']['git_commit']}; torch {doc['versions']['torch']}; "
+        f"device {doc['device']}; {doc.get('threads', '?')} threads; wall time {doc['timings'].get('total_s', float('nan')):.0f} s.",
+        "",
+        "Encoders (method: seeds): " + "; ".join(f"**{m}** {sorted(seeds[m])}" for m in methods) + ".  ",
+        f"Probe subjects (disjoint, never in pretraining): train {len(doc['subjects']['train'])}, val "
+        f"{len(doc['subjects']['val'])}, test {len(doc['subjects']['test'])}; slices train/val/test "
+        f"{sz['train']['slices']}/{sz['val']['slices']}/{sz['test']['slices']}, clips "
+        f"{sz['train']['clips']}/{sz['val']['clips']}/{sz['test']['clips']} of {cfg['data']['clip_frames']} frames; "
+        f"{cfg['data']['size'][0]} px." + ("" if doc["held_out_subjects"] else
+                                          " **Splits share subjects (smoke test): only the slices differ.**"),
+        "Numbers: mean ± 95% Student-t interval over seeds (pretraining seeds; the supervised reference's own "
+        "seeds); `mean` is computed once (exact).", "",
+        "## Sanity: which tasks a slice can answer", "",
+        "`mean` predicts the probe-train mean (majority class); `supervised` is a ResNet-style CNN "
+        f"(16-32-64-128 channels) trained from scratch on all {sz['train']['slices']} probe-train labels "
+        f"({cfg['finetune']['reference_steps']} steps × {cfg['finetune']['batch_size']}); `random init` is the untrained "
+        "navwm architecture with the frozen linear probe. A task is **kept** for the verdict when the supervised "
+        f"reference's interval excludes the mean baseline and closes ≥ {LEARNABLE_GAIN:.0%} of its error "
+        "(clip tasks follow their single-slice task; tasks without a reference are reported, not judged).", "",
+        "| task | metric | mean | supervised | random init (linear) | kept | supervised vs random init |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for c in checks:
+        sep = "–" if c["reference"] is None or c["random"] is None else (
+            "separated" if c["separated"] else "**intervals overlap**")
+        lines.append(f"| {c['task']} | {c['metric']} {'↑' if (c['mean'] or {}).get('higher_is_better') else '↓'} | "
+                     f"{_fmt(c['mean'])} | {_fmt(c['reference'])} | {_fmt(c['random'])} | "
+                     f"{'yes' if c['learnable'] else 'no'} | {sep} |")
+    lines += ["", "Mirror symmetry: the template is left–right symmetric, so one slice cannot tell its hemisphere; "
+              "`*_mirror` metrics take the smaller error to the pose (landmark distances) and to its left–right "
+              "mirror, and are the primary ones. Raw errors are in the tables below; hemisphere is not a task.", ""]
+    ctrl = [s for s in summary if s["probe"] == "linear_shuffled_labels" and s["metric"] == _primary(s["task"])]
+    if ctrl:
+        lines += [f"Shuffled-label control (linear probe on `{doc['control_method']}` features, probe-train labels "
+                  "permuted): " + "; ".join(
+                      f"{s['task']} {_fmt(s)} vs mean {_fmt(_find(summary, task=s['task'], probe='mean', metric=s['metric']))}"
+                      for s in ctrl) + ".", ""]
+    frozen_methods = _order({s["method"] for s in summary if s["probe"] in ("linear", "attentive")})
+    for probe, title in (("linear", "Frozen linear probes"), ("attentive", "Frozen attentive probes (full spatial map)")):
+        keys = sorted({(s["task"], s["metric"]) for s in summary if s["probe"] == probe and not s["task"].startswith("clip_")},
+                      key=lambda k: (k[0] not in kept, k))
+        if not keys:
+            continue
+        lines += [f"## {title}", "", "| task | metric | mean | " + " | ".join(frozen_methods) + " | supervised |",
+                  "|---|---|---|" + "---|" * (len(frozen_methods) + 1)]
+        for task, metric in keys:
+            cells = [_fmt(_find(summary, task=task, probe=probe, metric=metric, method=m)) for m in frozen_methods]
+            lines.append(f"| {task}{'' if task in kept else ' (not kept)'} | {metric} | "
+                         f"{_fmt(_find(summary, task=task, probe='mean', metric=metric))} | " + " | ".join(cells)
+                         + f" | {_fmt(_find(summary, task=task, probe='reference', metric=metric))} |")
+        lines.append("")
+    clip_keys = sorted({(s["task"], s["metric"]) for s in summary if s["task"].startswith("clip_") and s["probe"] == "linear"})
+    if clip_keys:
+        cm = _order({s["method"] for s in summary if s["task"].startswith("clip_") and s["probe"] == "linear"})
+        kinds = {e["method"]: "context" if e["clip_features"] else "frames+actions" for e in doc["entries"]}
+        lines += ["## Clip-level probes (linear; pose and landmarks of a clip's last slice)", "",
+                  f"Input: {cfg['data']['clip_frames']} frames of a `mix`-policy navigation clip and the actions between "
+                  "them. Dynamics family: `clip_features` (the model's context for the last frame); others: their "
+                  "per-frame features concatenated with the actions.", "",
+                  "| task | metric | mean | " + " | ".join(f"{m} ({kinds.get(m, '?')})" for m in cm) + " |",
+                  "|---|---|---|" + "---|" * len(cm)]
+        for task, metric in clip_keys:
+            lines.append(f"| {task} | {metric} | {_fmt(_find(summary, task=task, probe='mean', metric=metric))} | "
+                         + " | ".join(_fmt(_find(summary, task=task, probe='linear', metric=metric, method=m)) for m in cm) + " |")
+        lines.append("")
+    ft = [s for s in summary if s["probe"] == "finetune"]
+    if ft:
+        ns = sorted({s["n_labels"] for s in ft})
+        fm = _order({s["method"] for s in ft})
+        f = cfg["finetune"]
+        lines += ["## Label efficiency: fine-tuned end to end with N labelled slices", "",
+                  f"Each encoder (and its architecture from random init: `random` for the dynamics family, `<method>_init` "
+                  f"otherwise) + one linear head per task, trained on the same first N slices of a fixed permutation of "
+                  f"probe-train: {f['steps']} steps × {f['batch_size']}, AdamW lr {f['lr']}, best probe-val step kept.", "",
+                  "| task | metric | method | " + " | ".join(f"N={n}" for n in ns) + " |", "|---|---|---|" + "---|" * len(ns)]
+        for task in [t for t in FRAME_TASKS if any(s["task"] == t for s in ft)]:
+            metric = _primary(task)
+            for m in fm:
+                lines.append(f"| {task}{'' if task in kept else ' (not kept)'} | {metric} | {m} | " + " | ".join(
+                    _fmt(_find(summary, task=task, probe="finetune", metric=metric, method=m, n_labels=n)) for n in ns) + " |")
+        lines.append("")
+    plan = [s for s in summary if s["task"] == "planning"]
+    if plan:
+        pm = _order({s["method"] for s in plan})
+        lines += ["## Latent planning (CEM in latent space, executed in the real env)", "",
+                  "`no_move` = start error, `random_actions` = uniform random actions, `true_pose_model` = the same CEM "
+                  "with the true pose as latent (the planner's ceiling).", "",
+                  "| metric | " + " | ".join(pm) + " |", "|---|" + "---|" * len(pm)]
+        for metric in ("success_rate", "final_dist_mm", "final_angle_deg"):
+            lines.append(f"| {metric} | " + " | ".join(_fmt(_find(plan, metric=metric, method=m)) for m in pm) + " |")
+        lines.append("")
+    lines += ["## Verdict", "", doc["verdict_text"], "",
+              "Plots: " + ", ".join(f"![{p}]({p})" for p in doc["plots"]), "",
+              "Raw numbers per seed, configs, subjects, probe hyper-parameters, versions and timings: `results.json`.", ""]
+    return "\n".join(lines)
+
+
+def _verdict_text(comps: list[dict], kept: list[str], checks: list[dict]) -> str:
+    dropped = [c["task"] for c in checks if not c["learnable"]]
+    parts = [f"Kept tasks: {', '.join(kept) or 'none'}" + (f"; left out: {', '.join(dropped)}." if dropped else ".")]
+    bad = [c["task"] for c in checks if c["learnable"] and c["reference"] is not None and not c["separated"]]
+    if bad:
+        parts.append(f"**The supervised reference and random init overlap on {', '.join(bad)}: the protocol cannot "
+                     "separate a good from a bad encoder there.**")
+    if not comps:
+        parts.append("No pretrained encoder with a random-init twin was evaluated: no verdict on pretraining.")
+        return " ".join(parts)
+    by_method: dict[str, list[dict]] = {}
+    for c in comps:
+        by_method.setdefault(c["method"], []).append(c)
+    for m in _order(by_method):
+        cs = by_method[m]
+        win = [c for c in cs if c["advantage"] > 0 and not c["overlap"]]
+        lose = [c for c in cs if c["advantage"] < 0 and not c["overlap"]]
+        desc = lambda xs: ", ".join(  # noqa: E731
+            f"{c['task']}/{c['probe']}{'' if c['n_labels'] is None else '@' + str(c['n_labels'])}" for c in xs)
+        parts.append(f"**{m}** vs {_twin(m)} (random init, same architecture) over {len(cs)} comparisons: better with "
+                     f"non-overlapping intervals in {len(win)}" + (f" ({desc(win)})" if win else "") +
+                     f", worse in {len(lose)}" + (f" ({desc(lose)})" if lose else "") + ", the rest within the intervals.")
+    return " ".join(parts)
+
+
+def _readme_snippet(doc: dict, kept: list[str]) -> str:
+    summary = doc["summary"]
+    methods = _order({s["method"] for s in summary if s["probe"] == "linear"} | {"supervised", "mean"})
+    cols = [t for t in FRAME_TASKS if t in kept] + [f"clip_{t}" for t in CLIP_TASKS if f"clip_{t}" in kept]
+    ns = sorted({s["n_labels"] for s in summary if s["probe"] == "finetune"})
+    big = ns[-1] if ns else None
+    head = [f"{t} ({_primary(t)})" for t in cols] + ([f"pose fine-tuned N={big}"] if big else [])
+    lines = [f"| encoder | " + " | ".join(head) + " |", "|---|" + "---|" * len(head)]
+    for m in methods:
+        if m == "mean":
+            cells = [_fmt(_find(summary, task=t, probe="mean", metric=_primary(t))) for t in cols]
+        elif m == "supervised":
+            cells = [_fmt(_find(summary, task=t, probe="reference", metric=_primary(t))) for t in cols]
+        else:
+            cells = [_fmt(_find(summary, task=t, probe="linear", metric=_primary(t), method=m)) for t in cols]
+        if big:
+            cells.append(_fmt(_find(summary, task="pose", probe="finetune", metric=_primary("pose"), method=m,
+                                    n_labels=big)))
+        label = {"mean": "predict the mean", "supervised": "supervised reference (all labels)"}.get(m, m)
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    return ("Frozen linear probes on held-out subjects (mean ± 95% interval over seeds; ↓ errors, ↑ accuracy/AUROC); "
+            f"from `{doc['command']}`.\n\n" + "\n".join(lines) + "\n\n" + doc["verdict_text"] + "\n")
+
+
+def write_report(result: dict, cfg, out, command: list[str], extra: dict | None = None) -> dict:
+    """Write report.md, results.json, readme_snippet.md and plots into ``out``; returns the document."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    summary = summarize(result["rows"])
+    checks = sanity(summary)
+    kept = [c["task"] for c in checks if c["learnable"]]
+    comps = verdict(summary, kept)
+    doc = {"command": " ".join(command), "created_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+           "versions": versions(), "config": cfg.to_dict(), **(extra or {}), **result, "summary": summary,
+           "sanity": checks, "kept_tasks": kept, "comparisons": comps,
+           "verdict_text": _verdict_text(comps, kept, checks)}
+    doc["plots"] = _plots(summary, kept, out)
+    write_atomic(out / "results.json", json.dumps(doc, indent=1, default=float))
+    write_atomic(out / "report.md", _markdown(doc))
+    write_atomic(out / "readme_snippet.md", _readme_snippet(doc, kept))
+    return doc
