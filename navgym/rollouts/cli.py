@@ -13,7 +13,8 @@ import numpy as np
 
 from ..files import atomic_path
 from ..policies import POLICIES
-from .generate import RolloutConfig, generate_shard, load_config, resolve_subjects, shard_dirs, write_rollouts
+from ..subjects import load_subjects
+from .generate import RolloutConfig, generate_shard, load_config, shard_dirs, write_rollouts
 
 
 def _json_dict(text: str) -> dict:
@@ -124,7 +125,7 @@ def _episode(a):
                 meta = json.load(f)
             e = a.episode - meta["first_episode"]
             if 0 <= e < meta["episodes"]:
-                subjects = {s.subject_id: s for s in resolve_subjects(config.subjects, config.split)}
+                subjects = {s.subject_id: s for s in load_subjects(config.subjects, config.split)}
                 frames = np.load(os.path.join(d, "frames.npy"), mmap_mode="r")[e]
                 poses = np.load(os.path.join(d, "poses.npy"), mmap_mode="r")[e]
                 return subjects[meta["subject_ids"][e]], np.array(poses), np.array(frames)
@@ -134,7 +135,7 @@ def _episode(a):
         task_kwargs=a.task_kwargs, episodes=a.episode + 1, steps=a.steps, size=a.size, seed=a.seed,
         episodes_per_shard=a.episode + 1, nav_overrides=a.nav_overrides,
     )
-    subjects = resolve_subjects(config.subjects, config.split)
+    subjects = load_subjects(config.subjects, config.split)
     arrays, meta = generate_shard(config, 0, subjects)
     subject = next(s for s in subjects if s.subject_id == meta["subject_ids"][a.episode])
     return subject, arrays["poses"][a.episode], arrays["frames"][a.episode]

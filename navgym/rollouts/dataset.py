@@ -21,8 +21,9 @@ from torch.utils.data import Dataset, IterableDataset, get_worker_info
 
 from ..policies import make_policy
 from ..simulator import NavConfig
+from ..subjects import load_subjects
 from ..tasks import make_task
-from .generate import ARRAYS, check_shard, pose_arrays, render_frames, resolve_subjects, shard_dirs, simulate
+from .generate import ARRAYS, check_shard, pose_arrays, render_frames, shard_dirs, simulate
 
 __all__ = ["RolloutWindows", "StreamingWindows"]
 
@@ -117,7 +118,7 @@ class StreamingWindows(IterableDataset):
     steps and cuts every episode into non-overlapping windows.  Chunk c of DataLoader worker w
     uses ``SeedSequence([seed, w, c])``, so workers never repeat each other and a run is reproducible.
 
-    subjects : spec string (see :func:`navgym.rollouts.resolve_subjects`) or a sequence of Subjects.
+    subjects : spec (see :func:`navgym.subjects.load_subjects`) or a sequence of Subjects.
     batch_size : None yields single windows; an int yields collated batches (use
         ``DataLoader(ds, batch_size=None)``), with frames (B, T, H, W) and subject_id a list.
     device : None renders with the numba CPU kernel; a torch device (e.g. "cuda") renders with
@@ -184,24 +185,8 @@ class StreamingWindows(IterableDataset):
             c += 1
 
     def _render(self, subjects, sim, renderers):
-        if self.device is None:
-            return torch.from_numpy(render_frames(subjects, sim, self.size))
-        from ..render import TorchRenderer
-
-        e, t = sim["fovs"].shape
-        frames = torch.empty((e, t, self.size, self.size), dtype=torch.uint8, device=self.device)
-        for s in np.unique(sim["subject_index"]):
-            sel = np.flatnonzero(sim["subject_index"] == s)
-            if s not in renderers:
-                renderers[s] = TorchRenderer(subjects[s].volume, self.device)
-            img = renderers[s].render(
-                sim["centers"][sel].reshape(-1, 3), sim["rotations"][sel].reshape(-1, 3, 3),
-                sim["fovs"][sel].reshape(-1), (self.size, self.size),
-            )
-            frames[torch.as_tensor(sel, device=self.device)] = (
-                (img.clamp(0, 1) * 255).round().to(torch.uint8).reshape(len(sel), t, self.size, self.size)
-            )
-        return frames
+        frames = render_frames(subjects, sim, self.size, self.device, renderers)
+        return torch.from_numpy(frames) if self.device is None else frames
 
     def __iter__(self):
         info = get_worker_info()
@@ -210,7 +195,7 @@ class StreamingWindows(IterableDataset):
             import numba
 
             numba.set_num_threads(1)  # one DataLoader worker per core; kernel threads would oversubscribe
-        subjects = resolve_subjects(self.subjects_spec, self.split)
+        subjects = load_subjects(self.subjects_spec, self.split)
         emitted, b = 0, self.batch_size
         for chunk in self._chunks(subjects, worker):
             n = len(chunk["subject_id"])

@@ -47,13 +47,13 @@ import numpy as np
 from ..files import write_json_atomic
 from ..geometry import pack_poses
 from ..policies import POLICIES, make_policy
-from ..render import render_slices
+from ..render import render_poses, render_slices
 from ..simulator import NavConfig, Navigator
+from ..subjects import load_subjects
 from ..tasks import make_task
 
 __all__ = [
     "RolloutConfig",
-    "resolve_subjects",
     "simulate",
     "render_frames",
     "generate_shard",
@@ -71,7 +71,7 @@ _FORMAT = 1
 class RolloutConfig:
     """What to generate.  Content depends on every field here; never on workers or jobs.
 
-    subjects : spec for :func:`resolve_subjects` ("template", "synthetic:N", a folder, ...).
+    subjects : spec for :func:`navgym.subjects.load_subjects` ("template", "synthetic:N", a folder, ...).
     split : None, "train", "val" or "test" (passed to ``load_subjects``).
     policy : a :func:`navgym.policies.make_policy` name; policy_kwargs its options.
     task : "explore" (default), "landmark" or "plane" (the oracle needs one of the latter two);
@@ -146,27 +146,6 @@ class RolloutConfig:
         return asdict(self)
 
 
-def resolve_subjects(spec, split: str | None = None):
-    """A sequence of Subjects from a spec string (via ``navgym.subjects.load_subjects`` when present;
-    "template" always works) or a sequence of Subjects as is."""
-    if not isinstance(spec, str):
-        if len(spec) == 0:
-            raise ValueError("subjects is empty")
-        return spec
-    from .. import subjects as subjects_module
-
-    load = getattr(subjects_module, "load_subjects", None)
-    if load is not None:
-        out = load(spec, split=split)
-    elif spec == "template":
-        out = [subjects_module.template_subject()]
-    else:
-        raise ValueError(f"subject spec {spec!r} needs navgym.subjects.load_subjects; only 'template' works without it")
-    if len(out) == 0:
-        raise ValueError(f"subject spec {spec!r} (split {split!r}) gives no subjects")
-    return out
-
-
 def simulate(subjects, policy, task, config: NavConfig, episodes: int, steps: int, seed, subject_index=None) -> dict:
     """Run ``episodes`` episodes of ``steps`` steps in one batch; no rendering.
 
@@ -203,19 +182,15 @@ def simulate(subjects, policy, task, config: NavConfig, episodes: int, steps: in
     }
 
 
-def render_frames(subjects, sim: dict, size: int) -> np.ndarray:
-    """uint8 (E, T, size, size) frames of a :func:`simulate` result, one batched render per subject."""
+def render_frames(subjects, sim: dict, size: int, device=None, renderers: dict | None = None):
+    """uint8 (E, T, size, size) frames of a :func:`simulate` result (see :func:`navgym.render.render_poses`:
+    a numpy array, or a tensor on a torch ``device``)."""
     e, t = sim["fovs"].shape
-    frames = np.empty((e, t, size, size), np.uint8)
-    for s in np.unique(sim["subject_index"]):
-        sel = np.flatnonzero(sim["subject_index"] == s)
-        out = np.empty((len(sel) * t, size, size), np.uint8)
-        render_slices(
-            subjects[s].volume, sim["centers"][sel].reshape(-1, 3), sim["rotations"][sel].reshape(-1, 3, 3),
-            sim["fovs"][sel].reshape(-1), (size, size), out=out,
-        )
-        frames[sel] = out.reshape(len(sel), t, size, size)
-    return frames
+    frames = render_poses(
+        subjects, np.repeat(sim["subject_index"], t), sim["centers"].reshape(-1, 3),
+        sim["rotations"].reshape(-1, 3, 3), sim["fovs"].reshape(-1), (size, size), device=device, renderers=renderers,
+    )
+    return frames.reshape(e, t, size, size)
 
 
 def pose_arrays(subjects, sim: dict) -> tuple[np.ndarray, np.ndarray]:
@@ -240,7 +215,7 @@ def generate_shard(config: RolloutConfig, k: int, subjects=None) -> tuple[dict, 
     """Arrays (see :data:`ARRAYS`) and meta of shard ``k``; a pure function of (config, k)."""
     if not 0 <= k < config.num_shards:
         raise ValueError(f"shard index {k} out of range [0, {config.num_shards})")
-    subjects = resolve_subjects(config.subjects, config.split) if subjects is None else subjects
+    subjects = load_subjects(config.subjects, config.split) if subjects is None else subjects
     n = config.shard_episodes(k)
     policy = make_policy(config.policy, **_policy_kwargs(config))
     task = make_task(config.task, **config.task_kwargs)
@@ -453,7 +428,7 @@ def _init_worker(config: RolloutConfig) -> None:
         import signal
 
         ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    _WORKER["subjects"] = resolve_subjects(config.subjects, config.split)
+    _WORKER["subjects"] = load_subjects(config.subjects, config.split)
 
 
 def _work(args) -> tuple[int, int | None]:
@@ -534,7 +509,7 @@ def write_rollouts(
             bar.update(n)
 
     if workers == 0:
-        _WORKER["subjects"] = resolve_subjects(config.subjects, config.split)
+        _WORKER["subjects"] = load_subjects(config.subjects, config.split)
         for job in jobs:
             done(_work(job))
     else:
@@ -542,7 +517,7 @@ def write_rollouts(
 
         fork = "fork" in mp.get_all_start_methods()
         if fork:  # compile the kernel and build the first subject's sample store once, before forking
-            _warm(resolve_subjects(config.subjects, config.split)[0])
+            _warm(load_subjects(config.subjects, config.split)[0])
         ctx = mp.get_context("fork" if fork else "spawn")
         with ctx.Pool(workers, initializer=_init_worker, initargs=(config,)) as pool:
             for result in pool.imap_unordered(_work, jobs):
