@@ -32,10 +32,10 @@ import numpy as np
 from navgym.presets import get_preset
 
 from .evaluate import episode_metrics, policy_act_fn, run_episodes, steps_to, t_interval, wilson, bootstrap_median
-from navgym.files import write_json_atomic
+from navgym.files import atomic_path, write_atomic, write_json_atomic
 
 from .extractors import load_frame_encoder
-from .train import PPO_DEFAULTS, SAC_DEFAULTS, AgentConfig, eval_env, train
+from .train import AgentConfig, add_config_arguments, config_from_args, eval_env, train
 
 __all__ = ["run_benchmark", "summarise", "main"]
 
@@ -211,7 +211,7 @@ def _write_markdown(report: dict, path: Path) -> None:
                 f"| {_fmt_ci(s.get('median_angle_deg_ci'), 1)} | {reach('steps_to_50')} | {reach('steps_to_80')} "
                 f"| {f'{np.mean(sps):.0f}' if sps else '-'} |")
         lines += ["", f"![learning curves](curves_{task}.png)", ""]
-    path.write_text("\n".join(lines) + "\n")
+    write_atomic(path, "\n".join(lines) + "\n")
 
 
 def _plot(task: str, methods: dict, path: Path) -> None:
@@ -236,10 +236,8 @@ def _plot(task: str, methods: dict, path: Path) -> None:
     ax.set_title(task)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    tmp = path.with_suffix(".tmp.png")
-    fig.savefig(tmp, dpi=100)
+    atomic_path(path, lambda tmp: fig.savefig(tmp, dpi=100))
     plt.close(fig)
-    tmp.replace(path)
 
 
 QUICK = dict(steps=256, n_envs=4, size=40, eval_every=128, eval_episodes=1, eval_envs=4, checkpoint_every=10_000,
@@ -251,28 +249,22 @@ QUICK = dict(steps=256, n_envs=4, size=40, eval_every=128, eval_episodes=1, eval
 
 
 def main(argv=None) -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--tasks", nargs="+", default=["AC-near"])
-    p.add_argument("--encoders", nargs="+", default=["pixels", "random-cnn"])
-    p.add_argument("--algos", nargs="+", default=["ppo"], choices=("ppo", "sac"))
-    p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
-    p.add_argument("--steps", type=int, default=None)
-    p.add_argument("--eval-every", type=int, default=None)
-    p.add_argument("--eval-episodes", type=int, default=None)
-    p.add_argument("--n-envs", type=int, default=None)
-    p.add_argument("--size", type=int, default=None)
-    p.add_argument("--train-subjects", default=None)
-    p.add_argument("--test-subjects", default=None)
-    p.add_argument("--threads", type=int, default=None, help="torch threads per run")
-    p.add_argument("--finetune", action="store_true")
+    p = argparse.ArgumentParser(prog="python -m agents.benchmark", description=__doc__.split("\n\n")[0])
+    p.add_argument("--tasks", nargs="+", default=["AC-near"], help="task presets (default: %(default)s)")
+    p.add_argument("--encoders", nargs="+", default=["pixels", "random-cnn"],
+                   help="pixels | random-cnn | CHECKPOINT | LABEL=CHECKPOINT ({seed}: the run's seed) (default: %(default)s)")
+    p.add_argument("--algos", nargs="+", default=["ppo"], choices=("ppo", "sac"), help="(default: %(default)s)")
+    p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2], help="(default: %(default)s)")
+    p.add_argument("--finetune", action="store_true", help="train the pretrained encoders too")
     p.add_argument("--quick", action="store_true", help="tiny smoke configuration (for tests)")
-    p.add_argument("--out", default="reports/agents")
+    p.add_argument("--out", default="reports/agents", help="report folder (default: %(default)s)")
+    quick = argparse.ArgumentParser(add_help=False)
+    quick.add_argument("--quick", action="store_true")
+    base = AgentConfig(**QUICK) if quick.parse_known_args(argv)[0].quick else AgentConfig()
+    add_config_arguments(p.add_argument_group("every run (AgentConfig)"),
+                         skip=("task", "encoder", "algo", "seed", "out", "finetune"), base=base)
     a = p.parse_args(argv)
-    base = AgentConfig(**QUICK) if a.quick else AgentConfig()
-    over = {k: getattr(a, k) for k in ("steps", "eval_every", "eval_episodes", "n_envs", "size", "train_subjects", "test_subjects",
-                                        "threads")
-            if getattr(a, k) is not None}
-    base = replace(base, **over)
+    base = config_from_args(a, base)
     argv = sys.argv[1:] if argv is None else argv
     command = "python -m agents.benchmark " + " ".join(shlex.quote(x) for x in argv)
     r = run_benchmark(a.tasks, a.encoders, a.algos, a.seeds, base, Path(a.out), finetune=a.finetune, command=command)

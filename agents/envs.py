@@ -42,7 +42,7 @@ class NavVecEnv(VecEnv):
     that frame, its action history zeroed) and, in its info, ``terminal_observation`` (the finished
     episode's last stacked observation, built from the env's ``final_obs``), ``TimeLimit.truncated``
     (truncated and not terminated) and ``episode``: ``r`` (return), ``l`` (length) and the env's
-    ``final_info`` entries (``error``, ``is_success``, ``subject_id``, ...).  Other info entries
+    ``final_info`` entries of :data:`INFO_KEYS` (final pose, ``error``, ``is_success``, ``subject_id``, ...).  Other info entries
     (:data:`INFO_KEYS`) describe the current pose, i.e. the new episode's after a reset.
 
     seed : seeds the vector env's sub-envs at the first ``reset`` (SB3's ``VecEnv.seed`` sets it too).
@@ -117,8 +117,7 @@ class NavVecEnv(VecEnv):
                 infos[i]["terminal_observation"] = {k: v[i] for k, v in last.items()}
                 infos[i]["TimeLimit.truncated"] = bool(truncated[i] and not terminated[i])
                 infos[i]["episode"] = {"r": float(self._ret[i]), "l": int(self._len[i]),
-                                       **{k: _scalar(final[k][i]) for k in final
-                                          if not k.startswith("_") and k in INFO_KEYS[4:]}}
+                                       **{k: _scalar(final[k][i]) for k in INFO_KEYS if k in final}}
             self._stack[idx] = self._stack[idx, -1:]  # the new episode's first frame, repeated
             self._acts[idx] = 0
             self._ret[idx] = 0

@@ -122,9 +122,11 @@ def eval_env(cfg: AgentConfig, encoder=None):
 
 
 class NavCallback(BaseCallback):
-    """Progress bar, held-out evaluation every ``eval_every`` steps, and timing (``perf/…``).
+    """Progress bar, held-out evaluation every ``eval_every`` steps (at the first rollout start past each
+    multiple, i.e. after an update, and at the end), and timing (``perf/…``).
 
-    perf/env_fraction: share of wall time in env stepping + rendering (+ frozen-encoder features,
+    perf/cpu_s: CPU seconds of this process (all threads) outside evaluations, a figure less sensitive
+    than wall time to other jobs on a shared machine; perf/env_fraction: share of wall time in env stepping + rendering (+ frozen-encoder features,
     perf/encode_fraction); perf/rollout_fraction: share in rollout collection (env + policy forward
     incl. feature extraction); perf/steps_per_s.  ``curve``: earlier evaluations when resuming.
     """
@@ -136,10 +138,10 @@ class NavCallback(BaseCallback):
         self.last_episodes: list[dict] = []
         self.next_eval = 0
         self.t_rollout = 0.0
-        self.t_eval = 0.0
+        self.t_eval = self.cpu_eval = 0.0
 
     def _on_training_start(self):
-        self.t0 = time.perf_counter()
+        self.t0, self.cpu0 = time.perf_counter(), time.process_time()
         self.steps0 = self.num_timesteps
         self.nav_env = _nav_env(self.training_env)
         self.env_t0, self.enc_t0 = self.nav_env.time_env, self.nav_env.time_encode
@@ -151,6 +153,9 @@ class NavCallback(BaseCallback):
             self._evaluate()
 
     def _on_rollout_start(self):
+        # evaluations happen here (after the previous update), so each one scores the model as saved at that step
+        if self.num_timesteps >= self.next_eval:
+            self._evaluate()
         self._r0 = time.perf_counter()
 
     def _on_rollout_end(self):
@@ -158,8 +163,6 @@ class NavCallback(BaseCallback):
 
     def _on_step(self) -> bool:
         self.bar.update(self.training_env.num_envs)
-        if self.num_timesteps >= self.next_eval:
-            self._evaluate()
         return True
 
     def _on_training_end(self):
@@ -172,17 +175,19 @@ class NavCallback(BaseCallback):
         wall = max(time.perf_counter() - self.t0 - self.t_eval, 1e-9)
         env = self.nav_env.time_env - self.env_t0
         enc = self.nav_env.time_encode - self.enc_t0
-        return {"wall_s": wall, "steps": self.num_timesteps - self.steps0,
+        cpu = time.process_time() - self.cpu0 - self.cpu_eval
+        return {"wall_s": wall, "cpu_s": cpu, "steps": self.num_timesteps - self.steps0,
                 "steps_per_s": (self.num_timesteps - self.steps0) / wall, "encode_fraction": enc / wall,
                 "env_fraction": env / wall, "rollout_fraction": self.t_rollout / wall, "eval_s": self.t_eval,
                 "threads": torch.get_num_threads(), "device": str(self.model.device)}
 
     def _evaluate(self):
-        t = time.perf_counter()
+        t, c = time.perf_counter(), time.process_time()
         episodes = run_episodes(model_act_fn(self.model), self.eval_env, self.cfg.eval_episodes)
         m = episode_metrics(episodes)
         self.last_episodes = episodes
         self.t_eval += time.perf_counter() - t
+        self.cpu_eval += time.process_time() - c
         self.curve.append({"step": int(self.num_timesteps), **m})
         for k in ("success_rate", "median_error", "median_distance_mm", "median_angle_deg", "mean_length", "mean_return"):
             if k in m:
@@ -301,12 +306,14 @@ def _settings(defaults: dict):
     return parse
 
 
-def parser() -> argparse.ArgumentParser:
-    """``python -m agents.train`` options: one per :class:`AgentConfig` field, help and default from the field."""
-    p = argparse.ArgumentParser(prog="python -m agents.train", description=__doc__.split("\n\n")[0])
+def add_config_arguments(p: argparse.ArgumentParser, skip: tuple[str, ...] = (), base: AgentConfig | None = None) -> None:
+    """One ``--name`` option per :class:`AgentConfig` field (help from the field; default from ``base``, else the
+    field's); ``--ppo`` / ``--sac`` take ``KEY=VALUE`` overrides of the settings."""
     for f in fields(AgentConfig):
+        if f.name in skip:
+            continue
         flag = "--" + f.name.replace("_", "-")
-        default = f.default if f.default is not MISSING else f.default_factory()
+        default = getattr(base, f.name) if base is not None else (f.default if f.default is not MISSING else f.default_factory())
         if f.name in ("ppo", "sac"):
             p.add_argument(flag, nargs="*", type=_settings(default), default=[], metavar="KEY=VALUE",
                            help=f"{f.metadata['help']}; defaults: "
@@ -318,14 +325,26 @@ def parser() -> argparse.ArgumentParser:
         choices = {"algo": ("ppo", "sac"), "cnn": tuple(CNNS)}.get(f.name)
         p.add_argument(flag, dest=f.name, type=typ, default=default, choices=choices, **kw,
                        help=f"{f.metadata['help']} (default: %(default)s)")
+
+
+def config_from_args(a: argparse.Namespace, base: AgentConfig | None = None) -> AgentConfig:
+    """The :class:`AgentConfig` of parsed :func:`add_config_arguments` options (other fields from ``base``)."""
+    base = base or AgentConfig()
+    given = {f.name: getattr(a, f.name) for f in fields(AgentConfig) if hasattr(a, f.name)}
+    given["ppo"] = {**base.ppo, **dict(given.get("ppo", []))}
+    given["sac"] = {**base.sac, **dict(given.get("sac", []))}
+    return AgentConfig(**{**asdict(base), **given})
+
+
+def parser() -> argparse.ArgumentParser:
+    """``python -m agents.train`` options: one per :class:`AgentConfig` field, help and default from the field."""
+    p = argparse.ArgumentParser(prog="python -m agents.train", description=__doc__.split("\n\n")[0])
+    add_config_arguments(p)
     return p
 
 
 def parse_args(argv=None) -> AgentConfig:
-    a = vars(parser().parse_args(argv))
-    a["ppo"] = {**PPO_DEFAULTS, **dict(a["ppo"])}
-    a["sac"] = {**SAC_DEFAULTS, **dict(a["sac"])}
-    return AgentConfig(**a)
+    return config_from_args(parser().parse_args(argv))
 
 
 def main(argv=None) -> None:

@@ -1,10 +1,11 @@
 """PPO training throughput with pixels: CNN x (epochs, minibatch) settings, one short run each.
 
-    python benchmarks/bench_agents.py --steps 30720 --threads 2 --out runs/bench_agents.json
+    python benchmarks/bench_agents.py --steps 10240 --threads 1 --out runs/bench_agents.json
 
 Each setting trains ``agents.train`` on AC-near (64 px, 16 envs, 4 frames) for ``--steps`` steps without
 intermediate evaluations and records steps/s (evaluation time excluded), the env and rollout shares of
-the wall time, and the load average before and after (the machine may be shared: read the figures with it).
+the wall time, the process's CPU seconds per step (less sensitive to other jobs than wall time; with one
+thread it is the wall time the run would take on an idle core), and the load average before and after.
 """
 
 from __future__ import annotations
@@ -28,8 +29,8 @@ def _load() -> list[str]:
 
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(prog="python benchmarks/bench_agents.py", description=__doc__.split("\n\n")[0])
-    p.add_argument("--steps", type=int, default=30720, help="training steps per setting (default: %(default)s)")
-    p.add_argument("--threads", type=int, default=2, help="torch threads (default: %(default)s)")
+    p.add_argument("--steps", type=int, default=10240, help="training steps per setting (default: %(default)s)")
+    p.add_argument("--threads", type=int, default=1, help="torch threads (default: %(default)s)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda (default: %(default)s)")
     p.add_argument("--out", default="runs/bench_agents.json", help="JSON results (default: %(default)s)")
     a = p.parse_args(argv)
@@ -43,8 +44,11 @@ def main(argv=None) -> None:
             perf = train(cfg)["perf"]
         row = {"cnn": cnn, "n_epochs": epochs, "batch_size": batch, "load_before": before, "load_after": _load(), **perf}
         rows.append(row)
-        print(f"{cnn:7s} epochs {epochs} batch {batch}: {perf['steps_per_s']:.0f} steps/s "
-              f"(1M steps: {1e6 / perf['steps_per_s'] / 60:.0f} min), env {perf['env_fraction']:.0%}, "
+        cpu_ms = 1e3 * perf["cpu_s"] / perf["steps"]
+        row["cpu_ms_per_step"] = cpu_ms
+        print(f"{cnn:7s} epochs {epochs} batch {batch}: {perf['steps_per_s']:.0f} steps/s wall, {cpu_ms:.2f} CPU-ms/step "
+              f"(1M steps: {1e6 / perf['steps_per_s'] / 60:.0f} min wall, {cpu_ms * 1e3 / 60:.0f} CPU-min), "
+              f"env {perf['env_fraction']:.0%}, "
               f"rollout {perf['rollout_fraction']:.0%}, load {before} -> {row['load_after']}", flush=True)
         write_json_atomic(a.out, {"host": platform.node(), "cpus": os.cpu_count(), "steps": a.steps, "rows": rows})
 

@@ -1,0 +1,106 @@
+"""Play a trained agent on its task's held-out subjects: success and error per episode, and a GIF.
+
+    python -m agents.play runs/ac_ppo/model.zip --episodes 2 --gif runs/ac_ppo/play.gif
+
+Reads the run's ``config.json`` beside the model (or one folder up, for ``checkpoints/*.zip``) for the
+task, observation and encoder; runs the deterministic policy on the preset's ``test`` subjects with
+the same fixed starts as the training run's evaluations; prints one line per episode and the summary
+(success rate with its Wilson interval, median final error); writes env 0's first episode as a GIF
+of the agent's slice beside the 3-view locator (:func:`navgym.viz.locator_frame`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+
+from .evaluate import episode_metrics, model_act_fn, run_episodes
+from .train import AgentConfig, choose_device, eval_env, frozen_encoder
+
+__all__ = ["load_agent", "play", "main"]
+
+
+def load_agent(model_path: str | Path, device: str = "auto"):
+    """(SB3 model, its :class:`AgentConfig`) from a ``model.zip`` (or checkpoint) of ``agents.train``."""
+    from stable_baselines3 import PPO, SAC
+
+    model_path = Path(model_path)
+    if not model_path.is_file():
+        raise FileNotFoundError(f"model: no such file {model_path}")
+    for folder in (model_path.parent, model_path.parent.parent):
+        if (folder / "config.json").exists():
+            cfg = AgentConfig(**json.loads((folder / "config.json").read_text()))
+            break
+    else:
+        raise FileNotFoundError(f"model: no config.json beside {model_path} or one folder up (agents.train writes it)")
+    algo = PPO if cfg.algo == "ppo" else SAC
+    return algo.load(model_path, device=choose_device(device)), cfg
+
+
+def _record(model, env, cfg: AgentConfig, fps_steps: int) -> list[np.ndarray]:
+    """Locator frames of env 0's first episode (subject and poses from the env's infos)."""
+    from navgym.geometry import SlicePose
+    from navgym.viz import locator_frame
+
+    obs = env.reset()
+    subject = env.venv.nav.episode_subjects[0]  # the vector env's Navigator: the subject env 0 navigates
+    infos, frames = env.current_infos(), []
+    for _ in range(fps_steps):
+        info = infos[0]
+        image = obs["image"][0, -1] if "image" in obs else None
+        frames.append(locator_frame(subject.volume, SlicePose(info["center_mm"], info["rotation"], info["fov_mm"]), image))
+        obs, _, done, infos = env.step(model.predict(obs, deterministic=True)[0])
+        if done[0]:
+            ep = infos[0]["episode"]
+            last = infos[0]["terminal_observation"]
+            frames.append(locator_frame(subject.volume, SlicePose(ep["center_mm"], ep["rotation"], ep["fov_mm"]),
+                                        last["image"][-1] if "image" in last else None))
+            break
+    return frames
+
+
+def play(model_path, episodes: int = 2, envs: int | None = None, gif: str | None = None, device: str = "auto",
+         fps: float = 8.0) -> dict:
+    """Evaluate a saved agent on held-out subjects; returns ``{"metrics", "episodes"}`` (and writes ``gif``)."""
+    model, cfg = load_agent(model_path, device)
+    if envs is not None:
+        cfg = replace(cfg, eval_envs=envs)
+    encoder = frozen_encoder(cfg)
+    env = eval_env(cfg, encoder)
+    try:
+        eps = run_episodes(model_act_fn(model), env, episodes)
+        if gif:
+            from navgym.rollouts.cli import write_video
+
+            write_video(gif, _record(model, env, cfg, env.venv.max_episode_steps), fps)
+    finally:
+        env.close()
+    return {"metrics": episode_metrics(eps), "episodes": eps}
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(prog="python -m agents.play", description=__doc__.split("\n\n")[0])
+    p.add_argument("model", help="model.zip (or checkpoints/model_N_steps.zip) written by agents.train")
+    p.add_argument("--episodes", type=int, default=2, help="episodes per env (default: %(default)s)")
+    p.add_argument("--envs", type=int, default=None, help="held-out envs (default: the run's eval_envs)")
+    p.add_argument("--gif", default=None, help="write env 0's first episode here (.gif; default: none)")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda (default: %(default)s)")
+    a = p.parse_args(argv)
+    if a.gif and not a.gif.lower().endswith(".gif"):
+        p.error(f"--gif must end in .gif, got {a.gif!r}")
+    r = play(a.model, a.episodes, a.envs, a.gif, a.device)
+    for e in r["episodes"]:
+        print(f"env {e['env']:2d} {e['subject_id']}: {'success' if e['is_success'] else 'failure'}  "
+              f"final error {e['error']:.1f}  steps {e['l']}")
+    m = r["metrics"]
+    lo, hi = m["success_ci"]
+    print(f"success {m['success_rate']:.0%} [{lo:.0%}, {hi:.0%}] over {m['episodes']} episodes; "
+          f"median final error {m['median_error']:.1f}" + (f"; GIF: {a.gif}" if a.gif else ""))
+
+
+if __name__ == "__main__":
+    main()
