@@ -143,6 +143,7 @@ def load_encoder(checkpoint, seed: int = 0, map_location="cpu") -> WorldModel:
     (loaded with ``weights_only=True``), or a randomly initialised one from a method name
     (``"random"`` or any method, tiny model size, ``torch.manual_seed(seed)``).  See the module
     docstring for what it offers."""
+    from .checkpoint import load_checkpoint
     from .methods import build_model
 
     if isinstance(checkpoint, str) and checkpoint in METHODS and not os.path.exists(checkpoint):
@@ -150,7 +151,7 @@ def load_encoder(checkpoint, seed: int = 0, map_location="cpu") -> WorldModel:
         m = build_model(MODEL_SIZES["tiny"], checkpoint)
         m.seed = seed
         return m.eval()
-    state = read_checkpoint(checkpoint, map_location)
+    state = load_checkpoint(checkpoint, map_location)
     model_cfg, train_cfg = config_from_dict(state["config"])
     m = build_model(model_cfg, train_cfg.method, train_cfg)
     m.load_state_dict(state["model"])
@@ -159,15 +160,3 @@ def load_encoder(checkpoint, seed: int = 0, map_location="cpu") -> WorldModel:
     m.finished = int(state["step"]) >= train_cfg.total_steps  # False: a checkpoint of an unfinished run
     return m.eval()
 
-
-def read_checkpoint(path, map_location="cpu") -> dict:
-    """A ``world_model.train`` checkpoint (``torch.load(weights_only=True)``); errors name the path."""
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"no checkpoint {path}")
-    try:
-        state = torch.load(path, map_location=map_location, weights_only=True)
-    except (RuntimeError, EOFError) as e:
-        raise ValueError(f"{path}: unreadable checkpoint (truncated or corrupt?): {e}") from e
-    if not isinstance(state, dict) or "config" not in state or "model" not in state:
-        raise ValueError(f"{path}: not a world-model checkpoint (no config/model entries)")
-    return state

@@ -33,7 +33,8 @@ from navgym.files import atomic_path, write_json_atomic
 
 from .config import ModelConfig, TrainConfig, add_arguments, as_dict, config_from_dict, make_config
 from .data import clip_batches, render_device
-from .encoders import count_params, read_checkpoint
+from .checkpoint import load_checkpoint
+from .encoders import count_params
 from .methods import build_model
 from .tokenizer import to_unit
 
@@ -89,7 +90,7 @@ def train(model_cfg: ModelConfig, cfg: TrainConfig, progress: bool = True, stop_
     start = 0
     if ckpt.exists():
         log(f"resuming from {ckpt}")
-        state = read_checkpoint(ckpt, map_location=device)
+        state = load_checkpoint(ckpt, map_location=device)
         old_m, old_t = config_from_dict(state["config"])
         if old_m != model_cfg or {**old_t.__dict__, "steps": 0} != {**cfg.__dict__, "steps": 0}:
             raise ValueError(f"{ckpt} was written with another config; use a new --out")
