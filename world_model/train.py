@@ -120,6 +120,7 @@ def train(model_cfg: ModelConfig, cfg: TrainConfig, progress: bool = True, stop_
         eval_cfg = TrainConfig(**{**cfg.__dict__, "data": "stream", "batch": 16, "workers": 0, "stride": 1})
         eval_batch = next(clip_batches(eval_cfg, model_cfg, split="val", seed_salt=999,
                                        device=render_device(eval_cfg, device)))
+        eval_batch = {k: v.to(device) for k, v in eval_batch.items()}
     last, t_data, t_total, frames_done = {}, 0.0, 0.0, 0
     bar = None
     if rank == 0 and progress:
