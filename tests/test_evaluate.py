@@ -19,6 +19,15 @@ DATA = ProbeDataConfig(train_per_subject=150, eval_per_subject=60, size=(32, 32)
                        eval_clips_per_subject=6)
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_torch_thread():
+    """One torch thread: the machine is shared, and two threads per process oversubscribe it."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 @pytest.fixture(scope="module")
 def data():
     return {k: make_probe_data([template_subject()], DATA, seed=i, split=k) for i, k in enumerate(SPLITS)}

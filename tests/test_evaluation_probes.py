@@ -12,6 +12,15 @@ from world_model.evaluation.data import MIRRORED_LANDMARKS, ProbeDataConfig, mak
 CFG = P.ProbeConfig(lbfgs_iters=50, attentive_steps=300, eval_every=50, batch_size=64)
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_torch_thread():
+    """One torch thread: the machine is shared, and two threads per process oversubscribe it."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 @pytest.fixture(scope="module")
 def sets():
     cfg = ProbeDataConfig(train_per_subject=400, eval_per_subject=150, size=(32, 32), train_clips_per_subject=0,
