@@ -9,9 +9,10 @@ Every run trains with :func:`agents.train.train` and is evaluated on the preset'
 and ``curves_<task>.png`` (held-out success rate vs training steps, mean over seeds, min-max band).
 ``--quick``: a tiny smoke configuration (template subjects, 32 px, a few hundred steps).
 
-An encoder is ``pixels``, ``random-cnn``, a world-model checkpoint or ``LABEL=CHECKPOINT``; a
-``{seed}`` in the checkpoint path is replaced by the run's seed, so RL seed k uses pretraining
-seed k (``navwm=runs/wm/navwm_s{seed}/last.pt``).  A run whose ``final_eval.json`` exists with the
+An encoder is ``pixels``, ``random-cnn``, a world-model checkpoint or method, optionally as
+``LABEL=SPEC``; ``ft:SPEC`` fine-tunes it (frozen otherwise), so one report can hold both
+(``navwm=runs/wm/navwm_s{seed}/last.pt navwm-ft=ft:runs/wm/navwm_s{seed}/last.pt``); a ``{seed}``
+in the checkpoint path is replaced by the run's seed, so RL seed k uses pretraining seed k.  A run whose ``final_eval.json`` exists with the
 same config is reused, so an interrupted benchmark resumes.
 """
 
@@ -86,12 +87,15 @@ def _final_arrays(eps: list[dict]) -> dict:
     return out
 
 
-def encoder_label(enc: str) -> tuple[str, str]:
-    """(label, spec) of a ``--encoders`` entry: ``LABEL=SPEC`` or a bare spec (label: the file stem)."""
-    if "=" in enc:
-        label, spec = enc.split("=", 1)
-        return label, spec
-    return (Path(enc).stem if os.path.exists(enc) else enc), enc
+def encoder_label(enc: str) -> tuple[str, str, bool]:
+    """(label, spec, finetune) of a ``--encoders`` entry: ``[LABEL=][ft:]SPEC`` (label: the file stem when
+    not given, ``-ft`` appended for ``ft:``, which fine-tunes that encoder)."""
+    label, spec = enc.split("=", 1) if "=" in enc else (None, enc)
+    finetune = spec.startswith("ft:")
+    spec = spec[3:] if finetune else spec
+    if label is None:
+        label = (Path(spec).stem if os.path.exists(spec) else spec) + ("-ft" if finetune else "")
+    return label, spec, finetune
 
 
 def _train_or_reuse(cfg: AgentConfig) -> dict:
@@ -134,12 +138,13 @@ def run_benchmark(tasks, encoders, algos, seeds, base: AgentConfig, out: Path, f
             methods[name] = runs
         for algo in algos:
             for enc in encoders:
-                name, spec = encoder_label(enc)
-                label = f"{algo}-{name}{'-ft' if finetune else ''}"
+                name, spec, tune = encoder_label(enc)
+                tune = tune or finetune
+                label = f"{algo}-{name}" + ("-ft" if finetune and not name.endswith("-ft") else "")
                 runs = []
                 for seed in seeds:
                     cfg = replace(base, task=task, encoder=spec.replace("{seed}", str(seed)), algo=algo, seed=seed,
-                                  finetune=finetune, out=str(out / "runs" / task / label / f"seed{seed}"))
+                                  finetune=tune, out=str(out / "runs" / task / label / f"seed{seed}"))
                     r = _train_or_reuse(cfg)
                     eps = r["final_episodes"]
                     runs.append({"final": r["final"], "curve": r["curve"], "perf": r["perf"], **_final_arrays(eps)})
@@ -252,10 +257,11 @@ def main(argv=None) -> None:
     p = argparse.ArgumentParser(prog="python -m agents.benchmark", description=__doc__.split("\n\n")[0])
     p.add_argument("--tasks", nargs="+", default=["AC-near"], help="task presets (default: %(default)s)")
     p.add_argument("--encoders", nargs="+", default=["pixels", "random-cnn"],
-                   help="pixels | random-cnn | CHECKPOINT | LABEL=CHECKPOINT ({seed}: the run's seed) (default: %(default)s)")
+                   help="[LABEL=][ft:]SPEC, SPEC: pixels | random-cnn | a world-model checkpoint ({seed}: the run's seed) "
+                        "or method; ft: fine-tunes it (default: %(default)s)")
     p.add_argument("--algos", nargs="+", default=["ppo"], choices=("ppo", "sac"), help="(default: %(default)s)")
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2], help="(default: %(default)s)")
-    p.add_argument("--finetune", action="store_true", help="train the pretrained encoders too")
+    p.add_argument("--finetune", action="store_true", help="fine-tune every pretrained encoder (or ft: per entry)")
     p.add_argument("--quick", action="store_true", help="tiny smoke configuration (for tests)")
     p.add_argument("--out", default="reports/agents", help="report folder (default: %(default)s)")
     quick = argparse.ArgumentParser(add_help=False)

@@ -275,8 +275,10 @@ def test_short_training_runs(tmp_path):
 def test_benchmark_labels_seeds_and_resumes(tmp_path):
     from agents.benchmark import encoder_label, run_benchmark
 
-    assert encoder_label("navwm=runs/wm/navwm_s{seed}/last.pt") == ("navwm", "runs/wm/navwm_s{seed}/last.pt")
-    assert encoder_label("pixels") == ("pixels", "pixels")
+    assert encoder_label("navwm=runs/wm/navwm_s{seed}/last.pt") == ("navwm", "runs/wm/navwm_s{seed}/last.pt", False)
+    assert encoder_label("pixels") == ("pixels", "pixels", False)
+    assert encoder_label("ft:random") == ("random-ft", "random", True)
+    assert encoder_label("wm=ft:runs/x.pt") == ("wm", "runs/x.pt", True)
     base = replace(AgentConfig(**QUICK), steps=64, eval_every=64, eval_envs=2)
     rep = run_benchmark(["AC-near"], ["px=pixels"], ["ppo"], [0], base, tmp_path)
     methods = rep["tasks"]["AC-near"]["methods"]
