@@ -134,8 +134,8 @@ def _pool(spatial: np.ndarray) -> np.ndarray:
 
 
 def frozen_features(encoder, sets: dict[str, ProbeSet], subjects: dict | None = None, batch: int = 256,
-                    device="cpu", spatial: bool = True) -> dict[str, dict[str, np.ndarray]]:
-    """{split: {"frames", "pair" (N, D), "spatial" (N, C, h, w) when ``spatial``}} from the frozen
+                    device="cpu", spatial: bool = True, pairs: bool = True) -> dict[str, dict[str, np.ndarray]]:
+    """{split: {"frames", "pair" (N, D) when ``pairs``, "spatial" (N, C, h, w) when ``spatial``}} from the frozen
     encoder.  A 3D MAE (``mae`` attribute) with ``subjects`` given samples its volume map along
     each slice plane (spatial at H/4; the vector features are that map pooled to 4 x 4)."""
     if hasattr(encoder, "eval"):
@@ -148,8 +148,9 @@ def frozen_features(encoder, sets: dict[str, ProbeSet], subjects: dict | None = 
             out[s] = {"frames": _pool(sp), "pair": _pool(pair), **({"spatial": sp} if spatial else {})}
         return out
     for s in SPLITS:
-        out[s] = {"frames": _batched(encoder.features, sets[s].frames, batch, device),
-                  "pair": _batched(encoder.features, sets[s].pair_frames, batch, device)}
+        out[s] = {"frames": _batched(encoder.features, sets[s].frames, batch, device)}
+        if pairs:
+            out[s]["pair"] = _batched(encoder.features, sets[s].pair_frames, batch, device)
         if spatial:
             out[s]["spatial"] = _batched(encoder.spatial_features, sets[s].frames, batch, device)
     return out

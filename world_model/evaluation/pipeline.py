@@ -194,7 +194,8 @@ def evaluate(entries: Sequence[EncoderEntry], data: dict[str, ProbeData], cfg: E
         rows, info, timings = [], [], {}
         t0 = tick()
         feats = frozen_features(e.encoder.to(device) if hasattr(e.encoder, "to") else e.encoder, sets, subjects,
-                                device=device, spatial="attentive" in cfg.probes)
+                                device=device, spatial="attentive" in cfg.probes,
+                                pairs=any(PROBE_TASKS[t].pair for t in cfg.tasks))
         timings[f"features/{e.method}/{e.seed}_s"] = tick() - t0
         if "linear" in cfg.probes:
             t0 = tick()
@@ -233,6 +234,19 @@ def evaluate(entries: Sequence[EncoderEntry], data: dict[str, ProbeData], cfg: E
 
     fc = cfg.finetune_cfg
 
+    def reference_part(seed: int) -> dict:
+        t0 = tick()
+        torch.manual_seed(seed)
+        ms, fit = run_end_to_end(ReferenceCNN(), sets, None, fc.reference_steps, fc.reference_lr, fc, seed, device)
+        rows = [r for task, m in ms.items()
+                for r in _rows("supervised", seed, task, "reference", m, n_labels=len(sets["train"]))]
+        return {"rows": rows, "info": [{"method": "supervised", "seed": seed, "task": "all", "probe": "reference", **fit}],
+                "timings": {f"reference/{seed}_s": tick() - t0}}
+
+    for seed in cfg.reference_seeds:
+        add(parts.run(f"reference/s{seed}", "", lambda: reference_part(seed)))
+        log(f"supervised reference seed {seed}")
+
     def finetune_part(e: EncoderEntry) -> dict:
         rows, info, timings = [], [], {}
         for n in fc.n_labels:
@@ -248,19 +262,6 @@ def evaluate(entries: Sequence[EncoderEntry], data: dict[str, ProbeData], cfg: E
     for i, e in enumerate(tuned):
         add(parts.run(f"finetune/{e.method}_s{e.seed}", _identity(e), lambda: finetune_part(e)))
         log(f"fine-tuning {i + 1}/{len(tuned)}: {e.method} seed {e.seed} (N = {list(fc.n_labels)})")
-
-    def reference_part(seed: int) -> dict:
-        t0 = tick()
-        torch.manual_seed(seed)
-        ms, fit = run_end_to_end(ReferenceCNN(), sets, None, fc.reference_steps, fc.reference_lr, fc, seed, device)
-        rows = [r for task, m in ms.items()
-                for r in _rows("supervised", seed, task, "reference", m, n_labels=len(sets["train"]))]
-        return {"rows": rows, "info": [{"method": "supervised", "seed": seed, "task": "all", "probe": "reference", **fit}],
-                "timings": {f"reference/{seed}_s": tick() - t0}}
-
-    for seed in cfg.reference_seeds:
-        add(parts.run(f"reference/s{seed}", "", lambda: reference_part(seed)))
-        log(f"supervised reference seed {seed}")
 
     plan_rows = []
     if cfg.planning and subjects is not None:
