@@ -19,13 +19,12 @@ same config is reused, so an interrupted benchmark resumes.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import shlex
 import sys
 import time
-from dataclasses import asdict, replace
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -99,16 +98,9 @@ def encoder_label(enc: str) -> tuple[str, str, bool]:
 
 
 def _train_or_reuse(cfg: AgentConfig) -> dict:
-    """``train(cfg)``, or the result a finished run with the same config left in ``cfg.out``.
-
-    A world-model checkpoint whose pretraining has not finished is refused (a benchmark compares
-    finished encoders)."""
-    done = Path(cfg.out) / "final_eval.json"
-    if done.exists():
-        prev = json.loads(done.read_text())
-        if prev.get("config") == json.loads(json.dumps(asdict(cfg))):
-            return prev
-    if os.path.isfile(cfg.encoder):
+    """``train(cfg)`` (which returns a finished run's saved result and resumes an unfinished one); a
+    world-model checkpoint whose pretraining has not finished is refused (a benchmark compares finished encoders)."""
+    if os.path.isfile(cfg.encoder) and not (Path(cfg.out) / "final_eval.json").exists():
         if not load_frame_encoder(cfg.encoder).finished:
             raise ValueError(f"{cfg.encoder}: its pretraining is unfinished; finish it first")
     return train(cfg)

@@ -19,7 +19,6 @@ import time
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 
-import numpy as np
 import torch
 from stable_baselines3 import PPO, SAC
 from stable_baselines3.common.callbacks import BaseCallback, CallbackList, CheckpointCallback
@@ -255,9 +254,14 @@ def _resume_point(cfg: AgentConfig, out: Path) -> tuple[Path | None, list[dict]]
 
 def train(cfg: AgentConfig) -> dict:
     """Train (or resume), evaluate on held-out subjects, save; returns ``{"config", "curve", "final", "perf",
-    "final_episodes"}``."""
-    torch.set_num_threads(cfg.threads)
+    "final_episodes", "resumed_from"}``.  A finished run with the same config in ``cfg.out`` is returned as saved."""
     out = Path(cfg.out)
+    done = out / "final_eval.json"
+    if done.exists():
+        prev = json.loads(done.read_text())
+        if prev.get("config") == json.loads(json.dumps(asdict(cfg))):
+            return prev  # this very run has finished
+    torch.set_num_threads(cfg.threads)
     out.mkdir(parents=True, exist_ok=True)
     resume, curve = _resume_point(cfg, out)
     write_json_atomic(out / "config.json", asdict(cfg))
