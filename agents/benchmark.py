@@ -43,7 +43,7 @@ BOUNDS = ("oracle", "random")
 
 
 def _bound_episodes(cfg: AgentConfig, name: str, seed: int) -> list[dict]:
-    env = eval_env(cfg)  # pixel observations: the bounds read the pose from infos
+    env = eval_env(replace(cfg, controls="all"))  # pixel observations, 7-d actions: the bounds read the pose from infos
     try:
         return run_episodes(policy_act_fn(name, seed=seed), env, cfg.eval_episodes)
     finally:

@@ -27,7 +27,11 @@ from stable_baselines3.common.vec_env.base_vec_env import VecEnv
 from navgym.env import MRINavVectorEnv
 from navgym.presets import get_preset, subject_kwargs
 
-__all__ = ["NavVecEnv", "make_vec_env", "INFO_KEYS"]
+__all__ = ["NavVecEnv", "make_vec_env", "INFO_KEYS", "CONTROLS", "task_controls"]
+
+#: which of the env's 7 action components the agent drives (the others stay 0): ``all``, or ``task``:
+#: those the task's error depends on (see :func:`task_controls`)
+CONTROLS = ("all", "task")
 
 #: per-env info entries passed to SB3 (oracles need center_mm, rotation, fov_mm, target)
 INFO_KEYS = ("center_mm", "rotation", "fov_mm", "target", "subject_id", "error", "is_success", "distance_mm",
@@ -45,6 +49,8 @@ class NavVecEnv(VecEnv):
     ``final_info`` entries of :data:`INFO_KEYS` (final pose, ``error``, ``is_success``, ``subject_id``, ...).  Other info entries
     (:data:`INFO_KEYS`) describe the current pose, i.e. the new episode's after a reset.
 
+    controls : indices of the env's 7 action components the agent drives (None: all); the SB3 action
+        space has one entry per control, the others are sent as 0; the action history holds all 7.
     seed : seeds the vector env's sub-envs at the first ``reset`` (SB3's ``VecEnv.seed`` sets it too).
     encoder : a frozen encoder (``features((B, H, W) uint8) -> (B, D)``, ``feature_dim``); None: pixels.
     ``time_env`` accumulates the seconds spent in ``reset``/``step_wait`` (stepping, rendering and
@@ -52,7 +58,7 @@ class NavVecEnv(VecEnv):
     """
 
     def __init__(self, venv: MRINavVectorEnv, frames: int = 4, actions: int = 4, seed: int | None = None,
-                 encoder=None):
+                 encoder=None, controls=None):
         if frames < 1 or actions < 0:
             raise ValueError(f"need frames >= 1 and actions >= 0, got frames={frames}, actions={actions}")
         if venv.autoreset_mode != AutoresetMode.SAME_STEP or venv.observation != "image":
@@ -71,7 +77,11 @@ class NavVecEnv(VecEnv):
             self._key: view,
             "actions": spaces.Box(-1.0, 1.0, (max(1, self.n_actions) * 7,), np.float32),
         })
-        super().__init__(venv.num_envs, obs_space, venv.single_action_space)
+        self.controls = np.arange(7) if controls is None else np.asarray(controls, int)
+        if self.controls.ndim != 1 or len(self.controls) == 0 or len(set(self.controls.tolist())) != len(self.controls) \
+                or self.controls.min() < 0 or self.controls.max() > 6:
+            raise ValueError(f"controls must be distinct action indices in 0..6, got {controls!r}")
+        super().__init__(venv.num_envs, obs_space, spaces.Box(-1.0, 1.0, (len(self.controls),), np.float32))
         n = self.num_envs
         self._stack = np.zeros((n, self.frames, *frame_shape), dtype)
         self._acts = np.zeros((n, max(1, self.n_actions), 7), np.float32)
@@ -96,7 +106,9 @@ class NavVecEnv(VecEnv):
         return self._obs()
 
     def step_async(self, actions):
-        self._pending = np.clip(np.asarray(actions, dtype=np.float32).reshape(self.num_envs, 7), -1.0, 1.0)
+        act = np.zeros((self.num_envs, 7), np.float32)
+        act[:, self.controls] = np.clip(np.asarray(actions, dtype=np.float32).reshape(self.num_envs, -1), -1.0, 1.0)
+        self._pending = act
 
     def step_wait(self):
         t0 = time.perf_counter()
@@ -191,20 +203,30 @@ def _scalar(x):
     return x.item() if isinstance(x, np.generic) else x
 
 
+def task_controls(task: str) -> list[int]:
+    """Action components a preset's error depends on: translations (0-2) for landmarks, translations and
+    rotations (0-5) for planes; never zoom (6), which changes only what the agent sees."""
+    return [0, 1, 2] if get_preset(task).task == "landmark" else [0, 1, 2, 3, 4, 5]
+
+
 def make_vec_env(task: str, num_envs: int, split: str = "train", size: int = 64, frames: int = 4,
                  actions: int = 4, seed: int | None = None, subjects: str | None = None,
-                 start_seed: int | None = None, encoder=None) -> NavVecEnv:
+                 start_seed: int | None = None, encoder=None, controls: str = "all") -> NavVecEnv:
     """A :class:`NavVecEnv` for a task preset (``AC-near``, see :mod:`navgym.presets`) on ``split`` subjects.
 
     ``subjects`` overrides the preset's subject spec (e.g. ``"template"`` for quick tests);
     ``start_seed``: fixed starts (the env's ``episode_seed``: env i's j-th episode starts from
     ``default_rng([start_seed, i, j])``, so every policy evaluated with it meets the same subjects and
-    start poses); ``encoder``: a frozen encoder module (observations carry its features).
+    start poses); ``encoder``: a frozen encoder module (observations carry its features); ``controls``:
+    one of :data:`CONTROLS`.
     """
+    if controls not in CONTROLS:
+        raise ValueError(f"controls must be one of {CONTROLS}, got {controls!r}")
     p = get_preset(task)
     kw = p.env_kwargs(split)
     if subjects is not None:
         kw.update(subject_kwargs(subjects))
     venv = MRINavVectorEnv(num_envs, max_episode_steps=p.max_episode_steps, size=size,
                            autoreset_mode=AutoresetMode.SAME_STEP, episode_seed=start_seed, **kw)
-    return NavVecEnv(venv, frames=frames, actions=actions, seed=seed, encoder=encoder)
+    return NavVecEnv(venv, frames=frames, actions=actions, seed=seed, encoder=encoder,
+                     controls=task_controls(task) if controls == "task" else None)

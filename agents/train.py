@@ -28,7 +28,7 @@ from tqdm.auto import tqdm
 from navgym.files import write_json_atomic
 from navgym.presets import get_preset
 
-from .envs import NavVecEnv, make_vec_env
+from .envs import CONTROLS, NavVecEnv, make_vec_env
 from .evaluate import episode_metrics, model_act_fn, run_episodes
 from .extractors import CNNS, NavExtractor, load_frame_encoder
 
@@ -64,6 +64,8 @@ class AgentConfig:
     size: int = _f(64, "slice pixels per side")
     frames: int = _f(4, "stacked frames the agent sees")
     actions: int = _f(4, "previous actions the agent sees (0: none)")
+    controls: str = _f("all", "action components the agent drives: all 7, or task: those the task's error "
+                       "depends on (landmarks: translations; planes: translations + rotations; never zoom)")
     log_std_init: float = _f(0.0, "initial log std of the Gaussian policy (PPO; SAC: -3 as SB3)")
     normalize_reward: bool = _f(False, "scale rewards by a running std of the discounted return (SB3 VecNormalize)")
     eval_every: int = _f(20_000, "steps between held-out evaluations")
@@ -83,6 +85,8 @@ class AgentConfig:
         get_preset(self.task)
         if self.algo not in ("ppo", "sac"):
             raise ValueError(f"algo must be 'ppo' or 'sac', got {self.algo!r}")
+        if self.controls not in CONTROLS:
+            raise ValueError(f"controls must be one of {CONTROLS}, got {self.controls!r}")
         if self.cnn not in CNNS:
             raise ValueError(f"cnn must be one of {sorted(CNNS)}, got {self.cnn!r}")
         for name in ("steps", "n_envs", "size", "frames", "eval_every", "eval_episodes", "eval_envs", "checkpoint_every",
@@ -117,7 +121,7 @@ def eval_env(cfg: AgentConfig, encoder=None):
     """The held-out evaluation env of ``cfg`` (preset ``test`` subjects, fixed starts)."""
     return make_vec_env(cfg.task, cfg.eval_envs, split="test", size=cfg.size, frames=cfg.frames,
                         actions=cfg.actions, subjects=cfg.test_subjects, start_seed=cfg.eval_start_seed,
-                        encoder=encoder)
+                        encoder=encoder, controls=cfg.controls)
 
 
 class NavCallback(BaseCallback):
@@ -230,6 +234,16 @@ def build_model(cfg: AgentConfig, env, tensorboard_log: str | None):
                tensorboard_log=tensorboard_log, verbose=0, **cfg.sac)
 
 
+def _same(saved: dict, cfg: AgentConfig, ignore: tuple[str, ...] = ()) -> bool:
+    """Whether a saved config (fields added since take their defaults) equals ``cfg`` up to ``ignore``."""
+    try:
+        saved = json.loads(json.dumps(asdict(AgentConfig(**saved))))
+    except (TypeError, ValueError):
+        return False
+    now = json.loads(json.dumps(asdict(cfg)))
+    return {k: v for k, v in saved.items() if k not in ignore} == {k: v for k, v in now.items() if k not in ignore}
+
+
 #: settings that may change when a run resumes (everything else must match the saved config.json)
 RESUMABLE_CHANGES = ("steps", "progress", "threads", "device")
 
@@ -240,8 +254,7 @@ def _resume_point(cfg: AgentConfig, out: Path) -> tuple[Path | None, list[dict]]
     saved = out / "config.json"
     if not saved.exists():
         return None, []
-    same = {k: v for k, v in json.loads(saved.read_text()).items() if k not in RESUMABLE_CHANGES}
-    if same != {k: v for k, v in json.loads(json.dumps(asdict(cfg))).items() if k not in RESUMABLE_CHANGES}:
+    if not _same(json.loads(saved.read_text()), cfg, ignore=RESUMABLE_CHANGES):
         return None, []
     ckpts = sorted((p for p in out.glob("checkpoints/model_*_steps.zip") if int(p.stem.split("_")[1]) <= cfg.steps),
                    key=lambda p: int(p.stem.split("_")[1]))
@@ -259,7 +272,7 @@ def train(cfg: AgentConfig) -> dict:
     done = out / "final_eval.json"
     if done.exists():
         prev = json.loads(done.read_text())
-        if prev.get("config") == json.loads(json.dumps(asdict(cfg))):
+        if _same(prev["config"], cfg):
             return prev  # this very run has finished
     torch.set_num_threads(cfg.threads)
     out.mkdir(parents=True, exist_ok=True)
@@ -267,7 +280,8 @@ def train(cfg: AgentConfig) -> dict:
     write_json_atomic(out / "config.json", asdict(cfg))
     encoder = frozen_encoder(cfg)
     env = make_vec_env(cfg.task, cfg.n_envs, split="train", size=cfg.size, frames=cfg.frames,
-                       actions=cfg.actions, seed=cfg.seed, subjects=cfg.train_subjects, encoder=encoder)
+                       actions=cfg.actions, seed=cfg.seed, subjects=cfg.train_subjects, encoder=encoder,
+                       controls=cfg.controls)
     if cfg.normalize_reward:
         gamma = (cfg.ppo if cfg.algo == "ppo" else cfg.sac)["gamma"]
         env = VecNormalize(env, norm_obs=False, norm_reward=True, gamma=gamma)
@@ -326,7 +340,7 @@ def add_config_arguments(p: argparse.ArgumentParser, skip: tuple[str, ...] = (),
         typ = {"int": int, "float": float, "str": str, "bool": _bool, "str | None": str}[
             f.type if isinstance(f.type, str) else f.type.__name__]
         kw = {"nargs": "?", "const": True} if typ is _bool else {}
-        choices = {"algo": ("ppo", "sac"), "cnn": tuple(CNNS)}.get(f.name)
+        choices = {"algo": ("ppo", "sac"), "cnn": tuple(CNNS), "controls": CONTROLS}.get(f.name)
         p.add_argument(flag, dest=f.name, type=typ, default=default, choices=choices, **kw,
                        help=f"{f.metadata['help']} (default: %(default)s)")
 

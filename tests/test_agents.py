@@ -118,6 +118,22 @@ def test_adapter_transitions_equal_the_vector_envs():
     assert kinds["terminated"] >= 1 and kinds["truncated"] >= 1
 
 
+def test_task_controls_drive_only_what_the_error_depends_on():
+    env = _env(2, actions=1, controls="task", start_seed=3)
+    assert env.action_space.shape == (3,)
+    env.reset()
+    before = env.current_infos()
+    obs, *_ = env.step(np.ones((2, 3), np.float32))
+    after = env.current_infos()
+    assert np.allclose(obs["actions"], [1, 1, 1, 0, 0, 0, 0])  # the history holds the full 7-d action
+    assert np.allclose(after[0]["rotation"], before[0]["rotation"]) and after[0]["fov_mm"] == before[0]["fov_mm"]
+    assert not np.allclose(after[0]["center_mm"], before[0]["center_mm"])
+    plane = make_vec_env("midsag-near", 1, size=40, subjects="template", controls="task")
+    assert plane.action_space.shape == (6,)
+    with pytest.raises(ValueError, match="controls"):
+        _env(1, controls="zoom")
+
+
 def test_device_choice(monkeypatch):
     assert choose_device("auto") == "cpu"  # this machine has no GPU
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
