@@ -27,7 +27,7 @@ from navgym.geometry import unpack_poses
 from .data import SPLITS, ClipSet, ProbeSet
 
 __all__ = ["EncoderEntry", "PixelEncoder", "load_encoder_entry", "frozen_features", "clip_features", "image_size",
-           "has_clip_features", "resolve_device"]
+           "has_clip_features", "resolve_device", "device_of"]
 
 
 @dataclass
@@ -56,6 +56,12 @@ class PixelEncoder(torch.nn.Module):
 
     def features(self, frames: torch.Tensor) -> torch.Tensor:
         return self.spatial_features(frames).flatten(1)
+
+
+def device_of(module) -> torch.device:
+    """The device of a module's first parameter (CPU for a module without parameters)."""
+    params = module.parameters() if hasattr(module, "parameters") else iter(())
+    return next(iter(params), torch.empty(0)).device
 
 
 def resolve_device(device: str) -> torch.device:
@@ -161,9 +167,9 @@ def has_clip_features(encoder) -> bool:
     """Whether ``clip_features`` works (the dynamics family); others raise TypeError or lack it."""
     if not hasattr(encoder, "clip_features"):
         return False
-    size = image_size(encoder) or 64
+    size, dev = image_size(encoder) or 64, device_of(encoder)
     try:
-        encoder.clip_features(torch.zeros(1, 2, size, size, dtype=torch.uint8), torch.zeros(1, 2, 7))
+        encoder.clip_features(torch.zeros(1, 2, size, size, dtype=torch.uint8, device=dev), torch.zeros(1, 2, 7, device=dev))
         return True
     except TypeError:
         return False

@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from .data import ProbeSet
+from .encoders import device_of
 from .probes import FRAME_TASKS, PROBE_TASKS, TaskTargets, fit_multitask, predict_multitask
 
 __all__ = ["FinetuneConfig", "ReferenceCNN", "run_end_to_end", "label_order"]
@@ -94,7 +95,7 @@ class _WithHeads(nn.Module):
         self.backbone = backbone
         with torch.no_grad():
             was = backbone.training
-            d = backbone.eval().features(torch.zeros(2, *size, dtype=torch.uint8)).shape[1]
+            d = backbone.eval().features(torch.zeros(2, *size, dtype=torch.uint8, device=device_of(backbone))).shape[1]
             backbone.train(was)
         self.heads = nn.ModuleDict({k: nn.Linear(d, v) for k, v in n_out.items()})
 

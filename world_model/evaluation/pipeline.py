@@ -154,6 +154,10 @@ class _Parts:
         return out
 
 
+def _on_cpu(model):
+    return model.to("cpu") if hasattr(model, "to") else model
+
+
 def _identity(e: EncoderEntry) -> str:
     """What determines an encoder's numbers: its method, seed and weights."""
     h = hashlib.sha256(f"{e.method}:{e.seed}:{type(e.encoder).__name__}".encode())
@@ -277,8 +281,8 @@ def evaluate(entries: Sequence[EncoderEntry], data: dict[str, ProbeData], cfg: E
             timings.update(part["timings"])
             plan_rows.append({"method": name, "seed": cfg.plan.seed, **part["result"]})
         for e in [e for e in entries if e.latent_model is not None]:
-            part = parts.run(f"planning/{e.method}_s{e.seed}", _identity(e),
-                             lambda: plan_part(f"{e.method}/{e.seed}", model=e.latent_model))
+            part = parts.run(f"planning/{e.method}_s{e.seed}", _identity(e),  # the planner works on the CPU
+                             lambda: plan_part(f"{e.method}/{e.seed}", model=_on_cpu(e.latent_model)))
             timings.update(part["timings"])
             plan_rows.append({"method": e.method, "seed": e.seed, **part["result"]})
         for r in plan_rows:
