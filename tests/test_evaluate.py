@@ -226,3 +226,16 @@ def test_quick_cli_end_to_end(tmp_path):
     doc = main(["--quick", "--out", str(tmp_path), "--cache", str(tmp_path / "cache")])
     assert {e["method"] for e in doc["entries"]} == {"navwm", "random", "pixels"}
     assert (tmp_path / "report.md").exists() and doc["sanity"]
+
+
+def test_budget_scales_every_training_budget():
+    cfg = EvalConfig()
+    half = cfg.scaled(0.5)
+    assert half.probe.attentive_steps == cfg.probe.attentive_steps // 2
+    assert half.finetune_cfg.steps == cfg.finetune_cfg.steps // 2
+    assert half.finetune_cfg.reference_steps == cfg.finetune_cfg.reference_steps // 2
+    assert half.finetune_cfg.n_labels == cfg.finetune_cfg.n_labels and half.data == cfg.data
+    with pytest.raises(ValueError, match="budget"):
+        cfg.scaled(0)
+    with pytest.raises(ValueError, match="tasks"):
+        EvalConfig(tasks=("hemisphere",))
