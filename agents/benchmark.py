@@ -181,7 +181,11 @@ def _write_markdown(report: dict, path: Path) -> None:
         lines += [f"Command: `{report['command']}`", ""]
     b = report["config"]["base"]
     lines += [f"Seeds {report['config']['seeds']}; {b['steps']} training steps per run; {b['n_envs']} envs; "
-              f"{b['size']} px; memory: {b['frames']} frames + {b['actions']} actions; evaluation: "
+              f"{b['size']} px; memory: {b['frames']} frames + {b['actions']} actions; "
+              f"pixels CNN: {b.get('cnn', 'nature')}; controls: {b.get('controls', 'all')}; "
+              f"PPO: initial log std {b.get('log_std_init', 0.0)}, "
+              f"{', '.join(f'{k} {v}' for k, v in b['ppo'].items())}; "
+              f"reward normalisation: {'on' if b.get('normalize_reward') else 'off'}; evaluation: "
               f"{b['eval_envs']} x {b['eval_episodes']} episodes per seed on held-out subjects "
               f"({b['test_subjects'] or 'preset test split'}), the same starts for every method. "
               f"Load average (1/5/15 min) at start {report['uptime_start']}, at end {report['uptime_end']}; "
