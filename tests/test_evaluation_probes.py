@@ -3,6 +3,7 @@ control, Student-t intervals and verdicts."""
 
 import numpy as np
 import pytest
+import torch
 
 from navgym.subjects import template_subject
 from world_model.evaluation import probes as P

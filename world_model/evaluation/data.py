@@ -307,7 +307,8 @@ def probe_subjects(spec: str = "synthetic:240", n_train: int = 24, n_val: int = 
     test = load_subjects(spec, split="test")
     if len(held) < n_train + n_val:
         raise ValueError(f"subjects {spec!r} have {len(held)} 'val'-split subjects; n_train + n_val = "
-                         f"{n_train + n_val} needed (use more subjects, e.g. synthetic:{4 * (n_train + n_val) * 2})")
+                         f"{n_train + n_val} needed (the 'val' split is ~15 %: use more subjects, e.g. "
+                         f"synthetic:{round((n_train + n_val) / 0.15 * 1.25)})")
     if len(test) < n_test:
         raise ValueError(f"subjects {spec!r} have {len(test)} 'test'-split subjects; n_test = {n_test} needed")
     return {"train": held.subset(range(n_train)), "val": held.subset(range(n_train, n_train + n_val)),

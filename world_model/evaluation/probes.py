@@ -27,7 +27,7 @@ Probes
 * ``linear``: closed-form ridge (regression) or LBFGS logistic regression on ``features``.
 * ``attentive``: on the full spatial map ``spatial_features`` (C, h, w): channels projected to 64,
   a learned position embedding, one learned query per task attending over the h*w positions
-  (4 heads), a linear head per task; the single-frame tasks are trained jointly (Adam, the best
+  (4 heads), a linear head per task; the single-frame tasks are trained jointly (AdamW, the best
   probe-val step kept).
 * ``mean``: the probe-train mean (regression), majority class or base rates (no features).
 """
@@ -60,7 +60,7 @@ class ProbeConfig:
     ridge_alphas : ridge penalties tried (standardised features; penalty alpha * n_train).
     logistic_wds : L2 weights tried for logistic regression (LBFGS, ``lbfgs_iters`` iterations).
     attentive_dim, attentive_steps, attentive_lr, batch_size, eval_every : the attentive probe
-        (Adam; probe-val loss every ``eval_every`` steps, the best kept).
+        (AdamW; probe-val loss every ``eval_every`` steps, the best kept).
     seed : torch seed of the attentive probe's initialisation and batches.
     """
 
@@ -294,14 +294,14 @@ class TaskTargets:
 
 def fit_multitask(model: nn.Module, inputs: Callable, targets: TaskTargets, train: ProbeSet, val: ProbeSet,
                   steps: int, lr: float, batch_size: int, eval_every: int, seed: int, device="cpu",
-                  weight_decay: float = 1e-4, n_train: int | None = None) -> tuple[nn.Module, dict]:
-    """Adam on ``targets.loss`` for ``steps`` minibatches of the first ``n_train`` rows of ``train``
-    (all by default); the state with the lowest probe-val loss (checked every ``eval_every`` steps
-    and at the end) is returned.  ``inputs(split, index) -> model input`` on ``device``."""
+                  weight_decay: float = 1e-4) -> tuple[nn.Module, dict]:
+    """AdamW on ``targets.loss`` for ``steps`` minibatches of ``train``; the state with the lowest
+    probe-val loss (checked every ``eval_every`` steps and at the end) is returned.
+    ``inputs(split, index) -> model input`` on ``device``."""
     gen = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
     model = model.to(device)
-    n = len(train) if n_train is None else int(n_train)
+    n = len(train)
     y_tr = {k: v.to(device) for k, v in targets.tensors(train).items()}
     y_val = {k: v.to(device) for k, v in targets.tensors(val).items()}
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr, weight_decay=weight_decay)
