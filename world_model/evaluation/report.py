@@ -77,14 +77,17 @@ def sanity(summary: list[dict]) -> list[dict]:
 
 
 def verdict(summary: list[dict], kept: list[str]) -> list[dict]:
-    """Each pretrained method vs its random-init twin on the kept tasks' primary metrics, for every
-    probe (linear, attentive, clip linear, fine-tuning at each N)."""
+    """Each pretrained method vs its random-init twin, and navwm vs every other pretrained method, on
+    the kept tasks' primary metrics, for every probe (linear, attentive, clip linear, fine-tuning at each N)."""
     methods = sorted({s["method"] for s in summary} - set(BASELINES) - {"random", "pixels"}
                      - {m for m in {s["method"] for s in summary} if m.endswith("_init")}
                      - {"no_move", "random_actions", "true_pose_model"})
+    pairs = [(m, _twin(m)) for m in methods]
+    if REFERENCE_METHOD in methods:  # and navwm against every other pretrained method (its controls)
+        pairs += [(REFERENCE_METHOD, m) for m in methods if m != REFERENCE_METHOD]
     out = []
-    for m in methods:
-        for c in compare_methods(summary, m, _twin(m)):
+    for m, b in pairs:
+        for c in compare_methods(summary, m, b):
             if c["task"] in kept and c["metric"] == _primary(c["task"]) and c["probe"] in ("linear", "attentive",
                                                                                            "finetune"):
                 out.append(c)
@@ -173,7 +176,9 @@ def _markdown(doc: dict) -> str:
         "# Downstream evaluation report", "",
         f"Command: `{doc['command']}`  ",
         f"Created {doc['created_utc']}; git {doc['versions']['git_commit']}; torch {doc['versions']['torch']}; "
-        f"device {doc['device']}; {doc.get('threads', '?')} threads; wall time {doc['timings'].get('total_s', float('nan')):.0f} s.",
+        f"device {doc['device']}; {doc.get('threads', '?')} threads; wall time {doc['timings'].get('total_s', float('nan')):.0f} s "
+        f"(units of work finished by earlier runs are reused; the measured time of all units: "
+        f"{sum(v for k, v in doc['timings'].items() if k != 'total_s'):.0f} s, per unit in `results.json`).",
         "",
         "Encoders (method: seeds): " + "; ".join(f"**{m}** {sorted(seeds[m])}" for m in methods) + ".  ",
         f"Probe subjects (disjoint, never in pretraining): train {len(doc['subjects']['train'])}, val "
@@ -279,16 +284,17 @@ def _verdict_text(comps: list[dict], kept: list[str], checks: list[dict]) -> str
     if not comps:
         parts.append("No pretrained encoder with a random-init twin was evaluated: no verdict on pretraining.")
         return " ".join(parts)
-    by_method: dict[str, list[dict]] = {}
+    by_pair: dict[tuple[str, str], list[dict]] = {}
     for c in comps:
-        by_method.setdefault(c["method"], []).append(c)
-    for m in _order(by_method):
-        cs = by_method[m]
+        by_pair.setdefault((c["method"], c["baseline"]), []).append(c)
+    for m, b in by_pair:
+        cs = by_pair[m, b]
         win = [c for c in cs if c["advantage"] > 0 and not c["overlap"]]
         lose = [c for c in cs if c["advantage"] < 0 and not c["overlap"]]
         desc = lambda xs: ", ".join(  # noqa: E731
             f"{c['task']}/{c['probe']}{'' if c['n_labels'] is None else '@' + str(c['n_labels'])}" for c in xs)
-        parts.append(f"**{m}** vs {_twin(m)} (random init, same architecture) over {len(cs)} comparisons: better with "
+        what = f"{b} (random init, same architecture)" if b == _twin(m) else b
+        parts.append(f"**{m}** vs {what} over {len(cs)} comparisons: better with "
                      f"non-overlapping intervals in {len(win)}" + (f" ({desc(win)})" if win else "") +
                      f", worse in {len(lose)}" + (f" ({desc(lose)})" if lose else "") + ", the rest within the intervals.")
     return " ".join(parts)
