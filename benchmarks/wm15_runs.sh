@@ -18,12 +18,9 @@ run() {  # run OUT METHOD SEED [extra flags]
     --threads 1 --out "$out" "$@" > "$out.log" 2>&1 || echo "failed: $out"
   echo "$(date -u +%H:%M:%S) done $out"
 }
-for s in 0 1 2; do
-  for m in navwm shuffled noaction; do run "$root/${m}_s$s" $m $s; done
-  for m in navwm shuffled noaction; do run "$root/jump4/${m}_s$s" $m $s --stride 4; done
-  run "$root/navwm_joint_s$s" navwm_joint $s
-  run "$root/tokenizer_s$s" tokenizer $s
-done
+for s in 0 1 2; do for m in navwm shuffled noaction; do run "$root/${m}_s$s" $m $s; done; done
+for s in 0 1 2; do run "$root/navwm_joint_s$s" navwm_joint $s; run "$root/tokenizer_s$s" tokenizer $s; done
+for s in 0 1 2; do for m in navwm shuffled noaction; do run "$root/jump4/${m}_s$s" $m $s --stride 4; done; done
 for s in 0 1 2; do run "$root/mae2d_s$s" mae2d $s; done
 for s in 0 1 2; do
   for m in navwm shuffled noaction; do run "$root/mixed4_r4/${m}_s$s" $m $s --stride 4 --mixed-strides true --rollout-steps 4; done
