@@ -32,7 +32,6 @@ from .probes import CLIP_TASKS, FRAME_TASKS, PROBE_TASKS, ProbeConfig, mean_base
 
 __all__ = ["EvalConfig", "evaluate", "scratch_entries", "Progress"]
 
-DYNAMIC_FAMILY = ("navwm", "navwm_joint", "shuffled", "noaction", "random")
 
 
 @dataclass(frozen=True)
@@ -110,9 +109,10 @@ def scratch_entries(entries: Sequence[EncoderEntry]) -> list[EncoderEntry]:
     from world_model import load_encoder
 
     have = {e.method for e in entries}
+    dynamic = {e.method for e in entries if getattr(e.encoder, "dynamics", None) is not None}
     out = []
     for method in sorted(have):
-        if method in DYNAMIC_FAMILY:
+        if method in dynamic:
             arch, name = "random", "random"
         elif method in ("tokenizer", "mae3d", "mae2d"):
             arch, name = method, f"{method}_init"
