@@ -29,11 +29,11 @@ from pathlib import Path
 
 import numpy as np
 
-from navgym.presets import get_preset
-
-from .evaluate import episode_metrics, policy_act_fn, run_episodes, steps_to, t_interval, wilson, bootstrap_median
 from navgym.files import atomic_path, write_atomic, write_json_atomic
+from navgym.presets import get_preset
+from world_model.evaluation.stats import mean_ci
 
+from .evaluate import bootstrap_median, episode_metrics, policy_act_fn, run_episodes, steps_to, wilson
 from .extractors import load_frame_encoder
 from .train import AgentConfig, add_config_arguments, config_from_args, eval_env, train
 
@@ -62,7 +62,9 @@ def summarise(runs: list[dict]) -> dict:
     k = int(round(sum(f["success_rate"] * f["episodes"] for f in finals)))
     n = int(sum(f["episodes"] for f in finals))
     errors = np.concatenate([r["final_errors"] for r in runs])
-    m, lo, hi = t_interval(rates)
+    m, half, _ = mean_ci(rates)
+    half = half if np.isfinite(half) else 0.0  # one seed: no interval
+    lo, hi = m - half, m + half
     out = {"seeds": len(runs), "success_mean_ci": (m, max(lo, 0.0), min(hi, 1.0)), "success_pooled": k / n,
            "success_pooled_ci": wilson(k, n), "median_error_ci": bootstrap_median(errors)}
     for key in ("distance_mm", "angle_deg"):

@@ -11,7 +11,7 @@ import numpy as np
 
 from navgym.policies import make_policy
 
-__all__ = ["run_episodes", "episode_metrics", "steps_to", "wilson", "bootstrap_median", "t_interval",
+__all__ = ["run_episodes", "episode_metrics", "steps_to", "wilson", "bootstrap_median",
            "model_act_fn", "policy_act_fn"]
 
 
@@ -78,18 +78,6 @@ def bootstrap_median(x, n_boot: int = 2000, seed: int = 0) -> tuple[float, float
     rng = np.random.default_rng(seed)
     meds = np.median(rng.choice(x, (n_boot, x.size)), axis=1)
     return (float(np.median(x)), float(np.percentile(meds, 2.5)), float(np.percentile(meds, 97.5)))
-
-
-def t_interval(x) -> tuple[float, float, float]:
-    """(mean, low, high) 95% Student-t interval over seeds (half-width 0 for one value)."""
-    from scipy import stats
-
-    x = np.asarray(x, float)
-    m = float(x.mean())
-    if x.size < 2:
-        return (m, m, m)
-    h = float(stats.t.ppf(0.975, x.size - 1) * x.std(ddof=1) / np.sqrt(x.size))
-    return (m, m - h, m + h)
 
 
 def episode_metrics(episodes: list[dict]) -> dict:

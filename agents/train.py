@@ -16,7 +16,7 @@ import argparse
 import json
 import re
 import time
-from dataclasses import MISSING, asdict, dataclass, field, fields
+from dataclasses import MISSING, asdict, dataclass, fields
 from pathlib import Path
 
 import torch
@@ -27,6 +27,7 @@ from tqdm.auto import tqdm
 
 from navgym.files import write_json_atomic
 from navgym.presets import get_preset
+from world_model.config import config_field
 
 from .envs import CONTROLS, NavVecEnv, make_vec_env
 from .evaluate import episode_metrics, model_act_fn, run_episodes
@@ -42,10 +43,7 @@ SAC_DEFAULTS = {"buffer_size": 30_000, "learning_starts": 1_000, "batch_size": 1
                 "gradient_steps": 2, "learning_rate": 3e-4, "gamma": 0.99}
 
 
-def _f(default, help: str):
-    if isinstance(default, dict):
-        return field(default_factory=lambda: dict(default), metadata={"help": help})
-    return field(default=default, metadata={"help": help})
+_f = config_field  # short form for the field table below
 
 
 @dataclass

@@ -15,17 +15,10 @@ from world_model.evaluation.pipeline import EvalConfig, Progress, evaluate
 from world_model.evaluation.planning import PlanConfig, cem_plan, pose_errors, run_planning
 from world_model.evaluation.probes import ProbeConfig
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 DATA = ProbeDataConfig(train_per_subject=150, eval_per_subject=60, size=(32, 32), train_clips_per_subject=12,
                        eval_clips_per_subject=6)
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """One torch thread: the machine is shared, and two threads per process oversubscribe it."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 @pytest.fixture(scope="module")

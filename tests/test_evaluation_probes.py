@@ -3,23 +3,15 @@ control, Student-t intervals and verdicts."""
 
 import numpy as np
 import pytest
-import torch
 
 from navgym.subjects import template_subject
 from world_model.evaluation import probes as P
 from world_model.evaluation import stats
 from world_model.evaluation.data import MIRRORED_LANDMARKS, ProbeDataConfig, make_probe_data, mirror_pose
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 CFG = P.ProbeConfig(lbfgs_iters=50, attentive_steps=300, eval_every=50, batch_size=64)
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """One torch thread: the machine is shared, and two threads per process oversubscribe it."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 @pytest.fixture(scope="module")

@@ -16,17 +16,10 @@ from world_model.evaluation.pipeline import EvalConfig, evaluate
 from world_model.evaluation.planning import PlanConfig
 from world_model.evaluation.probes import PROBE_TASKS, ProbeConfig, TaskTargets, fit_multitask, run_linear_probe
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 DATA = ProbeDataConfig(train_per_subject=400, eval_per_subject=150, size=(32, 32), train_clips_per_subject=20,
                        eval_clips_per_subject=10)
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """One torch thread: the machine is shared, and two threads per process oversubscribe it."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 @pytest.fixture(scope="module")

@@ -17,7 +17,7 @@ import navgym  # noqa: F401  (registers MRINav-v0)
 from navgym.env import MRINavEnv, MRINavVectorEnv
 from navgym.rollouts import RolloutConfig, RolloutWindows, write_rollouts
 from navgym.rollouts.cli import rollouts_main, video_main
-from navgym.rollouts.generate import ARRAYS, check_shard, shard_lock
+from navgym.rollouts.generate import ARRAYS, check_shard
 from navgym.tasks import LandmarkTask, PlaneTask
 from navgym.volume import VolumeError, load_volume
 

@@ -16,11 +16,17 @@ METHODS = ("navwm", "shuffled", "noaction", "navwm_joint", "shuffled_joint", "no
            "mae2d", "mae3d", "random")
 
 __all__ = ["METHODS", "ModelConfig", "TrainConfig", "MODEL_SIZES", "make_config", "config_from_dict",
-           "add_arguments", "as_dict"]
+           "add_arguments", "as_dict", "config_field"]
 
 
-def _f(default, help: str):
+def config_field(default, help: str):
+    """A config dataclass field with its ``--help`` text (dict defaults are copied per instance)."""
+    if isinstance(default, dict):
+        return field(default_factory=lambda: dict(default), metadata={"help": help})
     return field(default=default, metadata={"help": help})
+
+
+_f = config_field  # short form for the field tables below
 
 
 @dataclass(frozen=True)

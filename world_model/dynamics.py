@@ -11,7 +11,6 @@ the contextual features of each frame.
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 __all__ = ["Dynamics"]

@@ -307,7 +307,7 @@ def _readme_snippet(doc: dict, kept: list[str]) -> str:
     ns = sorted({s["n_labels"] for s in summary if s["probe"] == "finetune"})
     big = ns[-1] if ns else None
     head = [f"{t} ({_primary(t)})" for t in cols] + ([f"pose fine-tuned N={big}"] if big else [])
-    lines = [f"| encoder | " + " | ".join(head) + " |", "|---|" + "---|" * len(head)]
+    lines = ["| encoder | " + " | ".join(head) + " |", "|---|" + "---|" * len(head)]
     for m in methods:
         if m == "mean":
             cells = [_fmt(_find(summary, task=t, probe="mean", metric=_primary(t))) for t in cols]
