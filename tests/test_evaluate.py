@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from navgym.subjects import template_subject
-from world_model.evaluation.data import SPLITS, ProbeDataConfig, make_probe_data
+from world_model.evaluation.data import PROBE_SPLITS, ProbeDataConfig, make_probe_data
 from world_model.evaluation.encoders import EncoderEntry, frozen_features, image_size, load_encoder_entry
 from world_model.evaluation.finetune import FinetuneConfig
 from world_model.evaluation.pipeline import EvalConfig, Progress, evaluate
@@ -23,7 +23,7 @@ DATA = ProbeDataConfig(train_per_subject=150, eval_per_subject=60, size=(32, 32)
 
 @pytest.fixture(scope="module")
 def data():
-    return {k: make_probe_data([template_subject()], DATA, seed=i, split=k) for i, k in enumerate(SPLITS)}
+    return {k: make_probe_data([template_subject()], DATA, seed=i, split=k) for i, k in enumerate(PROBE_SPLITS)}
 
 
 class StandIn(torch.nn.Module):
@@ -59,7 +59,7 @@ def test_evaluate_and_report_with_stand_in_encoders(tmp_path, data, capsys):
 
     entries = [EncoderEntry(m, s, StandIn(s + 10 * i), latent_model=StandIn(s) if m == "navwm" else None)
                for i, m in enumerate(("navwm", "random")) for s in range(2)]
-    subjects = {s: [template_subject()] for s in SPLITS}
+    subjects = {s: [template_subject()] for s in PROBE_SPLITS}
     log = Progress(always=True)
     result = evaluate(entries, data, SMALL, subjects, log=log, parts_dir=tmp_path / "parts")
     assert "frozen probes 5/5: pixels seed 0" in capsys.readouterr().out  # progress lines
@@ -136,8 +136,8 @@ def test_mae3d_probe_features_read_the_volume(data):
     from world_model import load_encoder
 
     enc = load_encoder("mae3d", seed=0)
-    sets = {s: data[s].slices for s in SPLITS}
-    subjects = {k: [template_subject()] for k in SPLITS}
+    sets = {s: data[s].slices for s in PROBE_SPLITS}
+    subjects = {k: [template_subject()] for k in PROBE_SPLITS}
     feats = frozen_features(enc, sets, subjects)
     ps = sets["test"]
     assert feats["test"]["spatial"].shape[:2] == (len(ps), enc.width * 2) and feats["test"]["spatial"].shape[2] == 8

@@ -34,7 +34,7 @@ def test_slices_and_clips_ground_truth(probe_data):
 
 
 def test_cache_round_trip(tmp_path, monkeypatch):
-    splits = {s: [template_subject()] for s in D.SPLITS}
+    splits = {s: [template_subject()] for s in D.PROBE_SPLITS}
     first = D.cached_probe_data(splits, CFG, 5, tmp_path)
     assert len(list(tmp_path.glob("probe_*.npz"))) == 3
 
@@ -43,7 +43,7 @@ def test_cache_round_trip(tmp_path, monkeypatch):
 
     monkeypatch.setattr(D, "make_probe_data", fail)
     second = D.cached_probe_data(splits, CFG, 5, tmp_path)
-    for s in D.SPLITS:
+    for s in D.PROBE_SPLITS:
         np.testing.assert_array_equal(first[s].slices.frames, second[s].slices.frames)
         np.testing.assert_array_equal(first[s].clips.actions, second[s].clips.actions)
         np.testing.assert_array_equal(first[s].slices.landmark_hit, second[s].slices.landmark_hit)
@@ -53,10 +53,10 @@ def test_cache_round_trip(tmp_path, monkeypatch):
 
 def test_probe_subjects_are_disjoint_and_never_pretrained():
     subj = D.probe_subjects("synthetic:240", n_train=24, n_val=4, n_test=6)
-    ids = {s: subj[s].ids for s in D.SPLITS}
-    assert [len(ids[s]) for s in D.SPLITS] == [24, 4, 6]
+    ids = {s: subj[s].ids for s in D.PROBE_SPLITS}
+    assert [len(ids[s]) for s in D.PROBE_SPLITS] == [24, 4, 6]
     assert not set(ids["train"]) & set(ids["val"]) and not set(ids["val"]) & set(ids["test"])
-    assert all(split_of(i) != "train" for s in D.SPLITS for i in ids[s])  # pretraining draws split "train" only
+    assert all(split_of(i) != "train" for s in D.PROBE_SPLITS for i in ids[s])  # pretraining draws split "train" only
     with pytest.raises(ValueError, match="n_train"):
         D.probe_subjects("synthetic:40", n_train=24)
 

@@ -9,7 +9,7 @@ import torch
 
 from navgym.subjects import template_subject
 from world_model.evaluation import stats
-from world_model.evaluation.data import SPLITS, ProbeDataConfig, make_probe_data
+from world_model.evaluation.data import PROBE_SPLITS, ProbeDataConfig, make_probe_data
 from world_model.evaluation.encoders import EncoderEntry, frozen_features
 from world_model.evaluation.finetune import FinetuneConfig, ReferenceCNN
 from world_model.evaluation.pipeline import EvalConfig, evaluate
@@ -24,7 +24,7 @@ DATA = ProbeDataConfig(train_per_subject=400, eval_per_subject=150, size=(32, 32
 
 @pytest.fixture(scope="module")
 def data():
-    return {k: make_probe_data([template_subject()], DATA, seed=10 + i, split=k) for i, k in enumerate(SPLITS)}
+    return {k: make_probe_data([template_subject()], DATA, seed=10 + i, split=k) for i, k in enumerate(PROBE_SPLITS)}
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +55,7 @@ def _pose_pretrained(pre, val, seed: int) -> ReferenceCNN:
 
 
 def test_good_encoder_separates_from_random_init(data, pretraining):
-    sets = {s: data[s].slices for s in SPLITS}
+    sets = {s: data[s].slices for s in PROBE_SPLITS}
     cfg = ProbeConfig(lbfgs_iters=30)
     rows = []
     for seed in range(3):

@@ -57,10 +57,11 @@ from navgym.tasks import make_task
 
 __all__ = [
     "ProbeDataConfig", "ProbeSet", "ClipSet", "ProbeData", "make_probe_data", "cached_probe_data", "probe_subjects",
-    "mirror_pose", "LANDMARK_NAMES", "MIRRORED_LANDMARKS", "REGION_NAMES", "SPLITS",
+    "mirror_pose", "LANDMARK_NAMES", "MIRRORED_LANDMARKS", "REGION_NAMES", "PROBE_SPLITS",
 ]
 
-SPLITS = ("train", "val", "test")
+#: probe-train / probe-val / probe-test (not navgym's subject splits: all three are drawn from subjects outside pretraining)
+PROBE_SPLITS = ("train", "val", "test")
 LANDMARK_NAMES: tuple[str, ...] = tuple(sorted(TEMPLATE_LANDMARKS))
 # index of each landmark's left-right counterpart (itself on the midline)
 MIRRORED_LANDMARKS = np.array([
@@ -281,7 +282,7 @@ def cached_probe_data(splits: dict, cfg: ProbeDataConfig, seed: int, cache_dir=N
     ``<cache_dir>/probe_<split>_<key>.npz`` (key: :func:`cache_key`), so subjects are built and
     slices rendered once."""
     out = {}
-    for i, split in enumerate(SPLITS):
+    for i, split in enumerate(PROBE_SPLITS):
         subjects = splits[split]
         ids = subjects.ids if hasattr(subjects, "ids") else [s.subject_id for s in subjects]
         path = Path(cache_dir) / f"probe_{split}_{cache_key(ids, cfg, seed + i, split)}.npz" if cache_dir else None
@@ -302,7 +303,7 @@ def probe_subjects(spec: str = "synthetic:240", n_train: int = 24, n_val: int = 
     every split (a smoke test: only the slices differ)."""
     if spec == "template":
         pool = load_subjects("template")
-        return {s: pool for s in SPLITS}
+        return {s: pool for s in PROBE_SPLITS}
     held = load_subjects(spec, split="val")
     test = load_subjects(spec, split="test")
     if len(held) < n_train + n_val:

@@ -24,7 +24,7 @@ import torch
 
 from navgym.geometry import unpack_poses
 
-from .data import SPLITS, ClipSet, ProbeSet
+from .data import PROBE_SPLITS, ClipSet, ProbeSet
 
 __all__ = ["EncoderEntry", "PixelEncoder", "load_encoder_entry", "frozen_features", "clip_features", "image_size",
            "has_clip_features", "resolve_device", "device_of"]
@@ -149,11 +149,11 @@ def frozen_features(encoder, sets: dict[str, ProbeSet], subjects: dict | None = 
     out = {}
     if subjects is not None and getattr(encoder, "mae", None) is not None:
         size = sets["train"].frames.shape[1] // 4
-        for s in SPLITS:
+        for s in PROBE_SPLITS:
             sp, pair = _plane_features(encoder, subjects[s], sets[s], size)
             out[s] = {"frames": _pool(sp), "pair": _pool(pair), **({"spatial": sp} if spatial else {})}
         return out
-    for s in SPLITS:
+    for s in PROBE_SPLITS:
         out[s] = {"frames": _batched(encoder.features, sets[s].frames, batch, device)}
         if pairs:
             out[s]["pair"] = _batched(encoder.features, sets[s].pair_frames, batch, device)

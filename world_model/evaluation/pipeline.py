@@ -22,7 +22,7 @@ import torch
 
 from navgym.files import write_json_atomic
 
-from .data import SPLITS, ProbeData, ProbeDataConfig
+from .data import PROBE_SPLITS, ProbeData, ProbeDataConfig
 from .encoders import EncoderEntry, PixelEncoder, clip_features, frozen_features, has_clip_features
 from .finetune import FinetuneConfig, ReferenceCNN, run_end_to_end
 from .planning import PlanConfig, run_planning
@@ -136,8 +136,8 @@ class _Parts:
 
     def __init__(self, folder, cfg: EvalConfig, data: dict[str, ProbeData]):
         self.folder = Path(folder) if folder else None
-        fingerprint = {"config": cfg.to_dict(), "data": {s: data[s].subject_ids for s in SPLITS},
-                       "n": {s: len(data[s].slices) for s in SPLITS},
+        fingerprint = {"config": cfg.to_dict(), "data": {s: data[s].subject_ids for s in PROBE_SPLITS},
+                       "n": {s: len(data[s].slices) for s in PROBE_SPLITS},
                        "frames": hashlib.sha256(data["test"].slices.frames[:64].tobytes()).hexdigest()}
         self.base = json.dumps(fingerprint, sort_keys=True, default=str)
 
@@ -172,8 +172,8 @@ def evaluate(entries: Sequence[EncoderEntry], data: dict[str, ProbeData], cfg: E
     """Run the whole protocol.  ``data``: {split: ProbeData}; ``subjects``: {split: subjects}
     (the 3D MAE's volume features and planning need them).  ``parts_dir``: where finished units
     are kept (resume; see :class:`_Parts`).  Returns rows, fit info, timings."""
-    sets = {s: data[s].slices for s in SPLITS}
-    clips = {s: data[s].clips for s in SPLITS} if cfg.clips and all(data[s].clips is not None for s in SPLITS) else None
+    sets = {s: data[s].slices for s in PROBE_SPLITS}
+    clips = {s: data[s].clips for s in PROBE_SPLITS} if cfg.clips and all(data[s].clips is not None for s in PROBE_SPLITS) else None
     scratch = scratch_entries(entries) if cfg.random_twins else []
     entries = list(entries) + scratch
     frozen = entries + ([EncoderEntry("pixels", 0, PixelEncoder())] if cfg.pixel_baseline else [])
@@ -213,7 +213,7 @@ def evaluate(entries: Sequence[EncoderEntry], data: dict[str, ProbeData], cfg: E
         frame_tasks = [t for t in cfg.tasks if t in FRAME_TASKS]
         if "attentive" in cfg.probes and frame_tasks:
             t0 = tick()
-            ms, fit = run_attentive_probe(frame_tasks, {s: feats[s]["spatial"] for s in SPLITS}, sets, cfg.probe,
+            ms, fit = run_attentive_probe(frame_tasks, {s: feats[s]["spatial"] for s in PROBE_SPLITS}, sets, cfg.probe,
                                           device)
             for task, m in ms.items():
                 rows += _rows(e.method, e.seed, task, "attentive", m)
@@ -222,7 +222,7 @@ def evaluate(entries: Sequence[EncoderEntry], data: dict[str, ProbeData], cfg: E
         del feats
         if clips is not None and not isinstance(e.encoder, PixelEncoder):
             t0 = tick()
-            cf = {s: {"frames": clip_features(e.encoder, clips[s], device=device)} for s in SPLITS}
+            cf = {s: {"frames": clip_features(e.encoder, clips[s], device=device)} for s in PROBE_SPLITS}
             for task in CLIP_TASKS:
                 m, fit = run_linear_probe(task, cf, clips, cfg.probe)
                 rows += _rows(e.method, e.seed, f"clip_{task}", "linear", m)
@@ -291,8 +291,8 @@ def evaluate(entries: Sequence[EncoderEntry], data: dict[str, ProbeData], cfg: E
 
     return {
         "rows": rows, "planning": plan_rows, "fit_info": info, "timings": timings,
-        "subjects": {s: list(data[s].subject_ids) for s in SPLITS},
-        "sizes": {s: {"slices": len(sets[s]), "clips": 0 if clips is None else len(clips[s])} for s in SPLITS},
+        "subjects": {s: list(data[s].subject_ids) for s in PROBE_SPLITS},
+        "sizes": {s: {"slices": len(sets[s]), "clips": 0 if clips is None else len(clips[s])} for s in PROBE_SPLITS},
         "held_out_subjects": not set(data["train"].subject_ids) & set(data["test"].subject_ids),
         "entries": [{"method": e.method, "seed": e.seed, "checkpoint": e.checkpoint,
                      "feature_dim": getattr(e.encoder, "feature_dim", None), "planning": e.latent_model is not None,
