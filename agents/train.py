@@ -27,7 +27,7 @@ from tqdm.auto import tqdm
 
 from navgym.files import write_json_atomic
 from navgym.presets import get_preset
-from world_model.config import config_field
+from world_model.config import config_field, parse_bool
 
 from .envs import CONTROLS, NavVecEnv, make_vec_env
 from .evaluate import episode_metrics, model_act_fn, run_episodes
@@ -305,14 +305,6 @@ def train(cfg: AgentConfig) -> dict:
     return result
 
 
-def _bool(s: str) -> bool:
-    if s.lower() in ("1", "true", "yes", "on"):
-        return True
-    if s.lower() in ("0", "false", "no", "off"):
-        return False
-    raise argparse.ArgumentTypeError(f"expected a boolean, got {s!r}")
-
-
 def _settings(defaults: dict):
     def parse(s: str):
         key, sep, value = s.partition("=")
@@ -335,9 +327,9 @@ def add_config_arguments(p: argparse.ArgumentParser, skip: tuple[str, ...] = (),
                            help=f"{f.metadata['help']}; defaults: "
                                 + " ".join(f"{k}={v}" for k, v in default.items()).replace("%", "%%"))
             continue
-        typ = {"int": int, "float": float, "str": str, "bool": _bool, "str | None": str}[
+        typ = {"int": int, "float": float, "str": str, "bool": parse_bool, "str | None": str}[
             f.type if isinstance(f.type, str) else f.type.__name__]
-        kw = {"nargs": "?", "const": True} if typ is _bool else {}
+        kw = {"nargs": "?", "const": True} if typ is parse_bool else {}
         choices = {"algo": ("ppo", "sac"), "cnn": tuple(CNNS), "controls": CONTROLS}.get(f.name)
         p.add_argument(flag, dest=f.name, type=typ, default=default, choices=choices, **kw,
                        help=f"{f.metadata['help']} (default: %(default)s)")

@@ -16,7 +16,7 @@ METHODS = ("navwm", "shuffled", "noaction", "navwm_joint", "shuffled_joint", "no
            "mae2d", "mae3d", "random")
 
 __all__ = ["METHODS", "ModelConfig", "TrainConfig", "MODEL_SIZES", "make_config", "config_from_dict",
-           "add_arguments", "as_dict", "config_field"]
+           "add_arguments", "as_dict", "config_field", "parse_bool"]
 
 
 def config_field(default, help: str):
@@ -167,7 +167,8 @@ def as_dict(model: ModelConfig, train: TrainConfig) -> dict:
     return {"model": asdict(model), "train": asdict(train)}
 
 
-def _bool(s: str) -> bool:
+def parse_bool(s: str) -> bool:
+    """argparse type for boolean options: 1/true/yes/on or 0/false/no/off (any case)."""
     if s.lower() in ("1", "true", "yes", "on"):
         return True
     if s.lower() in ("0", "false", "no", "off"):
@@ -186,7 +187,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         for f in fields(cls):
             if f.name == "model_size":
                 continue
-            typ = {"int": int, "float": float, "str": str, "bool": _bool}[f.type if isinstance(f.type, str)
+            typ = {"int": int, "float": float, "str": str, "bool": parse_bool}[f.type if isinstance(f.type, str)
                                                                           else f.type.__name__]
             kw = {"choices": METHODS} if f.name == "method" else {}
             shown = "" if cls is ModelConfig or f.default is MISSING else " (default: %r)" % (f.default,)
