@@ -29,9 +29,9 @@ from navgym.presets import get_preset, subject_kwargs
 
 __all__ = ["NavVecEnv", "make_vec_env", "INFO_KEYS", "CONTROLS", "task_controls"]
 
-#: which of the env's 7 action components the agent drives (the others stay 0): ``all``, or ``task``:
-#: those the task's error depends on (see :func:`task_controls`)
-CONTROLS = ("all", "task")
+#: which of the env's 7 action components the agent drives (the others stay 0): ``all``; ``task``:
+#: those the task's error depends on (see :func:`task_controls`); ``task+zoom``: those and zoom
+CONTROLS = ("all", "task", "task+zoom")
 
 #: per-env info entries passed to SB3 (oracles need center_mm, rotation, fov_mm, target)
 INFO_KEYS = ("center_mm", "rotation", "fov_mm", "target", "subject_id", "error", "is_success", "distance_mm",
@@ -203,10 +203,16 @@ def _scalar(x):
     return x.item() if isinstance(x, np.generic) else x
 
 
-def task_controls(task: str) -> list[int]:
-    """Action components a preset's error depends on: translations (0-2) for landmarks, translations and
-    rotations (0-5) for planes; never zoom (6), which changes only what the agent sees."""
-    return [0, 1, 2] if get_preset(task).task == "landmark" else [0, 1, 2, 3, 4, 5]
+def task_controls(task: str, controls: str = "task") -> list[int] | None:
+    """The action components of :data:`CONTROLS` ``controls`` for a preset (None: all 7).  ``task``: those
+    its error depends on, translations (0-2) for landmarks, translations and rotations (0-5) for planes,
+    never zoom (6), which changes only what the agent sees; ``task+zoom``: those and zoom."""
+    if controls not in CONTROLS:
+        raise ValueError(f"controls must be one of {CONTROLS}, got {controls!r}")
+    if controls == "all":
+        return None
+    own = [0, 1, 2] if get_preset(task).task == "landmark" else [0, 1, 2, 3, 4, 5]
+    return own + [6] if controls == "task+zoom" else own
 
 
 def make_vec_env(task: str, num_envs: int, split: str = "train", size: int = 64, frames: int = 4,
@@ -220,8 +226,7 @@ def make_vec_env(task: str, num_envs: int, split: str = "train", size: int = 64,
     start poses); ``encoder``: a frozen encoder module (observations carry its features); ``controls``:
     one of :data:`CONTROLS`.
     """
-    if controls not in CONTROLS:
-        raise ValueError(f"controls must be one of {CONTROLS}, got {controls!r}")
+    chosen = task_controls(task, controls)
     p = get_preset(task)
     kw = p.env_kwargs(split)
     if subjects is not None:
@@ -229,4 +234,4 @@ def make_vec_env(task: str, num_envs: int, split: str = "train", size: int = 64,
     venv = MRINavVectorEnv(num_envs, max_episode_steps=p.max_episode_steps, size=size,
                            autoreset_mode=AutoresetMode.SAME_STEP, episode_seed=start_seed, **kw)
     return NavVecEnv(venv, frames=frames, actions=actions, seed=seed, encoder=encoder,
-                     controls=task_controls(task) if controls == "task" else None)
+                     controls=chosen)

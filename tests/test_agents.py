@@ -130,6 +130,12 @@ def test_task_controls_drive_only_what_the_error_depends_on():
     assert not np.allclose(after[0]["center_mm"], before[0]["center_mm"])
     plane = make_vec_env("midsag-near", 1, size=40, subjects="template", controls="task")
     assert plane.action_space.shape == (6,)
+    zoom = _env(1, actions=1, controls="task+zoom", start_seed=3)
+    assert zoom.action_space.shape == (4,)
+    zoom.reset()
+    fov = zoom.current_infos()[0]["fov_mm"]
+    obs, *_ = zoom.step(np.array([[0, 0, 0, 1]], np.float32))  # +1 zooms in
+    assert np.allclose(obs["actions"], [0, 0, 0, 0, 0, 0, 1]) and zoom.current_infos()[0]["fov_mm"] < fov
     with pytest.raises(ValueError, match="controls"):
         _env(1, controls="zoom")
 
