@@ -91,7 +91,8 @@ class NavExtractor(BaseFeaturesExtractor):
     def encode_frames(self, image: torch.Tensor) -> torch.Tensor:
         """(B, k, H, W) float 0..255 -> (B, image features)."""
         if self.cnn is not None:
-            return self.cnn(image / 255.0)
+            # channels-last input: oneDNN convolutions forward + backward ~2x faster on CPU (docs/agents.md)
+            return self.cnn((image / 255.0).contiguous(memory_format=torch.channels_last))
         b, k, h, w = image.shape
         frames = image.reshape(b * k, h, w).round().clamp(0, 255).to(torch.uint8)
         with torch.set_grad_enabled(self.finetune and torch.is_grad_enabled()):
