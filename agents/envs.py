@@ -205,13 +205,14 @@ def _scalar(x):
 
 def task_controls(task: str, controls: str = "task") -> list[int] | None:
     """The action components of :data:`CONTROLS` ``controls`` for a preset (None: all 7).  ``task``: those
-    its error depends on, translations (0-2) for landmarks, translations and rotations (0-5) for planes,
-    never zoom (6), which changes only what the agent sees; ``task+zoom``: those and zoom."""
+    its error depends on: translations (0-2) for landmarks; for planes translations and the rotations about
+    the in-plane axes u, v (3, 4), which turn the normal (a rotation about n, 5, spins the image but leaves
+    the plane as it is); never zoom (6), which changes only what the agent sees.  ``task+zoom``: those and zoom."""
     if controls not in CONTROLS:
         raise ValueError(f"controls must be one of {CONTROLS}, got {controls!r}")
     if controls == "all":
         return None
-    own = [0, 1, 2] if get_preset(task).task == "landmark" else [0, 1, 2, 3, 4, 5]
+    own = [0, 1, 2] if get_preset(task).task == "landmark" else [0, 1, 2, 3, 4]
     return own + [6] if controls == "task+zoom" else own
 
 

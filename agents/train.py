@@ -63,7 +63,8 @@ class AgentConfig:
     frames: int = _f(4, "stacked frames the agent sees")
     actions: int = _f(4, "previous actions the agent sees (0: none)")
     controls: str = _f("all", "action components the agent drives: all 7; task: those the task's error "
-                       "depends on (landmarks: translations; planes: translations + rotations; never zoom); "
+                       "depends on (landmarks: translations; planes: translations + rotations about the in-plane "
+                       "axes; never zoom); "
                        "task+zoom: those and zoom")
     log_std_init: float = _f(0.0, "initial log std of the Gaussian policy (PPO; SAC: -3 as SB3)")
     normalize_reward: bool = _f(False, "scale rewards by a running std of the discounted return (SB3 VecNormalize)")
