@@ -1,5 +1,5 @@
 """Typed configs for world-model pretraining: :class:`ModelConfig` (sizes ``tiny``/``small``/``base``
-in :data:`MODEL_SIZES`) and :class:`TrainConfig`.
+with the conv tokenizer and ``capable`` with the ResNet-18 one, in :data:`MODEL_SIZES`) and :class:`TrainConfig`.
 
 Every field is a plain int/float/str/bool so a config round-trips through ``asdict`` and a
 checkpoint loaded with ``torch.load(weights_only=True)``; ``validate`` raises ``ValueError``
@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import argparse
 from dataclasses import MISSING, asdict, dataclass, field, fields, replace
+
+from .tokenizer import ARCHS
 
 METHODS = ("navwm", "shuffled", "noaction", "navwm_joint", "shuffled_joint", "noaction_joint", "tokenizer",
            "mae2d", "mae3d", "random")
@@ -33,8 +35,11 @@ _f = config_field  # short form for the field tables below
 class ModelConfig:
     """Architecture (one of :data:`MODEL_SIZES` plus overrides)."""
 
+    arch: str = _f("conv", "slice tokenizer: 'conv' (3 strided convs) or 'resnet' (ResNet-18 encoder to the H/8 "
+                           "grid; see world_model.tokenizer); checkpoints without it are 'conv'")
     size: int = _f(64, "slice pixels (H = W), a multiple of 8")
-    width: int = _f(16, "tokenizer base channels (conv AE: width, 2*width, 2*width at strides 2, 4, 8)")
+    width: int = _f(16, "tokenizer base channels (conv: width, 2*width, 2*width at strides 2, 4, 8; resnet: stages "
+                        "width, 2, 4, 8*width)")
     latent: int = _f(8, "latent channels of the (size/8)^2 latent grid")
     dim: int = _f(64, "dynamics transformer width")
     depth: int = _f(2, "dynamics transformer layers")
@@ -52,7 +57,7 @@ class TrainConfig:
     """Training run."""
 
     method: str = _f("navwm", "what is trained (see world_model.methods)")
-    model_size: str = _f("tiny", "ModelConfig size: tiny, small or base")
+    model_size: str = _f("tiny", "ModelConfig size: tiny, small, base or capable")
     data: str = _f("stream", "'stream' (clips rendered on the fly from --subjects) or a rollout-shard folder")
     subjects: str = _f("synthetic:24", "subjects spec (their 'train' split is used)")
     policy: str = _f("mix", "navgym policy that moves the slices")
@@ -106,6 +111,7 @@ class TrainConfig:
         _check(self.stride == 1 or self.data == "stream", "stride", self.stride, "1 unless data=stream")
         _check(self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:"), "device", self.device,
                "auto, cpu or cuda[:i]")
+        _check(model.arch in ARCHS, "arch", model.arch, f"one of {ARCHS}")
         _check(model.size >= 16 and model.size % 8 == 0, "size", model.size, "a multiple of 8, >= 16")
         _check((model.size // 8) % model.patch == 0, "patch", model.patch, "dividing size/8")
         _check(model.dim % model.heads == 0, "dim", model.dim, f"divisible by heads={model.heads}")
@@ -128,6 +134,8 @@ MODEL_SIZES = {
     "small": ModelConfig(width=32, latent=16, dim=128, depth=4, heads=4, window=8),
     "base": ModelConfig(size=128, width=48, latent=16, dim=256, depth=6, heads=8, patch=4, window=16, crop=96,
                         voxel_mm=2.0),
+    # ResNet-18 slice encoder (11.2 M parameters) for the GPU-scale comparison; navwm ~20.7 M in all
+    "capable": ModelConfig(arch="resnet", width=64, latent=16, dim=384, depth=4, heads=6, window=8),
 }
 
 
@@ -196,4 +204,4 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _summary(m: ModelConfig) -> str:
-    return f"{m.size}px, width {m.width}, latent {m.latent}, dynamics {m.dim}x{m.depth}, window {m.window}"
+    return f"{m.size}px, {m.arch} width {m.width}, latent {m.latent}, dynamics {m.dim}x{m.depth}, window {m.window}"

@@ -17,14 +17,15 @@ seed=0, map_location="cpu")`` returns an ``nn.Module`` in eval mode with attribu
 ============================  ========================================================  =====================
 method                        ``features``                                                ``spatial_features``
 ============================  ========================================================  =====================
-navwm, shuffled, noaction,    tokenizer hidden map pooled to 4x4 (2*width*16), then the   hidden map and the
+navwm, shuffled, noaction,    tokenizer hidden map pooled to 4x4 (hidden*16), then the    hidden map and the
 their ``*_joint`` variants,   dynamics tokens of the frame alone ("no action", no         tokens upsampled
-random                        history; dim * tokens).  ``clip_features``: the same with  (2*width+dim, H/8,
+random                        history; dim * tokens).  ``clip_features``: the same with  (hidden+dim, H/8, 
                               the last frame's context tokens of the clip                 W/8)
-tokenizer, mae2d              tokenizer hidden map pooled to 4x4 (width matched)          (2*width, H/8, W/8)
+tokenizer, mae2d              tokenizer hidden map pooled to 4x4 (width matched)          (hidden, H/8, W/8)
 mae3d                         3D encoder on the slice as a thin slab, pooled to 4x4       (2*width, H/4, W/4)
 ============================  ========================================================  =====================
 
+``hidden`` is the tokenizer's hidden channels: 2*width (``arch=conv``) or 8*width (``arch=resnet``).
 ``random`` is the navwm architecture untrained.  The objectives live in :mod:`world_model.methods`.
 """
 
@@ -39,7 +40,7 @@ from torch import nn
 from .config import METHODS, MODEL_SIZES, ModelConfig, TrainConfig, config_from_dict
 from .dynamics import Dynamics
 from .mae3d import MAE3D, resample
-from .tokenizer import Tokenizer
+from .tokenizer import make_tokenizer
 
 __all__ = ["WorldModel", "load_encoder", "count_params"]
 
@@ -62,13 +63,13 @@ class WorldModel(nn.Module):
         self.uses_actions = dynamics and not method.startswith("noaction")  # noaction: "no action" only
         self.grid = model.size // 8
         w = model.width if width is None else width
-        self.tokenizer = Tokenizer(w, model.latent) if tokenizer else None
+        self.tokenizer = make_tokenizer(model.arch, w, model.latent) if tokenizer else None
         self.dynamics = Dynamics(model.latent, self.grid, model.patch, model.dim, model.depth, model.heads,
                                  model.window) if dynamics else None
         self.mae = MAE3D(w, model.mask_ratio) if mae3d else None
         self.width = w
-        with torch.no_grad():
-            self.feature_dim = int(self.features(torch.zeros(1, model.size, model.size, dtype=torch.uint8)).shape[1])
+        hidden = (self.mae or self.tokenizer).hidden_dim
+        self.feature_dim = hidden * 16 + (model.dim * self.dynamics.tokens if dynamics else 0)  # see features()
 
     # --- representation ---------------------------------------------------------------------
     def spatial_features(self, frames: torch.Tensor) -> torch.Tensor:
@@ -138,17 +139,17 @@ class WorldModel(nn.Module):
             raise TypeError(f"method {self.method!r} has no dynamics model")
 
 
-def load_encoder(checkpoint, seed: int = 0, map_location="cpu") -> WorldModel:
+def load_encoder(checkpoint, seed: int = 0, map_location="cpu", model: ModelConfig | None = None) -> WorldModel:
     """A trained world model in eval mode from a checkpoint written by ``world_model.train``
     (loaded with ``weights_only=True``), or a randomly initialised one from a method name
-    (``"random"`` or any method, tiny model size, ``torch.manual_seed(seed)``).  See the module
-    docstring for what it offers."""
+    (``"random"`` or any method, ``torch.manual_seed(seed)``, architecture ``model``, by default the
+    tiny model size).  See the module docstring for what it offers."""
     from .checkpoint import load_checkpoint
     from .methods import build_model
 
     if isinstance(checkpoint, str) and checkpoint in METHODS and not os.path.exists(checkpoint):
         torch.manual_seed(seed)
-        m = build_model(MODEL_SIZES["tiny"], checkpoint)
+        m = build_model(model or MODEL_SIZES["tiny"], checkpoint)
         m.seed = seed
         return m.eval()
     state = load_checkpoint(checkpoint, map_location)

@@ -40,7 +40,7 @@ from .data import VolumeCrops, clip_batches, render_device, step_generator
 from .encoders import WorldModel, count_params
 from .mae2d import masked_slice_loss
 from .mae3d import MAE3D
-from .tokenizer import Tokenizer, psnr, to_unit
+from .tokenizer import Tokenizer, make_tokenizer, psnr, to_unit
 
 __all__ = ["build_model", "controllability", "collapse_diagnostics", "COLLAPSE_STD", "COLLAPSE_RANK"]
 
@@ -193,16 +193,24 @@ _CLASSES = {"navwm": DynamicsMethod, "shuffled": DynamicsMethod, "noaction": Dyn
 
 
 def _matched_width(model: ModelConfig, method: str, target: int) -> int:
-    """Width of the tokenizer / 3D MAE whose parameter count is closest to ``target``."""
-    make = (lambda w: MAE3D(w, model.mask_ratio)) if method == "mae3d" else (lambda w: Tokenizer(w, model.latent))
-    best, err = model.width, None
-    for w in range(2, 8 * model.width + 1):
-        n = count_params(make(w))
-        if err is None or abs(n - target) < err:
-            best, err = w, abs(n - target)
-        if n > target:
-            break
-    return best
+    """Width of the tokenizer / 3D MAE whose parameter count is closest to ``target`` (counted on the
+    meta device; a bisection, as the count grows with the width; resnet widths in steps of 8 so
+    GroupNorm groups divide the channels)."""
+    if method == "mae3d":
+        make, step = (lambda w: MAE3D(w, model.mask_ratio)), 1
+    else:
+        make, step = (lambda w: make_tokenizer(model.arch, w, model.latent)), 8 if model.arch == "resnet" else 1
+
+    def count(w: int) -> int:
+        with torch.device("meta"):
+            return count_params(make(w))
+
+    widths = list(range(step if step > 1 else 2, 8 * model.width + 1, step))
+    lo, hi = 0, len(widths) - 1
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        lo, hi = (mid, hi) if count(widths[mid]) <= target else (lo, mid)
+    return min((widths[lo], widths[hi]), key=lambda w: abs(count(w) - target))
 
 
 def build_model(model: ModelConfig, method: str, train: TrainConfig | None = None, rank: int = 0) -> Method:

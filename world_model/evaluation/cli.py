@@ -25,7 +25,7 @@ import torch
 
 from .data import ProbeDataConfig, cached_probe_data, probe_subjects
 from .encoders import load_encoder_entry, image_size, resolve_device
-from .finetune import FinetuneConfig
+from .finetune import REFERENCE_ARCHS, FinetuneConfig
 from .pipeline import EvalConfig, Progress, evaluate
 from .planning import PlanConfig
 from .probes import PROBE_TASKS, ProbeConfig
@@ -93,6 +93,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                     help="multiplies every training budget (attentive probe, fine-tuning, reference steps)")
     ap.add_argument("--reference-seeds", type=int, nargs="*", default=list(d.reference_seeds),
                     help="seeds of the supervised reference (none: skip it)")
+    ap.add_argument("--reference-arch", default=d.reference_arch, choices=list(REFERENCE_ARCHS),
+                    help="the supervised reference's network: cnn (small ResNet-style CNN) or a world-model size's "
+                         "slice encoder (capable: the ResNet-18 one)")
     ap.add_argument("--no-clips", action="store_true", help="skip the clip-level probes")
     ap.add_argument("--no-planning", action="store_true", help="skip latent planning")
     ap.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:1, ...")
@@ -125,6 +128,7 @@ def main(argv=None) -> dict:
                        eval_per_subject=args.eval_per_subject)
         cfg = replace(EvalConfig(), data=data, tasks=tuple(args.tasks), probes=tuple(args.probes),
                       finetune=bool(args.n_labels), reference_seeds=tuple(args.reference_seeds),
+                      reference_arch=args.reference_arch,
                       clips=not args.no_clips, planning=not args.no_planning,
                       finetune_cfg=replace(FinetuneConfig(), n_labels=tuple(args.n_labels) or FinetuneConfig().n_labels))
         cfg = cfg.scaled(args.budget)

@@ -5,10 +5,11 @@
   (the same N slices for every encoder), N in ``FinetuneConfig.n_labels``.  The same architecture
   from random initialisation gets the same N, steps and learning rate, so the difference is what
   pretraining contributed.
-* **Supervised reference**: :class:`ReferenceCNN` (a ResNet-style CNN) trained from scratch on all
-  probe-train labels: what the labels teach when there are plenty of them, so a task whose
-  reference does not clearly beat the mean baseline is not learnable from a slice and is left
-  out of the verdict.
+* **Supervised reference**: :func:`reference_backbone` -- :class:`ReferenceCNN` (``cnn``, a small
+  ResNet-style CNN) or a world-model size's slice encoder (:class:`SliceEncoder`, e.g. ``capable``,
+  the ResNet-18 one) -- trained from scratch on all probe-train labels: what the labels teach when
+  there are plenty of them, so a task whose reference does not clearly beat the mean baseline is
+  not learnable from a slice and is left out of the verdict.
 
 Losses: MSE on standardised regression targets, cross-entropy, BCE, summed (AdamW); the state
 with the lowest probe-val loss (checked every ``eval_every`` steps) is scored on probe-test.
@@ -23,11 +24,14 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..config import MODEL_SIZES
+from ..tokenizer import make_tokenizer, to_unit
 from .data import ProbeSet
 from .encoders import device_of
 from .probes import FRAME_TASKS, PROBE_TASKS, TaskTargets, fit_multitask, predict_multitask
 
-__all__ = ["FinetuneConfig", "ReferenceCNN", "run_end_to_end", "label_order"]
+__all__ = ["FinetuneConfig", "ReferenceCNN", "SliceEncoder", "reference_backbone", "REFERENCE_ARCHS",
+           "run_end_to_end", "label_order"]
 
 
 @dataclass(frozen=True)
@@ -87,6 +91,35 @@ class ReferenceCNN(nn.Module):
 
     def features(self, frames: torch.Tensor) -> torch.Tensor:
         return self.spatial_features(frames).flatten(1)
+
+
+class SliceEncoder(nn.Module):
+    """A world-model size's slice encoder alone (its tokenizer's encoder: no latent projection, no
+    decoder) from random init; ``features`` pools the hidden map to 4x4 like the world models'
+    ``features``, so trained supervised it is the ceiling of that feature path."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.enc = make_tokenizer(model.arch, model.width, model.latent).enc
+
+    def spatial_features(self, frames: torch.Tensor) -> torch.Tensor:
+        return self.enc(to_unit(frames) - 0.5)
+
+    def features(self, frames: torch.Tensor) -> torch.Tensor:
+        return nn.functional.adaptive_avg_pool2d(self.spatial_features(frames), 4).flatten(1)
+
+
+REFERENCE_ARCHS = ("cnn",) + tuple(MODEL_SIZES)
+
+
+def reference_backbone(arch: str = "cnn") -> nn.Module:
+    """The supervised reference's network from random init: ``cnn`` (:class:`ReferenceCNN`) or a
+    world-model size (``tiny`` ... ``capable``): that size's :class:`SliceEncoder`."""
+    if arch == "cnn":
+        return ReferenceCNN()
+    if arch not in MODEL_SIZES:
+        raise ValueError(f"reference arch must be one of {REFERENCE_ARCHS}, got {arch!r}")
+    return SliceEncoder(MODEL_SIZES[arch])
 
 
 class _WithHeads(nn.Module):

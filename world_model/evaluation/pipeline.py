@@ -4,7 +4,7 @@
 timings and provenance; :mod:`world_model.evaluation.report` turns them into the report.
 
 Probe names in the rows: ``linear`` / ``attentive`` (frozen), ``linear_shuffled_labels`` (the
-control), ``finetune`` (with ``n_labels``), ``reference`` (the supervised ReferenceCNN on all
+control), ``finetune`` (with ``n_labels``), ``reference`` (the supervised reference network on all
 labels), ``mean`` (constant prediction; method ``mean``).  Clip tasks are named ``clip_<task>``.
 """
 
@@ -24,7 +24,7 @@ from navgym.files import write_json_atomic
 
 from .data import PROBE_SPLITS, ProbeData, ProbeDataConfig
 from .encoders import EncoderEntry, PixelEncoder, clip_features, frozen_features, has_clip_features
-from .finetune import FinetuneConfig, ReferenceCNN, run_end_to_end
+from .finetune import REFERENCE_ARCHS, FinetuneConfig, reference_backbone, run_end_to_end
 from .planning import PlanConfig, run_planning
 from .probes import CLIP_TASKS, FRAME_TASKS, PROBE_TASKS, ProbeConfig, mean_baseline, run_attentive_probe, \
     run_linear_probe
@@ -39,7 +39,8 @@ class EvalConfig:
 
     tasks : frozen-probe tasks (``inverse_dynamics`` is linear-only).  probes : frozen probe kinds
     (``linear``, ``attentive``).  finetune : label-efficiency runs.  clips : clip-level probes.
-    reference_seeds : seeds of the supervised reference (empty: none).  pixel_baseline : add the
+    reference_seeds : seeds of the supervised reference (empty: none).  reference_arch : its network
+    (:func:`~.finetune.reference_backbone`: ``cnn`` or a model size such as ``capable``).  pixel_baseline : add the
     16 x 16 pixel encoder.  shuffled_control : the shuffled-label linear control on the first
     method's encoders.  random_twins : add each architecture from random init with the same seeds
     (:func:`scratch_entries`) when not given.  planning : latent planning.  data_seed : probe data seed.
@@ -54,6 +55,7 @@ class EvalConfig:
     finetune: bool = True
     clips: bool = True
     reference_seeds: tuple[int, ...] = (0, 1, 2)
+    reference_arch: str = "cnn"
     pixel_baseline: bool = True
     shuffled_control: bool = True
     random_twins: bool = True
@@ -64,6 +66,8 @@ class EvalConfig:
         bad = [t for t in self.tasks if t not in PROBE_TASKS]
         if bad:
             raise ValueError(f"EvalConfig.tasks: unknown {bad}; choose from {list(PROBE_TASKS)}")
+        if self.reference_arch not in REFERENCE_ARCHS:
+            raise ValueError(f"EvalConfig.reference_arch: {self.reference_arch!r}; choose from {REFERENCE_ARCHS}")
         bad = [p for p in self.probes if p not in ("linear", "attentive")]
         if bad:
             raise ValueError(f"EvalConfig.probes: unknown {bad}; choose linear and/or attentive")
@@ -84,7 +88,8 @@ class EvalConfig:
         return {"data": self.data.to_dict(), "probe": self.probe.to_dict(), "finetune": self.finetune_cfg.to_dict(),
                 "plan": self.plan.to_dict(), "tasks": list(self.tasks), "probes": list(self.probes),
                 "finetune_enabled": self.finetune, "clips": self.clips,
-                "reference_seeds": list(self.reference_seeds), "pixel_baseline": self.pixel_baseline,
+                "reference_seeds": list(self.reference_seeds), "reference_arch": self.reference_arch,
+                "pixel_baseline": self.pixel_baseline,
                 "shuffled_control": self.shuffled_control, "random_twins": self.random_twins, "planning": self.planning, "data_seed": self.data_seed}
 
 
@@ -103,8 +108,8 @@ class Progress:
 
 def scratch_entries(entries: Sequence[EncoderEntry]) -> list[EncoderEntry]:
     """Random-init twins for label efficiency: for each architecture among ``entries`` that has no
-    untrained entry yet, that architecture untrained with the same seeds (``random`` is the
-    dynamics family's; tokenizer and mae3d get ``<method>_init``)."""
+    untrained entry yet, that architecture (and model size) untrained with the same seeds (``random``
+    is the dynamics family's; tokenizer, mae2d and mae3d get ``<method>_init``)."""
     from world_model import load_encoder
 
     have = {e.method for e in entries}
@@ -120,7 +125,8 @@ def scratch_entries(entries: Sequence[EncoderEntry]) -> list[EncoderEntry]:
         if name in have or name in {e.method for e in out}:
             continue
         seeds = sorted({e.seed for e in entries if e.method == method})
-        out += [EncoderEntry(name, s, load_encoder(arch, seed=s), checkpoint=f"{arch}:{s}") for s in seeds]
+        model = next(e.encoder.cfg for e in entries if e.method == method)  # the same model size
+        out += [EncoderEntry(name, s, load_encoder(arch, seed=s, model=model), checkpoint=f"{arch}:{s}") for s in seeds]
     return out
 
 
@@ -136,7 +142,9 @@ class _Parts:
 
     def __init__(self, folder, cfg: EvalConfig, data: dict[str, ProbeData]):
         self.folder = Path(folder) if folder else None
-        fingerprint = {"config": cfg.to_dict(), "data": {s: data[s].subject_ids for s in PROBE_SPLITS},
+        config = cfg.to_dict()
+        del config["reference_arch"]  # it determines only the reference units, whose identity carries it
+        fingerprint = {"config": config, "data": {s: data[s].subject_ids for s in PROBE_SPLITS},
                        "n": {s: len(data[s].slices) for s in PROBE_SPLITS},
                        "frames": hashlib.sha256(data["test"].slices.frames[:64].tobytes()).hexdigest()}
         self.base = json.dumps(fingerprint, sort_keys=True, default=str)
@@ -240,14 +248,15 @@ def evaluate(entries: Sequence[EncoderEntry], data: dict[str, ProbeData], cfg: E
     def reference_part(seed: int) -> dict:
         t0 = tick()
         torch.manual_seed(seed)
-        ms, fit = run_end_to_end(ReferenceCNN(), sets, None, fc.reference_steps, fc.reference_lr, fc, seed, device)
+        ms, fit = run_end_to_end(reference_backbone(cfg.reference_arch), sets, None, fc.reference_steps, fc.reference_lr, fc, seed, device)
         rows = [r for task, m in ms.items()
                 for r in _rows("supervised", seed, task, "reference", m, n_labels=len(sets["train"]))]
         return {"rows": rows, "info": [{"method": "supervised", "seed": seed, "task": "all", "probe": "reference", **fit}],
                 "timings": {f"reference/{seed}_s": tick() - t0}}
 
     for seed in cfg.reference_seeds:
-        add(parts.run(f"reference/s{seed}", "", lambda: reference_part(seed)))
+        arch = "" if cfg.reference_arch == "cnn" else cfg.reference_arch  # "": the units cached before the choice
+        add(parts.run(f"reference/s{seed}", arch, lambda: reference_part(seed)))
         log(f"supervised reference seed {seed}")
 
     def finetune_part(e: EncoderEntry) -> dict:

@@ -35,6 +35,14 @@ def versions() -> dict:
             "git_commit": commit or "unknown", "machine": platform.machine(), "node": platform.node()}
 
 
+def _reference_text(arch: str) -> str:
+    """What the supervised reference network is (``EvalConfig.reference_arch``)."""
+    if arch == "cnn":
+        return "a ResNet-style CNN (16-32-64-128 channels, its map flattened)"
+    return (f"the `{arch}` model size's slice encoder alone (its tokenizer's encoder from random init, hidden "
+            "map pooled to 4x4 as the world models' features)")
+
+
 def _primary(task: str) -> str:
     return PRIMARY_METRIC[task[5:] if task.startswith("clip_") else task]
 
@@ -190,8 +198,8 @@ def _markdown(doc: dict) -> str:
         "Numbers: mean ± 95% Student-t interval over seeds (pretraining seeds; the supervised reference's own "
         "seeds); `mean` is computed once (exact).", "",
         "## Sanity: which tasks a slice can answer", "",
-        "`mean` predicts the probe-train mean (majority class); `supervised` is a ResNet-style CNN "
-        f"(16-32-64-128 channels) trained from scratch on all {sz['train']['slices']} probe-train labels "
+        "`mean` predicts the probe-train mean (majority class); `supervised` is "
+        + _reference_text(cfg.get("reference_arch", "cnn")) + f" trained from scratch on all {sz['train']['slices']} probe-train labels "
         f"({cfg['finetune']['reference_steps']} steps × {cfg['finetune']['batch_size']}); `random init` is the untrained "
         "navwm architecture with the frozen linear probe. A task is **kept** for the verdict when the supervised "
         f"reference's interval excludes the mean baseline and closes ≥ {LEARNABLE_GAIN:.0%} of its error "
