@@ -94,3 +94,21 @@ def test_random_init_twins_keep_the_model_size():
     assert set(twins) == {"random", "tokenizer_init"}
     assert all(t.cfg == mc for t in twins.values())
     assert count_params(twins["tokenizer_init"]) == count_params(entries[1].encoder)
+
+
+def test_wm_report_plans_equal_frames_per_run():
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "wm_report.sh"
+    r = subprocess.run(["bash", str(script), "capable", "2000000", "/tmp/unused"], capture_output=True, text=True,
+                       env={"PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin", "DRY_RUN": "1", "SEEDS": "0", "METHODS": "navwm mae3d random",
+                            "PYTHONPATH": str(script.parents[1])}, timeout=60)
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    steps = 2_000_000 // (16 * CAPABLE.window)
+    assert f"--method navwm --seed 0 --model-size capable --steps {steps} --batch 16" in lines[1]
+    assert f"--method mae3d --seed 0 --model-size capable --steps {steps} --batch 8" in lines[2]  # 2 crops of 64^3
+    assert "--method random --seed 0 --model-size capable --steps 0" in lines[3]
+    assert lines[4].startswith("python -m world_model.evaluate --checkpoints") and "random_s0/last.pt" in lines[4]
