@@ -46,8 +46,9 @@ class NavVecEnv(VecEnv):
     that frame, its action history zeroed) and, in its info, ``terminal_observation`` (the finished
     episode's last stacked observation, built from the env's ``final_obs``), ``TimeLimit.truncated``
     (truncated and not terminated) and ``episode``: ``r`` (return), ``l`` (length) and the env's
-    ``final_info`` entries of :data:`INFO_KEYS` (final pose, ``error``, ``is_success``, ``subject_id``, ...).  Other info entries
-    (:data:`INFO_KEYS`) describe the current pose, i.e. the new episode's after a reset.
+    ``final_info`` entries of :data:`INFO_KEYS` (final pose, ``error``, ``is_success``, ``subject_id``, ...), and
+    ``is_success`` of the finished episode (where SB3 looks for it: ``rollout/success_rate``).  Other info
+    entries (:data:`INFO_KEYS`) describe the current pose, i.e. the new episode's after a reset.
 
     controls : indices of the env's 7 action components the agent drives (None: all); the SB3 action
         space has one entry per control, the others are sent as 0; the action history holds all 7.
@@ -130,6 +131,7 @@ class NavVecEnv(VecEnv):
                 infos[i]["TimeLimit.truncated"] = bool(truncated[i] and not terminated[i])
                 infos[i]["episode"] = {"r": float(self._ret[i]), "l": int(self._len[i]),
                                        **{k: _scalar(final[k][i]) for k in INFO_KEYS if k in final}}
+                infos[i]["is_success"] = bool(final["is_success"][i])  # SB3's rollout/success_rate reads it here
             self._stack[idx] = self._stack[idx, -1:]  # the new episode's first frame, repeated
             self._acts[idx] = 0
             self._ret[idx] = 0

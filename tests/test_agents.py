@@ -74,6 +74,7 @@ def test_vecenv_stacks_frames_and_resets_with_terminal_observation():
     i = int(np.flatnonzero(done)[0])
     ep = infos[i]["episode"]
     assert ep["is_success"] and ep["error"] <= 3.0 and ep["l"] == n + 1 and not infos[i]["TimeLimit.truncated"]
+    assert infos[i]["is_success"]  # where SB3 reads the finished episode's success
     assert infos[i]["terminal_observation"]["image"].shape == (3, 40, 40)
     assert not obs["actions"][i].any()  # the new episode starts with an empty action history
     assert infos[i]["error"] > 3.0  # infos describe the new episode's pose
