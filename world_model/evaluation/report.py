@@ -111,8 +111,17 @@ def _fmt(s: dict | None) -> str:
 
 
 def _order(methods) -> list[str]:
-    first = ["navwm", "navwm_joint", "shuffled", "noaction", "tokenizer", "mae2d", "mae3d", "random"]
+    first = ["navwm", "navwm_joint", "shuffled", "noaction", "shuffled_joint", "noaction_joint", "tokenizer", "mae2d",
+             "mae3d", "random"]
     return sorted(methods, key=lambda m: (first.index(m) if m in first else len(first), m))
+
+
+def _zoom(ax, stats: list[dict]) -> None:
+    """y-limits around the means ± intervals (and seeds) of ``stats``, so differences stay visible."""
+    lo = min(min(s["mean"] - np.nan_to_num(s["ci95"]), *s.get("values", [s["mean"]])) for s in stats)
+    hi = max(max(s["mean"] + np.nan_to_num(s["ci95"]), *s.get("values", [s["mean"]])) for s in stats)
+    pad = 0.08 * (hi - lo) or 0.05 * abs(hi) or 1.0
+    ax.set_ylim(lo - pad, hi + pad)
 
 
 def _plots(summary: list[dict], kept: list[str], out: Path) -> list[str]:
@@ -125,23 +134,29 @@ def _plots(summary: list[dict], kept: list[str], out: Path) -> list[str]:
     ft = [s for s in summary if s["probe"] == "finetune"]
     tasks = [t for t in FRAME_TASKS if any(s["task"] == t for s in ft)]
     if tasks:
-        fig, axes = plt.subplots(1, len(tasks), figsize=(4.2 * len(tasks), 3.6), squeeze=False)
+        methods = _order({s["method"] for s in ft})
+        colors = plt.get_cmap("tab10" if len(methods) <= 10 else "tab20")
+        fig, axes = plt.subplots(1, len(tasks), figsize=(4.2 * len(tasks), 6.2), squeeze=False)
         for ax, task in zip(axes[0], tasks):
             metric = _primary(task)
-            for m in _order({s["method"] for s in ft}):
+            for k, m in enumerate(methods):
                 pts = sorted((s["n_labels"], s["mean"], s["ci95"]) for s in ft
                              if s["method"] == m and s["task"] == task and s["metric"] == metric)
                 n, mu, ci = (np.array(v, float) for v in zip(*pts))
-                ax.errorbar(n, mu, yerr=np.nan_to_num(ci), marker="o", capsize=3, label=m,
-                            ls="--" if m == "random" or m.endswith("_init") else "-")
+                dodge = 1.04 ** (k - (len(methods) - 1) / 2)  # side by side on the log axis, intervals visible
+                ax.errorbar(n * dodge, mu, yerr=np.nan_to_num(ci), marker="o", ms=3, capsize=2, lw=1, label=m,
+                            color=colors(k), ls="--" if m == "random" or m.endswith("_init") else "-")
+            _zoom(ax, [s for s in ft if s["task"] == task and s["metric"] == metric])
             for probe, style, label in (("mean", ":", "mean baseline"), ("reference", "-.", "supervised (all labels)")):
                 s = _find(summary, task=task, probe=probe, metric=metric)
-                if s is not None:
-                    ax.axhline(s["mean"], color="k", ls=style, lw=1, label=label)
+                if s is not None:  # often off the zoomed axis: its value is in the label
+                    ax.axhline(s["mean"], color="k", ls=style, lw=1, label=f"{label}: {s['mean']:.3g}")
             ax.set_xscale("log")
             ax.set_xlabel("labelled slices N")
             ax.set_title(f"{task}{'' if task in kept else ' (not kept)'}\n{metric}", fontsize=9)
-        axes[0][0].legend(fontsize=7)
+        for ax in axes[0]:
+            ax.legend(fontsize=6, loc="upper left", bbox_to_anchor=(0, -0.18), ncol=2)
+        fig.suptitle("fine-tuned with N labels: mean ± 95% interval over seeds (dashed: random init)", fontsize=9)
         fig.tight_layout()
         atomic_path(out / "label_efficiency.png", lambda p: fig.savefig(p, dpi=110))
         plt.close(fig)
@@ -154,17 +169,21 @@ def _plots(summary: list[dict], kept: list[str], out: Path) -> list[str]:
         tasks = [t for t in probe_tasks if any(s["task"] == t for s in rows)]
         fig, axes = plt.subplots(1, len(tasks), figsize=(4.2 * len(tasks), 3.6), squeeze=False)
         for ax, task in zip(axes[0], tasks):
-            sel = [s for s in rows if s["task"] == task]
+            order = _order({s["method"] for s in rows})
+            sel = sorted((s for s in rows if s["task"] == task), key=lambda s: (order.index(s["method"]), s["probe"]))
             labels = [f"{s['method']}\n{s['probe']}" for s in sel]
-            ax.bar(range(len(sel)), [s["mean"] for s in sel], yerr=[np.nan_to_num(s["ci95"]) for s in sel], capsize=3,
-                   color=["C0" if s["probe"] == "linear" else "C1" for s in sel])
-            for k, s in enumerate(sel):
-                ax.plot([k] * len(s["values"]), s["values"], "k.", ms=3)
+            for k, s in enumerate(sel):  # mean ± 95% interval, and each seed
+                ax.errorbar([k], [s["mean"]], yerr=[np.nan_to_num(s["ci95"])], fmt="o", ms=4, capsize=3,
+                            color="C0" if s["probe"] == "linear" else "C1")
+                ax.plot([k] * len(s["values"]), s["values"], "k.", ms=2)
             ax.set_xticks(range(len(sel)), labels, rotation=90, fontsize=6)
+            _zoom(ax, sel)
             mean = _find(summary, task=task, probe="mean", metric=_primary(task))
             if mean is not None:
                 ax.axhline(mean["mean"], color="k", ls=":", lw=1)
-            ax.set_title(f"{task}: {_primary(task)}", fontsize=9)
+                ax.text(0, 0.99, f"mean baseline {mean['mean']:.3g}", transform=ax.transAxes, fontsize=6, va="top")
+            ax.set_title(f"{task}: {_primary(task)}\n(blue linear, orange attentive; ± 95% interval, dots seeds)",
+                         fontsize=8)
         fig.tight_layout()
         atomic_path(out / name, lambda p: fig.savefig(p, dpi=110))
         plt.close(fig)
