@@ -85,14 +85,18 @@ def sanity(summary: list[dict]) -> list[dict]:
 
 
 def verdict(summary: list[dict], kept: list[str]) -> list[dict]:
-    """Each pretrained method vs its random-init twin, and navwm vs every other pretrained method, on
-    the kept tasks' primary metrics, for every probe (linear, attentive, clip linear, fine-tuning at each N)."""
+    """Each pretrained method vs its random-init twin, navwm vs every other pretrained method, and each
+    navwm variant (``navwm_joint``) vs its own shuffled/noaction controls, on the kept tasks' primary metrics, for every probe (linear, attentive, clip linear, fine-tuning at each N)."""
     methods = sorted({s["method"] for s in summary} - set(BASELINES) - {"random", "pixels"}
                      - {m for m in {s["method"] for s in summary} if m.endswith("_init")}
                      - {"no_move", "random_actions", "true_pose_model"})
     pairs = [(m, _twin(m)) for m in methods]
     if REFERENCE_METHOD in methods:  # and navwm against every other pretrained method (its controls)
         pairs += [(REFERENCE_METHOD, m) for m in methods if m != REFERENCE_METHOD]
+    for m in methods:  # a navwm variant against its own controls (navwm_joint: shuffled_joint, noaction_joint)
+        if m.startswith(REFERENCE_METHOD + "_"):
+            suffix = m[len(REFERENCE_METHOD):]
+            pairs += [(m, c + suffix) for c in ("shuffled", "noaction") if c + suffix in methods]
     out = []
     for m, b in pairs:
         for c in compare_methods(summary, m, b):
@@ -295,10 +299,26 @@ def _markdown(doc: dict) -> str:
         for metric in ("success_rate", "final_dist_mm", "final_angle_deg"):
             lines.append(f"| {metric} | " + " | ".join(_fmt(_find(plan, metric=metric, method=m)) for m in pm) + " |")
         lines.append("")
-    lines += ["## Verdict", "", doc["verdict_text"], "",
+    lines += ["## Verdict", ""] + _verdict_table(doc["comparisons"]) + [doc["verdict_text"], "",
               "Plots: " + ", ".join(f"![{p}]({p})" for p in doc["plots"]), "",
               "Raw numbers per seed, configs, subjects, probe hyper-parameters, versions and timings: `results.json`.", ""]
     return "\n".join(lines)
+
+
+def _verdict_table(comps: list[dict]) -> list[str]:
+    """Markdown rows: per (method, baseline) the comparisons better / worse with non-overlapping intervals."""
+    if not comps:
+        return []
+    lines = ["| method | vs | better | worse | within the intervals |", "|---|---|---|---|---|"]
+    by_pair: dict[tuple[str, str], list[dict]] = {}
+    for c in comps:
+        by_pair.setdefault((c["method"], c["baseline"]), []).append(c)
+    for (m, b), cs in by_pair.items():
+        win = sum(c["advantage"] > 0 and not c["overlap"] for c in cs)
+        lose = sum(c["advantage"] < 0 and not c["overlap"] for c in cs)
+        what = f"{b} (random init)" if b == _twin(m) else b
+        lines.append(f"| {m} | {what} | {win} | {lose} | {len(cs) - win - lose} |")
+    return lines + [""]
 
 
 def _verdict_text(comps: list[dict], kept: list[str], checks: list[dict]) -> str:
