@@ -1,24 +1,31 @@
 """Play a trained agent on its task's held-out subjects: success and error per episode, and a GIF.
 
     python -m agents.play runs/ac_ppo/model.zip --episodes 2 --gif runs/ac_ppo/play.gif
+    python -m agents.play runs/ac_ppo/model.zip --task AC-far --bounds --out runs/ac_ppo/far.json
 
 Reads the run's ``config.json`` beside the model (or one folder up, for ``checkpoints/*.zip``) for the
 task, observation and encoder; runs the deterministic policy on the preset's ``test`` subjects with
 the same fixed starts as the training run's evaluations; prints one line per episode and the summary
 (success rate with its Wilson interval, median final error); writes env 0's first episode as a GIF
-of the agent's slice beside the 3-view locator (:func:`navgym.viz.locator_frame`).
+of the agent's slice beside the 3-view locator (:func:`navgym.viz.locator_frame`).  ``--task`` plays
+another preset with the same target (e.g. an agent trained on ``AC-near`` on the far starts of
+``AC-far``); ``--bounds`` adds the oracle and random-action policies on the very same episodes.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import sys
 from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 
-from .evaluate import episode_metrics, model_act_fn, run_episodes
+from navgym.files import write_json_atomic
+from navgym.presets import get_preset
+
+from .evaluate import episode_metrics, model_act_fn, policy_act_fn, run_episodes
 from .train import AgentConfig, choose_device, eval_env, frozen_encoder
 
 __all__ = ["load_agent", "play", "main"]
@@ -64,9 +71,16 @@ def _record(model, env, cfg: AgentConfig, fps_steps: int) -> list[np.ndarray]:
 
 
 def play(model_path, episodes: int = 2, envs: int | None = None, gif: str | None = None, device: str = "auto",
-         fps: float = 8.0) -> dict:
-    """Evaluate a saved agent on held-out subjects; returns ``{"metrics", "episodes"}`` (and writes ``gif``)."""
+         fps: float = 8.0, task: str | None = None, bounds: bool = False) -> dict:
+    """Evaluate a saved agent on held-out subjects; returns ``{"task", "metrics", "episodes"}``, with ``bounds``
+    also ``"bounds": {"oracle"|"random": metrics}`` on the same episodes (and writes ``gif``).
+    ``task``: another preset with the same target as the agent's (default: the agent's own)."""
     model, cfg = load_agent(model_path, device)
+    if task is not None:
+        want, have = get_preset(task), get_preset(cfg.task)
+        if (want.task, want.task_kwargs) != (have.task, have.task_kwargs):
+            raise ValueError(f"task: {task!r} has another target than the agent's task {cfg.task!r}")
+        cfg = replace(cfg, task=task)
     if envs is not None:
         cfg = replace(cfg, eval_envs=envs)
     encoder = frozen_encoder(cfg)
@@ -79,7 +93,16 @@ def play(model_path, episodes: int = 2, envs: int | None = None, gif: str | None
             write_video(gif, _record(model, env, cfg, env.venv.max_episode_steps), fps)
     finally:
         env.close()
-    return {"metrics": episode_metrics(eps), "episodes": eps}
+    out = {"task": cfg.task, "metrics": episode_metrics(eps), "episodes": eps}
+    if bounds:
+        out["bounds"] = {}
+        for name in ("oracle", "random"):
+            env = eval_env(replace(cfg, controls="all"))  # the bounds read the pose from infos, 7-d actions
+            try:
+                out["bounds"][name] = episode_metrics(run_episodes(policy_act_fn(name, seed=cfg.seed), env, episodes))
+            finally:
+                env.close()
+    return out
 
 
 def main(argv=None) -> None:
@@ -89,17 +112,27 @@ def main(argv=None) -> None:
     p.add_argument("--envs", type=int, default=None, help="held-out envs (default: the run's eval_envs)")
     p.add_argument("--gif", default=None, help="write env 0's first episode here (.gif; default: none)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda (default: %(default)s)")
+    p.add_argument("--task", default=None, help="another preset with the agent's target, e.g. AC-far for an AC-near "
+                                               "agent (default: the agent's task)")
+    p.add_argument("--bounds", action="store_true", help="also play the oracle and random actions on the same episodes")
+    p.add_argument("--out", default=None, help="write the results here (.json; default: none)")
     a = p.parse_args(argv)
     if a.gif and not a.gif.lower().endswith(".gif"):
         p.error(f"--gif must end in .gif, got {a.gif!r}")
-    r = play(a.model, a.episodes, a.envs, a.gif, a.device)
+    if a.out and not a.out.lower().endswith(".json"):
+        p.error(f"--out must end in .json, got {a.out!r}")
+    r = play(a.model, a.episodes, a.envs, a.gif, a.device, task=a.task, bounds=a.bounds)
     for e in r["episodes"]:
         print(f"env {e['env']:2d} {e['subject_id']}: {'success' if e['is_success'] else 'failure'}  "
               f"final error {e['error']:.1f}  steps {e['l']}")
     m = r["metrics"]
     lo, hi = m["success_ci"]
-    print(f"success {m['success_rate']:.0%} [{lo:.0%}, {hi:.0%}] over {m['episodes']} episodes; "
+    print(f"{r['task']}: success {m['success_rate']:.0%} [{lo:.0%}, {hi:.0%}] over {m['episodes']} episodes; "
           f"median final error {m['median_error']:.1f}" + (f"; GIF: {a.gif}" if a.gif else ""))
+    for name, b in r.get("bounds", {}).items():
+        print(f"{name}: success {b['success_rate']:.0%}, median final error {b['median_error']:.1f}")
+    if a.out:
+        write_json_atomic(a.out, {**r, "command": "python -m agents.play " + " ".join(sys.argv[1:] if argv is None else argv)})
 
 
 if __name__ == "__main__":
