@@ -22,6 +22,7 @@ from pathlib import Path
 import torch
 from stable_baselines3 import PPO, SAC
 from stable_baselines3.common.callbacks import BaseCallback, CallbackList, CheckpointCallback
+from stable_baselines3.common.utils import LinearSchedule
 from stable_baselines3.common.vec_env import VecNormalize
 from tqdm.auto import tqdm
 
@@ -68,6 +69,7 @@ class AgentConfig:
                        "task+zoom: those and zoom")
     log_std_init: float = _f(0.0, "initial log std of the Gaussian policy (PPO; SAC: -3 as SB3)")
     normalize_reward: bool = _f(False, "scale rewards by a running std of the discounted return (SB3 VecNormalize)")
+    lr_decay: bool = _f(False, "PPO: learning rate decays linearly from --ppo learning_rate to 0 at --steps")
     eval_every: int = _f(20_000, "steps between held-out evaluations")
     eval_episodes: int = _f(2, "episodes per eval env")
     eval_envs: int = _f(16, "held-out eval envs")
@@ -228,6 +230,8 @@ def build_model(cfg: AgentConfig, env, tensorboard_log: str | None):
     if cfg.algo == "ppo":
         kw = dict(cfg.ppo)
         kw["batch_size"] = min(kw["batch_size"], kw["n_steps"] * env.num_envs)
+        if cfg.lr_decay:  # SB3's progress runs 1 -> 0 over the whole run, resumed runs included
+            kw["learning_rate"] = LinearSchedule(kw["learning_rate"], 0.0, 1.0)
         return PPO("MultiInputPolicy", env, policy_kwargs={**policy_kwargs, "log_std_init": cfg.log_std_init},
                    seed=cfg.seed, device=device, tensorboard_log=tensorboard_log, verbose=0, **kw)
     return SAC("MultiInputPolicy", env, policy_kwargs=policy_kwargs, seed=cfg.seed, device=device,

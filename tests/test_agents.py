@@ -13,7 +13,7 @@ from agents.benchmark import QUICK, summarise
 from agents.envs import make_vec_env
 from agents.evaluate import episode_metrics, policy_act_fn, run_episodes, steps_to, wilson
 from agents.extractors import NavExtractor, RandomCNN
-from agents.train import AgentConfig, choose_device, train
+from agents.train import AgentConfig, build_model, choose_device, train
 from navgym.presets import PRESETS, START, get_preset
 
 
@@ -139,6 +139,14 @@ def test_task_controls_drive_only_what_the_error_depends_on():
     assert np.allclose(obs["actions"], [0, 0, 0, 0, 0, 0, 1]) and zoom.current_infos()[0]["fov_mm"] < fov
     with pytest.raises(ValueError, match="controls"):
         _env(1, controls="zoom")
+
+
+def test_lr_decay_runs_linearly_to_zero():
+    env = make_vec_env("AC-near", 2, size=40, subjects="template")
+    base = replace(AgentConfig(**QUICK), n_envs=2)
+    assert build_model(base, env, None).lr_schedule(0.25) == pytest.approx(3e-4)
+    decayed = build_model(replace(base, lr_decay=True), env, None)
+    assert [decayed.lr_schedule(p) for p in (1.0, 0.25, 0.0)] == pytest.approx([3e-4, 7.5e-5, 0.0])
 
 
 def test_device_choice(monkeypatch):
