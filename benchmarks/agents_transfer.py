@@ -1,0 +1,58 @@
+"""Trained agents on another start distribution of their target (e.g. AC-near agents on AC-far starts).
+
+    python benchmarks/agents_transfer.py --runs runs/bench_final_ac/runs/AC-near/ppo-pixels --task AC-far \
+        --out reports/agents_far/AC-far.json
+
+Plays every ``seed*/model.zip`` under ``--runs`` deterministically on the held-out subjects of ``--task``
+(:func:`agents.play.play`, fixed starts, ``--episodes`` per eval env) beside the oracle and random actions on
+the same episodes, and writes per-seed figures and the mean over seeds with a 95 % t-interval (JSON, and a
+markdown table beside it).  No training: this measures transfer, not agents trained on the far starts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from agents.play import play
+from navgym.files import write_atomic, write_json_atomic
+from world_model.evaluation.stats import mean_ci
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(prog="python benchmarks/agents_transfer.py", description=__doc__.split("\n\n")[0])
+    p.add_argument("--runs", required=True, help="folder of seed*/model.zip (a benchmark's runs/TASK/LABEL)")
+    p.add_argument("--task", required=True, help="preset to play, with the agents' target (e.g. AC-far)")
+    p.add_argument("--episodes", type=int, default=2, help="episodes per held-out env (default: %(default)s)")
+    p.add_argument("--out", required=True, help="results (.json; a .md table is written beside it)")
+    a = p.parse_args(argv)
+    models = sorted(Path(a.runs).glob("seed*/model.zip"))
+    if not models:
+        p.error(f"--runs: no seed*/model.zip under {a.runs}")
+    seeds = []
+    for m in models:
+        r = play(m, a.episodes, task=a.task, bounds=True, device="cpu")
+        seeds.append({"model": str(m), "agent": r["metrics"], **{k: v for k, v in r["bounds"].items()}})
+        print(f"{m}: success {r['metrics']['success_rate']:.0%}, median final error {r['metrics']['median_error']:.1f}")
+    out = {"task": a.task, "runs": a.runs, "seeds": seeds,
+           "command": "python benchmarks/agents_transfer.py " + " ".join(sys.argv[1:] if argv is None else argv)}
+    rows = ["| policy | success (mean over seeds, 95% t) | median final error (mean over seeds) |", "|---|---|---|"]
+    for name in ("agent", "oracle", "random"):
+        m, half, _ = mean_ci([s[name]["success_rate"] for s in seeds])
+        half = half if np.isfinite(half) else 0.0
+        err = float(np.mean([s[name]["median_error"] for s in seeds]))
+        out[name] = {"success_mean": m, "success_ci": [max(m - half, 0.0), min(m + half, 1.0)], "median_error_mean": err}
+        rows.append(f"| {name} | {100 * m:.0f}% [{100 * max(m - half, 0):.0f}%, {100 * min(m + half, 1):.0f}%] | {err:.1f} |")
+    write_json_atomic(a.out, out)
+    md = [f"# {a.task}: the agents of `{a.runs}`", "",
+          f"Command: `{out['command']}`", "", f"{len(seeds)} seeds x {seeds[0]['agent']['episodes']} held-out episodes "
+          "(the same starts for every policy); no training on these starts.", "", *rows, ""]
+    write_atomic(str(Path(a.out).with_suffix(".md")), "\n".join(md))
+    print("\n".join(rows))
+
+
+if __name__ == "__main__":
+    main()
