@@ -21,3 +21,25 @@ def test_joint_variant_is_compared_with_its_own_controls():
     table = "\n".join(_verdict_table(comps))
     assert "| navwm_joint | shuffled_joint | 1 | 0 | 0 |" in table  # 10 mm vs 20 mm: better, intervals apart
     assert "| navwm_joint | noaction_joint | 0 | 0 | 1 |" in table  # 10.0 vs 10.05 with seed spread: within
+
+
+def test_reference_choice_keeps_the_other_units_cache_keys():
+    from dataclasses import replace
+    from types import SimpleNamespace
+
+    import numpy as np
+
+    from world_model.evaluation.pipeline import EvalConfig, _Parts
+
+    class Slices(np.ndarray):  # len() and .frames, all the fingerprint reads
+        pass
+
+    def split(ids):
+        slices = np.zeros(3).view(Slices)
+        slices.frames = np.zeros((3, 4, 4), np.uint8)
+        return SimpleNamespace(subject_ids=ids, slices=slices)
+
+    data = {"train": split(["a"]), "val": split(["b"]), "test": split(["c"])}
+    base = _Parts("/unused", EvalConfig(), data).base
+    assert _Parts("/unused", EvalConfig(reference_arch="capable", reference_seeds=(0,)), data).base == base
+    assert _Parts("/unused", replace(EvalConfig(), tasks=("pose",)), data).base != base

@@ -143,7 +143,10 @@ class _Parts:
     def __init__(self, folder, cfg: EvalConfig, data: dict[str, ProbeData]):
         self.folder = Path(folder) if folder else None
         config = cfg.to_dict()
-        del config["reference_arch"]  # it determines only the reference units, whose identity carries it
+        # which reference network and seeds run changes no other unit (a reference unit's key carries its
+        # arch and seed): left out of the shared fingerprint (seeds at their default, so older keys stay)
+        del config["reference_arch"]
+        config["reference_seeds"] = list(EvalConfig.reference_seeds)
         fingerprint = {"config": config, "data": {s: data[s].subject_ids for s in PROBE_SPLITS},
                        "n": {s: len(data[s].slices) for s in PROBE_SPLITS},
                        "frames": hashlib.sha256(data["test"].slices.frames[:64].tobytes()).hexdigest()}
