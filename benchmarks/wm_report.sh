@@ -12,14 +12,16 @@
 # evaluation keeps finished units in its cache (runs/eval_cache), so re-running continues.
 # Environment (defaults): CONCURRENCY (1), SEEDS ("0 1 2"), METHODS (all 10), BATCH (16),
 # THREADS (torch threads per training, 1), RUNS (runs/wm_<size>_<frames>), DEVICE (auto),
-# EVAL_ARGS (extra world_model.evaluate flags, e.g. "--budget 0.3 --no-planning"), DRY_RUN (1: print the
+# EVAL_ARGS (world_model.evaluate flags; default eval_v2's "--tasks pose landmark_distance landmark_hit region
+# --no-planning" at budget 1; add e.g. "--reference-arch capable"), DRY_RUN (1: print the
 # commands only).  Logs: RUNS/<method>_s<seed>.log.
 set -euo pipefail
 size=${1:?usage: wm_report.sh MODEL_SIZE FRAMES [OUT]}; frames=${2:?usage: wm_report.sh MODEL_SIZE FRAMES [OUT]}
 out=${3:-reports/wm_${size}}
 CONCURRENCY=${CONCURRENCY:-1}; SEEDS=${SEEDS:-0 1 2}; BATCH=${BATCH:-16}; THREADS=${THREADS:-1}
 METHODS=${METHODS:-navwm shuffled noaction navwm_joint shuffled_joint noaction_joint tokenizer mae2d mae3d random}
-RUNS=${RUNS:-runs/wm_${size}_${frames}}; DEVICE=${DEVICE:-auto}; EVAL_ARGS=${EVAL_ARGS:-}; DRY_RUN=${DRY_RUN:-0}
+RUNS=${RUNS:-runs/wm_${size}_${frames}}; DEVICE=${DEVICE:-auto}; DRY_RUN=${DRY_RUN:-0}
+EVAL_ARGS=${EVAL_ARGS:---tasks pose landmark_distance landmark_hit region --no-planning}  # eval_v2's protocol, budget 1
 cd "$(dirname "$0")/.."
 [ -f .venv/bin/activate ] && . .venv/bin/activate
 export OMP_NUM_THREADS=$THREADS NUMBA_NUM_THREADS=$THREADS
