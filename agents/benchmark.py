@@ -231,8 +231,11 @@ def _plot(task: str, methods: dict, path: Path) -> None:
             rate = np.mean([r["final"]["success_rate"] for r in runs])
             ax.axhline(rate, ls="--" if m == "oracle" else ":", color="k" if m == "oracle" else "gray", label=f"{m} ({rate:.2f})")
             continue
-        steps = np.array([c["step"] for c in runs[0]["curve"]])
-        vals = np.array([[c["success_rate"] for c in r["curve"]][: len(steps)] for r in runs])
+        # seeds may differ in evaluation steps (a resumed run adds one at its resume point): the sparsest
+        # seed's steps, each seed's curve interpolated there
+        steps = np.array([c["step"] for c in min((r["curve"] for r in runs), key=len)])
+        vals = np.array([np.interp(steps, [c["step"] for c in r["curve"]], [c["success_rate"] for c in r["curve"]])
+                         for r in runs])
         ax.plot(steps, vals.mean(0), label=m)
         ax.fill_between(steps, vals.min(0), vals.max(0), alpha=0.2)
     ax.set_xlabel("training steps")

@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-from agents.benchmark import QUICK, summarise
+from agents.benchmark import QUICK, _plot, summarise
 from agents.envs import make_vec_env
 from agents.evaluate import episode_metrics, policy_act_fn, run_episodes, steps_to, wilson
 from agents.extractors import NavExtractor, RandomCNN
@@ -334,3 +334,12 @@ def test_benchmark_refuses_unfinished_pretraining(tmp_path):
     base = replace(AgentConfig(**QUICK), steps=32, eval_every=32, eval_envs=2)
     with pytest.raises(ValueError, match="unfinished"):
         run_benchmark(["AC-near"], [f"wm={tmp_path}/wm/last.pt"], ["ppo"], [0], base, tmp_path / "bench")
+
+
+def test_curves_plot_with_uneven_evaluation_steps(tmp_path):
+    """A resumed seed has one more evaluation (at its resume point) than the others."""
+    curve = lambda steps: [{"step": s, "success_rate": s / 100} for s in steps]  # noqa: E731
+    runs = [{"curve": curve([0, 50, 100])}, {"curve": curve([0, 40, 50, 100])}]
+    bounds = [{"final": {"success_rate": 1.0}, "curve": []}]
+    _plot("AC-near", {"oracle": bounds, "ppo-pixels": runs}, tmp_path / "c.png")
+    assert (tmp_path / "c.png").stat().st_size > 0
