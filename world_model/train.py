@@ -220,6 +220,9 @@ def main(argv=None) -> dict:
     if summary:
         print(json.dumps({k: v for k, v in summary.items()}, indent=1))
     if dist.is_initialized():
+        # every rank reaches the end before any tears gloo down: a rank that left early while rank 0 still
+        # checkpointed aborted in gloo's teardown ("terminate called without an active exception")
+        dist.barrier()
         dist.destroy_process_group()
     return summary
 
