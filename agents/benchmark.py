@@ -37,17 +37,25 @@ from .evaluate import bootstrap_median, episode_metrics, policy_act_fn, run_epis
 from .extractors import load_frame_encoder
 from .train import AgentConfig, add_config_arguments, config_from_args, eval_env, train
 
-__all__ = ["run_benchmark", "summarise", "main"]
+__all__ = ["run_benchmark", "summarise", "success_mean_ci", "bound_episodes", "BOUNDS", "main"]
 
 BOUNDS = ("oracle", "random")
 
 
-def _bound_episodes(cfg: AgentConfig, name: str, seed: int) -> list[dict]:
+def bound_episodes(cfg: AgentConfig, name: str, seed: int) -> list[dict]:
+    """Episodes of the bound policy ``name`` (:data:`BOUNDS`) on ``cfg``'s held-out evaluation env (its starts)."""
     env = eval_env(replace(cfg, controls="all"))  # pixel observations, 7-d actions: the bounds read the pose from infos
     try:
         return run_episodes(policy_act_fn(name, seed=seed), env, cfg.eval_episodes)
     finally:
         env.close()
+
+
+def success_mean_ci(rates) -> tuple[float, float, float]:
+    """(mean, low, high): success rates over seeds, 95 % t-interval clipped to [0, 1] (one seed: no interval)."""
+    m, half, _ = mean_ci(rates)
+    half = half if np.isfinite(half) else 0.0
+    return m, max(m - half, 0.0), min(m + half, 1.0)
 
 
 def summarise(runs: list[dict]) -> dict:
@@ -62,10 +70,7 @@ def summarise(runs: list[dict]) -> dict:
     k = int(round(sum(f["success_rate"] * f["episodes"] for f in finals)))
     n = int(sum(f["episodes"] for f in finals))
     errors = np.concatenate([r["final_errors"] for r in runs])
-    m, half, _ = mean_ci(rates)
-    half = half if np.isfinite(half) else 0.0  # one seed: no interval
-    lo, hi = m - half, m + half
-    out = {"seeds": len(runs), "success_mean_ci": (m, max(lo, 0.0), min(hi, 1.0)), "success_pooled": k / n,
+    out = {"seeds": len(runs), "success_mean_ci": success_mean_ci(rates), "success_pooled": k / n,
            "success_pooled_ci": wilson(k, n), "median_error_ci": bootstrap_median(errors)}
     for key in ("distance_mm", "angle_deg"):
         vals = [r.get(f"final_{key}") for r in runs]
@@ -127,7 +132,7 @@ def run_benchmark(tasks, encoders, algos, seeds, base: AgentConfig, out: Path, f
             runs = []
             for seed in seeds:
                 cfg = replace(base, task=task, seed=seed)
-                eps = _bound_episodes(cfg, name, seed)
+                eps = bound_episodes(cfg, name, seed)
                 runs.append({"final": episode_metrics(eps), "curve": [], **_final_arrays(eps)})
             methods[name] = runs
         for algo in algos:

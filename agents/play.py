@@ -25,7 +25,8 @@ import numpy as np
 from navgym.files import write_json_atomic
 from navgym.presets import get_preset
 
-from .evaluate import episode_metrics, model_act_fn, policy_act_fn, run_episodes
+from .benchmark import BOUNDS, bound_episodes
+from .evaluate import episode_metrics, model_act_fn, run_episodes
 from .train import AgentConfig, choose_device, eval_env, frozen_encoder
 
 __all__ = ["load_agent", "play", "main"]
@@ -95,13 +96,8 @@ def play(model_path, episodes: int = 2, envs: int | None = None, gif: str | None
         env.close()
     out = {"task": cfg.task, "metrics": episode_metrics(eps), "episodes": eps}
     if bounds:
-        out["bounds"] = {}
-        for name in ("oracle", "random"):
-            env = eval_env(replace(cfg, controls="all"))  # the bounds read the pose from infos, 7-d actions
-            try:
-                out["bounds"][name] = episode_metrics(run_episodes(policy_act_fn(name, seed=cfg.seed), env, episodes))
-            finally:
-                env.close()
+        cfg = replace(cfg, eval_episodes=episodes)
+        out["bounds"] = {name: episode_metrics(bound_episodes(cfg, name, cfg.seed)) for name in BOUNDS}
     return out
 
 

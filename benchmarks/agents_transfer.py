@@ -17,9 +17,9 @@ from pathlib import Path
 
 import numpy as np
 
+from agents.benchmark import BOUNDS, success_mean_ci
 from agents.play import play
 from navgym.files import write_atomic, write_json_atomic
-from world_model.evaluation.stats import mean_ci
 
 
 def main(argv=None) -> None:
@@ -35,17 +35,16 @@ def main(argv=None) -> None:
     seeds = []
     for m in models:
         r = play(m, a.episodes, task=a.task, bounds=True, device="cpu")
-        seeds.append({"model": str(m), "agent": r["metrics"], **{k: v for k, v in r["bounds"].items()}})
+        seeds.append({"model": str(m), "agent": r["metrics"], **r["bounds"]})
         print(f"{m}: success {r['metrics']['success_rate']:.0%}, median final error {r['metrics']['median_error']:.1f}")
     out = {"task": a.task, "runs": a.runs, "seeds": seeds,
            "command": "python benchmarks/agents_transfer.py " + " ".join(sys.argv[1:] if argv is None else argv)}
     rows = ["| policy | success (mean over seeds, 95% t) | median final error (mean over seeds) |", "|---|---|---|"]
-    for name in ("agent", "oracle", "random"):
-        m, half, _ = mean_ci([s[name]["success_rate"] for s in seeds])
-        half = half if np.isfinite(half) else 0.0
+    for name in ("agent", *BOUNDS):
+        m, lo, hi = success_mean_ci([s[name]["success_rate"] for s in seeds])
         err = float(np.mean([s[name]["median_error"] for s in seeds]))
-        out[name] = {"success_mean": m, "success_ci": [max(m - half, 0.0), min(m + half, 1.0)], "median_error_mean": err}
-        rows.append(f"| {name} | {100 * m:.0f}% [{100 * max(m - half, 0):.0f}%, {100 * min(m + half, 1):.0f}%] | {err:.1f} |")
+        out[name] = {"success_mean": m, "success_ci": [lo, hi], "median_error_mean": err}
+        rows.append(f"| {name} | {100 * m:.0f}% [{100 * lo:.0f}%, {100 * hi:.0f}%] | {err:.1f} |")
     write_json_atomic(a.out, out)
     md = [f"# {a.task}: the agents of `{a.runs}`", "",
           f"Command: `{out['command']}`", "", f"{len(seeds)} seeds x {seeds[0]['agent']['episodes']} held-out episodes "
