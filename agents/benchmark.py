@@ -37,7 +37,7 @@ from .evaluate import bootstrap_median, episode_metrics, policy_act_fn, run_epis
 from .extractors import load_frame_encoder
 from .train import AgentConfig, add_config_arguments, config_from_args, eval_env, train
 
-__all__ = ["run_benchmark", "summarise", "success_mean_ci", "bound_episodes", "BOUNDS", "main"]
+__all__ = ["run_benchmark", "summarise", "success_mean_ci", "bound_episodes", "describe_encoder", "BOUNDS", "main"]
 
 BOUNDS = ("oracle", "random")
 
@@ -49,6 +49,22 @@ def bound_episodes(cfg: AgentConfig, name: str, seed: int) -> list[dict]:
         return run_episodes(policy_act_fn(name, seed=seed), env, cfg.eval_episodes)
     finally:
         env.close()
+
+
+def describe_encoder(spec: str, seed: int, finetune: bool) -> dict:
+    """Where a run's encoder comes from, for the report: ``spec`` (``{seed}`` already replaced), whether it
+    trains (``pixels``, or ``finetune``), and for a world model its method, model size, parameters,
+    feature width and pretraining budget (steps, frames; None for an untrained architecture)."""
+    d = {"spec": spec, "trains": spec == "pixels" or finetune}
+    enc = load_frame_encoder(spec, seed=seed)
+    if enc is None or spec == "random-cnn":
+        return {**d, "kind": "pixels CNN" if enc is None else "random CNN"}
+    tc = enc.train_config if os.path.isfile(spec) else None  # a method name: that architecture, untrained
+    return {**d, "kind": "world model", "method": enc.method, "arch": enc.cfg.arch,
+            "model_size": tc.model_size if tc else "tiny", "params": sum(p.numel() for p in enc.parameters()),
+            "feature_dim": int(enc.feature_dim), "pretrain_steps": tc.steps if tc else None,
+            "pretrain_frames": tc.steps * enc.frames_per_batch() if tc else None,
+            "pretrain_subjects": tc.subjects if tc else None}
 
 
 def success_mean_ci(rates) -> tuple[float, float, float]:
@@ -146,7 +162,8 @@ def run_benchmark(tasks, encoders, algos, seeds, base: AgentConfig, out: Path, f
                                   finetune=tune, out=str(out / "runs" / task / label / f"seed{seed}"))
                     r = _train_or_reuse(cfg)
                     eps = r["final_episodes"]
-                    runs.append({"final": r["final"], "curve": r["curve"], "perf": r["perf"], **_final_arrays(eps)})
+                    runs.append({"final": r["final"], "curve": r["curve"], "perf": r["perf"], **_final_arrays(eps),
+                                 "encoder": describe_encoder(cfg.encoder, seed, tune)})
                 methods[label] = runs
         report["tasks"][task] = {
             "preset": {"success": get_preset(task).success, "max_episode_steps": get_preset(task).max_episode_steps,
@@ -221,7 +238,32 @@ def _write_markdown(report: dict, path: Path) -> None:
                 f"| {_fmt_ci(s.get('median_angle_deg_ci'), 1)} | {reach('steps_to_50')} | {reach('steps_to_80')} "
                 f"| {f'{np.mean(sps):.0f}' if sps else '-'} |")
         lines += ["", f"![learning curves](curves_{task}.png)", ""]
+        lines += _encoder_lines(t["methods"])
     write_atomic(path, "\n".join(lines) + "\n")
+
+
+def _encoder_lines(methods: dict) -> list[str]:
+    """The 'Encoders' table: where each method's encoder comes from (per seed where the seeds differ)."""
+    rows = []
+    for m, d in methods.items():
+        encs = [r["encoder"] for r in d["runs"] if "encoder" in r]
+        if not encs:
+            continue
+        e = encs[0]
+        specs = sorted({x["spec"] for x in encs})
+        where = specs[0] if len(specs) == 1 else ", ".join(f"`{s}`" for s in specs)
+        where = f"`{where}`" if len(specs) == 1 else where
+        if e["kind"] != "world model":
+            rows.append(f"| {m} | {e['kind']} | {where} | - | - | - | {'trained' if e['trains'] else 'frozen'} |")
+            continue
+        budget = (f"{e['pretrain_steps']:,} steps, {e['pretrain_frames']:,} frames on {e['pretrain_subjects']}"
+                  if e["pretrain_steps"] is not None else "untrained (random init, the run's seed)")
+        rows.append(f"| {m} | {e['method']} ({e['model_size']}, {e['arch']}) | {where} | {e['params']:,} "
+                    f"| {e['feature_dim']} per frame | {budget} | {'fine-tuned' if e['trains'] else 'frozen'} |")
+    if not rows:
+        return []
+    return ["### Encoders", "", "| method | encoder | spec | parameters | features | pretraining | in RL |",
+            "|---|---|---|---|---|---|---|", *rows, ""]
 
 
 def _plot(task: str, methods: dict, path: Path) -> None:

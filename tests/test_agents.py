@@ -320,7 +320,7 @@ def test_benchmark_labels_seeds_and_resumes(tmp_path):
     again = run_benchmark(["AC-near"], ["px=pixels"], ["ppo"], [0], base, tmp_path)  # a finished run is reused
     assert model.stat().st_mtime_ns == stamp
     assert again["tasks"]["AC-near"]["methods"]["ppo-px"]["summary"] == methods["ppo-px"]["summary"]
-    assert (tmp_path / "report.md").read_text().count("| ppo-px |") == 1
+    assert (tmp_path / "report.md").read_text().count("| ppo-px |") == 2  # its results row and its encoder row
 
 
 def test_benchmark_refuses_unfinished_pretraining(tmp_path):
@@ -334,6 +334,26 @@ def test_benchmark_refuses_unfinished_pretraining(tmp_path):
     base = replace(AgentConfig(**QUICK), steps=32, eval_every=32, eval_envs=2)
     with pytest.raises(ValueError, match="unfinished"):
         run_benchmark(["AC-near"], [f"wm={tmp_path}/wm/last.pt"], ["ppo"], [0], base, tmp_path / "bench")
+
+
+def test_report_names_each_encoders_pretraining(tmp_path):
+    from agents.benchmark import _encoder_lines, describe_encoder
+    from world_model.config import make_config
+    from world_model.train import train as wm_train
+
+    mc, tc = make_config("tiny", method="tokenizer", subjects="template", batch=2, steps=3, threads=1, size=32,
+                         width=4, latent=4, window=3, out=str(tmp_path / "wm"))
+    wm_train(mc, tc, progress=False)
+    wm = describe_encoder(str(tmp_path / "wm" / "last.pt"), 0, finetune=False)
+    assert (wm["method"], wm["pretrain_steps"], wm["pretrain_frames"], wm["trains"]) == ("tokenizer", 3, 3 * 2 * 3, False)
+    assert wm["params"] > 0 and wm["feature_dim"] > 0
+    untrained = describe_encoder("random", 1, finetune=True)
+    assert untrained["pretrain_steps"] is None and untrained["trains"] and untrained["method"] == "random"
+    assert describe_encoder("pixels", 0, finetune=False) == {"spec": "pixels", "trains": True, "kind": "pixels CNN"}
+    table = "\n".join(_encoder_lines({"oracle": {"runs": [{}]}, "ppo-wm": {"runs": [{"encoder": wm}]},
+                                      "ppo-rand-ft": {"runs": [{"encoder": untrained}]}}))
+    assert "| ppo-wm | tokenizer (tiny, conv) |" in table and "3 steps, 18 frames on template | frozen |" in table
+    assert "untrained (random init, the run's seed) | fine-tuned |" in table and "oracle" not in table
 
 
 def test_curves_plot_with_uneven_evaluation_steps(tmp_path):
