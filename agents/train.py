@@ -248,8 +248,11 @@ def _same(saved: dict, cfg: AgentConfig, ignore: tuple[str, ...] = ()) -> bool:
     return {k: v for k, v in saved.items() if k not in ignore} == {k: v for k, v in now.items() if k not in ignore}
 
 
+#: how and where a run executes, not what it is: a finished run is reused whatever they are (a run folder may be
+#: moved or copied; a report may be assembled with other threads), and a resumed run may change them
+EXECUTION_SETTINGS = ("out", "progress", "threads", "device")
 #: settings that may change when a run resumes (everything else must match the saved config.json)
-RESUMABLE_CHANGES = ("steps", "progress", "threads", "device")
+RESUMABLE_CHANGES = ("steps", *EXECUTION_SETTINGS)
 
 
 def _resume_point(cfg: AgentConfig, out: Path) -> tuple[Path | None, list[dict]]:
@@ -271,12 +274,13 @@ def _resume_point(cfg: AgentConfig, out: Path) -> tuple[Path | None, list[dict]]
 
 def train(cfg: AgentConfig) -> dict:
     """Train (or resume), evaluate on held-out subjects, save; returns ``{"config", "curve", "final", "perf",
-    "final_episodes", "resumed_from"}``.  A finished run with the same config in ``cfg.out`` is returned as saved."""
+    "final_episodes", "resumed_from"}``.  A finished run in ``cfg.out`` with the same config up to
+    :data:`EXECUTION_SETTINGS` is returned as saved."""
     out = Path(cfg.out)
     done = out / "final_eval.json"
     if done.exists():
         prev = json.loads(done.read_text())
-        if _same(prev["config"], cfg):
+        if _same(prev["config"], cfg, ignore=EXECUTION_SETTINGS):
             return prev  # this very run has finished
     torch.set_num_threads(cfg.threads)
     out.mkdir(parents=True, exist_ok=True)

@@ -296,6 +296,14 @@ def test_short_training_runs(tmp_path):
     assert again["resumed_from"].endswith("model_256_steps.zip") and again["perf"]["steps"] == 128
     assert [c["step"] for c in again["curve"]] == [0, 128, 256, 384]
     assert again["curve"][:3] == json.loads(json.dumps(resumed["curve"]))
+    import shutil
+
+    shutil.copytree(tmp_path / "res", tmp_path / "moved")  # a finished run folder, moved, reused with other threads
+    stamp = (tmp_path / "moved" / "model.zip").stat().st_mtime_ns
+    reused = train(replace(cfg, steps=384, checkpoint_every=64, threads=2, out=str(tmp_path / "moved")))
+    assert reused["perf"] == again["perf"] and (tmp_path / "moved" / "model.zip").stat().st_mtime_ns == stamp
+    longer = train(replace(cfg, steps=448, checkpoint_every=64, out=str(tmp_path / "moved")))  # and extended there
+    assert longer["resumed_from"].endswith("model_384_steps.zip") and longer["curve"][:4] == reused["curve"]
     sac = replace(cfg, algo="sac", encoder="random-cnn", steps=96, out=str(tmp_path / "sac"))
     r = train(sac)
     assert r["curve"][-1]["step"] == 96 and r["perf"]["encode_fraction"] > 0
