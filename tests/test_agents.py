@@ -2,6 +2,7 @@
 
 import json
 from dataclasses import replace
+from pathlib import Path
 
 import gymnasium as gym
 import numpy as np
@@ -362,6 +363,25 @@ def test_report_names_each_encoders_pretraining(tmp_path):
                                       "ppo-rand-ft": {"runs": [{"encoder": untrained}]}}))
     assert "| ppo-wm | tokenizer (tiny, conv) |" in table and "3 steps, 18 frames on template | frozen |" in table
     assert "untrained (random init, the run's seed) | fine-tuned |" in table and "oracle" not in table
+
+
+def test_compact_table_rows_from_a_report():
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "agents_table.py"
+    spec = importlib.util.spec_from_file_location("agents_table", path)
+    table = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(table)
+    reach = lambda m, k: {"median": m, "reached": k, "of": 3}  # noqa: E731
+    run = lambda rate: {"final": {"success_rate": rate}}  # noqa: E731
+    summary = {"success_mean_ci": (0.5, 0.25, 0.75), "median_error_ci": (2.44, 2.0, 3.0),
+               "steps_to_50": reach(125_000, 2), "steps_to_80": reach(None, 0)}
+    report = {"config": {"base": {"steps": 1_000_000}},
+              "tasks": {"AC-near": {"methods": {"oracle": {"summary": summary, "runs": [run(1.0)] * 3},
+                                                "ppo-x": {"summary": summary, "runs": [run(0.25), run(0.5), run(0.75)]}}}}}
+    assert table.rows(report, ["ppo-x"]) == [
+        "| AC-near (1M steps) | ppo-x | 50% [25%, 75%] (25 / 50 / 75) | 2.4 [2.0, 3.0] | 125k (2 of 3) / never (0 of 3) |"]
+    assert table.rows(report)[0].endswith("| 2.4 [2.0, 3.0] |  |")  # no steps-to columns for a bound
 
 
 def test_curves_plot_with_uneven_evaluation_steps(tmp_path):
