@@ -332,6 +332,19 @@ def test_benchmark_labels_seeds_and_resumes(tmp_path):
     assert (tmp_path / "report.md").read_text().count("| ppo-px |") == 2  # its results row and its encoder row
 
 
+def test_benchmark_frees_each_runs_envs(tmp_path):
+    """A long matrix runs one training after another in one process: nothing of a finished run may stay alive."""
+    import gc
+
+    from agents.benchmark import _train_or_reuse
+    from navgym.env import MRINavVectorEnv
+
+    gc.collect()
+    before = sum(isinstance(o, MRINavVectorEnv) for o in gc.get_objects())
+    _train_or_reuse(replace(AgentConfig(**QUICK), steps=64, eval_every=64, eval_envs=2, out=str(tmp_path / "run")))
+    assert sum(isinstance(o, MRINavVectorEnv) for o in gc.get_objects()) == before
+
+
 def test_benchmark_refuses_unfinished_pretraining(tmp_path):
     from agents.benchmark import run_benchmark
     from world_model.config import make_config
