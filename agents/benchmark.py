@@ -211,7 +211,9 @@ def _write_markdown(report: dict, path: Path) -> None:
     b = report["config"]["base"]
     lines += [f"Seeds {report['config']['seeds']}; {b['steps']} training steps per run; {b['n_envs']} envs; "
               f"{b['size']} px; memory: {b['frames']} frames + {b['actions']} actions; "
-              f"pixels CNN: {b.get('cnn', 'nature')}; controls: {b.get('controls', 'all')}; "
+              f"pixels CNN: {b.get('cnn', 'nature')}; frozen encoders' features: "
+              f"{'standardised per dimension' if b.get('standardize_features', False) else 'raw'}; "
+              f"controls: {b.get('controls', 'all')}; "
               f"PPO: initial log std {b.get('log_std_init', 0.0)}, "
               f"{', '.join(f'{k} {v}' for k, v in b['ppo'].items())}; "
               f"reward normalisation: {'on' if b.get('normalize_reward') else 'off'}; learning rate "

@@ -14,7 +14,7 @@ from gymnasium import spaces
 from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
 from torch import nn
 
-__all__ = ["NavExtractor", "load_frame_encoder", "RandomCNN", "CNNS"]
+__all__ = ["NavExtractor", "load_frame_encoder", "RandomCNN", "StandardisedEncoder", "CNNS"]
 
 
 def nature_cnn(frames: int) -> nn.Sequential:
@@ -125,6 +125,25 @@ class RandomCNN(nn.Module):
 
     def features(self, frames: torch.Tensor) -> torch.Tensor:
         return self.net(frames.float()[:, None] / 255.0 - 0.5).mean((2, 3))
+
+
+class StandardisedEncoder(nn.Module):
+    """A frozen encoder whose features are standardised per dimension, ``(f - mean) / std``.
+
+    Encoders' raw feature scales differ widely (an untrained world model's features vary ~60x less between
+    slices than a trained one's), and a policy network sees unit-scale inputs only after this; ``mean`` and
+    ``std`` (D,) come from a fixed sample of training slices (:func:`agents.train.frozen_encoder`); a
+    dimension that does not vary over the sample keeps std 1.
+    """
+
+    def __init__(self, encoder: nn.Module, mean: torch.Tensor, std: torch.Tensor):
+        super().__init__()
+        self.encoder, self.feature_dim = encoder, int(encoder.feature_dim)
+        self.register_buffer("mean", mean.float())
+        self.register_buffer("std", torch.where(std > 1e-8, std.float(), torch.ones_like(std.float())))
+
+    def features(self, frames: torch.Tensor) -> torch.Tensor:
+        return (self.encoder.features(frames).float() - self.mean) / self.std
 
 
 def load_frame_encoder(spec: str, seed: int = 0) -> nn.Module | None:

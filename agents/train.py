@@ -19,6 +19,7 @@ import time
 from dataclasses import MISSING, asdict, dataclass, fields
 from pathlib import Path
 
+import numpy as np
 import torch
 from stable_baselines3 import PPO, SAC
 from stable_baselines3.common.callbacks import BaseCallback, CallbackList, CheckpointCallback
@@ -32,7 +33,7 @@ from world_model.config import config_field, parse_bool
 
 from .envs import CONTROLS, NavVecEnv, make_vec_env
 from .evaluate import episode_metrics, model_act_fn, run_episodes
-from .extractors import CNNS, NavExtractor, load_frame_encoder
+from .extractors import CNNS, NavExtractor, StandardisedEncoder, load_frame_encoder
 
 __all__ = ["AgentConfig", "train", "choose_device", "main", "PPO_DEFAULTS", "SAC_DEFAULTS"]
 
@@ -67,6 +68,9 @@ class AgentConfig:
                        "depends on (landmarks: translations; planes: translations + rotations about the in-plane "
                        "axes; never zoom); "
                        "task+zoom: those and zoom")
+    standardize_features: bool = _f(True, "frozen encoders: standardise each feature dimension by its mean and std "
+                                    "over a fixed sample of training slices (pixels and fine-tuned encoders: "
+                                    "no effect)")
     log_std_init: float = _f(0.0, "initial log std of the Gaussian policy (PPO; SAC: -3 as SB3)")
     normalize_reward: bool = _f(False, "scale rewards by a running std of the discounted return (SB3 VecNormalize)")
     lr_decay: bool = _f(False, "PPO: learning rate decays linearly from --ppo learning_rate to 0 at --steps")
@@ -110,13 +114,36 @@ def choose_device(spec: str = "auto") -> str:
     return spec
 
 
+#: training slices whose features give a frozen encoder's standardisation (16 envs x 32 random steps)
+STANDARDISE_SAMPLE = (16, 32)
+
+
 def frozen_encoder(cfg: AgentConfig):
-    """The frozen encoder module whose features the envs precompute (None: pixels or fine-tuning)."""
+    """The frozen encoder module whose features the envs precompute (None: pixels or fine-tuning); with
+    ``standardize_features``, wrapped in :class:`StandardisedEncoder` with the per-dimension mean and std of
+    its features over a fixed sample of training slices (the starts and uniform random actions of
+    :data:`STANDARDISE_SAMPLE` envs x steps, seeded by ``cfg.seed``), the same for training, evaluation and play."""
     if cfg.encoder == "pixels" or cfg.finetune:
         return None
     enc = load_frame_encoder(cfg.encoder, seed=cfg.seed)
     enc.requires_grad_(False)
-    return enc.eval()
+    enc.eval()
+    if not cfg.standardize_features:
+        return enc
+    n_envs, n_steps = STANDARDISE_SAMPLE
+    env = make_vec_env(cfg.task, n_envs, split="train", size=cfg.size, frames=1, actions=0, seed=cfg.seed,
+                       subjects=cfg.train_subjects, controls=cfg.controls)
+    try:
+        env.action_space.seed(cfg.seed)
+        frames = [env.reset()["image"][:, 0]]
+        for _ in range(n_steps):
+            env.step_async(np.stack([env.action_space.sample() for _ in range(n_envs)]))
+            frames.append(env.step_wait()[0]["image"][:, 0])
+    finally:
+        env.close()
+    with torch.no_grad():
+        feats = enc.features(torch.from_numpy(np.concatenate(frames))).float()
+    return StandardisedEncoder(enc, feats.mean(0), feats.std(0)).eval()
 
 
 def eval_env(cfg: AgentConfig, encoder=None):
@@ -238,14 +265,26 @@ def build_model(cfg: AgentConfig, env, tensorboard_log: str | None):
                tensorboard_log=tensorboard_log, verbose=0, **cfg.sac)
 
 
+#: the value a field had in runs saved before it existed, where that is not its default
+LEGACY_VALUES = {"standardize_features": False}
+
+
+def _identity(c: dict, ignore: tuple[str, ...]) -> dict:
+    """What makes a run: its config less ``ignore`` and settings that cannot affect it (frozen-feature
+    standardisation for pixels and fine-tuned encoders)."""
+    moot = ("standardize_features",) if c["encoder"] == "pixels" or c["finetune"] else ()
+    return {k: v for k, v in c.items() if k not in ignore and k not in moot}
+
+
 def _same(saved: dict, cfg: AgentConfig, ignore: tuple[str, ...] = ()) -> bool:
-    """Whether a saved config (fields added since take their defaults) equals ``cfg`` up to ``ignore``."""
+    """Whether a saved config (fields added since take :data:`LEGACY_VALUES` or their defaults) equals ``cfg``
+    up to ``ignore``."""
     try:
-        saved = json.loads(json.dumps(asdict(AgentConfig(**saved))))
+        saved = json.loads(json.dumps(asdict(AgentConfig(**{**LEGACY_VALUES, **saved}))))
     except (TypeError, ValueError):
         return False
     now = json.loads(json.dumps(asdict(cfg)))
-    return {k: v for k, v in saved.items() if k not in ignore} == {k: v for k, v in now.items() if k not in ignore}
+    return _identity(saved, ignore) == _identity(now, ignore)
 
 
 #: how and where a run executes, not what it is: a finished run is reused whatever they are (a run folder may be

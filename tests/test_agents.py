@@ -1,7 +1,7 @@
 """Agents: presets, the SB3 VecEnv adapter, feature extractors, evaluation metrics, a short training run."""
 
 import json
-from dataclasses import replace
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import gymnasium as gym
@@ -330,6 +330,30 @@ def test_benchmark_labels_seeds_and_resumes(tmp_path):
     assert model.stat().st_mtime_ns == stamp
     assert again["tasks"]["AC-near"]["methods"]["ppo-px"]["summary"] == methods["ppo-px"]["summary"]
     assert (tmp_path / "report.md").read_text().count("| ppo-px |") == 2  # its results row and its encoder row
+
+
+def test_frozen_features_standardised_on_training_slices():
+    from agents.extractors import StandardisedEncoder
+    from agents.train import STANDARDISE_SAMPLE, _same, frozen_encoder
+
+    cfg = replace(AgentConfig(**QUICK), encoder="random-cnn")
+    enc = frozen_encoder(cfg)
+    assert isinstance(enc, StandardisedEncoder) and enc.feature_dim == 128
+    raw = frozen_encoder(replace(cfg, standardize_features=False))
+    assert not isinstance(raw, StandardisedEncoder)
+    env = make_vec_env(cfg.task, STANDARDISE_SAMPLE[0], size=cfg.size, frames=1, actions=0, seed=cfg.seed,
+                       subjects="template")
+    frames = torch.from_numpy(env.reset()["image"][:, 0])
+    with torch.no_grad():
+        f, r = enc.features(frames), raw.features(frames)
+    torch.testing.assert_close(f, (r - enc.mean) / enc.std)
+    assert r.std(0).mean() < 0.2 and 0.2 < f.std(0).mean() < 5  # the raw random features barely vary; these do
+    assert torch.equal(frozen_encoder(cfg).mean, enc.mean)  # a fixed sample: the same in training, evaluation, play
+    # runs saved before the setting existed used raw features; it does not matter for pixels
+    saved = {k: v for k, v in asdict(cfg).items() if k != "standardize_features"}
+    assert not _same(saved, cfg) and _same(saved, replace(cfg, standardize_features=False))
+    px = replace(cfg, encoder="pixels")
+    assert _same({k: v for k, v in asdict(px).items() if k != "standardize_features"}, px)
 
 
 def test_benchmark_frees_each_runs_envs(tmp_path):
