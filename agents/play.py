@@ -27,7 +27,7 @@ from navgym.presets import get_preset
 
 from .benchmark import BOUNDS, bound_episodes
 from .evaluate import episode_metrics, model_act_fn, run_episodes
-from .train import AgentConfig, choose_device, eval_env, frozen_encoder
+from .train import AgentConfig, choose_device, eval_env, frozen_encoder, saved_config
 
 __all__ = ["load_agent", "play", "main"]
 
@@ -41,7 +41,7 @@ def load_agent(model_path: str | Path, device: str = "auto"):
         raise FileNotFoundError(f"model: no such file {model_path}")
     for folder in (model_path.parent, model_path.parent.parent):
         if (folder / "config.json").exists():
-            cfg = AgentConfig(**json.loads((folder / "config.json").read_text()))
+            cfg = saved_config(json.loads((folder / "config.json").read_text()))
             break
     else:
         raise FileNotFoundError(f"model: no config.json beside {model_path} or one folder up (agents.train writes it)")

@@ -35,7 +35,7 @@ from .envs import CONTROLS, NavVecEnv, make_vec_env
 from .evaluate import episode_metrics, model_act_fn, run_episodes
 from .extractors import CNNS, NavExtractor, StandardisedEncoder, load_frame_encoder
 
-__all__ = ["AgentConfig", "train", "choose_device", "main", "PPO_DEFAULTS", "SAC_DEFAULTS"]
+__all__ = ["AgentConfig", "saved_config", "train", "choose_device", "main", "PPO_DEFAULTS", "SAC_DEFAULTS"]
 
 #: SB3 PPO settings (``--ppo KEY=VALUE`` overrides one); measured for speed on 2 CPU cores, see docs/agents.md
 PPO_DEFAULTS = {"n_steps": 128, "batch_size": 512, "n_epochs": 3, "learning_rate": 3e-4, "gamma": 0.99,
@@ -269,6 +269,12 @@ def build_model(cfg: AgentConfig, env, tensorboard_log: str | None):
 LEGACY_VALUES = {"standardize_features": False}
 
 
+def saved_config(d: dict) -> AgentConfig:
+    """The :class:`AgentConfig` of a saved ``config.json`` (fields added since take :data:`LEGACY_VALUES` or their
+    defaults)."""
+    return AgentConfig(**{**LEGACY_VALUES, **d})
+
+
 def _identity(c: dict, ignore: tuple[str, ...]) -> dict:
     """What makes a run: its config less ``ignore`` and settings that cannot affect it (frozen-feature
     standardisation for pixels and fine-tuned encoders)."""
@@ -277,10 +283,9 @@ def _identity(c: dict, ignore: tuple[str, ...]) -> dict:
 
 
 def _same(saved: dict, cfg: AgentConfig, ignore: tuple[str, ...] = ()) -> bool:
-    """Whether a saved config (fields added since take :data:`LEGACY_VALUES` or their defaults) equals ``cfg``
-    up to ``ignore``."""
+    """Whether a saved config (read by :func:`saved_config`) equals ``cfg`` up to ``ignore``."""
     try:
-        saved = json.loads(json.dumps(asdict(AgentConfig(**{**LEGACY_VALUES, **saved}))))
+        saved = json.loads(json.dumps(asdict(saved_config(saved))))
     except (TypeError, ValueError):
         return False
     now = json.loads(json.dumps(asdict(cfg)))

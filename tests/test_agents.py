@@ -334,7 +334,7 @@ def test_benchmark_labels_seeds_and_resumes(tmp_path):
 
 def test_frozen_features_standardised_on_training_slices():
     from agents.extractors import StandardisedEncoder
-    from agents.train import STANDARDISE_SAMPLE, _same, frozen_encoder
+    from agents.train import STANDARDISE_SAMPLE, _same, frozen_encoder, saved_config
 
     cfg = replace(AgentConfig(**QUICK), encoder="random-cnn")
     enc = frozen_encoder(cfg)
@@ -352,6 +352,7 @@ def test_frozen_features_standardised_on_training_slices():
     # runs saved before the setting existed used raw features; it does not matter for pixels
     saved = {k: v for k, v in asdict(cfg).items() if k != "standardize_features"}
     assert not _same(saved, cfg) and _same(saved, replace(cfg, standardize_features=False))
+    assert not saved_config(saved).standardize_features  # so agents.play replays such a run on raw features
     px = replace(cfg, encoder="pixels")
     assert _same({k: v for k, v in asdict(px).items() if k != "standardize_features"}, px)
 
