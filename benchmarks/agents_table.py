@@ -4,7 +4,8 @@
 
 One row per (report, task, method): success (mean over seeds, 95 % t, and per seed), median final error
 (pooled episodes, 95 % bootstrap), steps to 50 % / 80 % held-out success (median over the seeds that got
-there, and how many did).  ``--methods`` keeps only those methods (bounds included by name).
+there, and how many did); rows of frozen encoders on raw (unstandardised) features say so.  ``--methods``
+keeps only those methods (bounds included by name).
 """
 
 from __future__ import annotations
@@ -31,7 +32,8 @@ def _reach(r: dict) -> str:
 
 def rows(report: dict, methods: list[str] | None = None) -> list[str]:
     """Markdown rows (without the header) of one benchmark ``report.json``."""
-    steps = report["config"]["base"]["steps"]
+    base = report["config"]["base"]
+    steps = base["steps"]
     out = []
     for task, t in report["tasks"].items():
         for m, d in t["methods"].items():
@@ -40,7 +42,9 @@ def rows(report: dict, methods: list[str] | None = None) -> list[str]:
             s = d["summary"]
             per_seed = " / ".join(f"{100 * r['final']['success_rate']:.0f}" for r in d["runs"])
             reach = "" if m in BOUNDS else f"{_reach(s['steps_to_50'])} / {_reach(s['steps_to_80'])}"
-            out.append(f"| {task} ({_steps(steps)} steps) | {m} | {_ci(s['success_mean_ci'], True)} ({per_seed}) "
+            frozen = any("encoder" in r and not r["encoder"]["trains"] for r in d["runs"])
+            note = ", raw features" if frozen and not base.get("standardize_features", False) else ""
+            out.append(f"| {task} ({_steps(steps)} steps{note}) | {m} | {_ci(s['success_mean_ci'], True)} ({per_seed}) "
                        f"| {_ci(s['median_error_ci'], False)} | {reach} |")
     return out
 

@@ -420,6 +420,11 @@ def test_compact_table_rows_from_a_report():
     assert table.rows(report, ["ppo-x"]) == [
         "| AC-near (1M steps) | ppo-x | 50% [25%, 75%] (25 / 50 / 75) | 2.4 [2.0, 3.0] | 125k (2 of 3) / never (0 of 3) |"]
     assert table.rows(report)[0].endswith("| 2.4 [2.0, 3.0] |  |")  # no steps-to columns for a bound
+    frozen = {"summary": summary, "runs": [{**run(0.5), "encoder": {"kind": "world model", "trains": False}}]}
+    report["tasks"]["AC-near"]["methods"]["ppo-wm"] = frozen
+    assert table.rows(report, ["ppo-wm"])[0].startswith("| AC-near (1M steps, raw features) | ppo-wm |")
+    report["config"]["base"]["standardize_features"] = True
+    assert table.rows(report, ["ppo-wm"])[0].startswith("| AC-near (1M steps) | ppo-wm |")
 
 
 def test_curves_plot_with_uneven_evaluation_steps(tmp_path):
