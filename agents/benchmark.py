@@ -38,7 +38,8 @@ from .evaluate import bootstrap_median, episode_metrics, policy_act_fn, run_epis
 from .extractors import load_frame_encoder
 from .train import AgentConfig, add_config_arguments, config_from_args, eval_env, train
 
-__all__ = ["run_benchmark", "summarise", "success_mean_ci", "bound_episodes", "describe_encoder", "BOUNDS", "main"]
+__all__ = ["run_benchmark", "summarise", "success_mean_ci", "format_ci", "bound_episodes", "describe_encoder", "BOUNDS",
+           "main"]
 
 BOUNDS = ("oracle", "random")
 
@@ -192,7 +193,8 @@ def _uptime() -> str:
         return "n/a"
 
 
-def _fmt_ci(t, digits=2, pct=False):
+def format_ci(t, digits=2, pct=False):
+    """``mean [low, high]`` of a (mean, low, high) triple, in percent with ``pct``; ``n/a`` when missing."""
     if t is None or t[0] is None or np.isnan(t[0]):
         return "n/a"
     f = (lambda x: f"{100 * x:.0f}%") if pct else (lambda x: f"{x:.{digits}f}")
@@ -240,9 +242,9 @@ def _write_markdown(report: dict, path: Path) -> None:
                     return "-"
                 return f"{r['median']:.0f} ({r['reached']}/{r['of']})" if r["median"] is not None else f"never (0/{r['of']})"
             lines.append(
-                f"| {m} | {_fmt_ci(s['success_mean_ci'], pct=True)} | {_fmt_ci((s['success_pooled'], *s['success_pooled_ci']), pct=True)} "
-                f"| {_fmt_ci(s['median_error_ci'], 1)} | {_fmt_ci(s.get('median_distance_mm_ci'), 1)} "
-                f"| {_fmt_ci(s.get('median_angle_deg_ci'), 1)} | {reach('steps_to_50')} | {reach('steps_to_80')} "
+                f"| {m} | {format_ci(s['success_mean_ci'], pct=True)} | {format_ci((s['success_pooled'], *s['success_pooled_ci']), pct=True)} "
+                f"| {format_ci(s['median_error_ci'], 1)} | {format_ci(s.get('median_distance_mm_ci'), 1)} "
+                f"| {format_ci(s.get('median_angle_deg_ci'), 1)} | {reach('steps_to_50')} | {reach('steps_to_80')} "
                 f"| {f'{np.mean(sps):.0f}' if sps else '-'} |")
         lines += ["", f"![learning curves](curves_{task}.png)", ""]
         lines += _encoder_lines(t["methods"])
@@ -257,9 +259,7 @@ def _encoder_lines(methods: dict) -> list[str]:
         if not encs:
             continue
         e = encs[0]
-        specs = sorted({x["spec"] for x in encs})
-        where = specs[0] if len(specs) == 1 else ", ".join(f"`{s}`" for s in specs)
-        where = f"`{where}`" if len(specs) == 1 else where
+        where = ", ".join(f"`{s}`" for s in sorted({x["spec"] for x in encs}))
         if e["kind"] != "world model":
             rows.append(f"| {m} | {e['kind']} | {where} | - | - | - | {'trained' if e['trains'] else 'frozen'} |")
             continue

@@ -14,12 +14,7 @@ import argparse
 import json
 from pathlib import Path
 
-from agents.benchmark import BOUNDS
-
-
-def _ci(t, pct: bool) -> str:
-    f = (lambda x: f"{100 * x:.0f}%") if pct else (lambda x: f"{x:.1f}")
-    return f"{f(t[0])} [{f(t[1])}, {f(t[2])}]"
+from agents.benchmark import BOUNDS, format_ci
 
 
 def _steps(n: float) -> str:
@@ -44,8 +39,8 @@ def rows(report: dict, methods: list[str] | None = None) -> list[str]:
             reach = "" if m in BOUNDS else f"{_reach(s['steps_to_50'])} / {_reach(s['steps_to_80'])}"
             frozen = any("encoder" in r and not r["encoder"]["trains"] for r in d["runs"])
             note = ", raw features" if frozen and not base.get("standardize_features", False) else ""
-            out.append(f"| {task} ({_steps(steps)} steps{note}) | {m} | {_ci(s['success_mean_ci'], True)} ({per_seed}) "
-                       f"| {_ci(s['median_error_ci'], False)} | {reach} |")
+            out.append(f"| {task} ({_steps(steps)} steps{note}) | {m} | {format_ci(s['success_mean_ci'], pct=True)} ({per_seed}) "
+                       f"| {format_ci(s['median_error_ci'], 1)} | {reach} |")
     return out
 
 
