@@ -13,14 +13,17 @@
 # Environment (defaults): CONCURRENCY (1), SEEDS ("0 1 2"), METHODS (all 10), BATCH (16),
 # THREADS (torch threads per training, 1), RUNS (runs/wm_<size>_<frames>), DEVICE (auto),
 # EVAL_ARGS (world_model.evaluate flags; default eval_v2's "--tasks pose landmark_distance landmark_hit region
-# --no-planning" at budget 1; add e.g. "--reference-arch capable"), DRY_RUN (1: print the
-# commands only).  Logs: RUNS/<method>_s<seed>.log.
+# --no-planning" at budget 1; add e.g. "--reference-arch capable"), EVAL_SHARDS (1: K > 1 runs K
+# evaluate processes with --shard i/K at once, then the one that writes the report from their cache),
+# TRAIN_ARGS (more world_model.train flags for every run, e.g. "--ckpt-every 500"), STAGES ("train eval"; "eval" evaluates the runs that finished, naming the others), DRY_RUN (1: print
+# the commands only).  Logs: RUNS/<method>_s<seed>.log, RUNS/eval_shard<i>.log.
 set -euo pipefail
 size=${1:?usage: wm_report.sh MODEL_SIZE FRAMES [OUT]}; frames=${2:?usage: wm_report.sh MODEL_SIZE FRAMES [OUT]}
 out=${3:-reports/wm_${size}}
 CONCURRENCY=${CONCURRENCY:-1}; SEEDS=${SEEDS:-0 1 2}; BATCH=${BATCH:-16}; THREADS=${THREADS:-1}
 METHODS=${METHODS:-navwm shuffled noaction navwm_joint shuffled_joint noaction_joint tokenizer mae2d mae3d random}
 RUNS=${RUNS:-runs/wm_${size}_${frames}}; DEVICE=${DEVICE:-auto}; DRY_RUN=${DRY_RUN:-0}
+EVAL_SHARDS=${EVAL_SHARDS:-1}; STAGES=${STAGES:-train eval}; TRAIN_ARGS=${TRAIN_ARGS:-}
 EVAL_ARGS=${EVAL_ARGS:---tasks pose landmark_distance landmark_hit region --no-planning}  # eval_v2's protocol, budget 1
 cd "$(dirname "$0")/.."
 [ -f .venv/bin/activate ] && . .venv/bin/activate
@@ -47,7 +50,7 @@ train_one() {  # train_one METHOD SEED
   local m=$1 s=$2 dir=$RUNS/$1_s$2 n=$steps b=$BATCH
   [ "$m" = random ] && n=0
   [ "$m" = mae3d ] && b=$mae3d_batch
-  local cmd="python -m world_model.train --method $m --seed $s --model-size $size --steps $n --batch $b --threads $THREADS --device $DEVICE --render auto --out $dir"
+  local cmd="python -m world_model.train --method $m --seed $s --model-size $size --steps $n --batch $b --threads $THREADS --device $DEVICE --render auto --out $dir $TRAIN_ARGS"
   if [ "$DRY_RUN" = 1 ]; then echo "$cmd"; return 0; fi
   if python -c "import json,sys; sys.exit(0 if json.load(open('$dir/summary.json'))['step'] >= $n else 1)" 2>/dev/null; then
     echo "done already: $dir"; return 0; fi
@@ -55,9 +58,25 @@ train_one() {  # train_one METHOD SEED
   if nice -n 5 $cmd > "$dir.log" 2>&1; then echo "$(date -u +%H:%M:%S) trained $dir"
   else echo "failed: $dir (see $dir.log)"; return 1; fi
 }
-export -f train_one; export RUNS steps size BATCH THREADS DEVICE DRY_RUN mae3d_batch
-echo "$jobs" | xargs -P "$CONCURRENCY" -L 1 bash -c 'train_one "$0" "$1"' || { echo "some trainings failed"; exit 1; }
-ckpts=$(for m in $METHODS; do for s in $SEEDS; do echo "$RUNS/${m}_s$s/last.pt"; done; done)
-cmd="python -m world_model.evaluate --checkpoints $(echo $ckpts) --out $out --device $DEVICE --threads $THREADS $EVAL_ARGS"
+finished() {  # finished METHOD SEED: the run reached its steps
+  local n=$steps; [ "$1" = random ] && n=0
+  python -c "import json,sys; sys.exit(0 if json.load(open('$RUNS/$1_s$2/summary.json'))['step'] >= $n else 1)" 2>/dev/null
+}
+export -f train_one; export RUNS steps size BATCH THREADS DEVICE DRY_RUN mae3d_batch TRAIN_ARGS
+if [[ " $STAGES " == *" train "* ]]; then
+  echo "$jobs" | xargs -P "$CONCURRENCY" -L 1 bash -c 'train_one "$0" "$1"' || { echo "some trainings failed"; exit 1; }
+fi
+[[ " $STAGES " == *" eval "* ]] || exit 0
+ckpts=""
+for m in $METHODS; do for s in $SEEDS; do
+  if [ "$DRY_RUN" = 1 ] || finished "$m" "$s"; then ckpts="$ckpts $RUNS/${m}_s$s/last.pt"
+  else echo "not finished, left out of the evaluation: $RUNS/${m}_s$s"; fi
+done; done
+cmd="python -m world_model.evaluate --checkpoints$ckpts --out $out --device $DEVICE --threads $THREADS $EVAL_ARGS"
 if [ "$DRY_RUN" = 1 ]; then echo "$cmd"; exit 0; fi
+if [ "$EVAL_SHARDS" -gt 1 ]; then
+  for ((i = 0; i < EVAL_SHARDS; i++)); do nice -n 5 $cmd --shard "$i/$EVAL_SHARDS" > "$RUNS/eval_shard$i.log" 2>&1 & done
+  wait || true  # a failed shard leaves its units to the final run
+  echo "$(date -u +%H:%M:%S) $EVAL_SHARDS evaluation shards done"
+fi
 nice -n 5 $cmd

@@ -62,7 +62,7 @@ def test_evaluate_and_report_with_stand_in_encoders(tmp_path, data, capsys):
     subjects = {s: [template_subject()] for s in PROBE_SPLITS}
     log = Progress(always=True)
     result = evaluate(entries, data, SMALL, subjects, log=log, parts_dir=tmp_path / "parts")
-    assert "frozen probes 5/5: pixels seed 0" in capsys.readouterr().out  # progress lines
+    assert "frozen probes 5/5: random seed 1" in capsys.readouterr().out  # progress lines, seed by seed
     probes = {(r["method"], r["probe"]) for r in result["rows"]}
     assert {("navwm", "linear"), ("navwm", "attentive"), ("navwm", "finetune"), ("random", "finetune"),
             ("supervised", "reference"), ("mean", "mean"), ("pixels", "attentive"),
@@ -232,3 +232,70 @@ def test_budget_scales_every_training_budget():
         cfg.scaled(0)
     with pytest.raises(ValueError, match="tasks"):
         EvalConfig(tasks=("hemisphere",))
+
+
+def test_shards_share_the_work_and_cached_only_assembles_it(tmp_path, data):
+    """k processes with --shard i/k compute disjoint units into one cache; a run without it then
+    reuses every unit (the same rows as a plain run); --cached-only computes nothing and names the
+    units it lacks."""
+    from dataclasses import replace
+
+    cfg = replace(SMALL, probes=("linear",), finetune=False, planning=False, linear_n_labels=(16, 64))
+    entries = [EncoderEntry(m, s, StandIn(s + 10 * i)) for i, m in enumerate(("navwm", "random")) for s in range(2)]
+    plain = evaluate(entries, data, cfg, parts_dir=tmp_path / "plain")
+    parts = tmp_path / "shared"
+    shards = [evaluate(entries, data, cfg, parts_dir=parts, shard=(i, 2)) for i in range(2)]
+    done = [{(r["method"], r["seed"], r["probe"]) for r in s["rows"] if r["probe"] != "mean"} for s in shards]
+    assert done[0] and done[1] and not done[0] & done[1]  # disjoint units, both shards worked
+    files = sorted(p.name for p in parts.iterdir())
+    assembled = evaluate(entries, data, cfg, parts_dir=parts, cached_only=True)
+    assert sorted(p.name for p in parts.iterdir()) == files  # nothing computed
+    key = lambda rows: sorted((r["method"], r["seed"], r["task"], r["probe"], r["n_labels"] or 0, r["metric"], r["value"])  # noqa: E731
+                              for r in rows)
+    assert key(assembled["rows"]) == key(plain["rows"]) and assembled["missing_units"] == []
+    # linear label efficiency: the probe refitted on the first N labels, for every task
+    few = {(r["n_labels"], r["task"]) for r in plain["rows"] if r["probe"] == "linear_n"}
+    assert {n for n, _ in few} == {16, 64} and {t for _, t in few} == set(cfg.tasks)
+    part_lost = next(p for p in parts.iterdir() if p.name.startswith("frozen_navwm_s1"))
+    part_lost.unlink()
+    partial = evaluate(entries, data, cfg, parts_dir=parts, cached_only=True)
+    assert partial["missing_units"] == ["frozen/navwm_s1"]
+    assert not any(r["method"] == "navwm" and r["seed"] == 1 for r in partial["rows"])
+    with pytest.raises(ValueError, match="parts_dir"):
+        evaluate(entries, data, cfg, shard=(0, 2))
+    with pytest.raises(ValueError, match="linear_n_labels"):
+        replace(cfg, linear_n_labels=(0,))
+
+
+def test_report_shows_linear_label_efficiency_and_missing_units(tmp_path, data):
+    from dataclasses import replace
+
+    from world_model.evaluation.report import write_report
+
+    cfg = replace(SMALL, probes=("linear",), finetune=False, planning=False, clips=False, linear_n_labels=(16, 64))
+    entries = [EncoderEntry(m, s, StandIn(s + 10 * i)) for i, m in enumerate(("navwm", "random")) for s in range(2)]
+    result = evaluate(entries, data, cfg, parts_dir=tmp_path / "parts")
+    result["missing_units"] = ["frozen/navwm_s2"]
+    doc = write_report(result, cfg, tmp_path / "report", ["python", "-m", "world_model.evaluate"], {"device": "cpu"})
+    report = (tmp_path / "report" / "report.md").read_text()
+    assert "## Label efficiency: frozen linear probe fitted on N labelled slices" in report
+    n_all = len(data["train"].slices)
+    assert f"| N=16 | N=64 | N={n_all} |" in report
+    assert "**Not computed**" in report and "frozen/navwm_s2" in report
+    assert "linear_label_efficiency.png" in doc["plots"] and "label_efficiency.png" not in doc["plots"]
+    assert doc["config"]["linear_n_labels"] == [16, 64]
+
+
+def test_cli_shard_and_prepare_data(tmp_path):
+    from world_model.evaluation.cli import main, parse_args
+
+    assert parse_args(["--out", "x", "--shard", "1/3"]).shard == (1, 3)
+    for bad in ("3/3", "a/b", "-1/2"):
+        with pytest.raises(SystemExit):
+            parse_args(["--out", "x", "--shard", bad])
+    with pytest.raises(SystemExit, match="--prepare-data with --size"):
+        main(["--out", str(tmp_path), "--prepare-data"])
+    main(["--prepare-data", "--size", "32", "--subjects", "template", "--cache", str(tmp_path / "cache"), "--out",
+          str(tmp_path / "out"), "--train-per-subject", "20", "--eval-per-subject", "10", "--threads", "1"])
+    assert sorted(p.name.split("_")[1] for p in (tmp_path / "cache").glob("probe_*.npz")) == ["test", "train", "val"]
+    assert not (tmp_path / "out" / "report.md").exists()

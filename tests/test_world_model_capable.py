@@ -112,3 +112,28 @@ def test_wm_report_plans_equal_frames_per_run():
     assert f"--method mae3d --seed 0 --model-size capable --steps {steps} --batch 8" in lines[2]  # 2 crops of 64^3
     assert "--method random --seed 0 --model-size capable --steps 0" in lines[3]
     assert lines[4].startswith("python -m world_model.evaluate --checkpoints") and "random_s0/last.pt" in lines[4]
+
+
+def test_timebox_plans_equal_frames_that_fit():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "wm_timebox.py"
+    spec = importlib.util.spec_from_file_location("wm_timebox", path)
+    tb = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tb)
+    rates = {"tokenizer": 1000.0, "navwm": 4000.0, "navwm_joint": 1000.0, "mae2d": 2000.0, "mae3d": 20.0}
+    frames = 16 * CAPABLE.window
+    assert tb.device_seconds_per_step("random", rates, "capable", 16, 0.4) == 0
+    assert tb.device_seconds_per_step("tokenizer", rates, "capable", 16, 0.4) == pytest.approx(frames / 1000)
+    assert tb.device_seconds_per_step("shuffled", rates, "capable", 16, 0.4) == pytest.approx(
+        frames * (0.4 / 1000 + 0.6 / 4000))
+    assert tb.device_seconds_per_step("mae3d", rates, "capable", 16, 0.4) == pytest.approx(2 / 20)  # 2 crops of 64^3
+    methods = ["navwm", "tokenizer", "mae3d", "random"]
+    plan = tb.plan_frames(rates, methods, [0, 1, 2], "capable", 16, seconds=600, safety=0.5, max_frames=10**9)
+    assert plan["frames"] == plan["steps"] * frames and plan["predicted_train_s"] <= 300
+    assert (plan["steps"] + 1) * plan["device_s_per_step_all_runs"] > 300  # the most that fits
+    capped = tb.plan_frames(rates, methods, [0], "capable", 16, seconds=10**6, safety=1, max_frames=20_000)
+    assert capped["frames"] == (20_000 // frames) * frames
+    with pytest.raises(ValueError, match="not one step fits"):
+        tb.plan_frames(rates, methods, [0], "capable", 16, seconds=0.01, safety=1, max_frames=10**9)

@@ -67,6 +67,17 @@ def quick_entries(workdir: Path, log) -> tuple[list, dict]:
     return entries, {"quick_training": runs}
 
 
+def _shard(text: str) -> tuple[int, int]:
+    """argparse type of --shard: 'I/K' with 0 <= I < K."""
+    try:
+        i, k = (int(v) for v in text.split("/"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected I/K such as 0/4, got {text!r}") from None
+    if not 0 <= i < k:
+        raise argparse.ArgumentTypeError(f"I/K needs 0 <= I < K, got {text!r}")
+    return i, k
+
+
 def parse_args(argv=None) -> argparse.Namespace:
     d, f, p = EvalConfig(), FinetuneConfig(), ProbeDataConfig()
     ap = argparse.ArgumentParser(prog="python -m world_model.evaluate", description=__doc__.split("\n\n")[0],
@@ -89,6 +100,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                     help="frozen probes")
     ap.add_argument("--n-labels", type=int, nargs="*", default=list(f.n_labels),
                     help="label-efficiency N list (fine-tuning); none: no fine-tuning")
+    ap.add_argument("--linear-n-labels", type=int, nargs="*", default=list(d.linear_n_labels),
+                    help="label efficiency of the frozen linear probe: also fit it on N labelled slices for each N")
     ap.add_argument("--budget", type=float, default=1.0,
                     help="multiplies every training budget (attentive probe, fine-tuning, reference steps)")
     ap.add_argument("--reference-seeds", type=int, nargs="*", default=list(d.reference_seeds),
@@ -101,6 +114,15 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:1, ...")
     ap.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     ap.add_argument("--cache", default="runs/eval_cache", help="probe-data cache folder ('' = no cache)")
+    ap.add_argument("--shard", type=_shard, default=None, metavar="I/K",
+                    help="compute only every K-th unit of work from the I-th (0-based) into the cache and write no "
+                         "report: K processes with the same other arguments share the work, then a run without "
+                         "--shard assembles the report from the cache")
+    ap.add_argument("--cached-only", action="store_true",
+                    help="compute nothing: write the report from the units already in the cache (the report "
+                         "lists the missing ones)")
+    ap.add_argument("--prepare-data", action="store_true",
+                    help="render and cache the probe data, then exit (needs --size when no --checkpoints)")
     ap.add_argument("--quick", action="store_true",
                     help="end to end in minutes: trains tiny navwm models itself, few subjects, small budgets")
     return ap.parse_args(argv)
@@ -121,13 +143,14 @@ def main(argv=None) -> dict:
         extra.update(runs)
         entries += [load_encoder_entry(s) for s in args.checkpoints]
     else:
-        if not args.checkpoints:
-            raise SystemExit("nothing to evaluate: give --checkpoints (or --quick)")
+        if not args.checkpoints and not (args.prepare_data and args.size):
+            raise SystemExit("nothing to evaluate: give --checkpoints (or --quick, or --prepare-data with --size)")
         entries = [load_encoder_entry(s) for s in args.checkpoints]
         data = replace(EvalConfig().data, train_per_subject=args.train_per_subject,
                        eval_per_subject=args.eval_per_subject)
         cfg = replace(EvalConfig(), data=data, tasks=tuple(args.tasks), probes=tuple(args.probes),
-                      finetune=bool(args.n_labels), reference_seeds=tuple(args.reference_seeds),
+                      finetune=bool(args.n_labels), linear_n_labels=tuple(args.linear_n_labels),
+                      reference_seeds=tuple(args.reference_seeds),
                       reference_arch=args.reference_arch,
                       clips=not args.no_clips, planning=not args.no_planning,
                       finetune_cfg=replace(FinetuneConfig(), n_labels=tuple(args.n_labels) or FinetuneConfig().n_labels))
@@ -142,7 +165,15 @@ def main(argv=None) -> dict:
     subjects = probe_subjects(**subj_args)
     data = cached_probe_data(subjects, cfg.data, cfg.data_seed, args.cache or None, log)
     log(f"probe data ready: {', '.join(f'{s} {len(d.slices)} slices' for s, d in data.items())}")
-    result = evaluate(entries, data, cfg, subjects, device, log, Path(args.cache or args.out) / "parts")
+    if args.prepare_data:
+        return {}
+    parts_dir = Path(args.cache or args.out) / "parts"
+    if args.shard is not None:
+        result = evaluate(entries, data, cfg, subjects, device, log, parts_dir, shard=args.shard)
+        print(f"shard {args.shard[0]}/{args.shard[1]}: units in {parts_dir} "
+              f"in {time.perf_counter() - t_start:.0f} s; no report (run without --shard to write it)")
+        return {}
+    result = evaluate(entries, data, cfg, subjects, device, log, parts_dir, cached_only=args.cached_only)
     result["timings"]["total_s"] = time.perf_counter() - t_start
     doc = write_report(result, cfg, Path(args.out), command, extra)
     print(f"wrote {args.out}/report.md, results.json, readme_snippet.md, {len(doc['plots'])} plots "

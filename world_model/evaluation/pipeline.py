@@ -24,7 +24,7 @@ from navgym.files import write_json_atomic
 
 from .data import PROBE_SPLITS, ProbeData, ProbeDataConfig
 from .encoders import EncoderEntry, PixelEncoder, clip_features, frozen_features, has_clip_features
-from .finetune import REFERENCE_ARCHS, FinetuneConfig, reference_backbone, run_end_to_end
+from .finetune import REFERENCE_ARCHS, FinetuneConfig, label_order, reference_backbone, run_end_to_end
 from .planning import PlanConfig, run_planning
 from .probes import CLIP_TASKS, FRAME_TASKS, PROBE_TASKS, ProbeConfig, mean_baseline, run_attentive_probe, \
     run_linear_probe
@@ -39,6 +39,8 @@ class EvalConfig:
 
     tasks : frozen-probe tasks (``inverse_dynamics`` is linear-only).  probes : frozen probe kinds
     (``linear``, ``attentive``).  finetune : label-efficiency runs.  clips : clip-level probes.
+    linear_n_labels : label efficiency of the frozen linear probe: it is also fitted on the first N
+    probe-train slices of fine-tuning's permutation, for each N here (rows ``linear_n``).
     reference_seeds : seeds of the supervised reference (empty: none).  reference_arch : its network
     (:func:`~.finetune.reference_backbone`: ``cnn`` or a model size such as ``capable``).  pixel_baseline : add the
     16 x 16 pixel encoder.  shuffled_control : the shuffled-label linear control on the first
@@ -53,6 +55,7 @@ class EvalConfig:
     tasks: tuple[str, ...] = tuple(PROBE_TASKS)
     probes: tuple[str, ...] = ("linear", "attentive")
     finetune: bool = True
+    linear_n_labels: tuple[int, ...] = ()
     clips: bool = True
     reference_seeds: tuple[int, ...] = (0, 1, 2)
     reference_arch: str = "cnn"
@@ -66,6 +69,8 @@ class EvalConfig:
         bad = [t for t in self.tasks if t not in PROBE_TASKS]
         if bad:
             raise ValueError(f"EvalConfig.tasks: unknown {bad}; choose from {list(PROBE_TASKS)}")
+        if any(int(n) < 1 for n in self.linear_n_labels):
+            raise ValueError(f"EvalConfig.linear_n_labels: every N must be >= 1, got {list(self.linear_n_labels)}")
         if self.reference_arch not in REFERENCE_ARCHS:
             raise ValueError(f"EvalConfig.reference_arch: {self.reference_arch!r}; choose from {REFERENCE_ARCHS}")
         bad = [p for p in self.probes if p not in ("linear", "attentive")]
@@ -87,7 +92,7 @@ class EvalConfig:
     def to_dict(self) -> dict:
         return {"data": self.data.to_dict(), "probe": self.probe.to_dict(), "finetune": self.finetune_cfg.to_dict(),
                 "plan": self.plan.to_dict(), "tasks": list(self.tasks), "probes": list(self.probes),
-                "finetune_enabled": self.finetune, "clips": self.clips,
+                "finetune_enabled": self.finetune, "linear_n_labels": list(self.linear_n_labels), "clips": self.clips,
                 "reference_seeds": list(self.reference_seeds), "reference_arch": self.reference_arch,
                 "pixel_baseline": self.pixel_baseline,
                 "shuffled_control": self.shuffled_control, "random_twins": self.random_twins, "planning": self.planning, "data_seed": self.data_seed}
@@ -140,25 +145,37 @@ class _Parts:
     planning) stored as JSON under ``folder``, keyed by what determines them (config, data,
     encoder weights), so an interrupted or extended run redoes only what is missing."""
 
-    def __init__(self, folder, cfg: EvalConfig, data: dict[str, ProbeData]):
+    def __init__(self, folder, cfg: EvalConfig, data: dict[str, ProbeData], shard: tuple[int, int] | None = None,
+                 cached_only: bool = False):
         self.folder = Path(folder) if folder else None
+        self.shard, self.cached_only, self.count, self.missing = shard, cached_only, 0, []
+        if (shard is not None or cached_only) and self.folder is None:
+            raise ValueError("evaluate(shard=..., cached_only=...) needs parts_dir (the units' cache)")
         config = cfg.to_dict()
         # which reference network and seeds run changes no other unit (a reference unit's key carries its
         # arch and seed): left out of the shared fingerprint (seeds at their default, so older keys stay)
         del config["reference_arch"]
+        del config["linear_n_labels"]  # in the frozen units' identity, so units cached without it keep their keys
         config["reference_seeds"] = list(EvalConfig.reference_seeds)
         fingerprint = {"config": config, "data": {s: data[s].subject_ids for s in PROBE_SPLITS},
                        "n": {s: len(data[s].slices) for s in PROBE_SPLITS},
                        "frames": hashlib.sha256(data["test"].slices.frames[:64].tobytes()).hexdigest()}
         self.base = json.dumps(fingerprint, sort_keys=True, default=str)
 
-    def run(self, unit: str, identity: str, compute: Callable[[], dict]) -> dict:
+    def run(self, unit: str, identity: str, compute: Callable[[], dict]) -> dict | None:
+        """The unit's part (computed or cached); None when it belongs to another shard."""
+        self.count += 1
+        if self.shard is not None and (self.count - 1) % self.shard[1] != self.shard[0]:
+            return None
         if self.folder is None:
             return compute()
         key = hashlib.sha256((self.base + unit + identity).encode()).hexdigest()[:16]
         path = self.folder / f"{unit.replace('/', '_')}_{key}.json"
         if path.exists():
             return json.loads(path.read_text())
+        if self.cached_only:
+            self.missing.append(unit)
+            return None
         out = compute()
         write_json_atomic(path, out)
         return out
@@ -179,23 +196,34 @@ def _identity(e: EncoderEntry) -> str:
 
 
 def evaluate(entries: Sequence[EncoderEntry], data: dict[str, ProbeData], cfg: EvalConfig, subjects: dict | None = None,
-             device="cpu", log: Callable[[str], None] = lambda m: None, parts_dir=None) -> dict:
+             device="cpu", log: Callable[[str], None] = lambda m: None, parts_dir=None,
+             shard: tuple[int, int] | None = None, cached_only: bool = False) -> dict:
     """Run the whole protocol.  ``data``: {split: ProbeData}; ``subjects``: {split: subjects}
     (the 3D MAE's volume features and planning need them).  ``parts_dir``: where finished units
-    are kept (resume; see :class:`_Parts`).  Returns rows, fit info, timings."""
+    are kept (resume; see :class:`_Parts`).  ``shard=(i, k)``: compute only every k-th unit from
+    the i-th into ``parts_dir`` (k processes with the same arguments share the work; a run without
+    ``shard`` then assembles the report from the cache).  ``cached_only``: compute nothing, use the
+    cached units and list the others in ``missing_units`` (a time-boxed run's report).  Returns rows,
+    fit info, timings."""
     sets = {s: data[s].slices for s in PROBE_SPLITS}
     clips = {s: data[s].clips for s in PROBE_SPLITS} if cfg.clips and all(data[s].clips is not None for s in PROBE_SPLITS) else None
     scratch = scratch_entries(entries) if cfg.random_twins else []
     entries = list(entries) + scratch
     frozen = entries + ([EncoderEntry("pixels", 0, PixelEncoder())] if cfg.pixel_baseline else [])
+    # seed by seed (stable): a time-boxed run that stops early lacks whole seeds, not whole methods
+    frozen = sorted(frozen, key=lambda e: e.seed)
     rows, info, timings = [], [], {}
-    parts = _Parts(parts_dir, cfg, data)
+    parts = _Parts(parts_dir, cfg, data, shard, cached_only)
     tick = time.perf_counter
 
-    def add(part: dict) -> None:
+    def add(part: dict | None) -> bool:
+        """Collect a unit's part; False for a unit of another shard."""
+        if part is None:
+            return False
         rows.extend(part["rows"])
         info.extend(part["info"])
         timings.update(part["timings"])
+        return True
 
     for task in cfg.tasks:
         rows += _rows("mean", None, task, "mean", mean_baseline(task, sets["train"], sets["test"]))
@@ -214,12 +242,19 @@ def evaluate(entries: Sequence[EncoderEntry], data: dict[str, ProbeData], cfg: E
         if "linear" in cfg.probes:
             t0 = tick()
             for task in cfg.tasks:
-                m, fit = run_linear_probe(task, feats, sets, cfg.probe)
+                m, fit = run_linear_probe(task, feats, sets, cfg.probe, device=device)
                 rows += _rows(e.method, e.seed, task, "linear", m)
                 info.append({"method": e.method, "seed": e.seed, "task": task, "probe": "linear", **fit})
                 if cfg.shuffled_control and e.method == control:
-                    m, _ = run_linear_probe(task, feats, sets, cfg.probe, shuffle_labels=True)
+                    m, _ = run_linear_probe(task, feats, sets, cfg.probe, shuffle_labels=True, device=device)
                     rows += _rows(e.method, e.seed, task, "linear_shuffled_labels", m)
+            for n in (n for n in cfg.linear_n_labels if n < len(sets["train"])):
+                order = label_order(len(sets["train"]), cfg.finetune_cfg.label_seed)[:n]
+                few = {**sets, "train": sets["train"].subset(order)}
+                few_feats = {**feats, "train": {k: v[order] for k, v in feats["train"].items() if k != "spatial"}}
+                for task in cfg.tasks:
+                    m, _ = run_linear_probe(task, few_feats, few, cfg.probe, device=device)
+                    rows += _rows(e.method, e.seed, task, "linear_n", m, n_labels=n)
             timings[f"linear/{e.method}/{e.seed}_s"] = tick() - t0
         frame_tasks = [t for t in cfg.tasks if t in FRAME_TASKS]
         if "attentive" in cfg.probes and frame_tasks:
@@ -235,16 +270,12 @@ def evaluate(entries: Sequence[EncoderEntry], data: dict[str, ProbeData], cfg: E
             t0 = tick()
             cf = {s: {"frames": clip_features(e.encoder, clips[s], device=device)} for s in PROBE_SPLITS}
             for task in CLIP_TASKS:
-                m, fit = run_linear_probe(task, cf, clips, cfg.probe)
+                m, fit = run_linear_probe(task, cf, clips, cfg.probe, device=device)
                 rows += _rows(e.method, e.seed, f"clip_{task}", "linear", m)
             info.append({"method": e.method, "seed": e.seed, "task": "clips", "probe": "linear",
                          "clip_features": "clip_features" if has_clip_features(e.encoder) else "per-frame + actions"})
             timings[f"clips/{e.method}/{e.seed}_s"] = tick() - t0
         return {"rows": rows, "info": info, "timings": timings}
-
-    for i, e in enumerate(frozen):
-        add(parts.run(f"frozen/{e.method}_s{e.seed}", _identity(e) + str(e.method == control), lambda: frozen_part(e)))
-        log(f"frozen probes {i + 1}/{len(frozen)}: {e.method} seed {e.seed}")
 
     fc = cfg.finetune_cfg
 
@@ -257,10 +288,16 @@ def evaluate(entries: Sequence[EncoderEntry], data: dict[str, ProbeData], cfg: E
         return {"rows": rows, "info": [{"method": "supervised", "seed": seed, "task": "all", "probe": "reference", **fit}],
                 "timings": {f"reference/{seed}_s": tick() - t0}}
 
-    for seed in cfg.reference_seeds:
+    for seed in cfg.reference_seeds:  # first: the longest units, so shards start them first
         arch = "" if cfg.reference_arch == "cnn" else cfg.reference_arch  # "": the units cached before the choice
-        add(parts.run(f"reference/s{seed}", arch, lambda: reference_part(seed)))
-        log(f"supervised reference seed {seed}")
+        if add(parts.run(f"reference/s{seed}", arch, lambda: reference_part(seed))):
+            log(f"supervised reference seed {seed}")
+
+    for i, e in enumerate(frozen):
+        few = f"|linear_n={list(cfg.linear_n_labels)}" if cfg.linear_n_labels else ""
+        if add(parts.run(f"frozen/{e.method}_s{e.seed}", _identity(e) + str(e.method == control) + few,
+                         lambda: frozen_part(e))):
+            log(f"frozen probes {i + 1}/{len(frozen)}: {e.method} seed {e.seed}")
 
     def finetune_part(e: EncoderEntry) -> dict:
         rows, info, timings = [], [], {}
@@ -273,10 +310,10 @@ def evaluate(entries: Sequence[EncoderEntry], data: dict[str, ProbeData], cfg: E
             timings[f"finetune/{e.method}/{e.seed}/{n}_s"] = tick() - t0
         return {"rows": rows, "info": info, "timings": timings}
 
-    tuned = entries if cfg.finetune else []
+    tuned = sorted(entries, key=lambda e: e.seed) if cfg.finetune else []
     for i, e in enumerate(tuned):
-        add(parts.run(f"finetune/{e.method}_s{e.seed}", _identity(e), lambda: finetune_part(e)))
-        log(f"fine-tuning {i + 1}/{len(tuned)}: {e.method} seed {e.seed} (N = {list(fc.n_labels)})")
+        if add(parts.run(f"finetune/{e.method}_s{e.seed}", _identity(e), lambda: finetune_part(e))):
+            log(f"fine-tuning {i + 1}/{len(tuned)}: {e.method} seed {e.seed} (N = {list(fc.n_labels)})")
 
     plan_rows = []
     if cfg.planning and subjects is not None:
@@ -289,11 +326,15 @@ def evaluate(entries: Sequence[EncoderEntry], data: dict[str, ProbeData], cfg: E
 
         for policy, name in (("stay", "no_move"), ("random", "random_actions"), ("true_pose", "true_pose_model")):
             part = parts.run(f"planning/{name}", "", lambda: plan_part(name, policy=policy))
+            if part is None:
+                continue
             timings.update(part["timings"])
             plan_rows.append({"method": name, "seed": cfg.plan.seed, **part["result"]})
         for e in [e for e in entries if e.latent_model is not None]:
             part = parts.run(f"planning/{e.method}_s{e.seed}", _identity(e),  # the planner works on the CPU
                              lambda: plan_part(f"{e.method}/{e.seed}", model=_on_cpu(e.latent_model)))
+            if part is None:
+                continue
             timings.update(part["timings"])
             plan_rows.append({"method": e.method, "seed": e.seed, **part["result"]})
         for r in plan_rows:
@@ -312,4 +353,5 @@ def evaluate(entries: Sequence[EncoderEntry], data: dict[str, ProbeData], cfg: E
         "scratch_entries": [{"method": e.method, "seed": e.seed, "checkpoint": e.checkpoint}
                             for e in scratch],
         "control_method": control,
+        "missing_units": parts.missing,
     }

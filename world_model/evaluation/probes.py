@@ -194,30 +194,59 @@ class Standardizer:
         return z * self.std + self.mean
 
 
-def fit_ridge(xtr, ytr, xval, yval, alphas) -> tuple[Callable, dict]:
+def _standardised(x: np.ndarray, ref: Standardizer, device, dtype) -> torch.Tensor:
+    return torch.from_numpy(np.asarray(x)).to(device, dtype).sub_(torch.from_numpy(ref.mean).to(device, dtype)) \
+        .div_(torch.from_numpy(ref.std).to(device, dtype))
+
+
+class _FeatureScaler:
+    """:class:`Standardizer` of features computed on ``device`` (float64 statistics): with a GPU, the
+    14k-dim features of the capable size are standardised there, not in NumPy."""
+
+    def __init__(self, x: np.ndarray, device):
+        t = torch.from_numpy(np.ascontiguousarray(x)).to(device).double()
+        self.device, self.mean = device, t.mean(0, keepdim=True)
+        std = t.std(0, unbiased=False, keepdim=True)
+        self.std = torch.where(std > 1e-6 * (1 + self.mean.abs()), std, torch.ones_like(std))
+
+    def __call__(self, x: np.ndarray, dtype=torch.float64) -> torch.Tensor:
+        t = torch.from_numpy(np.ascontiguousarray(x)).to(self.device).double()
+        return ((t - self.mean) / self.std).to(dtype)
+
+
+def fit_ridge(xtr, ytr, xval, yval, alphas, device="cpu") -> tuple[Callable, dict]:
     """Closed-form ridge on standardised features and targets; alpha picked by probe-val MSE.
 
     Penalty ``alpha * n_train`` (features have unit variance, so alpha is comparable across
-    feature sizes).  Returns (predict (N, D) -> (N, T), info)."""
-    sx, sy = Standardizer(xtr), Standardizer(ytr)
-    x, y, xv = sx(xtr).astype(np.float64), sy(ytr).astype(np.float64), sx(xval).astype(np.float64)
+    feature sizes).  Float64 on ``device`` (a GPU makes the 14k-dim features of the capable size
+    cheap): one Cholesky factorisation per alpha of the primal (d x d) or dual (n x n) system,
+    whichever is smaller.  Returns (predict (N, D) -> (N, T), info)."""
+    sx, sy = _FeatureScaler(xtr, device), Standardizer(ytr)
+    f64 = torch.float64
+    x, y = sx(xtr), _standardised(ytr, sy, device, f64)
+    xv, yv = sx(xval), _standardised(yval, sy, device, f64)
     n, d = x.shape
-    if d <= n:  # primal (d x d) or dual (n x n) form, whichever is smaller, via one eigendecomposition
-        evals, evecs = np.linalg.eigh(x.T @ x)
-        xty = evecs.T @ (x.T @ y)
-        solve = lambda a: evecs @ (xty / (evals + a * n)[:, None])  # noqa: E731
-    else:
-        evals, evecs = np.linalg.eigh(x @ x.T)
-        ety = evecs.T @ y
-        solve = lambda a: x.T @ (evecs @ (ety / (evals + a * n)[:, None]))  # noqa: E731
+    primal = d <= n
+    gram = x.T @ x if primal else x @ x.T
+    rhs = x.T @ y if primal else y
     best = None
     for a in alphas:
-        w = solve(a)
-        mse = float(np.mean((xv @ w - sy(yval)) ** 2))
+        penalised = gram.clone()
+        penalised.diagonal().add_(a * n)
+        chol = torch.linalg.cholesky(penalised)
+        del penalised
+        w = torch.cholesky_solve(rhs, chol)
+        w = w if primal else x.T @ w
+        mse = float(((xv @ w - yv) ** 2).mean())
         if best is None or mse < best[0]:
             best = (mse, a, w)
     mse, alpha, w = best
-    return (lambda xs: sy.inverse(sx(xs).astype(np.float64) @ w)), {"alpha": alpha, "val_mse_std": mse}
+    del x, xv, gram
+
+    def predict(xs):
+        return sy.inverse((sx(xs) @ w).cpu().numpy())
+
+    return predict, {"alpha": alpha, "val_mse_std": mse}
 
 
 def _loss_fn(kind: str):
@@ -228,17 +257,18 @@ def _loss_fn(kind: str):
     return F.mse_loss
 
 
-def fit_logistic(xtr, ytr, xval, yval, wds, kind="multiclass", n_out=None, iters=100) -> tuple[Callable, dict]:
-    """Softmax (``multiclass``) or per-label sigmoid (``multilabel``) regression by LBFGS; the L2
-    weight picked by probe-val loss.  Returns (predict -> logits, info)."""
-    sx = Standardizer(xtr)
-    x, xv = torch.from_numpy(sx(xtr)), torch.from_numpy(sx(xval))
+def fit_logistic(xtr, ytr, xval, yval, wds, kind="multiclass", n_out=None, iters=100,
+                 device="cpu") -> tuple[Callable, dict]:
+    """Softmax (``multiclass``) or per-label sigmoid (``multilabel``) regression by LBFGS (float32 on
+    ``device``); the L2 weight picked by probe-val loss.  Returns (predict -> logits, info)."""
+    sx = _FeatureScaler(xtr, device)
+    x, xv = sx(xtr, torch.float32), sx(xval, torch.float32)
     dtype = torch.long if kind == "multiclass" else torch.float32
-    y, yv = torch.as_tensor(ytr, dtype=dtype), torch.as_tensor(yval, dtype=dtype)
+    y, yv = torch.as_tensor(ytr, dtype=dtype, device=device), torch.as_tensor(yval, dtype=dtype, device=device)
     loss_fn = _loss_fn(kind)
     best = None
     for wd in wds:
-        lin = nn.Linear(x.shape[1], n_out)
+        lin = nn.Linear(x.shape[1], n_out).to(device)
         nn.init.zeros_(lin.weight), nn.init.zeros_(lin.bias)
         opt = torch.optim.LBFGS(lin.parameters(), max_iter=iters, history_size=20, line_search_fn="strong_wolfe")
 
@@ -257,7 +287,7 @@ def fit_logistic(xtr, ytr, xval, yval, wds, kind="multiclass", n_out=None, iters
 
     def predict(xs):
         with torch.no_grad():
-            return lin(torch.from_numpy(sx(xs))).numpy()
+            return lin(sx(xs, torch.float32)).cpu().numpy()
 
     return predict, {"weight_decay": wd, "val_loss": val}
 
@@ -348,7 +378,7 @@ def _task_input(task: ProbeTask, feats: dict[str, np.ndarray]) -> np.ndarray:
 
 
 def run_linear_probe(task: ProbeTask | str, feats: dict, sets: dict[str, ProbeSet], cfg: ProbeConfig,
-                     shuffle_labels: bool = False) -> tuple[dict[str, float], dict]:
+                     shuffle_labels: bool = False, device="cpu") -> tuple[dict[str, float], dict]:
     """Fit the linear probe on probe-train, select on probe-val, score on probe-test.
 
     feats[split]: ``frames`` (N, D) features (and ``pair`` for pair tasks).  ``shuffle_labels``:
@@ -360,10 +390,10 @@ def run_linear_probe(task: ProbeTask | str, feats: dict, sets: dict[str, ProbeSe
     if shuffle_labels:
         y["train"] = y["train"][np.random.default_rng(cfg.seed).permutation(len(y["train"]))]
     if task.kind == "regression":
-        predict, info = fit_ridge(x["train"], y["train"], x["val"], y["val"], cfg.ridge_alphas)
+        predict, info = fit_ridge(x["train"], y["train"], x["val"], y["val"], cfg.ridge_alphas, device)
     else:
         predict, info = fit_logistic(x["train"], y["train"], x["val"], y["val"], cfg.logistic_wds, task.kind,
-                                     task.n_out(y["train"]), cfg.lbfgs_iters)
+                                     task.n_out(y["train"]), cfg.lbfgs_iters, device)
     return task.metrics(predict(x["test"]), sets["test"]), info
 
 

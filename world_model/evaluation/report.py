@@ -86,7 +86,8 @@ def sanity(summary: list[dict]) -> list[dict]:
 
 def verdict(summary: list[dict], kept: list[str]) -> list[dict]:
     """Each pretrained method vs its random-init twin, navwm vs every other pretrained method, and each
-    navwm variant (``navwm_joint``) vs its own shuffled/noaction controls, on the kept tasks' primary metrics, for every probe (linear, attentive, clip linear, fine-tuning at each N)."""
+    navwm variant (``navwm_joint``) vs its own shuffled/noaction controls, on the kept tasks' primary metrics, for
+    every probe (linear, attentive, clip linear, fine-tuning and the linear probe at each N)."""
     methods = sorted({s["method"] for s in summary} - set(BASELINES) - {"random", "pixels"}
                      - {m for m in {s["method"] for s in summary} if m.endswith("_init")}
                      - {"no_move", "random_actions", "true_pose_model"})
@@ -101,7 +102,7 @@ def verdict(summary: list[dict], kept: list[str]) -> list[dict]:
     for m, b in pairs:
         for c in compare_methods(summary, m, b):
             if c["task"] in kept and c["metric"] == _primary(c["task"]) and c["probe"] in ("linear", "attentive",
-                                                                                           "finetune"):
+                                                                                           "finetune", "linear_n"):
                 out.append(c)
     return out
 
@@ -128,7 +129,54 @@ def _zoom(ax, stats: list[dict]) -> None:
     ax.set_ylim(lo - pad, hi + pad)
 
 
-def _plots(summary: list[dict], kept: list[str], out: Path) -> list[str]:
+def linear_efficiency_rows(summary: list[dict], n_train: int) -> list[dict]:
+    """The frozen linear probe's label-efficiency points: its ``linear_n`` rows and, at N = all
+    ``n_train`` labels, the plain ``linear`` rows of the same methods."""
+    few = [s for s in summary if s["probe"] == "linear_n"]
+    methods = {s["method"] for s in few}
+    tasks = {s["task"] for s in few}
+    return few + [{**s, "n_labels": n_train} for s in summary if s["probe"] == "linear" and s["method"] in methods
+                  and s["task"] in tasks]
+
+
+def _efficiency_plot(plt, summary: list[dict], eff: list[dict], kept: list[str], path: Path, title: str) -> bool:
+    """Metric vs N labels, one line per method with its intervals, a panel per frame task; False
+    (nothing written) without rows."""
+    tasks = [t for t in FRAME_TASKS if any(s["task"] == t for s in eff)]
+    if not tasks:
+        return False
+    methods = _order({s["method"] for s in eff})
+    colors = plt.get_cmap("tab10" if len(methods) <= 10 else "tab20")
+    fig, axes = plt.subplots(1, len(tasks), figsize=(4.2 * len(tasks), 6.2), squeeze=False)
+    for ax, task in zip(axes[0], tasks):
+        metric = _primary(task)
+        for k, m in enumerate(methods):
+            pts = sorted((s["n_labels"], s["mean"], s["ci95"]) for s in eff
+                         if s["method"] == m and s["task"] == task and s["metric"] == metric)
+            if not pts:
+                continue
+            n, mu, ci = (np.array(v, float) for v in zip(*pts))
+            dodge = 1.04 ** (k - (len(methods) - 1) / 2)  # side by side on the log axis, intervals visible
+            ax.errorbar(n * dodge, mu, yerr=np.nan_to_num(ci), marker="o", ms=3, capsize=2, lw=1, label=m,
+                        color=colors(k), ls="--" if m == "random" or m.endswith("_init") else "-")
+        _zoom(ax, [s for s in eff if s["task"] == task and s["metric"] == metric])
+        for probe, style, label in (("mean", ":", "mean baseline"), ("reference", "-.", "supervised (all labels)")):
+            s = _find(summary, task=task, probe=probe, metric=metric)
+            if s is not None:  # often off the zoomed axis: its value is in the label
+                ax.axhline(s["mean"], color="k", ls=style, lw=1, label=f"{label}: {s['mean']:.3g}")
+        ax.set_xscale("log")
+        ax.set_xlabel("labelled slices N")
+        ax.set_title(f"{task}{'' if task in kept else ' (not kept)'}\n{metric}", fontsize=9)
+    for ax in axes[0]:
+        ax.legend(fontsize=6, loc="upper left", bbox_to_anchor=(0, -0.18), ncol=2)
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    atomic_path(path, lambda p: fig.savefig(p, dpi=110))
+    plt.close(fig)
+    return True
+
+
+def _plots(summary: list[dict], kept: list[str], out: Path, n_train: int) -> list[str]:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -136,35 +184,12 @@ def _plots(summary: list[dict], kept: list[str], out: Path) -> list[str]:
 
     written = []
     ft = [s for s in summary if s["probe"] == "finetune"]
-    tasks = [t for t in FRAME_TASKS if any(s["task"] == t for s in ft)]
-    if tasks:
-        methods = _order({s["method"] for s in ft})
-        colors = plt.get_cmap("tab10" if len(methods) <= 10 else "tab20")
-        fig, axes = plt.subplots(1, len(tasks), figsize=(4.2 * len(tasks), 6.2), squeeze=False)
-        for ax, task in zip(axes[0], tasks):
-            metric = _primary(task)
-            for k, m in enumerate(methods):
-                pts = sorted((s["n_labels"], s["mean"], s["ci95"]) for s in ft
-                             if s["method"] == m and s["task"] == task and s["metric"] == metric)
-                n, mu, ci = (np.array(v, float) for v in zip(*pts))
-                dodge = 1.04 ** (k - (len(methods) - 1) / 2)  # side by side on the log axis, intervals visible
-                ax.errorbar(n * dodge, mu, yerr=np.nan_to_num(ci), marker="o", ms=3, capsize=2, lw=1, label=m,
-                            color=colors(k), ls="--" if m == "random" or m.endswith("_init") else "-")
-            _zoom(ax, [s for s in ft if s["task"] == task and s["metric"] == metric])
-            for probe, style, label in (("mean", ":", "mean baseline"), ("reference", "-.", "supervised (all labels)")):
-                s = _find(summary, task=task, probe=probe, metric=metric)
-                if s is not None:  # often off the zoomed axis: its value is in the label
-                    ax.axhline(s["mean"], color="k", ls=style, lw=1, label=f"{label}: {s['mean']:.3g}")
-            ax.set_xscale("log")
-            ax.set_xlabel("labelled slices N")
-            ax.set_title(f"{task}{'' if task in kept else ' (not kept)'}\n{metric}", fontsize=9)
-        for ax in axes[0]:
-            ax.legend(fontsize=6, loc="upper left", bbox_to_anchor=(0, -0.18), ncol=2)
-        fig.suptitle("fine-tuned with N labels: mean ± 95% interval over seeds (dashed: random init)", fontsize=9)
-        fig.tight_layout()
-        atomic_path(out / "label_efficiency.png", lambda p: fig.savefig(p, dpi=110))
-        plt.close(fig)
+    if _efficiency_plot(plt, summary, ft, kept, out / "label_efficiency.png",
+                        "fine-tuned with N labels: mean ± 95% interval over seeds (dashed: random init)"):
         written.append("label_efficiency.png")
+    if _efficiency_plot(plt, summary, linear_efficiency_rows(summary, n_train), kept, out / "linear_label_efficiency.png",
+                        "frozen linear probe fitted on N labels: mean ± 95% interval over seeds (dashed: random init)"):
+        written.append("linear_label_efficiency.png")
     for name, probe_tasks in (("frozen_probes.png", FRAME_TASKS), ("clip_probes.png", tuple(f"clip_{t}" for t in CLIP_TASKS))):
         rows = [s for s in summary if s["task"] in probe_tasks and s["probe"] in ("linear", "attentive")
                 and s["metric"] == _primary(s["task"])]
@@ -220,6 +245,8 @@ def _markdown(doc: dict) -> str:
                                           " **Splits share subjects (smoke test): only the slices differ.**"),
         "Numbers: mean ± 95% Student-t interval over seeds (pretraining seeds; the supervised reference's own "
         "seeds); `mean` is computed once (exact).", "",
+        *([f"**Not computed** (`--cached-only`: the time box ended first): {', '.join(doc['missing_units'])}.", ""]
+          if doc.get("missing_units") else []),
         "## Sanity: which tasks a slice can answer", "",
         "`mean` predicts the probe-train mean (majority class); `supervised` is "
         + _reference_text(cfg.get("reference_arch", "cnn")) + f" trained from scratch on all {sz['train']['slices']} probe-train labels "
@@ -272,6 +299,20 @@ def _markdown(doc: dict) -> str:
         for task, metric in clip_keys:
             lines.append(f"| {task} | {metric} | {_fmt(_find(summary, task=task, probe='mean', metric=metric))} | "
                          + " | ".join(_fmt(_find(summary, task=task, probe='linear', metric=metric, method=m)) for m in cm) + " |")
+        lines.append("")
+    eff = linear_efficiency_rows(summary, sz["train"]["slices"])
+    if eff:
+        ns = sorted({s["n_labels"] for s in eff})
+        lm = _order({s["method"] for s in eff})
+        lines += ["## Label efficiency: frozen linear probe fitted on N labelled slices", "",
+                  "The same probe as above on the first N slices of fine-tuning's fixed permutation of probe-train "
+                  f"(N = {sz['train']['slices']}: all labels, the table above).", "",
+                  "| task | metric | method | " + " | ".join(f"N={n}" for n in ns) + " |", "|---|---|---|" + "---|" * len(ns)]
+        for task in [t for t in FRAME_TASKS if any(s["task"] == t for s in eff)]:
+            metric = _primary(task)
+            for m in lm:
+                lines.append(f"| {task}{'' if task in kept else ' (not kept)'} | {metric} | {m} | " + " | ".join(
+                    _fmt(_find(eff, task=task, metric=metric, method=m, n_labels=n)) for n in ns) + " |")
         lines.append("")
     ft = [s for s in summary if s["probe"] == "finetune"]
     if ft:
@@ -383,7 +424,7 @@ def write_report(result: dict, cfg, out, command: list[str], extra: dict | None 
            "versions": versions(), "config": cfg.to_dict(), **(extra or {}), **result, "summary": summary,
            "sanity": checks, "kept_tasks": kept, "comparisons": comps,
            "verdict_text": _verdict_text(comps, kept, checks)}
-    doc["plots"] = _plots(summary, kept, out)
+    doc["plots"] = _plots(summary, kept, out, result["sizes"]["train"]["slices"])
     write_atomic(out / "results.json", json.dumps(doc, indent=1, default=float))
     write_atomic(out / "report.md", _markdown(doc))
     write_atomic(out / "readme_snippet.md", _readme_snippet(doc, kept))
