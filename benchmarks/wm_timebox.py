@@ -134,7 +134,7 @@ def main(argv=None) -> dict:
     p.add_argument("--device", default="auto", help="training and evaluation device")
     p.add_argument("--train-args", default="", help="wm_report.sh TRAIN_ARGS")
     p.add_argument("--eval-args", default="--tasks pose landmark_distance landmark_hit region --probes linear "
-                                          "--n-labels --no-planning --reference-arch capable",
+                                          "--n-labels --linear-n-labels 256 2048 --no-planning --reference-arch capable",
                    help="world_model.evaluate flags (protocol)")
     a = p.parse_args(argv)
     t0 = time.time()
@@ -144,12 +144,12 @@ def main(argv=None) -> dict:
     runs.mkdir(parents=True, exist_ok=True)
     record = {"command": " ".join(["python"] + sys.argv), "args": vars(a), "started_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ"),
               "host": platform.node(), "cpus": os.cpu_count(), "stages": {}}
-    try:
-        import torch
-        record["device"] = torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"
-        record["torch"] = torch.__version__
-    except Exception as e:  # noqa: BLE001 - recorded, not fatal
-        record["device"] = f"unknown ({e})"
+    import torch
+
+    from world_model.evaluation.report import versions
+
+    record["device"] = torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"
+    record["versions"] = versions()
 
     def log(msg):
         print(f"[timebox {time.time() - t0:6.1f}s] {msg}", flush=True)

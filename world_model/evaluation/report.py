@@ -4,6 +4,7 @@ of :func:`world_model.evaluation.pipeline.evaluate` (statistics come from :mod:`
 from __future__ import annotations
 
 import json
+import os
 import platform
 import subprocess
 import time
@@ -31,8 +32,9 @@ def versions() -> dict:
                                 cwd=Path(__file__).parent).stdout.strip()
     except OSError:
         commit = ""
+    # a copy of the tree without .git (a lent device) gets it from GIT_COMMIT
     return {"python": platform.python_version(), "torch": torch.__version__, "numpy": np.__version__,
-            "git_commit": commit or "unknown", "machine": platform.machine(), "node": platform.node()}
+            "git_commit": commit or os.environ.get("GIT_COMMIT", "unknown"), "machine": platform.machine(), "node": platform.node()}
 
 
 def _reference_text(arch: str) -> str:
