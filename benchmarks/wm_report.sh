@@ -6,7 +6,7 @@
 # mae3d takes the same steps with max(1, round(BATCH x window x size^2 / crop^3)) crops per step, a
 # crop^3 crop counting as crop^3 / size^2 slices (equal voxels and pixels: tiny and capable, crop 64 =
 # size 64, give 2 crops of 64 slices = 128 slices per step, as 16 clips x 8 frames).  random: 0 steps.
-# Several trainings at once (CONCURRENCY, e.g. 4-6 on one GPU), --device auto, clips rendered on the
+# Several trainings at once (CONCURRENCY; 9 ran on one H200), --device auto, clips rendered on the
 # training device (--render auto = device on CUDA, the numba kernel on CPU).  Resumable: a finished run
 # (summary.json at the last step) is skipped, an interrupted one resumes from its last.pt; the
 # evaluation keeps finished units in its cache (runs/eval_cache), so re-running continues.
@@ -15,8 +15,9 @@
 # EVAL_ARGS (world_model.evaluate flags; default eval_v2's "--tasks pose landmark_distance landmark_hit region
 # --no-planning" at budget 1; add e.g. "--reference-arch capable"), EVAL_SHARDS (1: K > 1 runs K
 # evaluate processes with --shard i/K at once, then the one that writes the report from their cache),
-# TRAIN_ARGS (more world_model.train flags for every run, e.g. "--ckpt-every 500"), STAGES ("train eval"; "eval" evaluates the runs that finished, naming the others), DRY_RUN (1: print
-# the commands only).  Logs: RUNS/<method>_s<seed>.log, RUNS/eval_shard<i>.log.
+# TRAIN_ARGS (more world_model.train flags for every run, e.g. "--ckpt-every 500"), STAGES ("train eval";
+# "eval" evaluates the runs that finished, naming the others), DRY_RUN (1: print the commands only).
+# Logs: RUNS/<method>_s<seed>.log, RUNS/eval_shard<i>.log.  A time-boxed GPU session: wm_timebox.py.
 set -euo pipefail
 size=${1:?usage: wm_report.sh MODEL_SIZE FRAMES [OUT]}; frames=${2:?usage: wm_report.sh MODEL_SIZE FRAMES [OUT]}
 out=${3:-reports/wm_${size}}

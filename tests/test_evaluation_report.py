@@ -42,4 +42,55 @@ def test_reference_choice_keeps_the_other_units_cache_keys():
     data = {"train": split(["a"]), "val": split(["b"]), "test": split(["c"])}
     base = _Parts("/unused", EvalConfig(), data).base
     assert _Parts("/unused", EvalConfig(reference_arch="capable", reference_seeds=(0,)), data).base == base
+    assert _Parts("/unused", EvalConfig(linear_n_labels=(256,)), data).base == base  # in the frozen units' identity
     assert _Parts("/unused", replace(EvalConfig(), tasks=("pose",)), data).base != base
+
+
+def test_single_seeds_are_not_judged_and_a_missing_twin_is_not_an_overlap():
+    from world_model.evaluation.report import _verdict_text, sanity
+
+    one = lambda m, v: [dict(method=m, seed=0, task="pose", probe="linear", n_labels=None,  # noqa: E731
+                             metric="center_err_mirror_mm", value=v)]
+    rows = one("navwm", 10.0) + one("tokenizer", 20.0) + _rows("noaction", 12.0)
+    rows += [dict(method="mean", seed=None, task="pose", probe="mean", n_labels=None, metric="center_err_mirror_mm",
+                  value=33.0)] + [dict(method="supervised", seed=s, task="pose", probe="reference", n_labels=None,
+                                       metric="center_err_mirror_mm", value=12.0 + 0.1 * s) for s in range(3)]
+    summary = summarize(rows)
+    comps = verdict(summary, ["pose"])
+    assert comps == []  # navwm has one seed: no interval, so no "better with non-overlapping intervals"
+    checks = sanity(summary)
+    text = _verdict_text(comps, ["pose"], checks)
+    assert "No comparison is judged" in text and "overlap" not in text  # random init absent: not "overlapping"
+    rows += _rows("navwm", 10.0)[1:]  # a second and third seed: now judged
+    assert {(c["method"], c["baseline"]) for c in verdict(summarize(rows), ["pose"])} == {("navwm", "noaction")}
+
+
+def test_rewrite_rebuilds_a_report_from_its_results(tmp_path, monkeypatch):
+    import json
+
+    import pytest
+
+    from world_model.evaluation.report import rewrite_report, versions
+
+    monkeypatch.setenv("GIT_COMMIT", "abc1234")
+    assert versions()["git_commit"] == "abc1234"  # set explicitly: wins over the tree's .git
+    rows = _rows("navwm", 10.0) + _rows("random", 30.0) + _rows("supervised", 8.0) + [
+        dict(method="mean", seed=None, task="pose", probe="mean", n_labels=None, metric="center_err_mirror_mm",
+             value=33.0)]
+    for r in rows[6:9]:
+        r["probe"] = "reference"
+    doc = {"command": "python -m world_model.evaluate", "created_utc": "now", "versions": versions(),
+           "config": {"data": {"size": [64, 64], "clip_frames": 4}, "finetune": {"reference_steps": 1, "batch_size": 1}},
+           "rows": rows, "entries": [{"method": m, "seed": s, "clip_features": False} for m in ("navwm", "random")
+                                     for s in range(3)],
+           "subjects": {"train": ["a"], "val": ["b"], "test": ["c"]}, "held_out_subjects": True,
+           "sizes": {k: {"slices": 10, "clips": 0} for k in ("train", "val", "test")}, "timings": {"total_s": 1.0},
+           "control_method": "random", "device": "cpu"}
+    (tmp_path / "results.json").write_text(json.dumps(doc))
+    out = rewrite_report(tmp_path)
+    assert "| navwm | random (random init) | 1 | 0 | 0 |" in (tmp_path / "report.md").read_text()
+    assert json.loads((tmp_path / "results.json").read_text())["comparisons"] == out["comparisons"]
+    doc["rows"][0]["task"] = "hemisphere"  # a task of an older report format
+    (tmp_path / "results.json").write_text(json.dumps(doc))
+    with pytest.raises(ValueError, match="older report format"):
+        rewrite_report(tmp_path)

@@ -29,7 +29,7 @@ from .finetune import REFERENCE_ARCHS, FinetuneConfig
 from .pipeline import EvalConfig, Progress, evaluate
 from .planning import PlanConfig
 from .probes import PROBE_TASKS, ProbeConfig
-from .report import write_report
+from .report import rewrite_report, write_report
 
 __all__ = ["main", "parse_args", "QUICK_CONFIG", "quick_entries"]
 
@@ -121,6 +121,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--cached-only", action="store_true",
                     help="compute nothing: write the report from the units already in the cache (the report "
                          "lists the missing ones)")
+    ap.add_argument("--rewrite", action="store_true",
+                    help="rebuild the report in --out from its results.json (after a change to the report code; "
+                         "computes nothing, needs no encoder)")
     ap.add_argument("--prepare-data", action="store_true",
                     help="render and cache the probe data, then exit (needs --size when no --checkpoints)")
     ap.add_argument("--quick", action="store_true",
@@ -130,6 +133,10 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> dict:
     args = parse_args(argv)
+    if args.rewrite:
+        doc = rewrite_report(args.out)
+        print(f"rewrote {args.out}/report.md, readme_snippet.md, {len(doc['plots'])} plots from its results.json")
+        return doc
     torch.set_num_threads(args.threads)
     log = Progress()
     t_start = time.perf_counter()

@@ -242,9 +242,11 @@ def evaluate(entries: Sequence[EncoderEntry], data: dict[str, ProbeData], cfg: E
         if "linear" in cfg.probes:
             t0 = tick()
             for task in cfg.tasks:
+                t1 = tick()
                 m, fit = run_linear_probe(task, feats, sets, cfg.probe, device=device)
                 rows += _rows(e.method, e.seed, task, "linear", m)
-                info.append({"method": e.method, "seed": e.seed, "task": task, "probe": "linear", **fit})
+                info.append({"method": e.method, "seed": e.seed, "task": task, "probe": "linear", **fit,
+                             "seconds": tick() - t1})
                 if cfg.shuffled_control and e.method == control:
                     m, _ = run_linear_probe(task, feats, sets, cfg.probe, shuffle_labels=True, device=device)
                     rows += _rows(e.method, e.seed, task, "linear_shuffled_labels", m)
@@ -253,8 +255,11 @@ def evaluate(entries: Sequence[EncoderEntry], data: dict[str, ProbeData], cfg: E
                 few = {**sets, "train": sets["train"].subset(order)}
                 few_feats = {**feats, "train": {k: v[order] for k, v in feats["train"].items() if k != "spatial"}}
                 for task in cfg.tasks:
-                    m, _ = run_linear_probe(task, few_feats, few, cfg.probe, device=device)
+                    t1 = tick()
+                    m, fit = run_linear_probe(task, few_feats, few, cfg.probe, device=device)
                     rows += _rows(e.method, e.seed, task, "linear_n", m, n_labels=n)
+                    info.append({"method": e.method, "seed": e.seed, "task": task, "probe": "linear_n", "n_labels": n,
+                                 **fit, "seconds": tick() - t1})
             timings[f"linear/{e.method}/{e.seed}_s"] = tick() - t0
         frame_tasks = [t for t in cfg.tasks if t in FRAME_TASKS]
         if "attentive" in cfg.probes and frame_tasks:

@@ -17,7 +17,7 @@ from navgym.files import atomic_path, write_atomic
 from .probes import CLIP_TASKS, FRAME_TASKS, PRIMARY_METRIC
 from .stats import compare_methods, intervals_overlap, summarize
 
-__all__ = ["write_report", "sanity", "verdict", "versions"]
+__all__ = ["write_report", "rewrite_report", "sanity", "verdict", "versions"]
 
 REFERENCE_METHOD = "navwm"
 BASELINES = ("mean", "pixels", "supervised")
@@ -27,14 +27,16 @@ LEARNABLE_GAIN = 0.10  # the reference must close >= 10% of the mean baseline's 
 def versions() -> dict:
     import torch
 
-    try:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                                cwd=Path(__file__).parent).stdout.strip()
-    except OSError:
-        commit = ""
-    # a copy of the tree without .git (a lent device) gets it from GIT_COMMIT
+    # GIT_COMMIT, when set, wins: a copy of the tree on a lent device may carry a stale .git
+    commit = os.environ.get("GIT_COMMIT", "")
+    if not commit:
+        try:
+            commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                                    cwd=Path(__file__).parent).stdout.strip()
+        except OSError:
+            pass
     return {"python": platform.python_version(), "torch": torch.__version__, "numpy": np.__version__,
-            "git_commit": commit or os.environ.get("GIT_COMMIT", "unknown"), "machine": platform.machine(), "node": platform.node()}
+            "git_commit": commit or "unknown", "machine": platform.machine(), "node": platform.node()}
 
 
 def _reference_text(arch: str) -> str:
@@ -101,8 +103,9 @@ def verdict(summary: list[dict], kept: list[str]) -> list[dict]:
             suffix = m[len(REFERENCE_METHOD):]
             pairs += [(m, c + suffix) for c in ("shuffled", "noaction") if c + suffix in methods]
     out = []
+    seeded = [s for s in summary if s["n"] >= 2]  # a single seed has no interval: it is not judged
     for m, b in pairs:
-        for c in compare_methods(summary, m, b):
+        for c in compare_methods(seeded, m, b):
             if c["task"] in kept and c["metric"] == _primary(c["task"]) and c["probe"] in ("linear", "attentive",
                                                                                            "finetune", "linear_n"):
                 out.append(c)
@@ -367,12 +370,14 @@ def _verdict_table(comps: list[dict]) -> list[str]:
 def _verdict_text(comps: list[dict], kept: list[str], checks: list[dict]) -> str:
     dropped = [c["task"] for c in checks if not c["learnable"]]
     parts = [f"Kept tasks: {', '.join(kept) or 'none'}" + (f"; left out: {', '.join(dropped)}." if dropped else ".")]
-    bad = [c["task"] for c in checks if c["learnable"] and c["reference"] is not None and not c["separated"]]
+    bad = [c["task"] for c in checks if c["learnable"] and c["reference"] is not None and c["random"] is not None
+           and not c["separated"]]
     if bad:
         parts.append(f"**The supervised reference and random init overlap on {', '.join(bad)}: the protocol cannot "
                      "separate a good from a bad encoder there.**")
     if not comps:
-        parts.append("No pretrained encoder with a random-init twin was evaluated: no verdict on pretraining.")
+        parts.append("No comparison is judged: no pretrained encoder has two or more seeds beside another method or "
+                     "its random-init twin with two or more seeds.")
         return " ".join(parts)
     by_pair: dict[tuple[str, str], list[dict]] = {}
     for c in comps:
@@ -416,17 +421,33 @@ def _readme_snippet(doc: dict, kept: list[str]) -> str:
 
 def write_report(result: dict, cfg, out, command: list[str], extra: dict | None = None) -> dict:
     """Write report.md, results.json, readme_snippet.md and plots into ``out``; returns the document."""
+    doc = {"command": " ".join(command), "created_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+           "versions": versions(), "config": cfg.to_dict(), **(extra or {}), **result}
+    return _write(doc, Path(out))
+
+
+def rewrite_report(out) -> dict:
+    """Rebuild ``out``'s report.md, readme_snippet.md, plots and derived fields of results.json from
+    the rows in its results.json (after a change to the report code; no encoder is needed)."""
     out = Path(out)
+    doc = json.loads((out / "results.json").read_text())
+    doc["rewritten_utc"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    try:
+        return _write(doc, out)
+    except KeyError as e:
+        raise ValueError(f"{out / 'results.json'}: written by an older report format (unknown key {e}); "
+                         "re-run the evaluation instead") from None
+
+
+def _write(doc: dict, out: Path) -> dict:
     out.mkdir(parents=True, exist_ok=True)
-    summary = summarize(result["rows"])
+    summary = summarize(doc["rows"])
     checks = sanity(summary)
     kept = [c["task"] for c in checks if c["learnable"]]
     comps = verdict(summary, kept)
-    doc = {"command": " ".join(command), "created_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-           "versions": versions(), "config": cfg.to_dict(), **(extra or {}), **result, "summary": summary,
-           "sanity": checks, "kept_tasks": kept, "comparisons": comps,
-           "verdict_text": _verdict_text(comps, kept, checks)}
-    doc["plots"] = _plots(summary, kept, out, result["sizes"]["train"]["slices"])
+    doc.update(summary=summary, sanity=checks, kept_tasks=kept, comparisons=comps,
+               verdict_text=_verdict_text(comps, kept, checks))
+    doc["plots"] = _plots(summary, kept, out, doc["sizes"]["train"]["slices"])
     write_atomic(out / "results.json", json.dumps(doc, indent=1, default=float))
     write_atomic(out / "report.md", _markdown(doc))
     write_atomic(out / "readme_snippet.md", _readme_snippet(doc, kept))
