@@ -14,7 +14,9 @@
    deadline, then writes the report from what they finished (``--cached-only``; missing units named).
 
 ``OUT/timebox.json`` records the plan, the measured rates, F, each stage's wall time and what ran where.
-The same report without a time box: ``bash benchmarks/wm_report.sh MODEL_SIZE F OUT``.
+The same report without a time box: ``bash benchmarks/wm_report.sh MODEL_SIZE F OUT``.  On one H200
+(reports/wm_capable_gpu) the capable training fit (30 runs in 162 s) and the evaluation did not (8 of
+40 encoders in 315 s with 8 shards): time one encoder's probes before choosing ``--eval-seconds``.
 """
 
 from __future__ import annotations
@@ -182,7 +184,10 @@ def main(argv=None) -> dict:
                                           runs / "train.log")
     save()
     log(f"training: {record['stages']['train']}")
-    prep.wait()
+    try:  # the shards render what is still missing themselves
+        prep.wait(timeout=max(1.0, end - a.eval_seconds / 2 - time.time()))
+    except subprocess.TimeoutExpired:
+        log("probe data still rendering: the evaluation shards render what they lack")
     dry = subprocess.run(report, cwd=ROOT, env={**env, "STAGES": "eval", "DRY_RUN": "1"}, capture_output=True,
                          text=True).stdout.strip().splitlines()
     steps = {m: (0 if m == "random" else plan["steps"]) for m in a.methods}
