@@ -305,36 +305,18 @@ def _markdown(doc: dict) -> str:
             lines.append(f"| {task} | {metric} | {_fmt(_find(summary, task=task, probe='mean', metric=metric))} | "
                          + " | ".join(_fmt(_find(summary, task=task, probe='linear', metric=metric, method=m)) for m in cm) + " |")
         lines.append("")
-    eff = linear_efficiency_rows(summary, sz["train"]["slices"])
-    if eff:
-        ns = sorted({s["n_labels"] for s in eff})
-        lm = _order({s["method"] for s in eff})
-        lines += ["## Label efficiency: frozen linear probe fitted on N labelled slices", "",
-                  "The same probe as above on the first N slices of fine-tuning's fixed permutation of probe-train "
-                  f"(N = {sz['train']['slices']}: all labels, the table above).", "",
-                  "| task | metric | method | " + " | ".join(f"N={n}" for n in ns) + " |", "|---|---|---|" + "---|" * len(ns)]
-        for task in [t for t in FRAME_TASKS if any(s["task"] == t for s in eff)]:
-            metric = _primary(task)
-            for m in lm:
-                lines.append(f"| {task}{'' if task in kept else ' (not kept)'} | {metric} | {m} | " + " | ".join(
-                    _fmt(_find(eff, task=task, metric=metric, method=m, n_labels=n)) for n in ns) + " |")
-        lines.append("")
-    ft = [s for s in summary if s["probe"] == "finetune"]
-    if ft:
-        ns = sorted({s["n_labels"] for s in ft})
-        fm = _order({s["method"] for s in ft})
-        f = cfg["finetune"]
-        lines += ["## Label efficiency: fine-tuned end to end with N labelled slices", "",
-                  f"Each encoder (and its architecture from random init: `random` for the dynamics family, `<method>_init` "
-                  f"otherwise) + one linear head per task, trained on the same first N slices of a fixed permutation of "
-                  f"probe-train: {f['steps']} steps × {f['batch_size']}, AdamW lr {f['lr']}, best probe-val step kept.", "",
-                  "| task | metric | method | " + " | ".join(f"N={n}" for n in ns) + " |", "|---|---|---|" + "---|" * len(ns)]
-        for task in [t for t in FRAME_TASKS if any(s["task"] == t for s in ft)]:
-            metric = _primary(task)
-            for m in fm:
-                lines.append(f"| {task}{'' if task in kept else ' (not kept)'} | {metric} | {m} | " + " | ".join(
-                    _fmt(_find(summary, task=task, probe="finetune", metric=metric, method=m, n_labels=n)) for n in ns) + " |")
-        lines.append("")
+    lines += _efficiency_table(
+        linear_efficiency_rows(summary, sz["train"]["slices"]), kept,
+        "Label efficiency: frozen linear probe fitted on N labelled slices",
+        "The same probe as above on the first N slices of fine-tuning's fixed permutation of probe-train "
+        f"(N = {sz['train']['slices']}: all labels, the table above).")
+    f = cfg["finetune"]
+    lines += _efficiency_table(
+        [s for s in summary if s["probe"] == "finetune"], kept,
+        "Label efficiency: fine-tuned end to end with N labelled slices",
+        "Each encoder (and its architecture from random init: `random` for the dynamics family, `<method>_init` "
+        "otherwise) + one linear head per task, trained on the same first N slices of a fixed permutation of "
+        f"probe-train: {f['steps']} steps × {f['batch_size']}, AdamW lr {f['lr']}, best probe-val step kept.")
     plan = [s for s in summary if s["task"] == "planning"]
     if plan:
         pm = _order({s["method"] for s in plan})
@@ -349,6 +331,22 @@ def _markdown(doc: dict) -> str:
               "Plots: " + ", ".join(f"![{p}]({p})" for p in doc["plots"]), "",
               "Raw numbers per seed, configs, subjects, probe hyper-parameters, versions and timings: `results.json`.", ""]
     return "\n".join(lines)
+
+
+def _efficiency_table(eff: list[dict], kept: list[str], title: str, intro: str) -> list[str]:
+    """Markdown section: per frame task and method, the primary metric at each N of ``eff`` (nothing
+    without rows)."""
+    if not eff:
+        return []
+    ns = sorted({s["n_labels"] for s in eff})
+    lines = [f"## {title}", "", intro, "",
+             "| task | metric | method | " + " | ".join(f"N={n}" for n in ns) + " |", "|---|---|---|" + "---|" * len(ns)]
+    for task in [t for t in FRAME_TASKS if any(s["task"] == t for s in eff)]:
+        metric = _primary(task)
+        for m in _order({s["method"] for s in eff}):
+            lines.append(f"| {task}{'' if task in kept else ' (not kept)'} | {metric} | {m} | " + " | ".join(
+                _fmt(_find(eff, task=task, metric=metric, method=m, n_labels=n)) for n in ns) + " |")
+    return lines + [""]
 
 
 def _verdict_table(comps: list[dict]) -> list[str]:
