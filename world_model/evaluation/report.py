@@ -310,13 +310,14 @@ def _markdown(doc: dict) -> str:
         "Label efficiency: frozen linear probe fitted on N labelled slices",
         "The same probe as above on the first N slices of fine-tuning's fixed permutation of probe-train "
         f"(N = {sz['train']['slices']}: all labels, the table above).")
-    f = cfg["finetune"]
-    lines += _efficiency_table(
-        [s for s in summary if s["probe"] == "finetune"], kept,
-        "Label efficiency: fine-tuned end to end with N labelled slices",
-        "Each encoder (and its architecture from random init: `random` for the dynamics family, `<method>_init` "
-        "otherwise) + one linear head per task, trained on the same first N slices of a fixed permutation of "
-        f"probe-train: {f['steps']} steps × {f['batch_size']}, AdamW lr {f['lr']}, best probe-val step kept.")
+    ft = [s for s in summary if s["probe"] == "finetune"]
+    if ft:
+        f = cfg["finetune"]
+        lines += _efficiency_table(
+            ft, kept, "Label efficiency: fine-tuned end to end with N labelled slices",
+            "Each encoder (and its architecture from random init: `random` for the dynamics family, `<method>_init` "
+            "otherwise) + one linear head per task, trained on the same first N slices of a fixed permutation of "
+            f"probe-train: {f['steps']} steps × {f['batch_size']}, AdamW lr {f['lr']}, best probe-val step kept.")
     plan = [s for s in summary if s["task"] == "planning"]
     if plan:
         pm = _order({s["method"] for s in plan})
