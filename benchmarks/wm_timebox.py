@@ -36,7 +36,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from navgym.files import write_json_atomic  # noqa: E402
-from world_model.config import METHODS, MODEL_SIZES  # noqa: E402
+from world_model.config import METHODS, MODEL_SIZES, TrainConfig, make_config  # noqa: E402
 
 # the throughput profile each method's steps run at: (stage-1 share profile, rest profile)
 TWO_STAGE = {"navwm": "navwm", "shuffled": "navwm", "noaction": "navwm",
@@ -64,7 +64,7 @@ def device_seconds_per_step(method: str, rates: dict, size: str, batch: int, sta
 
 
 def plan_frames(rates: dict, methods, seeds, size: str, batch: int, seconds: float, safety: float,
-                max_frames: int, stage1_frac: float = 0.4) -> dict:
+                max_frames: int, stage1_frac: float = TrainConfig.stage1_frac) -> dict:
     """The frames per run that fit ``seconds`` x ``safety`` of device time for every run (a whole
     number of steps, at most ``max_frames``)."""
     per_step = sum(device_seconds_per_step(m, rates, size, batch, stage1_frac) for m in methods) * len(seeds)
@@ -188,21 +188,19 @@ def main(argv=None) -> dict:
         prep.wait(timeout=max(1.0, end - a.eval_seconds / 2 - time.time()))
     except subprocess.TimeoutExpired:
         log("probe data still rendering: the evaluation shards render what they lack")
-    dry = subprocess.run(report, cwd=ROOT, env={**env, "STAGES": "eval", "DRY_RUN": "1"}, capture_output=True,
-                         text=True).stdout.strip().splitlines()
-    steps = {m: (0 if m == "random" else plan["steps"]) for m in a.methods}
     finished, missing = [], []
     for m in a.methods:
+        total = make_config(a.model_size, method=m, steps=plan["steps"])[1].total_steps
         for s in a.seeds:
             summary = runs / f"{m}_s{s}" / "summary.json"
-            ok = summary.exists() and json.loads(summary.read_text()).get("step", -1) >= steps[m]
+            ok = summary.exists() and json.loads(summary.read_text()).get("step", -1) >= total
             (finished if ok else missing).append(f"{m}_s{s}")
     record["runs"] = {"finished": finished, "missing": missing}
     log(f"finished runs: {len(finished)}; not finished: {missing}")
     evaluate = [sys.executable, "-m", "world_model.evaluate", "--checkpoints",
                 *[str(runs / r / "last.pt") for r in finished], "--out", str(out), "--device", a.device,
                 "--threads", eval_threads, "--cache", a.cache, *a.eval_args.split()]
-    record["stages"]["eval_command_without_time_box"] = dry[-1] if dry else ""
+    record["stages"]["eval_command"] = " ".join(evaluate[1:])  # + --shard i/K, then + --cached-only
     eval_deadline = end - 25  # the assembly: load the encoders, read the cache, plots
     shards = [subprocess.Popen(evaluate + ["--shard", f"{i}/{a.eval_shards}"], cwd=ROOT,
                                stdout=open(runs / f"eval_shard{i}.log", "w"), stderr=subprocess.STDOUT,

@@ -194,14 +194,9 @@ class Standardizer:
         return z * self.std + self.mean
 
 
-def _standardised(x: np.ndarray, ref: Standardizer, device, dtype) -> torch.Tensor:
-    return torch.from_numpy(np.asarray(x)).to(device, dtype).sub_(torch.from_numpy(ref.mean).to(device, dtype)) \
-        .div_(torch.from_numpy(ref.std).to(device, dtype))
-
-
 class _FeatureScaler:
-    """:class:`Standardizer` of features computed on ``device`` (float64 statistics): with a GPU, the
-    14k-dim features of the capable size are standardised there, not in NumPy."""
+    """:class:`Standardizer` computed on ``device`` (float64 statistics), for the linear probes' features
+    and targets: with a GPU, the 14k-dim features of the capable size are standardised there, not in NumPy."""
 
     def __init__(self, x: np.ndarray, device):
         t = torch.from_numpy(np.ascontiguousarray(x)).to(device).double()
@@ -213,6 +208,9 @@ class _FeatureScaler:
         t = torch.from_numpy(np.ascontiguousarray(x)).to(self.device).double()
         return ((t - self.mean) / self.std).to(dtype)
 
+    def inverse(self, z: torch.Tensor) -> np.ndarray:
+        return (z.double() * self.std + self.mean).cpu().numpy()
+
 
 def fit_ridge(xtr, ytr, xval, yval, alphas, device="cpu") -> tuple[Callable, dict]:
     """Closed-form ridge on standardised features and targets; alpha picked by probe-val MSE.
@@ -221,10 +219,8 @@ def fit_ridge(xtr, ytr, xval, yval, alphas, device="cpu") -> tuple[Callable, dic
     feature sizes).  Float64 on ``device`` (a GPU makes the 14k-dim features of the capable size
     cheap): one Cholesky factorisation per alpha of the primal (d x d) or dual (n x n) system,
     whichever is smaller.  Returns (predict (N, D) -> (N, T), info)."""
-    sx, sy = _FeatureScaler(xtr, device), Standardizer(ytr)
-    f64 = torch.float64
-    x, y = sx(xtr), _standardised(ytr, sy, device, f64)
-    xv, yv = sx(xval), _standardised(yval, sy, device, f64)
+    sx, sy = _FeatureScaler(xtr, device), _FeatureScaler(ytr, device)
+    x, y, xv, yv = sx(xtr), sy(ytr), sx(xval), sy(yval)
     n, d = x.shape
     primal = d <= n
     gram = x.T @ x if primal else x @ x.T
@@ -241,10 +237,9 @@ def fit_ridge(xtr, ytr, xval, yval, alphas, device="cpu") -> tuple[Callable, dic
         if best is None or mse < best[0]:
             best = (mse, a, w)
     mse, alpha, w = best
-    del x, xv, gram
 
     def predict(xs):
-        return sy.inverse((sx(xs) @ w).cpu().numpy())
+        return sy.inverse(sx(xs) @ w)
 
     return predict, {"alpha": alpha, "val_mse_std": mse}
 

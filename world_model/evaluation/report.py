@@ -67,7 +67,7 @@ def sanity(summary: list[dict]) -> list[dict]:
     """Per task (primary metric): mean baseline, supervised reference, random init (linear probe);
     ``learnable`` when the reference's interval excludes the mean baseline and closes >= 10% of its
     error (clip tasks inherit their frame task's flag; tasks without a reference are not kept);
-    ``separated`` when the reference's and random init's intervals do not overlap."""
+    ``separated`` when the reference's and random init's intervals do not overlap (None without either)."""
     tasks = sorted({s["task"] for s in summary if s["task"] != "planning"})
     out = []
     for task in tasks:
@@ -84,7 +84,7 @@ def sanity(summary: list[dict]) -> list[dict]:
             learnable = bool(gain >= LEARNABLE_GAIN and not intervals_overlap(ref, ref_mean))
         out.append({"task": task, "metric": metric, "mean": mean, "reference": ref if base_task == task else None,
                     "random": rand, "learnable": learnable, "has_reference": ref is not None,
-                    "separated": bool(ref is not None and rand is not None and not intervals_overlap(ref, rand))})
+                    "separated": None if ref is None or rand is None else not intervals_overlap(ref, rand)})
     return out
 
 
@@ -369,8 +369,7 @@ def _verdict_table(comps: list[dict]) -> list[str]:
 def _verdict_text(comps: list[dict], kept: list[str], checks: list[dict]) -> str:
     dropped = [c["task"] for c in checks if not c["learnable"]]
     parts = [f"Kept tasks: {', '.join(kept) or 'none'}" + (f"; left out: {', '.join(dropped)}." if dropped else ".")]
-    bad = [c["task"] for c in checks if c["learnable"] and c["reference"] is not None and c["random"] is not None
-           and not c["separated"]]
+    bad = [c["task"] for c in checks if c["learnable"] and c["reference"] is not None and c["separated"] is False]
     if bad:
         parts.append(f"**The supervised reference and random init overlap on {', '.join(bad)}: the protocol cannot "
                      "separate a good from a bad encoder there.**")
