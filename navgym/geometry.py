@@ -30,6 +30,7 @@ __all__ = [
     "pixel_to_voxel",
     "canonical_rotation",
     "random_view_rotations",
+    "random_jumps",
     "pack_poses",
     "unpack_poses",
     "CANONICAL_VIEWS",
@@ -68,6 +69,28 @@ def random_view_rotations(n: int, max_angle_deg: float, rng: np.random.Generator
     if n == 0:
         return np.zeros((0, 3, 3))
     return (Rotation.from_rotvec(axis * angle[:, None]) * Rotation.from_matrix(base)).as_matrix()
+
+
+def random_jumps(n: int, max_mm: float, max_deg: float, max_zoom_pct: float, rng: np.random.Generator) -> np.ndarray:
+    """(n, 7) physical actions (the :func:`apply_actions` form) of independent far "jumps": a translation
+    uniform in the ball of radius ``max_mm`` (plane frame), a rotation by U(0, ``max_deg``) degrees about a
+    uniformly random axis, and a zoom ln-uniform in ln(1 +- ``max_zoom_pct`` / 100).
+
+    Draws, in order: (n, 3) directions, n radii, (n, 3) axes, n angles, n zooms; nothing depends on any
+    earlier pose or action, so a jump is unpredictable from a clip's history.
+    """
+    if int(n) < 0 or not all(np.isfinite(x) and x >= 0 for x in (max_mm, max_deg, max_zoom_pct)) or max_zoom_pct >= 100:
+        raise ValueError(f"need n >= 0, finite max_mm, max_deg >= 0 and 0 <= max_zoom_pct < 100, got "
+                         f"n={n}, max_mm={max_mm}, max_deg={max_deg}, max_zoom_pct={max_zoom_pct}")
+    n = int(n)
+    direction = rng.normal(size=(n, 3))
+    direction /= np.maximum(np.linalg.norm(direction, axis=1, keepdims=True), 1e-12)
+    radius = max_mm * rng.uniform(0, 1, n) ** (1 / 3)  # uniform in the ball
+    axis = rng.normal(size=(n, 3))
+    axis /= np.maximum(np.linalg.norm(axis, axis=1, keepdims=True), 1e-12)
+    angle = rng.uniform(0, max_deg, n)
+    zoom = rng.uniform(np.log(1 - max_zoom_pct / 100), np.log(1 + max_zoom_pct / 100), n)
+    return np.concatenate([direction * radius[:, None], axis * angle[:, None], zoom[:, None]], 1)
 
 
 @dataclass(frozen=True, eq=False)

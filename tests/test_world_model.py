@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -173,10 +174,10 @@ def _clips(method="navwm", n=2, **kw):
 
 @pytest.mark.parametrize("method", [m for m in METHODS if m != "random"])
 def test_each_method_compute_loss_trains_the_right_parts(method):
-    mc, tc, batch = _clips(method, steps=10, stage1_frac=0.5)
+    mc, tc, batch = _clips(method, steps=10, stage1_frac=0.5, jump_context=2)
     torch.manual_seed(0)
     m = build_model(mc, method, tc)
-    if method == "mae3d":
+    if m.stream != "clips":
         batch = next(m.batches(0, 1, 0, torch.device("cpu")))
     for step in (0, 7):  # stage 1 and stage 2 of the dynamics family
         m.zero_grad(set_to_none=True)
@@ -187,7 +188,13 @@ def test_each_method_compute_loss_trains_the_right_parts(method):
         loss.backward()
         grads = {name for name, p in m.named_parameters() if p.grad is not None and p.grad.abs().sum() > 0}
         assert grads, method
-        if m.dynamics is not None:
+        if m.stream == "jumps":  # trained end to end from step 0; relpose has no decoder or dynamics
+            parts = {g.split(".")[0] for g in grads}
+            want = {"tokenizer", "dynamics"} if m.dynamics is not None else {"tokenizer", "pose_head"}
+            assert parts == want, (method, parts)
+            uses = any(g.startswith("dynamics.act.") for g in grads)
+            assert uses == (m.dynamics is not None and not method.startswith("noaction")), method
+        elif m.dynamics is not None:
             tok = any(g.startswith("tokenizer.") for g in grads)
             dyn = any(g.startswith("dynamics.") for g in grads)
             stage2 = step >= m.stage1_steps
@@ -281,3 +288,100 @@ def test_help_shows_what_each_option_does_and_its_default(capsys):
     text = " ".join(capsys.readouterr().out.split())
     assert "optimiser steps (all stages) (default: 300)" in text
     assert "--rollout-steps" in text and "--mixed-strides" in text and "tiny: 64px" in text
+
+
+def test_jump_batches_hold_an_unpredictable_far_jump_rendered_where_it_says():
+    from navgym.geometry import apply_actions, unpack_poses
+    from navgym.render import render_poses
+    from navgym.simulator import NavConfig
+    from navgym.subjects import load_subjects
+
+    mc, tc = small("navjump", batch=6, jump_context=2, jump_mm=30.0, jump_deg=30.0, jump_zoom_pct=20.0)
+    m = build_model(mc, "navjump", tc)
+    b = next(m.batches(0, 1, 0, torch.device("cpu")))
+    assert b["frames"].shape == (6, 2, 32, 32) and b["jump_frames"].shape == (6, 32, 32)
+    phys = b["jump_actions"].double() * torch.from_numpy(NavConfig().action_scale())
+    assert (phys[:, :3].norm(dim=1) <= 30.0 + 1e-3).all() and (phys[:, 3:6].norm(dim=1) <= 30.0 + 1e-3).all()
+    assert phys[:, :3].norm(dim=1).max() > 10.0  # far: tens of mm, not a sub-pixel step
+    c, r, f = unpack_poses(b["poses"][:, -1].numpy())
+    c1, r1, f1 = apply_actions(c, r, f, phys.numpy())
+    assert torch.allclose(b["jump_poses"], torch.from_numpy(np.concatenate([c1, r1.reshape(-1, 9), f1[:, None]], 1)).float(),
+                          atol=1e-3)
+    template = load_subjects("template")
+    again = render_poses(template, np.zeros(6, int), c1, r1, f1, (32, 32))
+    assert np.abs(again.astype(int) - b["jump_frames"].numpy().astype(int)).max() <= 1
+    # the jumps' own stream: the clips are the same as without jumps
+    pm, pt = small("navwm", batch=6, window=2, rollout_steps=1)
+    plain = next(build_model(pm, "navwm", pt).batches(0, 1, 0, torch.device("cpu")))
+    assert torch.equal(plain["frames"], b["frames"])
+
+
+def test_prediction_table_baselines_flags_and_gaps():
+    from world_model.prediction import HORIZONS, prediction_batch, prediction_table
+
+    mc, tc = small("navwm", jump_context=2)
+    batch = prediction_batch(tc, mc, torch.device("cpu"), clips=4)
+    assert batch["frames"].shape == (4, max(HORIZONS) + 1, 32, 32)
+    torch.manual_seed(0)
+    m = build_model(mc, "navwm", tc)
+    t = prediction_table(m, batch, context=2)
+    assert set(t) == {"k1", "k4", "k8", "jump", "headline"} and t["headline"] == "k1"
+    for row in ("k1", "k4", "k8", "jump"):
+        r = t[row]
+        assert r["gap"] == pytest.approx(r["psnr"] - r["psnr_shuffled"]) and r["beats_copy_last"] == (r["psnr"] > r["psnr_copy_last"])
+    # copy-last degrades with the horizon; an untrained model does not beat it at one step
+    assert t["k1"]["psnr_copy_last"] > t["k8"]["psnr_copy_last"] and not t["k1"]["beats_copy_last"]
+    # a model that predicts the true frames (latent = the image) beats copy-last at every row; the flag follows
+    from world_model.tokenizer import to_unit
+
+    class Oracle(torch.nn.Module):
+        method, uses_actions, cfg, latent_shape = "navwm", True, mc, (1, 32, 32)
+
+        def encode(self, x):
+            return to_unit(x)
+
+        def decode(self, z):
+            return z
+
+        calls = 0
+
+        def dynamics(self, ctx, a):  # called for k = 1..8, then the jump, with true then shuffled actions
+            i, self.calls = self.calls % 9, self.calls + 1
+            return (self.x[:, i + 1] if i < 8 else to_unit(batch["jump_frames"]))[:, None]
+
+    o = Oracle()
+    o.x = to_unit(batch["frames"].flatten(0, 1)).reshape(4, -1, 1, 32, 32)
+    t_oracle = prediction_table(o, batch, context=2)
+    assert t_oracle["k1"]["beats_copy_last"] and t_oracle["jump"]["beats_copy_last"]
+    assert t_oracle["jump"]["psnr"] > 60 and t_oracle["k1"]["latent_mse"] == 0.0
+    nm, nt = small("noaction_navjump", jump_context=2)
+    n = build_model(nm, "noaction_navjump", nt)
+    tn = prediction_table(n, batch, context=2)
+    assert tn["headline"] == "jump" and all(tn[r]["gap"] == pytest.approx(0.0, abs=1e-6) for r in ("k1", "k8", "jump"))
+
+
+def test_action_autocorrelation_separates_iid_from_smooth_actions():
+    from world_model.prediction import action_autocorrelation
+
+    g = torch.Generator().manual_seed(0)
+    iid = torch.rand(64, 16, 7, generator=g) * 2 - 1
+    smooth = torch.cumsum(iid, 1) / 4
+    assert abs(action_autocorrelation(iid)) < 0.05 and action_autocorrelation(smooth) > 0.7
+
+
+@pytest.mark.parametrize("method,target", [("navjump", "pixel"), ("navjump", "latent"), ("relpose", "pixel")])
+def test_jump_methods_resume_exactly_and_report_their_table(tmp_path, method, target):
+    kw = dict(steps=4, out=str(tmp_path / "a"), ckpt_every=2, eval_every=4, jump_context=2, jump_target=target)
+    full = train(*small(method, **kw), progress=False)
+    train(*small(method, **{**kw, "out": str(tmp_path / "b")}), progress=False, stop_after=2)
+    resumed = train(*small(method, **{**kw, "out": str(tmp_path / "b")}), progress=False)
+    assert resumed["loss/total"] == pytest.approx(full["loss/total"], rel=1e-5, abs=1e-7)
+    a = torch.load(tmp_path / "a" / "last.pt", weights_only=True)
+    b = torch.load(tmp_path / "b" / "last.pt", weights_only=True)
+    assert a["model"].keys() == b["model"].keys()
+    assert all(torch.allclose(a["model"][k], b["model"][k], atol=1e-6) for k in a["model"])
+    assert (target == "latent") == any(k.startswith("ema_tokenizer.") for k in a["model"])
+    headline = "relpose" if method == "relpose" else "jump"
+    assert full["prediction"]["headline"] == headline and b["prediction"]["headline"] == headline
+    assert load_encoder(str(tmp_path / "b" / "last.pt")).prediction_quality["headline"] == headline
+    assert -1.0 <= full["actions_lag1_autocorr"] <= 1.0 and abs(full["jump_vs_last_action_corr"]) < 1.0

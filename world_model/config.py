@@ -15,9 +15,10 @@ from dataclasses import MISSING, asdict, dataclass, field, fields, replace
 from .tokenizer import ARCHS
 
 METHODS = ("navwm", "shuffled", "noaction", "navwm_joint", "shuffled_joint", "noaction_joint", "tokenizer",
-           "mae2d", "mae3d", "random")
+           "mae2d", "mae3d", "random", "navjump", "shuffled_navjump", "noaction_navjump", "relpose")
+JUMP_METHODS = ("navjump", "shuffled_navjump", "noaction_navjump", "relpose")  # trained on far jumps
 
-__all__ = ["METHODS", "ModelConfig", "TrainConfig", "MODEL_SIZES", "make_config", "config_from_dict",
+__all__ = ["METHODS", "JUMP_METHODS", "ModelConfig", "TrainConfig", "MODEL_SIZES", "make_config", "config_from_dict",
            "add_arguments", "as_dict", "config_field", "parse_bool"]
 
 
@@ -75,6 +76,15 @@ class TrainConfig:
     mixed_strides: bool = _f(False, "draw each transition's stride uniformly in 1..stride (mixed step sizes)")
     joint_loss: str = _f("pixel", "*_joint methods: 'pixel' (predictions decoded and scored against the next "
                                   "slices) or 'latent' (MSE to the encoder's own latents; collapses)")
+    jump_context: int = _f(4, "jump methods (navjump, its controls, relpose) and the far-jump row of the prediction "
+                              "table: context frames before the jump (consecutive frames of a --policy clip; the "
+                              "table uses at most window)")
+    jump_mm: float = _f(30.0, "far jump: translation uniform in the ball of this radius (mm, plane frame)")
+    jump_deg: float = _f(30.0, "far jump: rotation by U(0, jump_deg) degrees about a uniformly random axis")
+    jump_zoom_pct: float = _f(20.0, "far jump: zoom ln-uniform within +-jump_zoom_pct percent")
+    jump_target: str = _f("pixel", "navjump family: 'pixel' (the predicted latent decoded and scored against the "
+                                   "rendered view) or 'latent' (MSE to an EMA copy of the encoder's latent of it)")
+    ema_decay: float = _f(0.99, "jump_target=latent: decay of the EMA target encoder (per step)")
     action_dropout: float = _f(0.1, "share of actions replaced by the 'no action' embedding")
     seed: int = _f(0, "seed of the model initialisation and of every batch")
     out: str = _f("runs/wm", "output folder (last.pt, summary.json, tb/)")
@@ -107,6 +117,14 @@ class TrainConfig:
         _check(self.workers >= 0 and self.warmup >= 0 and self.threads >= 0, "workers/warmup/threads",
                (self.workers, self.warmup, self.threads), ">= 0")
         _check(self.joint_loss in ("pixel", "latent"), "joint_loss", self.joint_loss, "'pixel' or 'latent'")
+        _check(self.jump_target in ("pixel", "latent"), "jump_target", self.jump_target, "'pixel' or 'latent'")
+        _check(0.0 <= self.ema_decay < 1.0, "ema_decay", self.ema_decay, "in [0, 1)")
+        _check(self.jump_context >= 1 and (self.method not in JUMP_METHODS or self.jump_context <= model.window),
+               "jump_context", self.jump_context, f">= 1 (and <= window={model.window} for {self.method})")
+        _check(self.jump_mm >= 0 and self.jump_deg >= 0, "jump_mm/jump_deg", (self.jump_mm, self.jump_deg), ">= 0")
+        _check(0 <= self.jump_zoom_pct < 100, "jump_zoom_pct", self.jump_zoom_pct, "in [0, 100)")
+        _check(self.method not in JUMP_METHODS or (self.data == "stream" and self.stride == 1), "data/stride",
+               (self.data, self.stride), f"'stream' and 1 for {self.method} (jumps are rendered on the fly)")
         _check(self.render in ("auto", "cpu", "device"), "render", self.render, "auto, cpu or device")
         _check(self.stride == 1 or self.data == "stream", "stride", self.stride, "1 unless data=stream")
         _check(self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:"), "device", self.device,

@@ -44,25 +44,38 @@ def render_device(train: TrainConfig, device: torch.device) -> torch.device | No
 
 
 def clip_batches(train: TrainConfig, model: ModelConfig, rank: int = 0, world: int = 1, start: int = 0,
-                 split: str = "train", seed_salt: int = 0, device: torch.device | None = None):
+                 split: str = "train", seed_salt: int = 0, device: torch.device | None = None,
+                 frames: int | None = None, jumps: bool = False):
     """Endless iterator of {"frames", "actions", "poses"} batches of ``train.batch`` clips of
-    ``model.window`` frames for this rank, starting at step ``start``; rendered on ``device`` when
-    given (see the module docstring), else on the CPU."""
+    ``frames`` (default ``model.window``) frames for this rank, starting at step ``start``; rendered on
+    ``device`` when given (see the module docstring), else on the CPU.
+
+    jumps : each clip also gets one far jump from its last pose (:func:`jump_batch`): ``jump_frames``
+    (B, H, W) uint8, ``jump_poses`` (B, 13) and ``jump_actions`` (B, 7), the jump as a normalised action
+    (the stream's units: navgym.simulator.NavConfig; a 30 mm jump is 6)."""
     if train.data != "stream":
+        if jumps:
+            raise ValueError(f"jumps are rendered on the fly: data must be 'stream', got {train.data!r}")
         return _shard_batches(train, model, rank, world, start)
     from navgym.rollouts import StreamingWindows
+    from navgym.simulator import NavConfig
 
-    rendered = (model.window - 1) * train.stride + 1
+    rendered = ((frames or model.window) - 1) * train.stride + 1
+    jump = {"mm": train.jump_mm, "deg": train.jump_deg, "zoom_pct": train.jump_zoom_pct} if jumps else None
     ds = StreamingWindows(train.subjects, policy=train.policy, window=rendered, size=model.size,
                           seed=(train.seed * 1000 + seed_salt) * 64 + rank, batch_size=train.batch,
                           split=split, episodes_per_chunk=max(16, train.batch), device=device,
-                          resident_subjects=train.resident_subjects)
+                          resident_subjects=train.resident_subjects, jump=jump)
     if train.workers and device is None:
         it = iter(torch.utils.data.DataLoader(ds, batch_size=None, num_workers=train.workers,
                                               persistent_workers=False))
     else:
         it = iter(ds)
     it = itertools.islice(it, start, None)
+    if jumps:
+        scale = torch.from_numpy(NavConfig().action_scale()).float()
+        return ({**{k: b[k] for k in ("frames", "actions", "poses", "jump_frames", "jump_poses")},
+                 "jump_actions": b["jump_actions_physical"] / scale} for b in it)
     if train.stride == 1:
         return ({k: b[k] for k in ("frames", "actions", "poses")} for b in it)
     return (_jump(b, train, model.window, step_generator(train.seed, step, rank, 23 + seed_salt))

@@ -159,5 +159,6 @@ def load_encoder(checkpoint, seed: int = 0, map_location="cpu", model: ModelConf
     m.seed = train_cfg.seed
     m.train_config: TrainConfig = train_cfg
     m.finished = int(state["step"]) >= train_cfg.total_steps  # False: a checkpoint of an unfinished run
+    m.prediction_quality = state.get("prediction")  # world_model.prediction's table at the last evaluation
     return m.eval()
 

@@ -21,6 +21,15 @@ tokenizer            reconstruction only, all steps (width matched)
 mae2d                2D masked autoencoder on the same slices (:mod:`world_model.mae2d`, width matched)
 mae3d                3D masked autoencoder on volume crops (:mod:`world_model.mae3d`, width matched)
 random               the navwm architecture, untrained (no steps)
+navjump              the view after one far jump (tens of mm and degrees, unpredictable from the
+(shuffled_navjump,   context; :func:`navgym.geometry.random_jumps`) from ``jump_context`` clip frames
+noaction_navjump)    and the jump as the last action, trained end to end from step 0: reconstruction
+                     of the context + the predicted latent decoded and scored against the rendered
+                     view (``jump_target=pixel``) or MSE to an EMA encoder's latent of it (``latent``);
+                     controls as navwm's (jumps permuted across the batch / "no action")
+relpose              the inverse: the relative pose (normalised jump) between the last context frame
+                     and the view after the jump, regressed from their tokenizer maps (Agrawal et al.
+                     2015, "Learning to see by moving"; width matched, + a 13 k-parameter head)
 ===================  ==========================================================================
 
 Collapse diagnostics (:func:`collapse_diagnostics`, logged as ``eval/*`` and in the run summary):
@@ -31,6 +40,9 @@ effective rank below :data:`COLLAPSE_RANK` of its maximum.
 
 from __future__ import annotations
 
+import copy
+
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -40,6 +52,7 @@ from .data import VolumeCrops, clip_batches, render_device, step_generator
 from .encoders import WorldModel, count_params
 from .mae2d import masked_slice_loss
 from .mae3d import MAE3D
+from .prediction import prediction_table
 from .tokenizer import Tokenizer, make_tokenizer, psnr, to_unit
 
 __all__ = ["build_model", "controllability", "collapse_diagnostics", "COLLAPSE_STD", "COLLAPSE_RANK"]
@@ -49,7 +62,13 @@ COLLAPSE_RANK = 0.05  # effective rank below this share of min(samples, latent d
 
 
 class Method(WorldModel):
-    """The training side shared by every method; see the module docstring."""
+    """The training side shared by every method; see the module docstring.
+
+    ``stream`` names the data a method trains on: methods with the same stream (and seed) see the same
+    batches ("clips": policy clips; "jumps": clips of ``jump_context`` frames with one far jump each;
+    "crops": 3D volume crops; "none": no data)."""
+
+    stream = "clips"
 
     def configure(self, train: TrainConfig, rank: int = 0) -> "Method":
         self.train_config, self.rank = train, rank
@@ -75,6 +94,13 @@ class Method(WorldModel):
     def evaluate(self, batch: dict) -> dict:
         """Held-out scalars (and ``_img_*`` tensors) on a clip batch."""
         return controllability(self, batch["frames"], batch["actions"])
+
+    def prediction(self, batch: dict) -> dict | None:
+        """The prediction-quality table (:mod:`world_model.prediction`) on a ``prediction_batch``, for the
+        models with a dynamics module (None for the others)."""
+        if self.dynamics is None:
+            return None
+        return prediction_table(self, batch, min(self.train_config.jump_context, self.cfg.window))
 
     def _gen(self, step: int, salt: int = 1) -> torch.Generator:
         return step_generator(self.train_config.seed, step, self.rank, salt)
@@ -106,6 +132,8 @@ class MAE2DMethod(Method):
 
 
 class MAE3DMethod(Method):
+    stream = "crops"
+
     def batches(self, rank, world, start, device):
         crops, n, train = VolumeCrops(self.train_config, self.cfg), self.frames_per_batch(), self.train_config
         step = start
@@ -131,6 +159,10 @@ class DynamicsMethod(Method):
         super().__init__(model, method, dynamics=True)
         self.joint = method.endswith("_joint")
         self.action_mode = method.split("_")[0]  # navwm / shuffled / noaction / random
+
+    @property
+    def stream(self) -> str:
+        return "none" if self.method == "random" else "clips"
 
     @property
     def stage1_steps(self) -> int:
@@ -187,9 +219,108 @@ class DynamicsMethod(Method):
         return {"loss": loss, **logs}
 
 
+def jump_scale(train: TrainConfig) -> torch.Tensor:
+    """(7,) the largest jump per component in normalised action units (mm x3, degrees x3, ln-zoom)."""
+    from navgym.simulator import NavConfig
+
+    big = np.array([train.jump_mm] * 3 + [train.jump_deg] * 3 + [np.log1p(train.jump_zoom_pct / 100)])
+    return torch.from_numpy(np.maximum(big, 1e-6) / NavConfig().action_scale()).float()
+
+
+class JumpMethod(Method):
+    """navjump, shuffled_navjump, noaction_navjump (see the module docstring)."""
+
+    stream = "jumps"
+
+    def __init__(self, model: ModelConfig, method: str):
+        super().__init__(model, method, dynamics=True)
+        self.action_mode = method.split("_")[0]  # navjump / shuffled / noaction
+        self.ema_tokenizer = None
+
+    def configure(self, train: TrainConfig, rank: int = 0) -> "JumpMethod":
+        super().configure(train, rank)
+        if train.jump_target == "latent" and self.ema_tokenizer is None:
+            self.ema_tokenizer = copy.deepcopy(self.tokenizer).requires_grad_(False)
+        return self
+
+    def batches(self, rank, world, start, device):
+        return clip_batches(self.train_config, self.cfg, rank, world, start, frames=self.train_config.jump_context,
+                            jumps=True, device=render_device(self.train_config, device))
+
+    def frames_per_batch(self) -> int:
+        return self.train_config.batch * (self.train_config.jump_context + 1)
+
+    def jump_inputs(self, batch: dict, step: int):
+        """(context frames (B, c, H, W), actions (B, c, 7) whose last entry is the jump, or None)."""
+        actions = torch.cat([batch["actions"][:, :-1], batch["jump_actions"][:, None]], 1)
+        if self.action_mode == "shuffled":
+            actions = actions[torch.randperm(len(actions), generator=self._gen(step)).to(actions.device)]
+        return batch["frames"], None if self.action_mode == "noaction" else actions
+
+    def compute_loss(self, batch: dict, step: int) -> dict:
+        frames, actions = self.jump_inputs(batch, step)
+        b, c = frames.shape[:2]
+        x = to_unit(_flat(frames))
+        z_flat = self.tokenizer.encode(x)
+        pred = self.dynamics(z_flat.reshape(b, c, *self.latent_shape), actions)[:, -1]  # the view after the jump
+        rec = F.mse_loss(self.tokenizer.decode(z_flat), x)
+        y = to_unit(batch["jump_frames"])
+        if self.train_config.jump_target == "pixel":
+            err = F.mse_loss(self.tokenizer.decode(pred), y)
+            logs = {"jump_mse": err.detach(), "jump_psnr": psnr(err.detach())}
+        else:
+            with torch.no_grad():
+                d = self.train_config.ema_decay
+                for pe, p in zip(self.ema_tokenizer.parameters(), self.tokenizer.parameters()):
+                    pe.lerp_(p.detach(), 1 - d)  # the EMA of the weights after every earlier step
+                target = self.ema_tokenizer.encode(y)
+            err = F.mse_loss(pred, target)
+            logs = {"jump_latent_mse": err.detach()}
+        return {"loss": rec + err, "recon_mse": rec.detach(), "recon_psnr": psnr(rec.detach()), **logs}
+
+
+class RelPoseMethod(Method):
+    """relpose (see the module docstring): features of both slices -> the normalised jump."""
+
+    stream = "jumps"
+
+    def __init__(self, model: ModelConfig, method: str, width: int):
+        super().__init__(model, method, width)
+        h = self.tokenizer.hidden_dim
+        self.pose_head = nn.Sequential(nn.Conv2d(2 * h, 32, 1), nn.GELU(), nn.Conv2d(32, 32, 3, 2, 1), nn.GELU(),
+                                       nn.AdaptiveAvgPool2d(2), nn.Flatten(), nn.Linear(128, 7))
+
+    batches = JumpMethod.batches
+    frames_per_batch = JumpMethod.frames_per_batch
+
+    def relative_pose(self, before: torch.Tensor, after: torch.Tensor) -> torch.Tensor:
+        """Slices (B, H, W) before and after a jump -> the jump / :func:`jump_scale` (B, 7)."""
+        return self.pose_head(torch.cat([self.tokenizer.hidden(before), self.tokenizer.hidden(after)], 1))
+
+    def compute_loss(self, batch: dict, step: int) -> dict:
+        target = batch["jump_actions"] / jump_scale(self.train_config).to(batch["jump_actions"].device)
+        err = F.mse_loss(self.relative_pose(batch["frames"][:, -1], batch["jump_frames"]), target)
+        return {"loss": err, "pose_mse": err.detach()}
+
+    @torch.no_grad()
+    def prediction(self, batch: dict) -> dict:
+        """Held-out relative-pose errors (normalised units: 1 = the largest jump) vs predicting no motion
+        (the jumps' mean, 0): ``pose_mse`` and ``pose_mse_zero`` per component; ``explained`` = 1 - their ratio."""
+        was = self.training
+        self.eval()
+        target = batch["jump_actions"] / jump_scale(self.train_config).to(batch["jump_actions"].device)
+        mse = float(F.mse_loss(self.relative_pose(batch["frames"][:, -1], batch["jump_frames"]), target))
+        zero = float((target ** 2).mean())
+        self.train(was)
+        return {"relpose": {"pose_mse": mse, "pose_mse_zero": zero, "explained": 1 - mse / max(zero, 1e-12)},
+                "headline": "relpose"}
+
+
 _CLASSES = {"navwm": DynamicsMethod, "shuffled": DynamicsMethod, "noaction": DynamicsMethod,
             "navwm_joint": DynamicsMethod, "shuffled_joint": DynamicsMethod, "noaction_joint": DynamicsMethod,
-            "random": DynamicsMethod, "tokenizer": TokenizerMethod, "mae2d": MAE2DMethod, "mae3d": MAE3DMethod}
+            "random": DynamicsMethod, "tokenizer": TokenizerMethod, "mae2d": MAE2DMethod, "mae3d": MAE3DMethod,
+            "navjump": JumpMethod, "shuffled_navjump": JumpMethod, "noaction_navjump": JumpMethod,
+            "relpose": RelPoseMethod}
 
 
 def _matched_width(model: ModelConfig, method: str, target: int) -> int:
@@ -220,7 +351,7 @@ def build_model(model: ModelConfig, method: str, train: TrainConfig | None = Non
     if method not in _CLASSES:
         raise ValueError(f"method must be one of {tuple(_CLASSES)}, got {method!r}")
     cls = _CLASSES[method]
-    if cls is DynamicsMethod:
+    if cls in (DynamicsMethod, JumpMethod):
         m = cls(model, method)
     else:
         target = count_params(DynamicsMethod(model, "navwm"))
@@ -228,7 +359,7 @@ def build_model(model: ModelConfig, method: str, train: TrainConfig | None = Non
             w = model.mae3d_width or _matched_width(model, method, target)
             m = cls(model, method, w, tokenizer=False, mae3d=True)
         else:
-            m = cls(model, method, _matched_width(model, method, target))
+            m = cls(model, method, _matched_width(model, "tokenizer" if method == "relpose" else method, target))
     return m.configure(train or TrainConfig(method=method), rank)
 
 

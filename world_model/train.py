@@ -11,7 +11,8 @@ then renders the clips there too (``--render auto``).
 
 Logs (TensorBoard under OUT/tb): ``loss/*``, ``eval/*`` (held-out 'val' clips: reconstruction PSNR,
 one-step prediction PSNR with the true and with shuffled actions, their gap ``eval/delta_psnr``,
-collapse diagnostics), ``perf/*`` (frames/s, share of time waiting for data), images of true vs
+collapse diagnostics), ``pred/<row>/*`` (dynamics family and relpose: the prediction-quality table of
+:mod:`world_model.prediction`, also in summary.json and the checkpoint as ``prediction``), ``perf/*`` (frames/s, share of time waiting for data), images of true vs
 predicted decoded next slices.  ``OUT/last.pt`` (atomic) holds config, model, optimiser, step and
 RNG; an existing one is resumed exactly (batches depend only on (seed, rank, step)).
 """
@@ -36,6 +37,7 @@ from .data import clip_batches, render_device
 from .checkpoint import load_checkpoint
 from .encoders import count_params
 from .methods import build_model
+from .prediction import action_autocorrelation, prediction_batch
 from .tokenizer import to_unit
 
 __all__ = ["train", "main", "parse_args"]
@@ -98,6 +100,7 @@ def train(model_cfg: ModelConfig, cfg: TrainConfig, progress: bool = True, stop_
         opt.load_state_dict(state["optim"])
         torch.set_rng_state(state["torch_rng"])
         start = int(state["step"])
+        model.prediction_quality = state.get("prediction")
     if rank == 0:
         out.mkdir(parents=True, exist_ok=True)
     steps = cfg.total_steps
@@ -121,6 +124,11 @@ def train(model_cfg: ModelConfig, cfg: TrainConfig, progress: bool = True, stop_
         eval_batch = next(clip_batches(eval_cfg, model_cfg, split="val", seed_salt=999,
                                        device=render_device(eval_cfg, device)))
         eval_batch = {k: v.to(device) for k, v in eval_batch.items()}
+    pred_batch, data_stats = None, {}
+    if rank == 0 and steps > 0 and (model.dynamics is not None or cfg.method == "relpose"):
+        log("rendering held-out 'val' clips with far jumps for the prediction table")
+        pred_batch = prediction_batch(cfg, model_cfg, device)
+        data_stats = _action_stats(pred_batch)
     last, t_data, t_total, frames_done = {}, 0.0, 0.0, 0
     bar = None
     if rank == 0 and progress:
@@ -161,6 +169,8 @@ def train(model_cfg: ModelConfig, cfg: TrainConfig, progress: bool = True, stop_
                 t_data = t_total = frames_done = 0
             if eval_batch is not None and (done % cfg.eval_every == 0 or done == steps):
                 last.update(_evaluate(model, eval_batch, writer, done))
+                if pred_batch is not None:
+                    model.prediction_quality = _log_prediction(model.prediction(pred_batch), writer, done)
             if bar is not None:
                 bar.update(1)
                 bar.set_postfix(loss=f"{float(loss.detach()):.4f}")
@@ -173,7 +183,8 @@ def train(model_cfg: ModelConfig, cfg: TrainConfig, progress: bool = True, stop_
     if writer is not None:
         writer.close()
     if rank == 0:
-        summary = {"checkpoint": str(ckpt), "params": count_params(model), "step": max(start, steps), **last}
+        summary = {"checkpoint": str(ckpt), "params": count_params(model), "step": max(start, steps), **data_stats,
+                   **last, "prediction": getattr(model, "prediction_quality", None)}
         write_json_atomic(out / "summary.json", summary)
         return summary
     return {}
@@ -195,11 +206,28 @@ def _evaluate(model, batch, writer, step) -> dict:
     return scalars
 
 
+def _log_prediction(table: dict, writer, step) -> dict:
+    """Log the prediction table as ``pred/<row>/<metric>`` and return it."""
+    for row, metrics in table.items():
+        for k, v in (metrics.items() if isinstance(metrics, dict) else ()):
+            writer.add_scalar(f"pred/{row}/{k}", float(v), step)
+    return table
+
+
+def _action_stats(batch: dict) -> dict:
+    """The held-out clips' action statistics for the summary: lag-1 autocorrelation of the policy's actions
+    and the correlation of each far jump with the action before it (both ~0 when unpredictable)."""
+    last, jump = batch["actions"][:, -1].double(), batch["jump_actions"].double()
+    corr = torch.stack([torch.corrcoef(torch.stack([last[:, i], jump[:, i]]))[0, 1] for i in range(7)])
+    return {"actions_lag1_autocorr": action_autocorrelation(batch["actions"]),
+            "jump_vs_last_action_corr": float(corr[torch.isfinite(corr)].mean())}
+
+
 def _checkpoint(model, opt, model_cfg, cfg, step, ckpt, rank):
     if rank != 0:
         return
     state = {"config": as_dict(model_cfg, cfg), "model": model.state_dict(), "optim": opt.state_dict(),
-             "step": step, "torch_rng": torch.get_rng_state()}
+             "step": step, "torch_rng": torch.get_rng_state(), "prediction": getattr(model, "prediction_quality", None)}
     atomic_path(ckpt, lambda tmp: torch.save(state, tmp))
 
 

@@ -19,7 +19,9 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, IterableDataset, get_worker_info
 
+from ..geometry import apply_actions, pack_poses, random_jumps
 from ..policies import make_policy
+from ..render import render_poses
 from ..simulator import NavConfig
 from ..subjects import load_subjects
 from ..tasks import make_task
@@ -127,6 +129,10 @@ class StreamingWindows(IterableDataset):
     resident_subjects, swap_every : each worker draws episodes from a resident set of this many
         subjects and swaps one for the next of a seeded permutation every ``swap_every`` chunks,
         so building subjects (~0.5 s for a synthetic one) stays a small share of the time.
+    jump : None, or ``{"mm": .., "deg": .., "zoom_pct": ..}``: each window also gets one far jump from
+        its last pose (:func:`navgym.geometry.random_jumps`, drawn from its own seeded stream, so the
+        windows are the same with or without it): ``jump_frames`` (B, H, W) uint8 rendered at
+        ``jump_poses`` (B, 13) and the physical jump ``jump_actions_physical`` (B, 7).
     """
 
     def __init__(
@@ -134,7 +140,7 @@ class StreamingWindows(IterableDataset):
         batch_size: int | None = None, split: str | None = None, task: str = "explore",
         task_kwargs: dict | None = None, policy_kwargs: dict | None = None, episodes_per_chunk: int = 64,
         episode_steps: int | None = None, device=None, max_windows: int | None = None, nav_overrides: dict | None = None,
-        resident_subjects: int = 4, swap_every: int = 8,
+        resident_subjects: int = 4, swap_every: int = 8, jump: dict | None = None,
     ):
         episode_steps = window if episode_steps is None else episode_steps
         if window < 1 or episode_steps < window or episodes_per_chunk < 1:
@@ -151,6 +157,9 @@ class StreamingWindows(IterableDataset):
         if resident_subjects < 1 or swap_every < 1:
             raise ValueError("resident_subjects and swap_every must be >= 1")
         self.resident_subjects, self.swap_every = int(resident_subjects), int(swap_every)
+        if jump is not None and set(jump) != {"mm", "deg", "zoom_pct"}:
+            raise ValueError(f"jump must be None or a dict with keys mm, deg, zoom_pct, got {jump!r}")
+        self.jump = None if jump is None else {k: float(v) for k, v in jump.items()}
         make_policy(policy, **self.policy_kwargs)  # fail early on a bad name or option
 
     def _chunks(self, subjects, worker: int):
@@ -174,7 +183,7 @@ class StreamingWindows(IterableDataset):
             k = self.episode_steps // self.window
             cut = lambda a: a[:, : k * self.window].reshape(-1, self.window, *a.shape[2:])  # noqa: E731
             ids = np.repeat([subjects[s].subject_id for s in sim["subject_index"]], k)
-            yield {
+            chunk = {
                 "frames": cut(frames),
                 "actions": torch.from_numpy(cut(sim["actions"])),
                 "actions_physical": torch.from_numpy(cut(sim["actions_physical"])),
@@ -182,7 +191,22 @@ class StreamingWindows(IterableDataset):
                 "template_poses": torch.from_numpy(cut(template)),
                 "subject_id": list(ids),
             }
+            if self.jump is not None:
+                chunk.update(self._jumps(subjects, sim, k, np.random.default_rng([self.seed, worker, c, 0x7A4D]), renderers))
+            yield chunk
             c += 1
+
+    def _jumps(self, subjects, sim, k, rng, renderers) -> dict:
+        """One far jump from the last pose of each of the chunk's windows (see ``jump``)."""
+        last = np.arange(k) * self.window + self.window - 1  # the last step of each window of an episode
+        sub = np.repeat(sim["subject_index"], k)
+        c0, r0, f0 = (sim[key][:, last].reshape(-1, *sim[key].shape[2:]) for key in ("centers", "rotations", "fovs"))
+        delta = random_jumps(len(sub), self.jump["mm"], self.jump["deg"], self.jump["zoom_pct"], rng)
+        c1, r1, f1 = apply_actions(c0, r0, f0, delta)
+        frames = render_poses(subjects, sub, c1, r1, f1, (self.size, self.size), device=self.device, renderers=renderers)
+        return {"jump_frames": torch.from_numpy(frames) if self.device is None else frames,
+                "jump_poses": torch.from_numpy(pack_poses(c1, r1, f1).astype(np.float32)),
+                "jump_actions_physical": torch.from_numpy(delta.astype(np.float32))}
 
     def _render(self, subjects, sim, renderers):
         frames = render_frames(subjects, sim, self.size, self.device, renderers)
