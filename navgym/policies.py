@@ -39,6 +39,7 @@ __all__ = [
     "Oracle",
     "POLICIES",
     "make_policy",
+    "action_autocorrelation",
 ]
 
 
@@ -370,3 +371,17 @@ def make_policy(name: str, seed=None, **kwargs) -> Policy:
     if name not in POLICIES:
         raise ValueError(f"unknown policy {name!r}; choose from {sorted(POLICIES)}")
     return POLICIES[name](seed=seed, **kwargs)
+
+
+def action_autocorrelation(actions: np.ndarray) -> float:
+    """Lag-1 autocorrelation of actions (E, T, 7) within each episode, pooled over episodes and averaged over
+    the components that vary: ~0 when an action cannot be predicted from the one before (``random``),
+    near 1 for smooth behaviours."""
+    a = np.asarray(actions, np.float64)
+    if a.ndim != 3 or a.shape[1] < 2:
+        raise ValueError(f"actions must be (episodes, steps >= 2, 7), got shape {a.shape}")
+    a = a - a.mean((0, 1))
+    num = (a[:, 1:] * a[:, :-1]).sum((0, 1))
+    den = np.sqrt((a[:, 1:] ** 2).sum((0, 1)) * (a[:, :-1] ** 2).sum((0, 1)))
+    ok = den > 1e-12
+    return float((num[ok] / den[ok]).mean()) if ok.any() else float("nan")

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from navgym.env import MRINavEnv, MRINavVectorEnv
-from navgym.policies import POLICIES, Mixture, Oracle, make_policy
+from navgym.policies import POLICIES, Mixture, Oracle, action_autocorrelation, make_policy
 from navgym.subjects import load_subjects
 
 SCRIPTED = [n for n in POLICIES if n != "oracle"]
@@ -168,3 +168,12 @@ def test_single_then_batched_on_one_policy(name):
     assert p.act_batch(None, _infos(3)).shape == (3, 7)
     with pytest.raises(ValueError, match="mask has 2 entries"):
         p.episode_start(np.array([True, False]))
+
+
+def test_action_autocorrelation_separates_independent_from_smooth_actions():
+    rng = np.random.default_rng(0)
+    iid = rng.uniform(-1, 1, (64, 16, 7))
+    assert abs(action_autocorrelation(iid)) < 0.05
+    assert action_autocorrelation(np.cumsum(iid, 1) / 4) > 0.7
+    with pytest.raises(ValueError, match="actions must be"):
+        action_autocorrelation(iid[:, :1])

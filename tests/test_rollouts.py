@@ -64,6 +64,9 @@ def test_layout_and_manifest(reference):
     assert meta["seed"] == [5, 1] and meta["policy"] == "mix" and meta["subject_ids"] == ["MNI152_2009"] * 3
     assert card["versions"]["numpy"] == np.__version__ and card["config"]["seed"] == 5
     assert data["shard-000000", "frames"].std() > 10  # real images, not blanks
+    # the dataset card says how predictable the actions are (mix: smooth behaviours, clearly > 0)
+    ac = [data[f"shard-00000{k}", "meta"]["actions_lag1_autocorr"] for k in range(3)]
+    assert card["actions_lag1_autocorr"] == pytest.approx((3 * ac[0] + 3 * ac[1] + ac[2]) / 7) and ac[0] > 0.2
 
 
 def test_same_seed_same_shards_across_processes_and_jobs(reference, tmp_path):

@@ -360,15 +360,6 @@ def test_prediction_table_baselines_flags_and_gaps():
     assert tn["headline"] == "jump" and all(tn[r]["gap"] == pytest.approx(0.0, abs=1e-6) for r in ("k1", "k8", "jump"))
 
 
-def test_action_autocorrelation_separates_iid_from_smooth_actions():
-    from world_model.prediction import action_autocorrelation
-
-    g = torch.Generator().manual_seed(0)
-    iid = torch.rand(64, 16, 7, generator=g) * 2 - 1
-    smooth = torch.cumsum(iid, 1) / 4
-    assert abs(action_autocorrelation(iid)) < 0.05 and action_autocorrelation(smooth) > 0.7
-
-
 @pytest.mark.parametrize("method,target", [("navjump", "pixel"), ("navjump", "latent"), ("relpose", "pixel")])
 def test_jump_methods_resume_exactly_and_report_their_table(tmp_path, method, target):
     kw = dict(steps=4, out=str(tmp_path / "a"), ckpt_every=2, eval_every=4, jump_context=2, jump_target=target)

@@ -26,7 +26,7 @@ from .config import ModelConfig, TrainConfig
 from .data import clip_batches, render_device
 from .tokenizer import psnr, to_unit
 
-__all__ = ["HORIZONS", "prediction_batch", "prediction_table", "headline_row", "action_autocorrelation"]
+__all__ = ["HORIZONS", "prediction_batch", "prediction_table", "headline_row"]
 
 HORIZONS = (1, 4, 8)
 
@@ -92,14 +92,3 @@ def prediction_table(model, batch: dict, context: int, seed: int = 0) -> dict:
     table["headline"] = headline_row(model.method)
     model.train(was)
     return table
-
-
-def action_autocorrelation(actions: torch.Tensor) -> float:
-    """Lag-1 autocorrelation of actions (B, T, 7) within each clip, pooled over clips and averaged over the
-    7 components (components that never vary are skipped): ~0 for independent actions."""
-    a = actions.double()
-    a = a - a.mean((0, 1))
-    num = (a[:, 1:] * a[:, :-1]).sum((0, 1))
-    den = (a[:, 1:] ** 2).sum((0, 1)).sqrt() * (a[:, :-1] ** 2).sum((0, 1)).sqrt()
-    ok = den > 1e-12
-    return float((num[ok] / den[ok]).mean()) if ok.any() else float("nan")

@@ -37,7 +37,7 @@ from .data import clip_batches, render_device
 from .checkpoint import load_checkpoint
 from .encoders import count_params
 from .methods import build_model
-from .prediction import action_autocorrelation, prediction_batch
+from .prediction import prediction_batch
 from .tokenizer import to_unit
 
 __all__ = ["train", "main", "parse_args"]
@@ -219,7 +219,9 @@ def _action_stats(batch: dict) -> dict:
     and the correlation of each far jump with the action before it (both ~0 when unpredictable)."""
     last, jump = batch["actions"][:, -1].double(), batch["jump_actions"].double()
     corr = torch.stack([torch.corrcoef(torch.stack([last[:, i], jump[:, i]]))[0, 1] for i in range(7)])
-    return {"actions_lag1_autocorr": action_autocorrelation(batch["actions"]),
+    from navgym.policies import action_autocorrelation
+
+    return {"actions_lag1_autocorr": action_autocorrelation(batch["actions"].cpu().numpy()),
             "jump_vs_last_action_corr": float(corr[torch.isfinite(corr)].mean())}
 
 

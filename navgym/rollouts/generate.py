@@ -46,7 +46,7 @@ import numpy as np
 
 from ..files import write_json_atomic
 from ..geometry import pack_poses
-from ..policies import POLICIES, make_policy
+from ..policies import POLICIES, action_autocorrelation, make_policy
 from ..render import render_poses, render_slices
 from ..simulator import NavConfig, Navigator
 from ..subjects import load_subjects
@@ -240,6 +240,7 @@ def generate_shard(config: RolloutConfig, k: int, subjects=None) -> tuple[dict, 
         "first_episode": k * config.episodes_per_shard,
         "seed": [config.seed, k],
         "policy": config.policy,
+        "actions_lag1_autocorr": action_autocorrelation(sim["actions"]) if config.steps > 1 else None,
         "subject_ids": [subjects[s].subject_id for s in sim["subject_index"]],
     }
     return arrays, meta
@@ -369,15 +370,17 @@ def versions() -> dict:
 
 def write_manifest(root: str, config: RolloutConfig) -> dict:
     """Scan finished shards and write ``manifest.json`` (atomic; safe to call from any job)."""
-    shards, subjects = [], {}
+    shards, subjects, metas = [], {}, []
     for d in shard_dirs(root):
         with open(os.path.join(d, "meta.json")) as f:
             m = json.load(f)
         shards.append({"dir": os.path.basename(d), "shard": m["shard"], "episodes": m["episodes"], "seed": m["seed"],
                        "files": m.get("files")})
+        metas.append(m)
         for s in m["subject_ids"]:
             subjects[s] = subjects.get(s, 0) + 1
     episodes = sum(s["episodes"] for s in shards)
+    acs = [(m["episodes"], m["actions_lag1_autocorr"]) for m in metas if m.get("actions_lag1_autocorr") is not None]
     card = {
         "description": "navgym video-action rollouts: frame t rendered at pose t; action t moves pose t to pose t+1",
         "format": _FORMAT,
@@ -395,6 +398,7 @@ def write_manifest(root: str, config: RolloutConfig) -> dict:
             "poses": "float32 (E, T, 13) subject world RAS+ mm: centre (3), rotation row-major (9, columns u v n), fov mm",
             "template_poses": "float32 (E, T, 13) the same in template (MNI) mm; NaN without a transform",
         },
+        "actions_lag1_autocorr": (sum(n * a for n, a in acs) / sum(n for n, _ in acs)) if acs else None,
         "subject_episodes": subjects,
         "shards": shards,
         "updated": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),

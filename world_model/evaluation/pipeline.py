@@ -359,4 +359,6 @@ def evaluate(entries: Sequence[EncoderEntry], data: dict[str, ProbeData], cfg: E
                             for e in scratch],
         "control_method": control,
         "missing_units": parts.missing,
+        "prediction": [{"method": e.method, "seed": e.seed, "table": e.encoder.prediction_quality} for e in entries
+                       if getattr(e.encoder, "prediction_quality", None)],
     }

@@ -15,11 +15,12 @@ import numpy as np
 from navgym.files import atomic_path, write_atomic
 
 from .probes import CLIP_TASKS, FRAME_TASKS, PRIMARY_METRIC
-from .stats import compare_methods, intervals_overlap, summarize
+from .stats import compare_methods, intervals_overlap, mean_ci, summarize
 
 __all__ = ["write_report", "rewrite_report", "sanity", "verdict", "versions"]
 
 REFERENCE_METHOD = "navwm"
+REFERENCE_METHODS = ("navwm", "navjump")  # each judged against every other pretrained method (its controls too)
 BASELINES = ("mean", "pixels", "supervised")
 LEARNABLE_GAIN = 0.10  # the reference must close >= 10% of the mean baseline's error (or of 1 - score)
 
@@ -60,6 +61,8 @@ def _find(summary, **kw) -> dict | None:
 
 def _twin(method: str) -> str:
     """The random-init twin of a method's architecture."""
+    if method == "relpose":  # the tokenizer's architecture at the tokenizer's matched width
+        return "tokenizer_init"
     return f"{method}_init" if method in ("tokenizer", "mae3d", "mae2d") else "random"
 
 
@@ -96,8 +99,8 @@ def verdict(summary: list[dict], kept: list[str]) -> list[dict]:
                      - {m for m in {s["method"] for s in summary} if m.endswith("_init")}
                      - {"no_move", "random_actions", "true_pose_model"})
     pairs = [(m, _twin(m)) for m in methods]
-    if REFERENCE_METHOD in methods:  # and navwm against every other pretrained method (its controls)
-        pairs += [(REFERENCE_METHOD, m) for m in methods if m != REFERENCE_METHOD]
+    for ref in (r for r in REFERENCE_METHODS if r in methods):  # and against every other pretrained method
+        pairs += [(ref, m) for m in methods if m != ref and (m, ref) not in pairs]
     for m in methods:  # a navwm variant against its own controls (navwm_joint: shuffled_joint, noaction_joint)
         if m.startswith(REFERENCE_METHOD + "_"):
             suffix = m[len(REFERENCE_METHOD):]
@@ -121,8 +124,8 @@ def _fmt(s: dict | None) -> str:
 
 
 def _order(methods) -> list[str]:
-    first = ["navwm", "navwm_joint", "shuffled", "noaction", "shuffled_joint", "noaction_joint", "tokenizer", "mae2d",
-             "mae3d", "random"]
+    first = ["navwm", "navwm_joint", "shuffled", "noaction", "shuffled_joint", "noaction_joint", "navjump",
+             "shuffled_navjump", "noaction_navjump", "relpose", "tokenizer", "mae2d", "mae3d", "random"]
     return sorted(methods, key=lambda m: (first.index(m) if m in first else len(first), m))
 
 
@@ -277,6 +280,7 @@ def _markdown(doc: dict) -> str:
                   "permuted): " + "; ".join(
                       f"{s['task']} {_fmt(s)} vs mean {_fmt(_find(summary, task=s['task'], probe='mean', metric=s['metric']))}"
                       for s in ctrl) + ".", ""]
+    lines += _prediction_section(doc.get("prediction") or [])
     frozen_methods = _order({s["method"] for s in summary if s["probe"] in ("linear", "attentive")})
     for probe, title in (("linear", "Frozen linear probes"), ("attentive", "Frozen attentive probes (full spatial map)")):
         keys = sorted({(s["task"], s["metric"]) for s in summary if s["probe"] == probe and not s["task"].startswith("clip_")},
@@ -332,6 +336,55 @@ def _markdown(doc: dict) -> str:
               "Plots: " + ", ".join(f"![{p}]({p})" for p in doc["plots"]), "",
               "Raw numbers per seed, configs, subjects, probe hyper-parameters, versions and timings: `results.json`.", ""]
     return "\n".join(lines)
+
+
+def prediction_rows(prediction: list[dict]) -> list[dict]:
+    """Per method and row of the prediction table (:mod:`world_model.prediction`): each metric's mean ±
+    95% interval over seeds, and how many seeds beat copy-last."""
+    out = []
+    for m in _order({p["method"] for p in prediction}):
+        tables = [p["table"] for p in prediction if p["method"] == m]
+        for row in [r for r in ("k1", "k4", "k8", "jump", "relpose") if r in tables[0]]:
+            vals = [t[row] for t in tables]
+            stats = {}
+            for k in vals[0]:
+                mean, half, n = mean_ci([float(v[k]) for v in vals])
+                stats[k] = {"mean": mean, "ci95": half, "n": n}
+            out.append({"method": m, "row": row, "headline": row == tables[0]["headline"], "seeds": len(vals),
+                        "beats": sum(bool(v.get("beats_copy_last")) for v in vals), **stats})
+    return out
+
+
+def _prediction_section(prediction: list[dict]) -> list[str]:
+    """Markdown: the prediction table of every dynamics-family (and relpose) checkpoint, beside the probes."""
+    rows = prediction_rows(prediction)
+    if not rows:
+        return []
+    lines = ["## Prediction quality: does the model beat copying the last frame?", "",
+             "Held-out 'val' clips of the pretraining subjects (recorded in each checkpoint at its last evaluation; "
+             "`world_model.prediction`): open-loop prediction of frame k from frame 0 (`k1`, `k4`, `k8`) and of the "
+             "view after one far jump (`jump`), in PSNR (dB) against copy-last (the last seen frame) and the mean "
+             "frame on the same clips; `gap` = PSNR with true − with shuffled actions; latent MSE in the model's "
+             "own latent space vs copy-last's. **Bold**: the row the method is trained for; ⚠ marks a method that "
+             "does not beat copy-last there in every seed (as collapse is flagged, its representation should not "
+             "be read as a world model's).", "",
+             "| method | row | PSNR | copy-last | mean frame | gap (true − shuffled) | latent MSE | latent copy-last "
+             "| beats copy-last |", "|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        if r["row"] == "relpose":
+            continue
+        name = f"**{r['row']}**" if r["headline"] else r["row"]
+        flag = f"{r['beats']}/{r['seeds']}" + (" ⚠" if r["headline"] and r["beats"] < r["seeds"] else "")
+        lines.append(f"| {r['method']} | {name} | {_fmt(r['psnr'])} | {_fmt(r['psnr_copy_last'])} | "
+                     f"{_fmt(r['psnr_mean'])} | {_fmt(r['gap'])} | {_fmt(r['latent_mse'])} | "
+                     f"{_fmt(r['latent_mse_copy_last'])} | {flag} |")
+    rel = [r for r in rows if r["row"] == "relpose"]
+    if rel:
+        lines += ["", "relpose (the inverse: the jump from the slices before and after it; normalised units, 1 = the "
+                  "largest jump): " + "; ".join(f"{r['method']} MSE {_fmt(r['pose_mse'])} vs {_fmt(r['pose_mse_zero'])} "
+                                                f"for predicting no motion (explained {_fmt(r['explained'])})" for r in rel)
+                  + "."]
+    return lines + [""]
 
 
 def _efficiency_table(eff: list[dict], kept: list[str], title: str, intro: str) -> list[str]:
