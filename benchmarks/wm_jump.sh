@@ -4,7 +4,9 @@
 # prediction-quality table.   bash benchmarks/wm_jump.sh [FRAMES] [OUT]     (defaults: 24000 reports/wm_jump)
 # Frames per step: batch x window (8) for the clip methods, batch x (jump_context + 1) (5) for the jump
 # methods (the view after the jump counts as a frame).  Resumable: finished runs are skipped.
-# Environment: SEEDS ("0 1 2"), CONCURRENCY (2), RUNS (runs/wm_jump_<frames>), STAGES ("train eval").
+# Labels come from each checkpoint (TrainConfig.label: navjump with --jump-target latent is navjump_latent).
+# Environment: SEEDS ("0 1 2"), CONCURRENCY (2), RUNS (runs/wm_jump_<frames>), STAGES ("train eval"),
+# ONLY (names of RECIPES to train, default all; the evaluation takes every finished run).
 set -euo pipefail
 frames=${1:-24000}; out=${2:-reports/wm_jump}
 SEEDS=${SEEDS:-0 1 2}; CONCURRENCY=${CONCURRENCY:-2}; RUNS=${RUNS:-runs/wm_jump_$frames}; STAGES=${STAGES:-train eval}
@@ -21,8 +23,9 @@ relpose relpose - 80
 tokenizer tokenizer - 128
 mae2d mae2d - 128
 navwm navwm - 128"
+ONLY=${ONLY:-$(echo "$RECIPES" | cut -d' ' -f1)}
 jobs() { for s in $SEEDS; do echo "$RECIPES" | while read -r name method extra per; do
-  echo "$name $method $extra $(( (frames + per / 2) / per )) $s"; done; done; }
+  [[ " $(echo $ONLY) " == *" $name "* ]] && echo "$name $method $extra $(( (frames + per / 2) / per )) $s"; done; done; }
 train_one() {  # NAME METHOD EXTRA STEPS SEED
   local dir=$RUNS/$1_s$5 extra=$3; [ "$extra" = - ] && extra=
   if python -c "import json,sys; sys.exit(0 if json.load(open('$dir/summary.json'))['step'] >= $4 else 1)" 2>/dev/null; then
@@ -37,7 +40,7 @@ fi
 if [[ " $STAGES " == *" eval "* ]]; then
   ckpts=(random:0 random:1 random:2)
   for s in $SEEDS; do echo "$RECIPES" | while read -r name method _ _; do
-    [ -f "$RUNS/${name}_s$s/last.pt" ] && echo "$name:$s=$RUNS/${name}_s$s/last.pt"; done; done > "$RUNS/checkpoints.txt"
+    [ -f "$RUNS/${name}_s$s/last.pt" ] && echo "$RUNS/${name}_s$s/last.pt"; done; done > "$RUNS/checkpoints.txt"
   mapfile -t more < "$RUNS/checkpoints.txt"
   python -m world_model.evaluate --checkpoints "${ckpts[@]}" "${more[@]}" --out "$out" \
     --tasks pose landmark_distance landmark_hit region --probes linear --n-labels --budget 0.3 --no-planning --threads 1

@@ -101,6 +101,12 @@ class TrainConfig:
     threads: int = _f(0, "torch CPU threads (0 = torch's default)")
 
     @property
+    def label(self) -> str:
+        """The run's name in reports: the method, with ``_latent`` for the navjump family's latent target."""
+        latent = self.method in JUMP_METHODS and self.method != "relpose" and self.jump_target == "latent"
+        return self.method + ("_latent" if latent else "")
+
+    @property
     def total_steps(self) -> int:
         """Optimiser steps the run takes (``random`` takes none: it is the initialised model)."""
         return 0 if self.method == "random" else self.steps

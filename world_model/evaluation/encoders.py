@@ -92,7 +92,8 @@ def load_encoder_entry(spec: str) -> EncoderEntry:
     if not os.path.exists(path):
         raise FileNotFoundError(f"--checkpoints: no checkpoint {path}")
     encoder = load_encoder(path)
-    method = m["method"] if m else getattr(encoder, "method", None)
+    trained = getattr(encoder, "train_config", None)
+    method = m["method"] if m else (trained.label if trained is not None else getattr(encoder, "method", None))
     seed = int(m["seed"]) if m else getattr(encoder, "seed", None)
     if method is None or seed is None:
         raise ValueError(f"cannot tell the method/seed of {path}; pass it as METHOD:SEED={path}")

@@ -466,8 +466,16 @@ def _readme_snippet(doc: dict, kept: list[str]) -> str:
                                     n_labels=big)))
         label = {"mean": "predict the mean", "supervised": "supervised reference (all labels)"}.get(m, m)
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
-    return ("Frozen linear probes on held-out subjects (mean ± 95% interval over seeds; ↓ errors, ↑ accuracy/AUROC); "
+    text = ("Frozen linear probes on held-out subjects (mean ± 95% interval over seeds; ↓ errors, ↑ accuracy/AUROC); "
             f"from `{doc['command']}`.\n\n" + "\n".join(lines) + "\n\n" + doc["verdict_text"] + "\n")
+    pred = [r for r in prediction_rows(doc.get("prediction") or []) if r["headline"] and r["row"] != "relpose"]
+    if pred:
+        text += ("\nPrediction quality on the row each method is trained for (PSNR dB, held-out clips; ⚠: does not beat "
+                 "copy-last in every seed):\n\n| method | row | PSNR | copy-last | mean frame | gap true − shuffled |\n"
+                 "|---|---|---|---|---|---|\n" + "".join(
+                     f"| {r['method']} | {r['row']} | {_fmt(r['psnr'])}{' ⚠' if r['beats'] < r['seeds'] else ''} | "
+                     f"{_fmt(r['psnr_copy_last'])} | {_fmt(r['psnr_mean'])} | {_fmt(r['gap'])} |\n" for r in pred))
+    return text
 
 
 def write_report(result: dict, cfg, out, command: list[str], extra: dict | None = None) -> dict:
