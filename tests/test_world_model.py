@@ -376,3 +376,10 @@ def test_jump_methods_resume_exactly_and_report_their_table(tmp_path, method, ta
     assert full["prediction"]["headline"] == headline and b["prediction"]["headline"] == headline
     assert load_encoder(str(tmp_path / "b" / "last.pt")).prediction_quality["headline"] == headline
     assert -1.0 <= full["actions_lag1_autocorr"] <= 1.0 and abs(full["jump_vs_last_action_corr"]) < 1.0
+
+
+def test_run_labels_name_the_jump_target():
+    assert make_config("tiny", method="navjump", jump_target="latent")[1].label == "navjump_latent"
+    assert make_config("tiny", method="navjump")[1].label == "navjump"
+    assert make_config("tiny", method="relpose", jump_target="latent")[1].label == "relpose"
+    assert make_config("tiny", method="navwm", jump_target="latent")[1].label == "navwm"
