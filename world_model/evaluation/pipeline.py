@@ -255,8 +255,8 @@ def evaluate(entries: Sequence[EncoderEntry], data: dict[str, ProbeData], cfg: E
                 t1 = tick()
                 order = label_order(len(sets["train"]), cfg.finetune_cfg.label_seed)[:n]
                 few = {**sets, "train": sets["train"].subset(order)}
-                few_feats = {**feats, "train": {k: v[torch.as_tensor(order, device=v.device) if torch.is_tensor(v) else order]
-                                                for k, v in feats["train"].items() if k != "spatial"}}
+                rows_n = torch.as_tensor(order, device=device)
+                few_feats = {**feats, "train": {k: v[rows_n] for k, v in feats["train"].items() if k != "spatial"}}
                 fits = run_linear_probes(cfg.tasks, few_feats, few, cfg.probe, device)
                 seconds = tick() - t1
                 for task in cfg.tasks:
@@ -277,7 +277,8 @@ def evaluate(entries: Sequence[EncoderEntry], data: dict[str, ProbeData], cfg: E
         del feats
         if clips is not None and not isinstance(e.encoder, PixelEncoder):
             t0 = tick()
-            cf = {s: {"frames": clip_features(e.encoder, clips[s], device=device, on_device=True)} for s in PROBE_SPLITS}
+            cf = {s: {"frames": clip_features(e.encoder, clips[s], device=device, on_device=True)}
+                  for s in PROBE_SPLITS}
             fits = run_linear_probes(CLIP_TASKS, cf, clips, cfg.probe, device)
             for task in CLIP_TASKS:
                 rows += _rows(e.method, e.seed, f"clip_{task}", "linear", fits[task, False][0])

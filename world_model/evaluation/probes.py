@@ -49,7 +49,8 @@ from .data import LANDMARK_NAMES, MIRRORED_LANDMARKS, PROBE_SPLITS, ProbeSet, mi
 
 __all__ = [
     "ProbeConfig", "ProbeTask", "PROBE_TASKS", "FRAME_TASKS", "PRIMARY_METRIC", "TaskTargets", "Standardizer",
-    "LinearDesign", "fit_ridge", "logistic_mm", "fit_logistic", "run_linear_probe", "run_linear_probes", "run_attentive_probe", "mean_baseline", "fit_multitask",
+    "LinearDesign", "fit_ridge", "logistic_mm", "fit_logistic", "run_linear_probe", "run_linear_probes",
+    "run_attentive_probe", "mean_baseline", "fit_multitask",
     "AttentiveProbe", "auroc",
 ]
 
