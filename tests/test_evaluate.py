@@ -48,7 +48,7 @@ class StandIn(torch.nn.Module):
 
 
 SMALL = EvalConfig(
-    data=DATA, probe=ProbeConfig(lbfgs_iters=20, attentive_steps=20, eval_every=10),
+    data=DATA, probe=ProbeConfig(logistic_iters=20, attentive_steps=20, eval_every=10),
     finetune_cfg=FinetuneConfig(n_labels=(32, 128), steps=10, eval_every=5, reference_steps=10),
     plan=PlanConfig(episodes=2, steps=2, population=8, elites=2, iterations=1, size=(32, 32)),
     reference_seeds=(0, 1), random_twins=False)

@@ -1,8 +1,13 @@
 """Probes and metrics: signal vs noise, mirror-invariant errors, the mean baseline, the shuffled-label
 control, Student-t intervals and verdicts."""
 
+import warnings
+from dataclasses import replace
+
 import numpy as np
 import pytest
+import torch
+import torch.nn.functional as F
 
 from navgym.subjects import template_subject
 from world_model.evaluation import probes as P
@@ -11,7 +16,7 @@ from world_model.evaluation.data import MIRRORED_LANDMARKS, ProbeDataConfig, mak
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
-CFG = P.ProbeConfig(lbfgs_iters=50, attentive_steps=300, eval_every=50, batch_size=64)
+CFG = P.ProbeConfig(logistic_iters=50, attentive_steps=300, eval_every=50, batch_size=64)
 
 
 @pytest.fixture(scope="module")
@@ -122,3 +127,110 @@ def test_compare_methods_verdicts():
     assert got["accuracy"]["advantage"] == pytest.approx(0.4)
     assert got["mae_mm"]["verdict"] == "worse (intervals do not overlap)"  # lower is better
     assert got["mae_mm"]["advantage"] == pytest.approx(-1.0)
+
+
+def _design_data(n, d, seed=0):
+    rng = np.random.default_rng(seed)
+    x = {s: rng.normal(size=(m, d)) * rng.uniform(0.5, 3, d) + 1.0 for s, m in (("train", n), ("val", 80), ("test", 90))}
+    w = rng.normal(size=(d, 3))
+    y = {s: v @ w + rng.normal(size=(len(v), 3)) for s, v in x.items()}
+    return x, y
+
+
+@pytest.mark.parametrize("n,d", [(200, 30), (60, 150)])  # primal (d <= n) and dual (d > n)
+def test_ridge_is_the_closed_form_for_every_target(n, d):
+    """One Gram and one factorisation per alpha for several targets give each target its own closed-form ridge
+    (NumPy, standardised features and targets, penalty alpha * n) and its own probe-val choice of alpha."""
+    x, y = _design_data(n, d)
+    alphas = (1e-3, 1e-1, 10.0)
+    design = P.LinearDesign(x["train"], x["val"], x["test"])
+    assert design.dual == (d > n)
+    targets = [(torch.as_tensor(y["train"][:, :2]), torch.as_tensor(y["val"][:, :2])),
+               (torch.as_tensor(y["train"][:, 2:] * 100), torch.as_tensor(y["val"][:, 2:] * 100))]
+    fits = P.fit_ridge(design, targets, alphas)
+    mx, sx = x["train"].mean(0), x["train"].std(0)
+    z = {s: (v - mx) / sx for s, v in x.items()}
+    for (ytr, yval), fit in zip(targets, fits):
+        ytr, yval = ytr.numpy(), yval.numpy()
+        my, sy = ytr.mean(0), ytr.std(0)
+        best = None
+        for a in alphas:
+            w = np.linalg.solve(z["train"].T @ z["train"] + a * n * np.eye(d), z["train"].T @ ((ytr - my) / sy))
+            mse = (((z["val"] @ w) - (yval - my) / sy) ** 2).mean()
+            if best is None or mse < best[0]:
+                best = (mse, a, (z["test"] @ w) * sy + my)
+        assert float(fit["alpha"]) == best[1]
+        assert float(fit["val_mse_std"]) == pytest.approx(best[0], rel=1e-8)
+        np.testing.assert_allclose(fit["test"].numpy(), best[2], rtol=1e-6, atol=1e-6 * np.abs(best[2]).max())
+
+
+@pytest.mark.parametrize("kind", ["multilabel", "multiclass"])
+@pytest.mark.parametrize("n,d", [(300, 20), (80, 150)])
+def test_logistic_reaches_the_penalised_optimum(kind, n, d):
+    """The batched majorisation solver ends at the minimiser of mean loss + wd |W|^2 for every wd (gradient
+    ~ 0, by autograd in float64), in the primal and in the dual."""
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(n, d)) * rng.uniform(0.5, 2, d)
+    logits = x @ rng.normal(size=(d, 4)) / np.sqrt(d) * 3
+    y = (logits + rng.logistic(size=logits.shape) > 0).astype(float) if kind == "multilabel" else logits.argmax(1)
+    design = P.LinearDesign(x, x[:10], x[:10])
+    wds = (1e-3, 1e-2, 1e-1)
+    ytr = torch.as_tensor(y, dtype=torch.long if kind == "multiclass" else torch.float64)
+    coef, bias = P.logistic_mm(design, ytr, wds, kind, 4, 300)
+    z = torch.as_tensor((x - x.mean(0)) / x.std(0))
+    for i, wd in enumerate(wds):
+        w = (z.T @ coef[i] if design.dual else coef[i]).clone().requires_grad_()
+        b = bias[i].clone().requires_grad_()
+        out = z @ w + b
+        loss = F.cross_entropy(out, ytr) if kind == "multiclass" else F.binary_cross_entropy_with_logits(out, ytr)
+        (loss + wd * (w ** 2).sum()).backward()
+        assert float(w.grad.abs().max()) < 1e-6 and float(b.grad.abs().max()) < 1e-6, (wd, w.grad.abs().max())
+
+
+def _count_reads(monkeypatch):
+    """Count the calls that read a tensor's value back to the host (a sync on a GPU)."""
+    calls = []
+    for name in ("item", "tolist", "cpu", "numpy", "__float__", "__int__", "__bool__", "__index__", "__array__"):
+        orig = getattr(torch.Tensor, name)
+
+        def wrapped(self, *a, _orig=orig, _name=name, **k):
+            calls.append(_name)
+            return _orig(self, *a, **k)
+        monkeypatch.setattr(torch.Tensor, name, wrapped)
+    return calls
+
+
+def test_linear_probes_read_back_once(sets, monkeypatch):
+    """Every task, the shuffled-label control and every penalty: one read-back of the results (``cpu`` then
+    ``numpy`` of that copy), however many solver steps -- no value is read back inside the optimisation."""
+    rng = np.random.default_rng(3)
+    feats = {k: {n: torch.as_tensor(f) for n, f in _feats(v, rng).items() if n != "spatial"} for k, v in sets.items()}
+    counts = []
+    for iters in (3, 30):
+        calls = _count_reads(monkeypatch)
+        res = P.run_linear_probes(list(P.PROBE_TASKS), feats, sets, replace(CFG, logistic_iters=iters),
+                                  shuffled_control=True)
+        counts.append(list(calls))
+        monkeypatch.undo()
+        assert len(res) == 2 * len(P.PROBE_TASKS)
+    assert counts[0] == counts[1] == ["cpu", "numpy"]
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_linear_probes_do_not_synchronise_on_cuda(sets):
+    """On a GPU (torch's sync debug mode): the synchronising calls do not grow with the solver's steps."""
+    rng = np.random.default_rng(3)
+    feats = {k: {n: torch.as_tensor(f, device="cuda") for n, f in _feats(v, rng).items() if n != "spatial"}
+             for k, v in sets.items()}
+    counts = []
+    for iters in (3, 30):
+        torch.cuda.set_sync_debug_mode("warn")
+        try:
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                P.run_linear_probes(list(P.PROBE_TASKS), feats, sets, replace(CFG, logistic_iters=iters),
+                                    device="cuda", shuffled_control=True)
+        finally:
+            torch.cuda.set_sync_debug_mode(0)
+        counts.append(sum("synchroniz" in str(w.message) for w in caught))
+    assert counts[0] == counts[1], counts

@@ -56,7 +56,7 @@ def _pose_pretrained(pre, val, seed: int) -> ReferenceCNN:
 
 def test_good_encoder_separates_from_random_init(data, pretraining):
     sets = {s: data[s].slices for s in PROBE_SPLITS}
-    cfg = ProbeConfig(lbfgs_iters=30)
+    cfg = ProbeConfig(logistic_iters=30)
     rows = []
     for seed in range(3):
         torch.manual_seed(seed)
@@ -71,7 +71,7 @@ def test_good_encoder_separates_from_random_init(data, pretraining):
 
 def test_two_copies_of_one_encoder_give_identical_numbers(data):
     cfg = EvalConfig(
-        data=DATA, probe=ProbeConfig(lbfgs_iters=20, attentive_steps=20, eval_every=10),
+        data=DATA, probe=ProbeConfig(logistic_iters=20, attentive_steps=20, eval_every=10),
         finetune_cfg=FinetuneConfig(n_labels=(32, 128), steps=10, eval_every=5, reference_steps=10),
         plan=PlanConfig(episodes=2, steps=2, population=8, elites=2, iterations=1, size=(32, 32)),
         reference_seeds=(0,), planning=False, random_twins=False, pixel_baseline=False,

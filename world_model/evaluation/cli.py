@@ -40,7 +40,7 @@ QUICK_SUBJECTS = dict(spec="synthetic:40", n_train=3, n_val=1, n_test=1)
 QUICK_CONFIG = EvalConfig(
     data=ProbeDataConfig(train_per_subject=200, eval_per_subject=100, train_clips_per_subject=30,
                          eval_clips_per_subject=20),
-    probe=ProbeConfig(attentive_steps=60, eval_every=30, lbfgs_iters=30),
+    probe=ProbeConfig(attentive_steps=60, eval_every=30, logistic_iters=30),
     finetune_cfg=FinetuneConfig(n_labels=(64, 512), steps=40, eval_every=20, reference_steps=80),
     plan=PlanConfig(episodes=4, steps=3, population=16, elites=4, iterations=1),
     reference_seeds=(0, 1),

@@ -114,10 +114,11 @@ def _entry(method: str, seed: int, source: str, encoder) -> EncoderEntry:
 
 
 @torch.no_grad()
-def _batched(fn, frames: np.ndarray, batch: int, device) -> np.ndarray:
-    out = [fn(torch.from_numpy(frames[i: i + batch]).to(device)).float().cpu().numpy()
-           for i in range(0, len(frames), batch)]
-    return np.concatenate(out)
+def _batched(fn, frames: np.ndarray, batch: int, device, on_device: bool = False):
+    """``fn`` over ``frames`` in batches on ``device``: float32 NumPy, or a tensor left on ``device``."""
+    out = torch.cat([fn(torch.from_numpy(frames[i: i + batch]).to(device)).float()
+                     for i in range(0, len(frames), batch)])
+    return out if on_device else out.cpu().numpy()
 
 
 @torch.no_grad()
@@ -141,10 +142,13 @@ def _pool(spatial: np.ndarray) -> np.ndarray:
 
 
 def frozen_features(encoder, sets: dict[str, ProbeSet], subjects: dict | None = None, batch: int = 256,
-                    device="cpu", spatial: bool = True, pairs: bool = True) -> dict[str, dict[str, np.ndarray]]:
+                    device="cpu", spatial: bool = True, pairs: bool = True,
+                    on_device: bool = False) -> dict[str, dict[str, np.ndarray]]:
     """{split: {"frames", "pair" (N, D) when ``pairs``, "spatial" (N, C, h, w) when ``spatial``}} from the frozen
     encoder.  A 3D MAE (``mae`` attribute) with ``subjects`` given samples its volume map along
-    each slice plane (spatial at H/4; the vector features are that map pooled to 4 x 4)."""
+    each slice plane (spatial at H/4; the vector features are that map pooled to 4 x 4).
+    ``on_device``: ``frames``/``pair`` are float32 tensors kept on ``device`` (the linear probes' input,
+    extracted once), ``spatial`` stays NumPy."""
     if hasattr(encoder, "eval"):
         encoder.eval()
     out = {}
@@ -152,12 +156,15 @@ def frozen_features(encoder, sets: dict[str, ProbeSet], subjects: dict | None = 
         size = sets["train"].frames.shape[1] // 4
         for s in PROBE_SPLITS:
             sp, pair = _plane_features(encoder, subjects[s], sets[s], size)
-            out[s] = {"frames": _pool(sp), "pair": _pool(pair), **({"spatial": sp} if spatial else {})}
+            vec = {"frames": _pool(sp), "pair": _pool(pair)}
+            out[s] = {k: torch.from_numpy(v).to(device) if on_device else v for k, v in vec.items()}
+            if spatial:
+                out[s]["spatial"] = sp
         return out
     for s in PROBE_SPLITS:
-        out[s] = {"frames": _batched(encoder.features, sets[s].frames, batch, device)}
+        out[s] = {"frames": _batched(encoder.features, sets[s].frames, batch, device, on_device)}
         if pairs:
-            out[s]["pair"] = _batched(encoder.features, sets[s].pair_frames, batch, device)
+            out[s]["pair"] = _batched(encoder.features, sets[s].pair_frames, batch, device, on_device)
         if spatial:
             out[s]["spatial"] = _batched(encoder.spatial_features, sets[s].frames, batch, device)
     return out
@@ -177,17 +184,20 @@ def has_clip_features(encoder) -> bool:
 
 
 @torch.no_grad()
-def clip_features(encoder, clips: ClipSet, batch: int = 64, device="cpu") -> np.ndarray:
-    """(N, D) clip representations (see the module docstring)."""
+def clip_features(encoder, clips: ClipSet, batch: int = 64, device="cpu", on_device: bool = False):
+    """(N, D) clip representations (see the module docstring): float32 NumPy, or with ``on_device`` a
+    tensor kept on ``device``."""
     if hasattr(encoder, "eval"):
         encoder.eval()
     actions = clips.actions.copy()
     actions[:, -1] = 0
     n, k = clips.frames.shape[:2]
     if has_clip_features(encoder):
-        out = [encoder.clip_features(torch.from_numpy(clips.frames[i: i + batch]).to(device),
-                                     torch.from_numpy(actions[i: i + batch]).to(device)).float().cpu().numpy()
-               for i in range(0, n, batch)]
-        return np.concatenate(out)
-    per_frame = _batched(encoder.features, clips.frames.reshape(n * k, *clips.frames.shape[2:]), 4 * batch, device)
-    return np.concatenate([per_frame.reshape(n, -1), actions[:, :-1].reshape(n, -1)], 1)
+        out = torch.cat([encoder.clip_features(torch.from_numpy(clips.frames[i: i + batch]).to(device),
+                                               torch.from_numpy(actions[i: i + batch]).to(device)).float()
+                         for i in range(0, n, batch)])
+    else:
+        per_frame = _batched(encoder.features, clips.frames.reshape(n * k, *clips.frames.shape[2:]), 4 * batch,
+                             device, on_device=True)
+        out = torch.cat([per_frame.reshape(n, -1), torch.from_numpy(actions[:, :-1].reshape(n, -1)).to(device)], 1)
+    return out if on_device else out.cpu().numpy()

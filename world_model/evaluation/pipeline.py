@@ -27,7 +27,7 @@ from .encoders import EncoderEntry, PixelEncoder, clip_features, frozen_features
 from .finetune import REFERENCE_ARCHS, FinetuneConfig, label_order, reference_backbone, run_end_to_end
 from .planning import PlanConfig, run_planning
 from .probes import CLIP_TASKS, FRAME_TASKS, PROBE_TASKS, ProbeConfig, mean_baseline, run_attentive_probe, \
-    run_linear_probe
+    run_linear_probes
 
 __all__ = ["EvalConfig", "evaluate", "scratch_entries", "Progress"]
 
@@ -237,29 +237,33 @@ def evaluate(entries: Sequence[EncoderEntry], data: dict[str, ProbeData], cfg: E
         t0 = tick()
         feats = frozen_features(e.encoder.to(device) if hasattr(e.encoder, "to") else e.encoder, sets, subjects,
                                 device=device, spatial="attentive" in cfg.probes,
-                                pairs=any(PROBE_TASKS[t].pair for t in cfg.tasks))
+                                pairs=any(PROBE_TASKS[t].pair for t in cfg.tasks), on_device=True)
         timings[f"features/{e.method}/{e.seed}_s"] = tick() - t0
         if "linear" in cfg.probes:
             t0 = tick()
+            fits = run_linear_probes(cfg.tasks, feats, sets, cfg.probe, device,
+                                     shuffled_control=cfg.shuffled_control and e.method == control)
+            seconds = tick() - t0
             for task in cfg.tasks:
-                t1 = tick()
-                m, fit = run_linear_probe(task, feats, sets, cfg.probe, device=device)
+                m, fit = fits[task, False]
                 rows += _rows(e.method, e.seed, task, "linear", m)
                 info.append({"method": e.method, "seed": e.seed, "task": task, "probe": "linear", **fit,
-                             "seconds": tick() - t1})
-                if cfg.shuffled_control and e.method == control:
-                    m, _ = run_linear_probe(task, feats, sets, cfg.probe, shuffle_labels=True, device=device)
-                    rows += _rows(e.method, e.seed, task, "linear_shuffled_labels", m)
+                             "batch_seconds": seconds})
+                if (task, True) in fits:
+                    rows += _rows(e.method, e.seed, task, "linear_shuffled_labels", fits[task, True][0])
             for n in (n for n in cfg.linear_n_labels if n < len(sets["train"])):
+                t1 = tick()
                 order = label_order(len(sets["train"]), cfg.finetune_cfg.label_seed)[:n]
                 few = {**sets, "train": sets["train"].subset(order)}
-                few_feats = {**feats, "train": {k: v[order] for k, v in feats["train"].items() if k != "spatial"}}
+                rows_n = torch.as_tensor(order, device=device)
+                few_feats = {**feats, "train": {k: v[rows_n] for k, v in feats["train"].items() if k != "spatial"}}
+                fits = run_linear_probes(cfg.tasks, few_feats, few, cfg.probe, device)
+                seconds = tick() - t1
                 for task in cfg.tasks:
-                    t1 = tick()
-                    m, fit = run_linear_probe(task, few_feats, few, cfg.probe, device=device)
+                    m, fit = fits[task, False]
                     rows += _rows(e.method, e.seed, task, "linear_n", m, n_labels=n)
                     info.append({"method": e.method, "seed": e.seed, "task": task, "probe": "linear_n", "n_labels": n,
-                                 **fit, "seconds": tick() - t1})
+                                 **fit, "batch_seconds": seconds})
             timings[f"linear/{e.method}/{e.seed}_s"] = tick() - t0
         frame_tasks = [t for t in cfg.tasks if t in FRAME_TASKS]
         if "attentive" in cfg.probes and frame_tasks:
@@ -273,10 +277,11 @@ def evaluate(entries: Sequence[EncoderEntry], data: dict[str, ProbeData], cfg: E
         del feats
         if clips is not None and not isinstance(e.encoder, PixelEncoder):
             t0 = tick()
-            cf = {s: {"frames": clip_features(e.encoder, clips[s], device=device)} for s in PROBE_SPLITS}
+            cf = {s: {"frames": clip_features(e.encoder, clips[s], device=device, on_device=True)}
+                  for s in PROBE_SPLITS}
+            fits = run_linear_probes(CLIP_TASKS, cf, clips, cfg.probe, device)
             for task in CLIP_TASKS:
-                m, fit = run_linear_probe(task, cf, clips, cfg.probe, device=device)
-                rows += _rows(e.method, e.seed, f"clip_{task}", "linear", m)
+                rows += _rows(e.method, e.seed, f"clip_{task}", "linear", fits[task, False][0])
             info.append({"method": e.method, "seed": e.seed, "task": "clips", "probe": "linear",
                          "clip_features": "clip_features" if has_clip_features(e.encoder) else "per-frame + actions"})
             timings[f"clips/{e.method}/{e.seed}_s"] = tick() - t0

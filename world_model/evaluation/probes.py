@@ -24,7 +24,8 @@ Tasks (:data:`PROBE_TASKS`; metric, direction)
 
 Probes
 ------
-* ``linear``: closed-form ridge (regression) or LBFGS logistic regression on ``features``.
+* ``linear``: closed-form ridge (regression) or logistic regression on ``features``, all tasks on one
+  input from one standardisation and one Gram matrix (:func:`run_linear_probes`), on the device.
 * ``attentive``: on the full spatial map ``spatial_features`` (C, h, w): channels projected to 64,
   a learned position embedding, one learned query per task attending over the h*w positions
   (4 heads), a linear head per task; the single-frame tasks are trained jointly (AdamW, the best
@@ -44,11 +45,12 @@ import torch.nn.functional as F
 from scipy import stats
 from torch import nn
 
-from .data import LANDMARK_NAMES, MIRRORED_LANDMARKS, ProbeSet, mirror_pose
+from .data import LANDMARK_NAMES, MIRRORED_LANDMARKS, PROBE_SPLITS, ProbeSet, mirror_pose
 
 __all__ = [
     "ProbeConfig", "ProbeTask", "PROBE_TASKS", "FRAME_TASKS", "PRIMARY_METRIC", "TaskTargets", "Standardizer",
-    "fit_ridge", "fit_logistic", "run_linear_probe", "run_attentive_probe", "mean_baseline", "fit_multitask",
+    "LinearDesign", "fit_ridge", "logistic_mm", "fit_logistic", "run_linear_probe", "run_linear_probes",
+    "run_attentive_probe", "mean_baseline", "fit_multitask",
     "AttentiveProbe", "auroc",
 ]
 
@@ -58,7 +60,8 @@ class ProbeConfig:
     """Frozen-probe budgets, the same for every encoder.
 
     ridge_alphas : ridge penalties tried (standardised features; penalty alpha * n_train).
-    logistic_wds : L2 weights tried for logistic regression (LBFGS, ``lbfgs_iters`` iterations).
+    logistic_wds : L2 weights tried for logistic regression (all at once, ``logistic_iters`` steps of
+        :func:`logistic_mm`).
     attentive_dim, attentive_steps, attentive_lr, batch_size, eval_every : the attentive probe
         (AdamW; probe-val loss every ``eval_every`` steps, the best kept).
     seed : torch seed of the attentive probe's initialisation and batches.
@@ -66,7 +69,7 @@ class ProbeConfig:
 
     ridge_alphas: tuple[float, ...] = (1e-3, 1e-2, 1e-1, 1.0, 10.0, 100.0, 1000.0)
     logistic_wds: tuple[float, ...] = (1e-4, 1e-3, 1e-2, 1e-1)
-    lbfgs_iters: int = 100
+    logistic_iters: int = 100
     attentive_dim: int = 64
     attentive_steps: int = 1500
     attentive_lr: float = 1e-3
@@ -77,7 +80,7 @@ class ProbeConfig:
     def __post_init__(self):
         if not self.ridge_alphas or not self.logistic_wds or min(self.ridge_alphas) <= 0:
             raise ValueError("ProbeConfig needs non-empty ridge_alphas (> 0) and logistic_wds")
-        for name in ("lbfgs_iters", "attentive_dim", "attentive_steps", "batch_size", "eval_every"):
+        for name in ("logistic_iters", "attentive_dim", "attentive_steps", "batch_size", "eval_every"):
             if getattr(self, name) < 1:
                 raise ValueError(f"ProbeConfig.{name} must be >= 1, got {getattr(self, name)}")
 
@@ -194,54 +197,181 @@ class Standardizer:
         return z * self.std + self.mean
 
 
-class _FeatureScaler:
-    """:class:`Standardizer` computed on ``device`` (float64 statistics), for the linear probes' features
-    and targets: with a GPU, the 14k-dim features of the capable size are standardised there, not in NumPy."""
-
-    def __init__(self, x: np.ndarray, device):
-        t = torch.from_numpy(np.ascontiguousarray(x)).to(device).double()
-        self.device, self.mean = device, t.mean(0, keepdim=True)
-        std = t.std(0, unbiased=False, keepdim=True)
-        self.std = torch.where(std > 1e-6 * (1 + self.mean.abs()), std, torch.ones_like(std))
-
-    def __call__(self, x: np.ndarray, dtype=torch.float64) -> torch.Tensor:
-        t = torch.from_numpy(np.ascontiguousarray(x)).to(self.device).double()
-        return ((t - self.mean) / self.std).to(dtype)
-
-    def inverse(self, z: torch.Tensor) -> np.ndarray:
-        return (z.double() * self.std + self.mean).cpu().numpy()
+def _on(x, device) -> torch.Tensor:
+    """``x`` (NumPy or tensor) as a float64 tensor on ``device`` (no copy when it is one already)."""
+    return torch.as_tensor(x).to(device=device, dtype=torch.float64)
 
 
-def fit_ridge(xtr, ytr, xval, yval, alphas, device="cpu") -> tuple[Callable, dict]:
-    """Closed-form ridge on standardised features and targets; alpha picked by probe-val MSE.
+class LinearDesign:
+    """One probe input, shared by every linear fit on it: the probe-train features standardised once on
+    ``device`` (float64, probe-train statistics; dimensions constant in training only centred), their
+    Gram matrix, factorised per penalty.
 
-    Penalty ``alpha * n_train`` (features have unit variance, so alpha is comparable across
-    feature sizes).  Float64 on ``device`` (a GPU makes the 14k-dim features of the capable size
-    cheap): one Cholesky factorisation per alpha of the primal (d x d) or dual (n x n) system,
-    whichever is smaller.  Returns (predict (N, D) -> (N, T), info)."""
-    sx, sy = _FeatureScaler(xtr, device), _FeatureScaler(ytr, device)
-    x, y, xv, yv = sx(xtr), sy(ytr), sx(xval), sy(yval)
-    n, d = x.shape
-    primal = d <= n
-    gram = x.T @ x if primal else x @ x.T
-    rhs = x.T @ y if primal else y
-    best = None
-    for a in alphas:
-        penalised = gram.clone()
-        penalised.diagonal().add_(a * n)
-        chol = torch.linalg.cholesky(penalised)
-        del penalised
-        w = torch.cholesky_solve(rhs, chol)
-        w = w if primal else x.T @ w
-        mse = float(((xv @ w - yv) ** 2).mean())
-        if best is None or mse < best[0]:
-            best = (mse, a, w)
-    mse, alpha, w = best
+    Primal (d x d Gram ``X^T X``) when d <= n, else dual (n x n kernel ``X X^T``; the solution is
+    ``X^T a``).  A fit's coefficients ``c`` (p x k, p = d or n) predict ``maps[split] @ c`` (+ bias):
+    ``maps`` are the standardised features (primal) or their kernel with probe-train (dual).
+    ``coef(r)`` maps a per-slice quantity (n x k) into coefficient space (``X^T r`` or ``r``)."""
 
-    def predict(xs):
-        return sy.inverse(sx(xs) @ w)
+    def __init__(self, train, val, test, device="cpu"):
+        x = _on(train, device)
+        mean = x.mean(0, keepdim=True)
+        std = x.std(0, unbiased=False, keepdim=True)
+        std = torch.where(std > 1e-6 * (1 + mean.abs()), std, torch.ones_like(std))
+        z = {s: (v - mean) / std for s, v in (("train", x), ("val", _on(val, device)), ("test", _on(test, device)))}
+        self.n, d = z["train"].shape
+        self.dual = d > self.n
+        if self.dual:
+            self.maps = {s: v @ z["train"].T for s, v in z.items()}
+            self.gram = self.maps["train"]
+        else:
+            self.maps, self.gram = z, z["train"].T @ z["train"]
+        self._train32 = None
+        self.status: list[torch.Tensor] = []
 
-    return predict, {"alpha": alpha, "val_mse_std": mse}
+    @property
+    def train32(self) -> torch.Tensor:
+        """The probe-train map in float32 (the logistic iterations' products), made when first needed."""
+        if self._train32 is None:
+            self._train32 = self.maps["train"].float()
+        return self._train32
+
+    def coef(self, r: torch.Tensor) -> torch.Tensor:
+        return r if self.dual else self.maps["train"].T @ r
+
+    def factor(self, shift: float) -> torch.Tensor:
+        """Cholesky factor of ``gram + shift * I`` (float64).  Not checked here (a check reads a value back):
+        the factorisations' status codes are kept in ``status`` and checked once with the results."""
+        penalised = self.gram.clone()
+        penalised.diagonal().add_(shift)
+        factor, info = torch.linalg.cholesky_ex(penalised)
+        self.status.append(info)
+        return factor
+
+    def solve(self, shift: float, rhs: torch.Tensor) -> torch.Tensor:
+        """``(gram + shift I)^-1 rhs`` (rhs: (p, k))."""
+        return torch.cholesky_solve(rhs, self.factor(shift))
+
+    def inverses(self, shifts) -> torch.Tensor:
+        """``(gram + shift I)^-1`` for each shift (len(shifts), p, p): a product per step, not a solve."""
+        return torch.stack([torch.cholesky_inverse(self.factor(s)) for s in shifts])
+
+
+def _standardise_targets(ytr: torch.Tensor, *others: torch.Tensor):
+    mean = ytr.mean(0, keepdim=True)
+    std = ytr.std(0, unbiased=False, keepdim=True)
+    std = torch.where(std > 1e-6 * (1 + mean.abs()), std, torch.ones_like(std))
+    return mean, std, [(y - mean) / std for y in (ytr, *others)]
+
+
+def fit_ridge(design: LinearDesign, targets: list[tuple[torch.Tensor, torch.Tensor]], alphas) -> list[dict]:
+    """Closed-form ridge for several targets at once; per target the alpha with the lowest probe-val MSE.
+
+    ``targets``: (probe-train (n, k), probe-val) pairs in their units.  Features and targets are
+    standardised with probe-train statistics; penalty ``alpha * n_train`` (features have unit variance,
+    so alpha is comparable across feature sizes); float64, one Cholesky factorisation of the design's Gram
+    per alpha serves every target.  Returns per target {"test": (n_test, k) predictions in the target's
+    units, "alpha", "val_mse_std"} as device tensors (nothing is read back here)."""
+    scaled = [_standardise_targets(ytr.double(), yval.double()) for ytr, yval in targets]
+    y = torch.cat([s[2][0] for s in scaled], 1)
+    yv = torch.cat([s[2][1] for s in scaled], 1)
+    n = design.n
+    rhs = design.coef(y)
+    w = torch.stack([design.solve(a * n, rhs) for a in alphas])  # (A, p, K)
+    err = ((design.maps["val"] @ w - yv) ** 2).mean(1)  # (A, K)
+    out, start = [], 0
+    for (mean, std, _), (ytr, _) in zip(scaled, targets):
+        cols = slice(start, start + ytr.shape[1])
+        start = cols.stop
+        mse = err[:, cols].mean(1)
+        best = torch.argmin(mse)  # the first minimum, as the former loop over alphas kept it
+        pred = design.maps["test"] @ _pick(w, best)[:, cols]
+        out.append({"test": pred * std + mean,
+                    "alpha": _pick(torch.as_tensor(alphas, dtype=torch.float64, device=w.device), best),
+                    "val_mse_std": _pick(mse, best)})
+    return out
+
+
+def _pick(t: torch.Tensor, i: torch.Tensor) -> torch.Tensor:
+    """``t[i]`` for a 0-d index tensor on the device (plain indexing would read it back)."""
+    return t.index_select(0, i.view(1))[0]
+
+
+def _one_hot(y: torch.Tensor, k: int) -> torch.Tensor:
+    """(n, k) float one-hot rows of class indices (``F.one_hot`` would read the labels back to check them)."""
+    return torch.zeros(len(y), k, device=y.device).scatter_(1, y[:, None], 1.0)
+
+
+def _logistic_grad(kind: str, logits: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(loss per fit (W,), d loss / d logits) of the mean cross-entropy (``multiclass``, y: one-hot rows)
+    or the mean binary cross-entropy over slices x labels (``multilabel``); logits (W, n, k)."""
+    y = y.to(logits.dtype)
+    if kind == "multiclass":
+        logp = torch.log_softmax(logits, -1)
+        loss = -(logp * y).sum(-1).mean(-1)
+        return loss, (logp.exp() - y) / logits.shape[1]
+    loss = F.binary_cross_entropy_with_logits(logits, y.expand_as(logits), reduction="none").mean((1, 2))
+    return loss, (torch.sigmoid(logits) - y) / (logits.shape[1] * logits.shape[2])
+
+
+def _times(m: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+    """``m @ c[i]`` for every fit i (c: (W, p, k)) as one matrix product: (W, rows, k)."""
+    w, p, k = c.shape
+    return (m @ c.to(m.dtype).transpose(0, 1).reshape(p, w * k)).view(-1, w, k).transpose(0, 1)
+
+
+def logistic_mm(design: LinearDesign, ytr: torch.Tensor, wds, kind: str, n_out: int,
+                iters: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Softmax (``multiclass``, ``ytr`` class indices) or per-label sigmoid (``multilabel``) regression
+    on the design's probe-train features with L2 weight ``wd`` on the weights (not the bias), for every
+    ``wd`` at once: coefficients (len(wds), p, n_out) and biases (len(wds), 1, n_out), float64.
+
+    Boehning's bound majorisation: the loss Hessian is at most ``X^T X / (4 n k)`` (k sigmoids, mean
+    over slices x labels) or ``X^T X / (2 n)`` (a softmax, mean over slices), so Newton-like steps with
+    that fixed matrix, i.e. ``gram + shift I`` (one Cholesky factor per ``wd`` from the shared Gram,
+    float64), never increase the objective; Nesterov momentum on top, restarted when a step goes uphill.
+    The products with the features (logits, gradient) run in float32, every ``wd`` in one matrix product.
+    A fixed number of steps (``iters``), all on the device: no value is read back."""
+    n, count = design.n, len(wds)
+    curv = 1 / (2 * n) if kind == "multiclass" else 1 / (4 * n * n_out)  # the bound: curv * X^T X
+    shifts = [2 * wd / curv for wd in wds]
+    dev, f64 = design.gram.device, torch.float64
+    wd = torch.as_tensor(wds, dtype=f64, device=dev)[:, None, None]
+    ytr = _one_hot(ytr, n_out) if kind == "multiclass" else ytr.float()
+    coef = torch.zeros(count, design.gram.shape[0], n_out, dtype=f64, device=dev)
+    bias = torch.zeros(count, 1, n_out, dtype=f64, device=dev)
+    prev_c, prev_b = coef, bias
+    since = torch.zeros(count, 1, 1, dtype=f64, device=dev)  # steps since the last restart
+    x = design.train32
+    xt = x.T  # the dual's map is symmetric: only the primal uses it
+    inverse = design.inverses(shifts)
+    for _ in range(iters):
+        beta = since / (since + 3)
+        yc, yb = coef + beta * (coef - prev_c), bias + beta * (bias - prev_b)
+        _, r = _logistic_grad(kind, _times(x, yc) + yb.float(), ytr)
+        grad_c = (r if design.dual else _times(xt, r)).double() + 2 * wd * yc
+        grad_b = r.sum(1, keepdim=True).double()
+        new_c = yc - torch.bmm(inverse, grad_c) / curv
+        new_b = yb - grad_b / (curv * n)
+        step_c = new_c - coef
+        # the gradient at the extrapolated point against the step (W = X^T c in the dual): uphill -> restart
+        along = (grad_c * (_times(x, step_c).double() if design.dual else step_c)).sum((1, 2)) \
+            + (grad_b * (new_b - bias)).sum((1, 2))
+        since = torch.where(along[:, None, None] > 0, torch.zeros_like(since), since + 1)
+        prev_c, prev_b, coef, bias = coef, bias, new_c, new_b
+    return coef, bias
+
+
+def fit_logistic(design: LinearDesign, ytr: torch.Tensor, yval: torch.Tensor, wds, kind: str, n_out: int,
+                 iters: int) -> dict:
+    """:func:`logistic_mm` for every weight in ``wds``; the one with the lowest probe-val loss is kept.
+    Returns {"test": (n_test, n_out) logits, "weight_decay", "val_loss"} as device tensors."""
+    coef, bias = logistic_mm(design, ytr, wds, kind, n_out, iters)
+    yval = _one_hot(yval, n_out) if kind == "multiclass" else yval
+    val_loss, _ = _logistic_grad(kind, _times(design.maps["val"], coef) + bias, yval)
+    best = torch.argmin(val_loss)  # the first minimum, as the former loop over weights kept it
+    return {"test": design.maps["test"] @ _pick(coef, best) + _pick(bias, best),
+            "weight_decay": _pick(torch.as_tensor(wds, dtype=torch.float64, device=coef.device), best),
+            "val_loss": _pick(val_loss, best)}
 
 
 def _loss_fn(kind: str):
@@ -250,41 +380,6 @@ def _loss_fn(kind: str):
     if kind == "multilabel":
         return F.binary_cross_entropy_with_logits
     return F.mse_loss
-
-
-def fit_logistic(xtr, ytr, xval, yval, wds, kind="multiclass", n_out=None, iters=100,
-                 device="cpu") -> tuple[Callable, dict]:
-    """Softmax (``multiclass``) or per-label sigmoid (``multilabel``) regression by LBFGS (float32 on
-    ``device``); the L2 weight picked by probe-val loss.  Returns (predict -> logits, info)."""
-    sx = _FeatureScaler(xtr, device)
-    x, xv = sx(xtr, torch.float32), sx(xval, torch.float32)
-    dtype = torch.long if kind == "multiclass" else torch.float32
-    y, yv = torch.as_tensor(ytr, dtype=dtype, device=device), torch.as_tensor(yval, dtype=dtype, device=device)
-    loss_fn = _loss_fn(kind)
-    best = None
-    for wd in wds:
-        lin = nn.Linear(x.shape[1], n_out).to(device)
-        nn.init.zeros_(lin.weight), nn.init.zeros_(lin.bias)
-        opt = torch.optim.LBFGS(lin.parameters(), max_iter=iters, history_size=20, line_search_fn="strong_wolfe")
-
-        def closure():
-            opt.zero_grad()
-            loss = loss_fn(lin(x), y) + wd * lin.weight.pow(2).sum()
-            loss.backward()
-            return loss
-
-        opt.step(closure)
-        with torch.no_grad():
-            val = float(loss_fn(lin(xv), yv))
-        if best is None or val < best[0]:
-            best = (val, wd, lin)
-    val, wd, lin = best
-
-    def predict(xs):
-        with torch.no_grad():
-            return lin(sx(xs, torch.float32)).cpu().numpy()
-
-    return predict, {"weight_decay": wd, "val_loss": val}
 
 
 class TaskTargets:
@@ -366,30 +461,81 @@ def predict_multitask(model: nn.Module, inputs: Callable, split: str, n: int) ->
 
 
 # --- probes ---------------------------------------------------------------------------------
-def _task_input(task: ProbeTask, feats: dict[str, np.ndarray]) -> np.ndarray:
-    if task.pair:
-        return np.concatenate([feats["frames"], feats["pair"] - feats["frames"]], 1)
-    return feats["frames"]
+def _task_input(task: ProbeTask, feats: dict, device) -> torch.Tensor:
+    """The probe input of ``task`` on ``device``: ``frames`` or [f(slice), f(pair) - f(slice)]."""
+    f = torch.as_tensor(feats["frames"], device=device)
+    return torch.cat([f, torch.as_tensor(feats["pair"], device=device) - f], 1) if task.pair else f
+
+
+def _targets(task: ProbeTask, ps: ProbeSet, device) -> torch.Tensor:
+    y = task.targets(ps)
+    return torch.as_tensor(y, device=device, dtype=torch.long if task.kind == "multiclass" else torch.float64)
+
+
+def run_linear_probes(tasks, feats: dict, sets: dict[str, ProbeSet], cfg: ProbeConfig, device="cpu",
+                      shuffled_control: bool = False, real: bool = True) -> dict[tuple[str, bool], tuple[dict, dict]]:
+    """Fit the linear probe of every task on probe-train, select its penalty on probe-val, score on probe-test.
+
+    feats[split]: ``frames`` (N, D) features (and ``pair`` for pair tasks), NumPy or tensors (kept
+    where they are when already on ``device``).  Tasks on the same input share one
+    :class:`LinearDesign` (one standardisation, one Gram, one factorisation per penalty): the regression
+    tasks are one multi-target ridge, each classification task one logistic fit over every penalty.
+    ``shuffled_control``: also the control, probe-train targets permuted across slices (it must land
+    at the mean baseline); ``real=False``: only the control.  Everything stays on ``device`` until the
+    predictions and the chosen penalties are read back, once.  Returns {(task, shuffled): (metrics, info)}."""
+    tasks = [PROBE_TASKS[t] if isinstance(t, str) else t for t in tasks]
+    perm = torch.as_tensor(np.random.default_rng(cfg.seed).permutation(len(sets["train"])), device=device)
+    variants = [v for v, on in ((False, real), (True, shuffled_control)) if on]
+    fits, status = {}, []
+    for pair in sorted({t.pair for t in tasks}):
+        group = [t for t in tasks if t.pair == pair]
+        design = LinearDesign(*(_task_input(group[0], feats[s], device) for s in PROBE_SPLITS), device=device)
+        jobs = [(t, v) for t in group for v in variants]
+        y = {(t.name, v): (_targets(t, sets["train"], device), _targets(t, sets["val"], device)) for t, v in jobs}
+        y = {k: (ytr[perm] if k[1] else ytr, yv) for k, (ytr, yv) in y.items()}
+        ridge = [j for j in jobs if j[0].kind == "regression"]
+        if ridge:
+            for j, fit in zip(ridge, fit_ridge(design, [y[j[0].name, j[1]] for j in ridge], cfg.ridge_alphas)):
+                fits[j[0].name, j[1]] = fit
+        for t, v in jobs:
+            if t.kind != "regression":
+                fits[t.name, v] = fit_logistic(design, *y[t.name, v], cfg.logistic_wds, t.kind,
+                                          t.n_out(t.targets(sets["train"])), cfg.logistic_iters)
+        status.extend(design.status)
+        del design
+    host = _to_host(fits, torch.stack(status).sum() if status else None)  # the one read-back
+    out = {}
+    for t in tasks:
+        for v in variants:
+            fit = host[t.name, v]
+            info = {k: float(val) for k, val in fit.items() if k != "test"}
+            out[t.name, v] = (t.metrics(fit["test"].astype(np.float32), sets["test"]), info)
+    return out
+
+
+def _to_host(fits: dict, failures: torch.Tensor | None) -> dict:
+    """Every device tensor of ``fits`` read back in one transfer (flattened, concatenated), and the sum of
+    the Cholesky status codes (``failures``): an error unless 0."""
+    keys = [(j, k) for j, fit in fits.items() for k in fit]
+    extra = [] if failures is None else [failures.double().flatten()]
+    flat = torch.cat([fits[j][k].double().flatten() for j, k in keys] + extra).cpu().numpy()
+    if failures is not None and flat[-1] != 0:
+        raise ValueError("linear probe: a penalised Gram matrix is not positive definite (non-finite features?)")
+    out, start = {}, 0
+    for j, k in keys:
+        shape = tuple(fits[j][k].shape)
+        size = int(np.prod(shape))
+        out.setdefault(j, {})[k] = flat[start: start + size].reshape(shape)
+        start += size
+    return out
 
 
 def run_linear_probe(task: ProbeTask | str, feats: dict, sets: dict[str, ProbeSet], cfg: ProbeConfig,
                      shuffle_labels: bool = False, device="cpu") -> tuple[dict[str, float], dict]:
-    """Fit the linear probe on probe-train, select on probe-val, score on probe-test.
-
-    feats[split]: ``frames`` (N, D) features (and ``pair`` for pair tasks).  ``shuffle_labels``:
-    the control -- probe-train targets permuted across slices (it must land at the mean baseline).
-    """
-    task = PROBE_TASKS[task] if isinstance(task, str) else task
-    x = {s: _task_input(task, feats[s]) for s in sets}
-    y = {s: task.targets(sets[s]) for s in sets}
-    if shuffle_labels:
-        y["train"] = y["train"][np.random.default_rng(cfg.seed).permutation(len(y["train"]))]
-    if task.kind == "regression":
-        predict, info = fit_ridge(x["train"], y["train"], x["val"], y["val"], cfg.ridge_alphas, device)
-    else:
-        predict, info = fit_logistic(x["train"], y["train"], x["val"], y["val"], cfg.logistic_wds, task.kind,
-                                     task.n_out(y["train"]), cfg.lbfgs_iters, device)
-    return task.metrics(predict(x["test"]), sets["test"]), info
+    """One task's linear probe (:func:`run_linear_probes`); ``shuffle_labels``: its shuffled-label control."""
+    name = task if isinstance(task, str) else task.name
+    return run_linear_probes([task], feats, sets, cfg, device, shuffled_control=shuffle_labels,
+                             real=not shuffle_labels)[name, shuffle_labels]
 
 
 def mean_baseline(task: ProbeTask | str, train: ProbeSet, test: ProbeSet) -> dict[str, float]:
