@@ -25,7 +25,8 @@ mae2d mae2d - 128
 navwm navwm - 128"
 ONLY=${ONLY:-$(echo "$RECIPES" | cut -d' ' -f1)}
 jobs() { for s in $SEEDS; do echo "$RECIPES" | while read -r name method extra per; do
-  [[ " $(echo $ONLY) " == *" $name "* ]] && echo "$name $method $extra $(( (frames + per / 2) / per )) $s"; done; done; }
+  if [[ " $(echo $ONLY) " == *" $name "* ]]; then echo "$name $method $extra $(( (frames + per / 2) / per )) $s"; fi
+  done; done; }
 train_one() {  # NAME METHOD EXTRA STEPS SEED
   local dir=$RUNS/$1_s$5 extra=$3; [ "$extra" = - ] && extra=
   if python -c "import json,sys; sys.exit(0 if json.load(open('$dir/summary.json'))['step'] >= $4 else 1)" 2>/dev/null; then
