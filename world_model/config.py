@@ -89,6 +89,12 @@ class TrainConfig:
     compile: bool = _f(False, "torch.compile the model (CUDA)")
     device: str = _f("auto", "auto (CUDA when available), cpu or cuda[:i]")
     threads: int = _f(0, "torch CPU threads (0 = torch's default)")
+    compile_mode: str = _f("default", "torch.compile mode with --compile: 'default', 'reduce-overhead' (CUDA graphs) "
+                                      "or 'max-autotune'")
+    channels_last: bool = _f(False, "channels_last memory format for the model's conv weights (a GPU lever)")
+    fused_adam: bool = _f(False, "fused AdamW kernel (a GPU lever; CPU too with recent torch)")
+    device_rng: bool = _f(True, "per-step masks and permutations drawn on the training device (no host-to-device "
+                                "copy on CUDA; CPU draws are unchanged)")
 
     @property
     def total_steps(self) -> int:
@@ -108,6 +114,8 @@ class TrainConfig:
                (self.workers, self.warmup, self.threads), ">= 0")
         _check(self.joint_loss in ("pixel", "latent"), "joint_loss", self.joint_loss, "'pixel' or 'latent'")
         _check(self.render in ("auto", "cpu", "device"), "render", self.render, "auto, cpu or device")
+        _check(self.compile_mode in ("default", "reduce-overhead", "max-autotune"), "compile_mode", self.compile_mode,
+               "default, reduce-overhead or max-autotune")
         _check(self.stride == 1 or self.data == "stream", "stride", self.stride, "1 unless data=stream")
         _check(self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:"), "device", self.device,
                "auto, cpu or cuda[:i]")

@@ -49,7 +49,17 @@ COLLAPSE_RANK = 0.05  # effective rank below this share of min(samples, latent d
 
 
 class Method(WorldModel):
-    """The training side shared by every method; see the module docstring."""
+    """The training side shared by every method; see the module docstring.
+
+    ``stream`` names the data :meth:`batches` yields: methods with the same ``stream`` must yield
+    identical batches for the same TrainConfig (apart from ``method``), so :mod:`world_model.comparison`
+    feeds them from one stream; a method with other data sets its own name; None: no data.
+    ``stage1_group``: methods with the same group (and seed, stream and ``stage1_steps``) train
+    bit-identically during their first ``stage1_steps`` steps, so the comparison trains that stage
+    once and copies it (None: nothing shared)."""
+
+    stream: str | None = "clips"
+    stage1_group: str | None = None
 
     def configure(self, train: TrainConfig, rank: int = 0) -> "Method":
         self.train_config, self.rank = train, rank
@@ -77,7 +87,10 @@ class Method(WorldModel):
         return controllability(self, batch["frames"], batch["actions"])
 
     def _gen(self, step: int, salt: int = 1) -> torch.Generator:
-        return step_generator(self.train_config.seed, step, self.rank, salt)
+        """The step's generator, on the model's device when that is CUDA and ``device_rng``."""
+        device = next(self.parameters()).device
+        on_device = self.train_config.device_rng and device.type == "cuda"
+        return step_generator(self.train_config.seed, step, self.rank, salt, device if on_device else None)
 
 
 def _flat(frames: torch.Tensor) -> torch.Tensor:
@@ -106,6 +119,8 @@ class MAE2DMethod(Method):
 
 
 class MAE3DMethod(Method):
+    stream = "crops"
+
     def batches(self, rank, world, start, device):
         crops, n, train = VolumeCrops(self.train_config, self.cfg), self.frames_per_batch(), self.train_config
         step = start
@@ -131,6 +146,15 @@ class DynamicsMethod(Method):
         super().__init__(model, method, dynamics=True)
         self.joint = method.endswith("_joint")
         self.action_mode = method.split("_")[0]  # navwm / shuffled / noaction / random
+        if method == "random":
+            self.stream = None
+
+    @property
+    def stage1_group(self) -> str | None:
+        """Stage 1 (the tokenizer by reconstruction) is the same for every method of this class that
+        keeps its stage and loss (a subclass that changes them shares nothing unless it says so)."""
+        same = type(self).compute_loss is DynamicsMethod.compute_loss and type(self).stage is DynamicsMethod.stage
+        return "tokenizer" if same and self.method != "random" and self.stage1_steps > 0 else None
 
     @property
     def stage1_steps(self) -> int:
@@ -153,11 +177,11 @@ class DynamicsMethod(Method):
         gen = self._gen(step)
         actions, drop = batch["actions"], None
         if self.action_mode == "shuffled":
-            actions = actions[torch.randperm(len(actions), generator=gen).to(actions.device)]
+            actions = actions[torch.randperm(len(actions), generator=gen, device=gen.device).to(actions.device)]
         if self.action_mode == "noaction":
             actions = None
         elif train.action_dropout > 0:
-            drop = (torch.rand(actions.shape[:2], generator=gen) < train.action_dropout).to(actions.device)
+            drop = (torch.rand(actions.shape[:2], generator=gen, device=gen.device) < train.action_dropout).to(actions.device)
         b, t = frames.shape[:2]
         x = to_unit(_flat(frames))
         logs = {}
