@@ -75,10 +75,13 @@ def test_plan_fits_the_training_time_and_counts_a_shared_stage_once():
 
 def test_quick_comparison_end_to_end_within_its_deadline_and_rebuilds(tmp_path, capsys):
     out = tmp_path / "report"
-    doc = main(["--quick", "--methods", "navwm", "shuffled", "random", "--seconds", "100", "--out", str(out),
-                "--progress", "false", "--threads", "1", "--calibration-steps", "1"])
+    probes = ("--subjects template --train-per-subject 60 --eval-per-subject 30 --tasks pose region --probes linear "
+              "--n-labels --no-planning --no-clips --reference-seeds")  # the template only: no subjects to build
+    doc = main(["--quick", "--methods", "navwm", "shuffled", "random", "--seconds", "60", "--out", str(out),
+                "--progress", "false", "--threads", "1", "--calibration-steps", "1", "--subjects", "template",
+                "--eval-args", probes])
     c = doc["comparison"]
-    assert c["total_s"] <= 100
+    assert c["total_s"] <= 60
     trained = [r for r in c["train"]["runs"] if r["method"] != "random"]
     assert len({r["frames"] for r in trained}) == 1 and trained[0]["frames"] == c["frames_per_run"] > 0
     assert {r["method"] for r in c["train"]["runs"]} == {"navwm", "shuffled", "random"}
@@ -92,3 +95,12 @@ def test_quick_comparison_end_to_end_within_its_deadline_and_rebuilds(tmp_path, 
     with pytest.raises(SystemExit):
         main(["--help"])
     assert "wall-clock deadline of the whole command (default: 480.0)" in " ".join(capsys.readouterr().out.split())
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_one_loop_on_cuda_with_device_rng_and_bf16(tmp_path):
+    specs = run_specs("tiny", ["navwm", "shuffled", "mae2d"], [0], 4, 2, tmp_path, SMALL, subjects="template",
+                      stage1_frac=0.5, log_every=2, threads=1, device="cuda", amp=True, device_rng=True)
+    res = train_all(specs, torch.device("cuda"), progress=False)
+    assert [r["shared_stage1"] for r in res["runs"]] == [False, True, False]
+    assert all(torch.isfinite(torch.tensor(r["loss/total"])) for r in res["runs"])

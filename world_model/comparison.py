@@ -47,6 +47,7 @@ from dataclasses import asdict, replace
 from pathlib import Path
 
 import torch
+from torch.utils.flop_counter import FlopCounterMode
 
 from navgym.files import write_atomic, write_json_atomic
 
@@ -235,22 +236,45 @@ def calibrate(specs, device: torch.device, steps: int = 3, log=lambda m: None) -
                 sync()
                 times.append(time.perf_counter() - t)
             data[k] = sum(times[1:]) / (n - 1)
-        out = []
+        out, h = [], steps + 1
         for i, ((mc, tc), r) in enumerate(zip([s for s in specs if s[1].total_steps > 0], runs)):
-            times = []
+            times, flops = [], {}
             for step in range(n):
                 t = time.perf_counter()
-                r.step(batches[keys[i]][step], step)
+                if step in (0, h):  # the untimed first step of each stage: its FLOPs counted
+                    with FlopCounterMode(display=False) as counter:
+                        r.step(batches[keys[i]][step], step)
+                    flops[step] = counter.get_total_flops()
+                else:
+                    r.step(batches[keys[i]][step], step)
                 sync()
                 times.append(time.perf_counter() - t)
-            h = steps + 1
             out.append({"method": tc.method, "seed": tc.seed, "stage1_s": sum(times[1:h]) / steps,
                         "stage2_s": sum(times[h + 1:]) / steps, "has_stage1": r.model.stage1_steps > 0,
+                        "stage1_flops": flops[0], "stage2_flops": flops[h], "frames_per_step": frames_per_run(mc, tc, 1),
                         "shared_stage1": i in follows, "stream": keys[i][0] if keys[i] else None})
             log(f"calibrated {tc.method} seed {tc.seed}: {out[-1]['stage1_s']:.3f} / {out[-1]['stage2_s']:.3f} s per step")
         del runs
     stream_s = {f"{k[0]}/{dict(k[2])['seed']}/batch{dict(k[2])['batch']}": v for k, v in data.items()}
     return {"runs": out, "data_s": stream_s, "steps": steps}
+
+
+PEAK_BF16 = (("H100 PCIe", 756e12), ("H100", 989e12), ("H200", 989e12), ("A100", 312e12))  # dense, FLOP/s
+
+
+def peak_flops(device_name: str) -> float | None:
+    """The device's dense bf16 peak (None when not in :data:`PEAK_BF16`)."""
+    return next((v for k, v in PEAK_BF16 if k in device_name), None)
+
+
+def training_flops(cal: dict, steps: int, stage1_frac: float) -> float:
+    """FLOPs (forward, backward; counted by torch.utils.flop_counter in the calibration) of every run's
+    ``steps`` steps together, a shared stage 1 counted once."""
+    total = 0.0
+    for r in cal["runs"]:
+        s1 = int(stage1_frac * steps) if r["has_stage1"] else 0
+        total += (0 if r["shared_stage1"] else s1 * r["stage1_flops"]) + (steps - s1) * r["stage2_flops"]
+    return total
 
 
 def seconds_per_step(cal: dict, stage1_frac: float) -> float:
@@ -321,11 +345,23 @@ def write_training_report(doc: dict, out: Path) -> None:
              f"({100 * t['data_seconds'] / max(t['seconds'], 1e-9):.0f} % preparing batches).", "",
              "| phase | seconds |", "|---|---|"]
     lines += [f"| {k} | {v:.1f} |" for k, v in c["phases"].items()]
-    if c.get("plan"):
-        p = c["plan"]
-        lines += ["", f"Plan: {p['seconds_per_step']:.3f} s per step of every run (calibrated), "
-                      f"{p['train_budget_s']:.0f} s for training x safety {p['safety']} -> {p['steps']} steps; "
-                      f"predicted evaluation {c.get('predicted_eval_s', 0):.0f} s."]
+    p = c["plan"]
+    budget = "fixed --frames" if math.isinf(p["train_budget_s"]) else f"{p['train_budget_s']:.0f} s for training"
+    lines += ["", f"Plan: {p['seconds_per_step']:.3f} s per step of every run (calibrated), {budget} x safety "
+                  f"{p['safety']} -> {p['steps']} steps; predicted evaluation {c['predicted_eval_s']:.0f} s.",
+              "", f"Training FLOPs (forward + backward, torch.utils.flop_counter): {t['flops'] / 1e12:,.2f} TFLOP in "
+                  f"{t['seconds']:.1f} s = {t['flops_per_s'] / 1e12:,.3f} TFLOP/s"
+              + ("" if t["peak_share"] is None else f" = {100 * t['peak_share']:.1f} % of the device's dense bf16 "
+                                                    f"peak ({t['peak_flops'] / 1e12:,.0f} TFLOP/s)") + ".",
+              "", "| method | seed | s/step stage 1 | s/step stage 2 | GFLOP/frame stage 1 | GFLOP/frame stage 2 |",
+              "|---|---|---|---|---|---|"]
+    for r in c["calibration"]["runs"]:
+        f = r["frames_per_step"]
+        lines.append(f"| {r['method']} | {r['seed']} | {r['stage1_s']:.4f} | {r['stage2_s']:.4f} | "
+                     f"{r['stage1_flops'] / f / 1e9:.3f} | {r['stage2_flops'] / f / 1e9:.3f} |")
+    lines += ["", "Calibration: the seconds per step of each run alone (synchronised every step) and the data "
+                  "streams' " + ", ".join(f"{k} {v:.4f} s" for k, v in c["calibration"]["data_s"].items())
+              + " per batch; every stage's first step untimed (its FLOPs counted)."]
     lines += ["", "| method | seed | frames | stage 1 | final loss | params |", "|---|---|---|---|---|---|"]
     for r in t["runs"]:
         loss = r.get("loss/total")
@@ -454,21 +490,17 @@ def main(argv=None) -> dict:
             predicted_eval = a.eval_safety * (per * n_more + max(0.0, tick() - t - units))
             phases["eval_calibration"] = tick() - t
             log(f"evaluation: {per:.1f} s per encoder; {n_more} more encoders -> predicted {predicted_eval:.0f} s")
-        plan = None
         frames_unit = a.batch * mc0.window
-        if a.frames:
-            steps = max(1, round(a.frames / frames_unit))
-        else:
-            t = tick()
-            cal = calibrate(specs, device, a.calibration_steps, log)
-            phases["calibration"] = tick() - t
-            report_s = 10.0  # plots, loading the encoders, writing
-            budget = deadline - time.time() - predicted_eval - report_s
-            plan = plan_steps(cal, budget, a.safety, specs[0][1].stage1_frac, max(1, a.max_frames // frames_unit))
-            plan["calibration"] = cal
-            steps = plan["steps"]
-            log(f"plan: {steps} steps = {steps * frames_unit:,} frames per run; predicted "
-                f"{plan['predicted_train_s']:.0f} s of training")
+        t = tick()
+        cal = calibrate(specs, device, a.calibration_steps, log)
+        phases["calibration"] = tick() - t
+        report_s = 10.0  # plots, loading the encoders, writing
+        budget = deadline - time.time() - predicted_eval - report_s
+        max_steps = max(1, round(a.frames / frames_unit)) if a.frames else max(1, a.max_frames // frames_unit)
+        plan = plan_steps(cal, budget if not a.frames else float("inf"), a.safety, specs[0][1].stage1_frac, max_steps)
+        steps = plan["steps"]
+        log(f"plan: {steps} steps = {steps * frames_unit:,} frames per run; predicted "
+            f"{plan['predicted_train_s']:.0f} s of training")
         t = tick()
         specs = run_specs(a.model_size, [m for m in a.methods if m != "random"], a.seeds, steps, a.batch, runs_dir,
                           a.overrides_dict, **train_kw)
@@ -489,10 +521,15 @@ def main(argv=None) -> dict:
             "frames_per_run": frames_per_run(*specs[0], trained["steps"]),
             "device": torch.cuda.get_device_name(device) if device.type == "cuda" else
             f"cpu ({platform.processor() or platform.machine()}, {os.cpu_count()} cores)",
-            "threads": threads, "versions": _versions(), "host": platform.node(), "plan": plan,
+            "threads": threads, "versions": _versions(), "host": platform.node(), "plan": plan, "calibration": cal,
             "predicted_eval_s": predicted_eval, "train": {**trained, "runs": trained["runs"] + untrained_rows},
             "phases": phases, "eval_args": eval_args,
         }
+        flops = training_flops(cal, trained["steps"], specs[0][1].stage1_frac)
+        peak = peak_flops(doc["comparison"]["device"]) if device.type == "cuda" else None
+        doc["comparison"]["train"].update(flops=flops, flops_per_s=flops / max(trained["seconds"], 1e-9),
+                                          peak_flops=peak, peak_share=None if peak is None else
+                                          flops / max(trained["seconds"], 1e-9) / peak)
         phases["report"] = tick() - t
         doc["comparison"]["total_s"] = time.perf_counter() - t_start
         write_atomic(out / "results.json", json.dumps(doc, indent=1, default=float))
