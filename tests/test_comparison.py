@@ -104,3 +104,26 @@ def test_one_loop_on_cuda_with_device_rng_and_bf16(tmp_path):
     res = train_all(specs, torch.device("cuda"), progress=False)
     assert [r["shared_stage1"] for r in res["runs"]] == [False, True, False]
     assert all(torch.isfinite(torch.tensor(r["loss/total"])) for r in res["runs"])
+
+
+def test_a_method_with_its_own_batches_gets_its_own_stream_unless_it_names_one():
+    from world_model.config import make_config
+    from world_model.methods import DynamicsMethod, MAE3DMethod, build_model, data_stream
+
+    mc, tc = make_config("tiny", **SMALL)
+    assert [data_stream(build_model(mc, m, tc)) for m in ("navwm", "mae2d", "mae3d", "random")] == \
+        ["clips", "clips", "crops", None]
+
+    class Jumps(DynamicsMethod):  # new data, no stream named: never shares the clips
+        def batches(self, *a):
+            return super().batches(*a)
+
+    class NamedJumps(Jumps):
+        stream = "jumps"
+
+    class Crops(MAE3DMethod):  # the same data as its parent: shares it
+        pass
+
+    assert data_stream(Jumps(mc, "navwm").configure(tc)) == "navwm"
+    assert data_stream(NamedJumps(mc, "navwm").configure(tc)) == "jumps"
+    assert data_stream(Crops(mc, "mae3d", 4, tokenizer=False, mae3d=True).configure(tc)) == "crops"

@@ -49,16 +49,17 @@ from pathlib import Path
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from navgym.files import write_atomic, write_json_atomic
+from navgym.files import write_atomic
 
 from .config import METHODS, MODEL_SIZES, ModelConfig, TrainConfig, make_config, parse_bool
+from .methods import data_stream
 from .train import Run, eval_clips
 
 __all__ = ["run_specs", "frames_per_run", "train_all", "calibrate", "plan_steps", "main", "write_training_report"]
 
 EVAL_ARGS = ("--tasks pose landmark_distance landmark_hit region --probes linear --n-labels "
              "--linear-n-labels 256 2048 --no-planning")
-QUICK = dict(model_size="tiny", seconds=240.0, seeds=[0], batch=8, overrides="size=32 window=4 crop=32",
+QUICK = dict(model_size="tiny", seconds=240.0, seeds=[0], batch=8, threads=1, overrides="size=32 window=4 crop=32",
              subjects="synthetic:8", eval_args="--subjects synthetic:40 --train-subjects 3 --val-subjects 1 "
              "--test-subjects 1 --train-per-subject 60 --eval-per-subject 30 --tasks pose region --probes linear "
              "--n-labels --no-planning --no-clips --reference-seeds", calibration_steps=2)
@@ -111,8 +112,8 @@ def build_runs(specs, device, log=lambda m: None, tensorboard: bool = False) -> 
 
 def share_plan(runs: list[Run]) -> tuple[list, dict]:
     """(stream key of each run (None: no data), {follower index: leader index} for the shared stage 1)."""
-    keys = [None if r.model.stream is None else (r.model.stream, r.model_cfg, _same_but(r.cfg, "method", "out"))
-            for r in runs]
+    names = [data_stream(r.model) for r in runs]
+    keys = [None if n is None else (n, r.model_cfg, _same_but(r.cfg, "method", "out")) for n, r in zip(names, runs)]
     leaders, follows = {}, {}
     for i, r in enumerate(runs):
         group = r.model.stage1_group
@@ -137,7 +138,8 @@ def train_all(specs, device: torch.device, log=lambda m: None, deadline: float |
     runs = build_runs(specs, device, log, tensorboard)
     starts = {r.start for r in runs if r.start < r.steps}
     if starts - {0}:
-        raise ValueError(f"runs under {Path(specs[0][1].out).parent} were interrupted part-way (steps {sorted(starts)}); "
+        raise ValueError(f"runs under {Path(specs[0][1].out).parent} were interrupted part-way "
+                         f"(steps {sorted(starts)}); "
                          "the comparison does not resume: use a new --runs folder")
     keys, follows = share_plan(runs)
     steps = max((r.steps for r in runs if r.start < r.steps), default=0)
@@ -187,6 +189,7 @@ def train_all(specs, device: torch.device, log=lambda m: None, deadline: float |
     for i, lead in follows.items():  # stopped inside the shared stage: the followers are the leader
         if done <= runs[i].model.stage1_steps:
             runs[i].copy_from(runs[lead])
+            runs[i].last = dict(runs[lead].last)
     if bar is not None:
         bar.close()
     seconds = time.perf_counter() - t0
@@ -241,7 +244,7 @@ def calibrate(specs, device: torch.device, steps: int = 3, log=lambda m: None) -
             times, flops = [], {}
             for step in range(n):
                 t = time.perf_counter()
-                if step in (0, h):  # the untimed first step of each stage: its FLOPs counted
+                if step in (0, h) and not tc.compile:  # each stage's untimed first step: FLOPs counted
                     with FlopCounterMode(display=False) as counter:
                         r.step(batches[keys[i]][step], step)
                     flops[step] = counter.get_total_flops()
@@ -251,9 +254,11 @@ def calibrate(specs, device: torch.device, steps: int = 3, log=lambda m: None) -
                 times.append(time.perf_counter() - t)
             out.append({"method": tc.method, "seed": tc.seed, "stage1_s": sum(times[1:h]) / steps,
                         "stage2_s": sum(times[h + 1:]) / steps, "has_stage1": r.model.stage1_steps > 0,
-                        "stage1_flops": flops[0], "stage2_flops": flops[h], "frames_per_step": frames_per_run(mc, tc, 1),
+                        "stage1_flops": flops.get(0), "stage2_flops": flops.get(h),
+                        "frames_per_step": frames_per_run(mc, tc, 1),
                         "shared_stage1": i in follows, "stream": keys[i][0] if keys[i] else None})
-            log(f"calibrated {tc.method} seed {tc.seed}: {out[-1]['stage1_s']:.3f} / {out[-1]['stage2_s']:.3f} s per step")
+            log(f"calibrated {tc.method} seed {tc.seed}: {out[-1]['stage1_s']:.3f} / {out[-1]['stage2_s']:.3f} s "
+                "per step")
         del runs
     stream_s = {f"{k[0]}/{dict(k[2])['seed']}/batch{dict(k[2])['batch']}": v for k, v in data.items()}
     return {"runs": out, "data_s": stream_s, "steps": steps}
@@ -267,9 +272,11 @@ def peak_flops(device_name: str) -> float | None:
     return next((v for k, v in PEAK_BF16 if k in device_name), None)
 
 
-def training_flops(cal: dict, steps: int, stage1_frac: float) -> float:
+def training_flops(cal: dict, steps: int, stage1_frac: float) -> float | None:
     """FLOPs (forward, backward; counted by torch.utils.flop_counter in the calibration) of every run's
-    ``steps`` steps together, a shared stage 1 counted once."""
+    ``steps`` steps together, a shared stage 1 counted once (None: not counted, with torch.compile)."""
+    if any(r["stage1_flops"] is None or r["stage2_flops"] is None for r in cal["runs"]):
+        return None
     total = 0.0
     for r in cal["runs"]:
         s1 = int(stage1_frac * steps) if r["has_stage1"] else 0
@@ -324,7 +331,8 @@ def _twins(specs) -> int:
     from .evaluation.pipeline import scratch_entries
 
     with torch.device("meta"):
-        entries = [EncoderEntry(tc.method, tc.seed, load_encoder(tc.method, seed=tc.seed, model=mc)) for mc, tc in specs]
+        entries = [EncoderEntry(tc.method, tc.seed, load_encoder(tc.method, seed=tc.seed, model=mc))
+                   for mc, tc in specs]
         return len(scratch_entries(entries))
 
 
@@ -349,16 +357,17 @@ def write_training_report(doc: dict, out: Path) -> None:
     budget = "fixed --frames" if math.isinf(p["train_budget_s"]) else f"{p['train_budget_s']:.0f} s for training"
     lines += ["", f"Plan: {p['seconds_per_step']:.3f} s per step of every run (calibrated), {budget} x safety "
                   f"{p['safety']} -> {p['steps']} steps; predicted evaluation {c['predicted_eval_s']:.0f} s.",
-              "", f"Training FLOPs (forward + backward, torch.utils.flop_counter): {t['flops'] / 1e12:,.2f} TFLOP in "
-                  f"{t['seconds']:.1f} s = {t['flops_per_s'] / 1e12:,.3f} TFLOP/s"
+              "", "Training FLOPs (forward + backward, torch.utils.flop_counter): "
+              + ("not counted (torch.compile)" if t["flops"] is None else f"{t['flops'] / 1e12:,.2f} TFLOP in "
+                 f"{t['seconds']:.1f} s = {t['flops_per_s'] / 1e12:,.3f} TFLOP/s")
               + ("" if t["peak_share"] is None else f" = {100 * t['peak_share']:.1f} % of the device's dense bf16 "
                                                     f"peak ({t['peak_flops'] / 1e12:,.0f} TFLOP/s)") + ".",
               "", "| method | seed | s/step stage 1 | s/step stage 2 | GFLOP/frame stage 1 | GFLOP/frame stage 2 |",
               "|---|---|---|---|---|---|"]
     for r in c["calibration"]["runs"]:
-        f = r["frames_per_step"]
-        lines.append(f"| {r['method']} | {r['seed']} | {r['stage1_s']:.4f} | {r['stage2_s']:.4f} | "
-                     f"{r['stage1_flops'] / f / 1e9:.3f} | {r['stage2_flops'] / f / 1e9:.3f} |")
+        g = ["" if r[k] is None else f"{r[k] / r['frames_per_step'] / 1e9:.3f}"
+             for k in ("stage1_flops", "stage2_flops")]
+        lines.append(f"| {r['method']} | {r['seed']} | {r['stage1_s']:.4f} | {r['stage2_s']:.4f} | {g[0]} | {g[1]} |")
     lines += ["", "Calibration: the seconds per step of each run alone (synchronised every step) and the data "
                   "streams' " + ", ".join(f"{k} {v:.4f} s" for k, v in c["calibration"]["data_s"].items())
               + " per batch; every stage's first step untimed (its FLOPs counted)."]
@@ -526,10 +535,10 @@ def main(argv=None) -> dict:
             "phases": phases, "eval_args": eval_args,
         }
         flops = training_flops(cal, trained["steps"], specs[0][1].stage1_frac)
+        rate = None if flops is None else flops / max(trained["seconds"], 1e-9)
         peak = peak_flops(doc["comparison"]["device"]) if device.type == "cuda" else None
-        doc["comparison"]["train"].update(flops=flops, flops_per_s=flops / max(trained["seconds"], 1e-9),
-                                          peak_flops=peak, peak_share=None if peak is None else
-                                          flops / max(trained["seconds"], 1e-9) / peak)
+        doc["comparison"]["train"].update(flops=flops, flops_per_s=rate, peak_flops=peak,
+                                          peak_share=None if peak is None or rate is None else rate / peak)
         phases["report"] = tick() - t
         doc["comparison"]["total_s"] = time.perf_counter() - t_start
         write_atomic(out / "results.json", json.dumps(doc, indent=1, default=float))

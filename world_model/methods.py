@@ -42,7 +42,7 @@ from .mae2d import masked_slice_loss
 from .mae3d import MAE3D
 from .tokenizer import Tokenizer, make_tokenizer, psnr, to_unit
 
-__all__ = ["build_model", "controllability", "collapse_diagnostics", "COLLAPSE_STD", "COLLAPSE_RANK"]
+__all__ = ["build_model", "data_stream", "controllability", "collapse_diagnostics", "COLLAPSE_STD", "COLLAPSE_RANK"]
 
 COLLAPSE_STD = 0.02  # mean per-channel latent std below this: collapsed (trained tokenizers: ~0.2 to 1)
 COLLAPSE_RANK = 0.05  # effective rank below this share of min(samples, latent dims): collapsed
@@ -53,7 +53,8 @@ class Method(WorldModel):
 
     ``stream`` names the data :meth:`batches` yields: methods with the same ``stream`` must yield
     identical batches for the same TrainConfig (apart from ``method``), so :mod:`world_model.comparison`
-    feeds them from one stream; a method with other data sets its own name; None: no data.
+    feeds them from one stream; a method with other data sets its own name (one that overrides
+    ``batches`` without naming a stream gets its own: :func:`data_stream`); None: no data.
     ``stage1_group``: methods with the same group (and seed, stream and ``stage1_steps``) train
     bit-identically during their first ``stage1_steps`` steps, so the comparison trains that stage
     once and copies it (None: nothing shared)."""
@@ -102,6 +103,16 @@ def _recon(tokenizer: Tokenizer, frames: torch.Tensor) -> dict:
     return {"loss": loss, **logs}
 
 
+def data_stream(model: Method) -> str | None:
+    """The name of the data ``model`` trains on (see :class:`Method`): its ``stream``, unless its class
+    overrides :meth:`~Method.batches` below the class that declared the stream; then its own name
+    (a method with new data that forgot to name its stream is never fed another method's batches)."""
+    mro = type(model).__mro__
+    batches = next(c for c in mro if "batches" in vars(c))
+    declared = next(c for c in mro if "stream" in vars(c))
+    return model.stream if "stream" in vars(model) or issubclass(declared, batches) else model.method
+
+
 class TokenizerMethod(Method):
     def compute_loss(self, batch: dict, step: int) -> dict:
         return _recon(self.tokenizer, batch["frames"])
@@ -142,6 +153,8 @@ class MAE3DMethod(Method):
 class DynamicsMethod(Method):
     """navwm, shuffled, noaction (two-stage), their ``*_joint`` variants, and random (untrained)."""
 
+    stream = "clips"
+
     def __init__(self, model: ModelConfig, method: str):
         super().__init__(model, method, dynamics=True)
         self.joint = method.endswith("_joint")
@@ -181,7 +194,8 @@ class DynamicsMethod(Method):
         if self.action_mode == "noaction":
             actions = None
         elif train.action_dropout > 0:
-            drop = (torch.rand(actions.shape[:2], generator=gen, device=gen.device) < train.action_dropout).to(actions.device)
+            drop = torch.rand(actions.shape[:2], generator=gen, device=gen.device) < train.action_dropout
+            drop = drop.to(actions.device)
         b, t = frames.shape[:2]
         x = to_unit(_flat(frames))
         logs = {}
