@@ -59,7 +59,7 @@ __all__ = ["run_specs", "frames_per_run", "train_all", "calibrate", "plan_steps"
 
 EVAL_ARGS = ("--tasks pose landmark_distance landmark_hit region --probes linear --n-labels "
              "--linear-n-labels 256 2048 --no-planning")
-QUICK = dict(model_size="tiny", seconds=240.0, seeds=[0], batch=8, threads=1, overrides="size=32 window=4 crop=32",
+QUICK = dict(model_size="tiny", seconds=300.0, seeds=[0], batch=8, threads=1, overrides="size=32 window=4 crop=32",
              subjects="synthetic:8", eval_args="--subjects synthetic:40 --train-subjects 3 --val-subjects 1 "
              "--test-subjects 1 --train-per-subject 60 --eval-per-subject 30 --tasks pose region --probes linear "
              "--n-labels --no-planning --no-clips --reference-seeds", calibration_steps=2)
@@ -296,7 +296,8 @@ def seconds_per_step(cal: dict, stage1_frac: float) -> float:
 def plan_steps(cal: dict, seconds: float, safety: float, stage1_frac: float, max_steps: int) -> dict:
     """The most steps per run whose predicted time fits ``seconds`` x ``safety`` (at most ``max_steps``)."""
     per_step = seconds_per_step(cal, stage1_frac)
-    steps = min(int(seconds * safety / per_step) if per_step > 0 else max_steps, max_steps)
+    fits = seconds * safety / per_step if per_step > 0 else math.inf
+    steps = max_steps if fits >= max_steps else int(fits)
     if steps < 1:
         raise ValueError(f"not one step fits {seconds:.1f} s x {safety} (predicted {per_step:.3f} s per step of "
                          "every run): give more --seconds, fewer --methods or --seeds, or a smaller --batch")
@@ -356,7 +357,8 @@ def write_training_report(doc: dict, out: Path) -> None:
     p = c["plan"]
     budget = "fixed --frames" if math.isinf(p["train_budget_s"]) else f"{p['train_budget_s']:.0f} s for training"
     lines += ["", f"Plan: {p['seconds_per_step']:.3f} s per step of every run (calibrated), {budget} x safety "
-                  f"{p['safety']} -> {p['steps']} steps; predicted evaluation {c['predicted_eval_s']:.0f} s.",
+                  f"{p['safety']} -> {p['steps']} steps; predicted evaluation {c['predicted_eval_s']:.0f} s."
+              + (f" **{p['warning']}: one step trained.**" if p.get("warning") else ""),
               "", "Training FLOPs (forward + backward, torch.utils.flop_counter): "
               + ("not counted (torch.compile)" if t["flops"] is None else f"{t['flops'] / 1e12:,.2f} TFLOP in "
                  f"{t['seconds']:.1f} s = {t['flops_per_s'] / 1e12:,.3f} TFLOP/s")
@@ -506,7 +508,13 @@ def main(argv=None) -> dict:
         report_s = 10.0  # plots, loading the encoders, writing
         budget = deadline - time.time() - predicted_eval - report_s
         max_steps = max(1, round(a.frames / frames_unit)) if a.frames else max(1, a.max_frames // frames_unit)
-        plan = plan_steps(cal, budget if not a.frames else float("inf"), a.safety, specs[0][1].stage1_frac, max_steps)
+        try:
+            plan = plan_steps(cal, budget if not a.frames else math.inf, a.safety, specs[0][1].stage1_frac, max_steps)
+        except ValueError as e:  # a report late beats none: one step, said plainly
+            log(f"WARNING: {e}; training one step, the deadline will be missed")
+            plan = {"steps": 1, "seconds_per_step": seconds_per_step(cal, specs[0][1].stage1_frac),
+                    "train_budget_s": budget, "safety": a.safety, "warning": str(e)}
+            plan["predicted_train_s"] = plan["seconds_per_step"]
         steps = plan["steps"]
         log(f"plan: {steps} steps = {steps * frames_unit:,} frames per run; predicted "
             f"{plan['predicted_train_s']:.0f} s of training")
