@@ -59,7 +59,8 @@ __all__ = ["run_specs", "frames_per_run", "train_all", "calibrate", "plan_steps"
 
 EVAL_ARGS = ("--tasks pose landmark_distance landmark_hit region --probes linear --n-labels "
              "--linear-n-labels 256 2048 --no-planning")
-QUICK = dict(model_size="tiny", seconds=300.0, seeds=[0], batch=8, threads=1, overrides="size=32 window=4 crop=32",
+QUICK = dict(model_size="tiny", seconds=420.0, max_frames=6400, seeds=[0], batch=8, threads=1,
+             overrides="size=32 window=4 crop=32",
              subjects="synthetic:8", eval_args="--subjects synthetic:40 --train-subjects 3 --val-subjects 1 "
              "--test-subjects 1 --train-per-subject 60 --eval-per-subject 30 --tasks pose region --probes linear "
              "--n-labels --no-planning --no-clips --reference-seeds", calibration_steps=2)
