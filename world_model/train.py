@@ -1,5 +1,7 @@
 """Pretrain a world model or a baseline: set-up, resume, the loop and checkpoints (every method's
-objective is its ``compute_loss``, :mod:`world_model.methods`).
+objective is its ``compute_loss``, :mod:`world_model.methods`).  :class:`Run` is one run's model,
+optimiser, step, logging and checkpoints; :func:`train` loops one, :mod:`world_model.comparison`
+many at once.
 
     python -m world_model.train --method navwm --model-size tiny --steps 300 --out runs/navwm_tiny
     torchrun --nproc_per_node 2 -m world_model.train --method navwm --model-size tiny --device cpu ...
