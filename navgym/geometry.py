@@ -31,6 +31,7 @@ __all__ = [
     "canonical_rotation",
     "random_view_rotations",
     "random_jumps",
+    "view_rotations",
     "pack_poses",
     "unpack_poses",
     "CANONICAL_VIEWS",
@@ -56,19 +57,29 @@ def random_view_rotations(n: int, max_angle_deg: float, rng: np.random.Generator
     """(n, 3, 3) random view rotations: a uniformly drawn canonical view (axial, coronal or sagittal)
     turned about a uniformly random axis by an angle U(0, ``max_angle_deg``) degrees.
 
-    Draws, in order: n view indices, (n, 3) normal axes, n angles (for n = 1 this is the
-    Navigator's per-episode draw).
+    Draws, in order: n view indices, (n, 3) normal axes, n angles (for n = 1 these are the
+    Navigator's per-episode draws; see :func:`view_rotations`).
     """
     if int(n) < 0 or not np.isfinite(max_angle_deg) or max_angle_deg < 0:
         raise ValueError(f"need n >= 0 and a finite max_angle_deg >= 0, got n={n}, max_angle_deg={max_angle_deg}")
-    views = np.stack(list(CANONICAL_VIEWS.values()))
-    base = views[rng.integers(len(views), size=int(n))]
+    view = rng.integers(len(CANONICAL_VIEWS), size=int(n))
     axis = rng.normal(size=(int(n), 3))
-    axis /= np.array([np.linalg.norm(a) for a in axis])[:, None]  # per row: bit-identical to a single draw
-    angle = np.deg2rad(rng.uniform(0, max_angle_deg, int(n)))
-    if n == 0:
+    return view_rotations(view, axis, rng.uniform(0, max_angle_deg, int(n)))
+
+
+_VIEWS = np.stack(list(CANONICAL_VIEWS.values()))
+
+
+def view_rotations(view: np.ndarray, axis: np.ndarray, angle_deg: np.ndarray) -> np.ndarray:
+    """(n, 3, 3) canonical views (``view`` (n,) indices into :data:`CANONICAL_VIEWS`) turned about
+    ``axis`` (n, 3; normalised here) by ``angle_deg`` (n,) degrees, composed in one batch; row i is
+    bit-identical to composing it alone."""
+    view, axis, angle_deg = np.asarray(view), np.asarray(axis, float), np.asarray(angle_deg, float)
+    if len(view) == 0:
         return np.zeros((0, 3, 3))
-    return (Rotation.from_rotvec(axis * angle[:, None]) * Rotation.from_matrix(base)).as_matrix()
+    norm = np.sqrt(axis[:, 0] * axis[:, 0] + axis[:, 1] * axis[:, 1] + axis[:, 2] * axis[:, 2])  # = norm of each row
+    turn = axis / norm[:, None] * np.deg2rad(angle_deg)[:, None]
+    return (Rotation.from_rotvec(turn) * Rotation.from_matrix(_VIEWS[view])).as_matrix()
 
 
 def random_jumps(n: int, max_mm: float, max_deg: float, max_zoom_pct: float, rng: np.random.Generator) -> np.ndarray:

@@ -11,7 +11,7 @@ from dataclasses import dataclass, fields
 
 import numpy as np
 
-from .geometry import apply_actions, pack_poses, random_view_rotations
+from .geometry import CANONICAL_VIEWS, apply_actions, pack_poses, view_rotations
 from .render import render_poses
 from .subjects import Subject
 from .tasks import Task, shaped_reward
@@ -108,21 +108,45 @@ class Navigator:
     # --- episode start -----------------------------------------------------------------
     def reset(self, index: int, rng: np.random.Generator, subject_index: int | None = None) -> None:
         """Start pose ``index`` on a random (or given) subject; see :class:`NavConfig` for the distribution."""
+        self.reset_many(np.array([index]), rng, None if subject_index is None else [subject_index])
+
+    def reset_many(self, indices, rng: np.random.Generator, subject_index=None) -> None:
+        """Start poses ``indices`` (distinct), each on a random subject or on ``subject_index[j]``.
+
+        Draws from ``rng`` exactly as that many :meth:`reset` calls would (so the poses are
+        bit-identical to resetting them one by one), then composes the start rotations, clamps and
+        scores all of them at once."""
         c = self.config
-        s = int(rng.integers(len(self.subjects))) if subject_index is None else int(subject_index)
-        subject = self.subjects[s]
-        vol = subject.volume
-        self.subject_index[index], self.episode_subjects[index] = s, subject
-        self._inv[index], self._aff[index] = vol.inverse_affine, vol.affine
-        self._upper[index] = np.array(vol.shape) - 1
-        self._max_fov[index] = c.max_fov if c.max_fov is not None else vol.extent_mm
-        self.rotations[index] = random_view_rotations(1, c.start_angle_deg, rng)[0]
-        self.centers[index] = vol.brain_center + rng.uniform(-c.start_jitter_mm, c.start_jitter_mm, 3)
-        self.fovs[index] = np.clip(c.fov, c.min_fov, self._max_fov[index])
-        self._clamp(np.array([index]))
-        self.targets[index] = self.task.target_for(subject, rng)
-        self.error[index] = self.task_metrics(np.array([index]))["error"][0]
-        self.steps[index] = 0
+        idx = np.asarray(indices, dtype=np.int64).reshape(-1)
+        n = len(idx)
+        if subject_index is not None and len(subject_index) != n:
+            raise ValueError(f"subject_index has {len(subject_index)} entries for {n} indices")
+        if len(np.unique(idx)) != n or (n and not 0 <= idx.min() <= idx.max() < self.num):
+            raise ValueError(f"indices must be distinct poses in [0, {self.num}), got {idx.tolist()}")
+        chosen, view = np.empty(n, np.int64), np.empty(n, np.int64)
+        axis, angle, jitter = np.empty((n, 3)), np.empty(n), np.empty((n, 3))
+        views = len(CANONICAL_VIEWS)
+        for j, i in enumerate(idx):  # one episode's draws after the other (reset's order)
+            s = int(rng.integers(len(self.subjects))) if subject_index is None else int(subject_index[j])
+            subject = self.subjects[s]
+            chosen[j], self.episode_subjects[i] = s, subject
+            view[j], axis[j], angle[j] = rng.integers(views), rng.normal(size=3), rng.uniform(0, c.start_angle_deg)
+            jitter[j] = rng.uniform(-c.start_jitter_mm, c.start_jitter_mm, 3)
+            self.targets[i] = self.task.target_for(subject, rng)
+        self.subject_index[idx] = chosen
+        centers = np.empty((n, 3))
+        for s in np.unique(chosen):  # each subject's constants once
+            at, vol = chosen == s, self.episode_subjects[idx[np.argmax(chosen == s)]].volume
+            self._inv[idx[at]], self._aff[idx[at]] = vol.inverse_affine, vol.affine
+            self._upper[idx[at]] = np.array(vol.shape) - 1
+            self._max_fov[idx[at]] = c.max_fov if c.max_fov is not None else vol.extent_mm
+            centers[at] = vol.brain_center + jitter[at]
+        self.rotations[idx] = view_rotations(view, axis, angle)
+        self.centers[idx] = centers
+        self.fovs[idx] = np.clip(c.fov, c.min_fov, self._max_fov[idx])
+        self._clamp(idx)
+        self.error[idx] = self.task_metrics(idx)["error"]
+        self.steps[idx] = 0
 
     # --- dynamics ----------------------------------------------------------------------
     def physical(self, actions: np.ndarray) -> np.ndarray:

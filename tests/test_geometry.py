@@ -187,3 +187,32 @@ def test_random_view_rotations_batch_of_one_is_the_navigator_start():
     assert np.array_equal(nav.rotations[0], random_view_rotations(1, 40.0, rng)[0])
     with pytest.raises(ValueError, match="max_angle_deg"):
         random_view_rotations(3, -1.0, rng)
+
+
+def test_reset_many_is_bit_identical_to_resetting_one_by_one():
+    from navgym.simulator import NavConfig, Navigator
+    from navgym.subjects import template_subject
+    from navgym.tasks import make_task
+
+    subjects = [template_subject(), template_subject()]
+    for task, given in (("explore", None), ("landmark", [1, 0, 0, 1, 1, 0, 1, 0])):
+        one, many = (Navigator(8, subjects, make_task(task), NavConfig(start_angle_deg=35.0)) for _ in range(2))
+        r1, r2 = np.random.default_rng(3), np.random.default_rng(3)
+        for i in range(8):
+            one.reset(i, r1, None if given is None else given[i])
+        many.reset_many(np.arange(8), r2, given)
+        for name in ("centers", "rotations", "fovs", "targets", "error", "subject_index"):
+            assert np.array_equal(getattr(one, name), getattr(many, name)), name
+        assert r1.bit_generator.state == r2.bit_generator.state
+        for i in range(8):  # each start is the documented draw: view, axis, angle (random_view_rotations(1))
+            rng = np.random.default_rng(3)
+            for _ in range(i + 1):
+                s = rng.integers(2) if given is None else None
+                rot = random_view_rotations(1, 35.0, rng)[0]
+                rng.uniform(-20, 20, 3)
+                make_task(task).target_for(subjects[0], rng)
+            assert np.array_equal(many.rotations[i], rot) and (given is not None or many.subject_index[i] == s)
+    with pytest.raises(ValueError, match="distinct"):
+        many.reset_many([0, 0], np.random.default_rng(0))
+    with pytest.raises(ValueError, match="subject_index has 1 entries"):
+        many.reset_many([0, 1], np.random.default_rng(0), [0])

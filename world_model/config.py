@@ -99,6 +99,12 @@ class TrainConfig:
     compile: bool = _f(False, "torch.compile the model (CUDA)")
     device: str = _f("auto", "auto (CUDA when available), cpu or cuda[:i]")
     threads: int = _f(0, "torch CPU threads (0 = torch's default)")
+    compile_mode: str = _f("default", "torch.compile mode with --compile: 'default', 'reduce-overhead' (CUDA graphs) "
+                                      "or 'max-autotune'")
+    channels_last: bool = _f(False, "channels_last memory format for the model's conv weights (a GPU lever)")
+    fused_adam: bool = _f(False, "fused AdamW kernel (a GPU lever; CPU too with recent torch)")
+    device_rng: bool = _f(True, "per-step masks and permutations drawn on the training device (no host-to-device "
+                                "copy on CUDA; CPU draws are unchanged)")
 
     @property
     def label(self) -> str:
@@ -132,6 +138,8 @@ class TrainConfig:
         _check(self.method not in JUMP_METHODS or (self.data == "stream" and self.stride == 1), "data/stride",
                (self.data, self.stride), f"'stream' and 1 for {self.method} (jumps are rendered on the fly)")
         _check(self.render in ("auto", "cpu", "device"), "render", self.render, "auto, cpu or device")
+        _check(self.compile_mode in ("default", "reduce-overhead", "max-autotune"), "compile_mode", self.compile_mode,
+               "default, reduce-overhead or max-autotune")
         _check(self.stride == 1 or self.data == "stream", "stride", self.stride, "1 unless data=stream")
         _check(self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:"), "device", self.device,
                "auto, cpu or cuda[:i]")

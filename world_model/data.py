@@ -30,10 +30,10 @@ from .mae3d import random_crops, resample
 __all__ = ["clip_batches", "VolumeCrops", "step_generator", "composed_actions", "render_device"]
 
 
-def step_generator(seed: int, step: int, rank: int = 0, salt: int = 0) -> torch.Generator:
-    """A CPU generator that depends only on (seed, step, rank, salt)."""
+def step_generator(seed: int, step: int, rank: int = 0, salt: int = 0, device=None) -> torch.Generator:
+    """A generator (on the CPU, or on ``device``) that depends only on (seed, step, rank, salt)."""
     s = np.random.SeedSequence([seed, step, rank, salt]).generate_state(2)
-    return torch.Generator().manual_seed(int(s[0]) << 32 | int(s[1]))
+    return torch.Generator(device or "cpu").manual_seed(int(s[0]) << 32 | int(s[1]))
 
 
 def render_device(train: TrainConfig, device: torch.device) -> torch.device | None:

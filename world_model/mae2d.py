@@ -22,7 +22,7 @@ def masked_slice_loss(tokenizer: Tokenizer, mask_value: nn.Parameter, frames: to
     """Masked-pixel MSE of slices ``frames`` (B, H, W) with random patches masked (``gen``)."""
     x = to_unit(frames)
     b, _, h, w = x.shape
-    keep = torch.rand(b, 1, h // patch, w // patch, generator=gen).to(x.device) >= mask_ratio
+    keep = torch.rand(b, 1, h // patch, w // patch, generator=gen, device=gen.device).to(x.device) >= mask_ratio
     m = (~keep).to(x.dtype).repeat_interleave(patch, 2).repeat_interleave(patch, 3)
     x_in = x * (1 - m) + (mask_value + 0.5) * m
     rec = tokenizer.decode(tokenizer.encode(x_in))

@@ -68,7 +68,8 @@ class MAE3D(nn.Module):
         """crops (B, 1, D, D, D) in [0, 1] -> masked-voxel MSE."""
         b, _, d = crops.shape[:3]
         g = d // self.patch
-        keep = torch.rand(b, 1, g, g, g, generator=gen).to(crops.device) >= self.mask_ratio
+        where = gen.device if gen is not None else "cpu"
+        keep = torch.rand(b, 1, g, g, g, generator=gen, device=where).to(crops.device) >= self.mask_ratio
         m = (~keep).float().repeat_interleave(self.patch, 2).repeat_interleave(self.patch, 3) \
             .repeat_interleave(self.patch, 4)
         x = crops - 0.5

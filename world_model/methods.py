@@ -55,7 +55,7 @@ from .mae3d import MAE3D
 from .prediction import prediction_table
 from .tokenizer import Tokenizer, make_tokenizer, psnr, to_unit
 
-__all__ = ["build_model", "controllability", "collapse_diagnostics", "COLLAPSE_STD", "COLLAPSE_RANK"]
+__all__ = ["build_model", "data_stream", "controllability", "collapse_diagnostics", "COLLAPSE_STD", "COLLAPSE_RANK"]
 
 COLLAPSE_STD = 0.02  # mean per-channel latent std below this: collapsed (trained tokenizers: ~0.2 to 1)
 COLLAPSE_RANK = 0.05  # effective rank below this share of min(samples, latent dims): collapsed
@@ -64,11 +64,17 @@ COLLAPSE_RANK = 0.05  # effective rank below this share of min(samples, latent d
 class Method(WorldModel):
     """The training side shared by every method; see the module docstring.
 
-    ``stream`` names the data a method trains on: methods with the same stream (and seed) see the same
-    batches ("clips": policy clips; "jumps": clips of ``jump_context`` frames with one far jump each;
-    "crops": 3D volume crops; "none": no data)."""
+    ``stream`` names the data :meth:`batches` yields: methods with the same ``stream`` must yield
+    identical batches for the same TrainConfig (apart from ``method``), so :mod:`world_model.comparison`
+    feeds them from one stream; a method with other data sets its own name ("jumps": clips of ``jump_context`` frames with one far
+    jump each; "crops": 3D volume crops; one that overrides
+    ``batches`` without naming a stream gets its own: :func:`data_stream`); None: no data.
+    ``stage1_group``: methods with the same group (and seed, stream and ``stage1_steps``) train
+    bit-identically during their first ``stage1_steps`` steps, so the comparison trains that stage
+    once and copies it (None: nothing shared)."""
 
-    stream = "clips"
+    stream: str | None = "clips"
+    stage1_group: str | None = None
 
     def configure(self, train: TrainConfig, rank: int = 0) -> "Method":
         self.train_config, self.rank = train, rank
@@ -103,7 +109,10 @@ class Method(WorldModel):
         return prediction_table(self, batch, min(self.train_config.jump_context, self.cfg.window))
 
     def _gen(self, step: int, salt: int = 1) -> torch.Generator:
-        return step_generator(self.train_config.seed, step, self.rank, salt)
+        """The step's generator, on the model's device when that is CUDA and ``device_rng``."""
+        device = next(self.parameters()).device
+        on_device = self.train_config.device_rng and device.type == "cuda"
+        return step_generator(self.train_config.seed, step, self.rank, salt, device if on_device else None)
 
 
 def _flat(frames: torch.Tensor) -> torch.Tensor:
@@ -113,6 +122,16 @@ def _flat(frames: torch.Tensor) -> torch.Tensor:
 def _recon(tokenizer: Tokenizer, frames: torch.Tensor) -> dict:
     loss, logs = tokenizer.compute_loss(_flat(frames))
     return {"loss": loss, **logs}
+
+
+def data_stream(model: Method) -> str | None:
+    """The name of the data ``model`` trains on (see :class:`Method`): its ``stream``, unless its class
+    overrides :meth:`~Method.batches` below the class that declared the stream; then its own name
+    (a method with new data that forgot to name its stream is never fed another method's batches)."""
+    mro = type(model).__mro__
+    batches = next(c for c in mro if "batches" in vars(c))
+    declared = next(c for c in mro if "stream" in vars(c))
+    return model.stream if "stream" in vars(model) or issubclass(declared, batches) else model.method
 
 
 class TokenizerMethod(Method):
@@ -155,14 +174,21 @@ class MAE3DMethod(Method):
 class DynamicsMethod(Method):
     """navwm, shuffled, noaction (two-stage), their ``*_joint`` variants, and random (untrained)."""
 
+    stream = "clips"
+
     def __init__(self, model: ModelConfig, method: str):
         super().__init__(model, method, dynamics=True)
         self.joint = method.endswith("_joint")
         self.action_mode = method.split("_")[0]  # navwm / shuffled / noaction / random
+        if method == "random":
+            self.stream = None
 
     @property
-    def stream(self) -> str:
-        return "none" if self.method == "random" else "clips"
+    def stage1_group(self) -> str | None:
+        """Stage 1 (the tokenizer by reconstruction) is the same for every method of this class that
+        keeps its stage and loss (a subclass that changes them shares nothing unless it says so)."""
+        same = type(self).compute_loss is DynamicsMethod.compute_loss and type(self).stage is DynamicsMethod.stage
+        return "tokenizer" if same and self.method != "random" and self.stage1_steps > 0 else None
 
     @property
     def stage1_steps(self) -> int:
@@ -185,11 +211,12 @@ class DynamicsMethod(Method):
         gen = self._gen(step)
         actions, drop = batch["actions"], None
         if self.action_mode == "shuffled":
-            actions = actions[torch.randperm(len(actions), generator=gen).to(actions.device)]
+            actions = actions[torch.randperm(len(actions), generator=gen, device=gen.device).to(actions.device)]
         if self.action_mode == "noaction":
             actions = None
         elif train.action_dropout > 0:
-            drop = (torch.rand(actions.shape[:2], generator=gen) < train.action_dropout).to(actions.device)
+            drop = torch.rand(actions.shape[:2], generator=gen, device=gen.device) < train.action_dropout
+            drop = drop.to(actions.device)
         b, t = frames.shape[:2]
         x = to_unit(_flat(frames))
         logs = {}
@@ -254,7 +281,8 @@ class JumpMethod(Method):
         """(context frames (B, c, H, W), actions (B, c, 7) whose last entry is the jump, or None)."""
         actions = torch.cat([batch["actions"][:, :-1], batch["jump_actions"][:, None]], 1)
         if self.action_mode == "shuffled":
-            actions = actions[torch.randperm(len(actions), generator=self._gen(step)).to(actions.device)]
+            gen = self._gen(step)
+            actions = actions[torch.randperm(len(actions), generator=gen, device=gen.device).to(actions.device)]
         return batch["frames"], None if self.action_mode == "noaction" else actions
 
     def compute_loss(self, batch: dict, step: int) -> dict:

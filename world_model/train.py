@@ -1,11 +1,14 @@
 """Pretrain a world model or a baseline: set-up, resume, the loop and checkpoints (every method's
-objective is its ``compute_loss``, :mod:`world_model.methods`).
+objective is its ``compute_loss``, :mod:`world_model.methods`).  :class:`Run` is one run's model,
+optimiser, step, logging and checkpoints; :func:`train` loops one, :mod:`world_model.comparison`
+many at once.
 
     python -m world_model.train --method navwm --model-size tiny --steps 300 --out runs/navwm_tiny
     torchrun --nproc_per_node 2 -m world_model.train --method navwm --model-size tiny --device cpu ...
 
 Methods: navwm, shuffled, noaction (two-stage), navwm_joint, shuffled_joint, noaction_joint
-(encoder trained by the prediction too), tokenizer, mae2d, mae3d, random; every method gets the
+(encoder trained by the prediction too), tokenizer, mae2d, mae3d, random, navjump, shuffled_navjump,
+noaction_navjump (the view after one far jump), relpose (the jump between two slices); every method gets the
 same steps, batch and training subjects.  ``--device auto`` trains on CUDA when there is one, and
 then renders the clips there too (``--render auto``).
 
@@ -20,6 +23,7 @@ RNG; an existing one is resumed exactly (batches depend only on (seed, rank, ste
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import math
 import os
@@ -40,7 +44,7 @@ from .methods import build_model
 from .prediction import prediction_batch
 from .tokenizer import to_unit
 
-__all__ = ["train", "main", "parse_args"]
+__all__ = ["train", "Run", "eval_clips", "resolve_device", "main", "parse_args"]
 
 
 def _lr(cfg: TrainConfig, step: int, start: int, end: int) -> float:
@@ -64,6 +68,138 @@ def _allreduce_grads(model, world: int) -> None:
         i += g.numel()
 
 
+def resolve_device(cfg: TrainConfig) -> torch.device:
+    """``cfg.device`` with ``auto`` resolved (CUDA when available)."""
+    if cfg.device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(cfg.device)
+
+
+def eval_clips(cfg: TrainConfig, model_cfg: ModelConfig, device: torch.device) -> dict:
+    """The held-out 'val' data every run of seed ``cfg.seed`` is evaluated on: ``clips`` (16 clips of
+    ``window`` frames) and ``prediction`` (:func:`world_model.prediction.prediction_batch`)."""
+    eval_cfg = TrainConfig(**{**cfg.__dict__, "data": "stream", "batch": 16, "workers": 0, "stride": 1})
+    batch = next(clip_batches(eval_cfg, model_cfg, split="val", seed_salt=999, device=render_device(eval_cfg, device)))
+    return {"clips": {k: v.to(device) for k, v in batch.items()},
+            "prediction": prediction_batch(cfg, model_cfg, device)}
+
+
+class Run:
+    """One training run: the method's model and optimiser (resumed from ``OUT/last.pt`` when there is
+    one), its learning-rate schedule, step, logging and checkpoints.  :func:`train` loops one over its
+    own data; :mod:`world_model.comparison` steps many in one loop on shared data.
+
+    No host synchronisation inside :meth:`step`: the last step's losses stay on the device until
+    :meth:`flush` (every ``log_every`` steps) reads them."""
+
+    def __init__(self, model_cfg: ModelConfig, cfg: TrainConfig, device: torch.device, rank: int = 0, world: int = 1,
+                 log=lambda msg: None, tensorboard: bool = True):
+        cfg.validate(model_cfg)
+        self.model_cfg, self.cfg, self.device, self.rank, self.world = model_cfg, cfg, device, rank, world
+        self.out = Path(cfg.out)
+        self.ckpt = self.out / "last.pt"
+        torch.manual_seed(cfg.seed)
+        model = build_model(model_cfg, cfg.method, cfg, rank).to(device)
+        if cfg.channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        model.seed = cfg.seed
+        self.model = model
+        fused = {"fused": True} if cfg.fused_adam else {}
+        self.opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, **fused)
+        self.start = 0
+        if self.ckpt.exists():
+            log(f"resuming from {self.ckpt}")
+            state = load_checkpoint(self.ckpt, map_location=device)
+            old_m, old_t = config_from_dict(state["config"])
+            if old_m != model_cfg or {**old_t.__dict__, "steps": 0} != {**cfg.__dict__, "steps": 0}:
+                raise ValueError(f"{self.ckpt} was written with another config; use a new --out")
+            model.load_state_dict(state["model"])
+            self.opt.load_state_dict(state["optim"])
+            torch.set_rng_state(state["torch_rng"])
+            self.start = int(state["step"])
+            model.prediction_quality = state.get("prediction")
+        if rank == 0:
+            self.out.mkdir(parents=True, exist_ok=True)
+        self.steps = cfg.total_steps
+        self.amp = cfg.amp and device.type == "cuda"
+        if cfg.compile:
+            for part in (model.tokenizer, model.dynamics, model.mae):
+                for child in (part.children() if part is not None else ()):
+                    child.compile(mode=cfg.compile_mode)
+        self.writer = None
+        if rank == 0 and tensorboard:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.writer = SummaryWriter(str(self.out / "tb"))
+            self.writer.add_text("config", json.dumps(as_dict(model_cfg, cfg)), self.start)
+        self.losses, self.last, self.lr, self.data_stats = {}, {}, cfg.lr, {}
+        self.t_data = self.t_total = 0.0
+        self.frames_done = 0
+
+    def step(self, batch: dict, step: int) -> None:
+        """One optimiser step of ``step`` on ``batch`` (already on the device)."""
+        model, opt = self.model, self.opt
+        lo, hi = model.stage(step)
+        self.lr = _lr(self.cfg, step, lo, hi)
+        for g in opt.param_groups:
+            g["lr"] = self.lr
+        model.train()
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
+            losses = model.compute_loss(batch, step)
+        loss = losses.pop("loss")
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        _allreduce_grads(model, self.world)
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        self.losses = {"loss/total": loss.detach(), **{f"loss/{k}": v for k, v in losses.items()}}
+        self.frames_done += model.frames_per_batch() * self.world
+
+    def copy_from(self, other: "Run") -> None:
+        """Take ``other``'s weights and optimiser state (a shared stage trained once)."""
+        self.model.load_state_dict(other.model.state_dict())
+        self.opt.load_state_dict(copy.deepcopy(other.opt.state_dict()))
+
+    def flush(self, done: int, seconds: float, data_seconds: float = 0.0) -> dict:
+        """Read the last step's losses (one host sync) and log them with the throughput over the
+        ``seconds`` since the last flush; returns the scalars."""
+        self.last = {k: float(v) for k, v in self.losses.items()}
+        self.last.update({"perf/frames_per_s": self.frames_done / max(seconds, 1e-9),
+                          "perf/data_wait_frac": data_seconds / max(seconds, 1e-9), "perf/lr": self.lr})
+        if self.writer is not None:
+            for k, v in self.last.items():
+                self.writer.add_scalar(k, v, done)
+        self.frames_done = 0
+        return self.last
+
+    def evaluate(self, batch: dict, done: int) -> None:
+        """Held-out scalars on an :func:`eval_clips` batch (logged, and kept for the summary), and the
+        prediction-quality table of the models that have one (``pred/<row>/<metric>``; in the summary
+        and the checkpoint)."""
+        self.last.update(_evaluate(self.model, batch["clips"], self.writer, done))
+        table = self.model.prediction(batch["prediction"])
+        if table is not None:
+            self.model.prediction_quality = table
+            self.data_stats = _action_stats(batch["prediction"])
+            for row, metrics in table.items():
+                for k, v in (metrics.items() if isinstance(metrics, dict) and self.writer is not None else ()):
+                    self.writer.add_scalar(f"pred/{row}/{k}", float(v), done)
+
+    def checkpoint(self, done: int) -> None:
+        _checkpoint(self.model, self.opt, self.model_cfg, self.cfg, done, self.ckpt, self.rank)
+
+    def finish(self, done: int) -> dict:
+        """Close the logs and write ``summary.json`` (rank 0); returns the summary."""
+        if self.writer is not None:
+            self.writer.close()
+        if self.rank != 0:
+            return {}
+        summary = {"checkpoint": str(self.ckpt), "params": count_params(self.model), "step": done, **self.data_stats,
+                   **self.last, "prediction": getattr(self.model, "prediction_quality", None)}
+        write_json_atomic(self.out / "summary.json", summary)
+        return summary
+
+
 def train(model_cfg: ModelConfig, cfg: TrainConfig, progress: bool = True, stop_after: int | None = None) -> dict:
     """Run (or resume) training; returns the final logged scalars (rank 0) and the checkpoint path.
 
@@ -74,126 +210,65 @@ def train(model_cfg: ModelConfig, cfg: TrainConfig, progress: bool = True, stop_
     rank = int(os.environ.get("RANK", "0"))
     log = (lambda msg: print(f"[world_model.train] {msg}", file=sys.stderr, flush=True)) if rank == 0 and progress \
         else (lambda msg: None)
-    device = torch.device("cuda" if (cfg.device == "auto" and torch.cuda.is_available()) else
-                          ("cpu" if cfg.device == "auto" else cfg.device))
+    device = resolve_device(cfg)
     if world > 1 and not dist.is_initialized():
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
     if device.type == "cuda" and world > 1:
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    out = Path(cfg.out)
-    ckpt = out / "last.pt"
     log(f"building {cfg.method} ({cfg.model_size}) on {device}")
-    torch.manual_seed(cfg.seed)
-    model = build_model(model_cfg, cfg.method, cfg, rank).to(device)
-    model.seed = cfg.seed
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    start = 0
-    if ckpt.exists():
-        log(f"resuming from {ckpt}")
-        state = load_checkpoint(ckpt, map_location=device)
-        old_m, old_t = config_from_dict(state["config"])
-        if old_m != model_cfg or {**old_t.__dict__, "steps": 0} != {**cfg.__dict__, "steps": 0}:
-            raise ValueError(f"{ckpt} was written with another config; use a new --out")
-        model.load_state_dict(state["model"])
-        opt.load_state_dict(state["optim"])
-        torch.set_rng_state(state["torch_rng"])
-        start = int(state["step"])
-        model.prediction_quality = state.get("prediction")
-    if rank == 0:
-        out.mkdir(parents=True, exist_ok=True)
-    steps = cfg.total_steps
-    amp = cfg.amp and device.type == "cuda"
-    if cfg.compile:
-        for part in (model.tokenizer, model.dynamics, model.mae):
-            for child in (part.children() if part is not None else ()):
-                child.compile()
-    writer = None
-    if rank == 0:
-        from torch.utils.tensorboard import SummaryWriter
-
-        writer = SummaryWriter(str(out / "tb"))
-        writer.add_text("config", json.dumps(as_dict(model_cfg, cfg)), start)
+    run = Run(model_cfg, cfg, device, rank, world, log)
+    start, steps = run.start, run.steps
     log(f"starting the data stream ({cfg.data}, subjects {cfg.subjects}; building subjects can take ~20 s)")
-    data = model.batches(rank, world, start, device) if start < steps else None
+    data = run.model.batches(rank, world, start, device) if start < steps else None
     eval_batch = None
-    if rank == 0 and model.tokenizer is not None and steps > 0:
+    if rank == 0 and run.model.tokenizer is not None and steps > 0:
         log("rendering held-out 'val' clips for evaluation")
-        eval_cfg = TrainConfig(**{**cfg.__dict__, "data": "stream", "batch": 16, "workers": 0, "stride": 1})
-        eval_batch = next(clip_batches(eval_cfg, model_cfg, split="val", seed_salt=999,
-                                       device=render_device(eval_cfg, device)))
-        eval_batch = {k: v.to(device) for k, v in eval_batch.items()}
-    pred_batch, data_stats = None, {}
-    if rank == 0 and steps > 0 and (model.dynamics is not None or cfg.method == "relpose"):
-        log("rendering held-out 'val' clips with far jumps for the prediction table")
-        pred_batch = prediction_batch(cfg, model_cfg, device)
-        data_stats = _action_stats(pred_batch)
-    last, t_data, t_total, frames_done = {}, 0.0, 0.0, 0
+        eval_batch = eval_clips(cfg, model_cfg, device)
     bar = None
     if rank == 0 and progress:
         from tqdm import tqdm
 
         bar = tqdm(total=steps, initial=min(start, steps), desc=f"{cfg.method}/{model_cfg.size}px", dynamic_ncols=True)
     stop = steps if stop_after is None else min(steps, start + stop_after)
+    t_data, t_flush = 0.0, time.perf_counter()
     for step in range(start, stop):
         t0 = time.perf_counter()
         batch = {k: v.to(device, non_blocking=True) for k, v in next(data).items()}
-        t1 = time.perf_counter()
-        lo, hi = model.stage(step)
-        lr = _lr(cfg, step, lo, hi)
-        for g in opt.param_groups:
-            g["lr"] = lr
-        model.train()
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-            losses = model.compute_loss(batch, step)
-        loss = losses.pop("loss")
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        _allreduce_grads(model, world)
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        t2 = time.perf_counter()
-        t_data, t_total = t_data + (t1 - t0), t_total + (t2 - t0)
-        frames_done += model.frames_per_batch() * world
-        last = {"loss/total": float(loss.detach()), **{f"loss/{k}": float(v) for k, v in losses.items()}}
+        t_data += time.perf_counter() - t0
+        run.step(batch, step)
         done = step + 1
         if rank == 0:
-            if done % cfg.log_every == 0 or done == steps:
-                last.update({"perf/frames_per_s": frames_done / max(t_total, 1e-9),
-                             "perf/data_wait_frac": t_data / max(t_total, 1e-9), "perf/lr": lr})
-                for k, v in last.items():
-                    writer.add_scalar(k, v, done)
-                t_data = t_total = frames_done = 0
+            if done % cfg.log_every == 0 or done == stop:
+                if device.type == "cuda":
+                    torch.cuda.synchronize(device)  # once per log interval: the throughput is the device's
+                last = run.flush(done, time.perf_counter() - t_flush, t_data)
+                t_data, t_flush = 0.0, time.perf_counter()
+                if bar is not None:
+                    bar.set_postfix(loss=f"{last['loss/total']:.4f}")
+        t1 = time.perf_counter()  # evaluations and checkpoints are left out of the throughput
+        if rank == 0:
             if eval_batch is not None and (done % cfg.eval_every == 0 or done == steps):
-                last.update(_evaluate(model, eval_batch, writer, done))
-                if pred_batch is not None:
-                    model.prediction_quality = _log_prediction(model.prediction(pred_batch), writer, done)
+                run.evaluate(eval_batch, done)
             if bar is not None:
                 bar.update(1)
-                bar.set_postfix(loss=f"{float(loss.detach()):.4f}")
         if done % cfg.ckpt_every == 0 or done == stop:
-            _checkpoint(model, opt, model_cfg, cfg, done, ckpt, rank)
+            run.checkpoint(done)
+        t_flush += time.perf_counter() - t1
     if steps == 0 or start >= steps:
-        _checkpoint(model, opt, model_cfg, cfg, max(start, steps), ckpt, rank)
+        run.checkpoint(max(start, steps))
     if bar is not None:
         bar.close()
-    if writer is not None:
-        writer.close()
-    if rank == 0:
-        summary = {"checkpoint": str(ckpt), "params": count_params(model), "step": max(start, steps), **data_stats,
-                   **last, "prediction": getattr(model, "prediction_quality", None)}
-        write_json_atomic(out / "summary.json", summary)
-        return summary
-    return {}
+    return run.finish(max(start, steps))
 
 
 def _evaluate(model, batch, writer, step) -> dict:
     frames = batch["frames"]
     c = model.evaluate(batch)
     scalars = {f"eval/{k}": v for k, v in c.items() if not k.startswith("_")}
+    if writer is None:
+        return scalars
     for k, v in scalars.items():
         writer.add_scalar(k, v, step)
     if "_img_true" in c:
@@ -206,21 +281,13 @@ def _evaluate(model, batch, writer, step) -> dict:
     return scalars
 
 
-def _log_prediction(table: dict, writer, step) -> dict:
-    """Log the prediction table as ``pred/<row>/<metric>`` and return it."""
-    for row, metrics in table.items():
-        for k, v in (metrics.items() if isinstance(metrics, dict) else ()):
-            writer.add_scalar(f"pred/{row}/{k}", float(v), step)
-    return table
-
-
 def _action_stats(batch: dict) -> dict:
     """The held-out clips' action statistics for the summary: lag-1 autocorrelation of the policy's actions
     and the correlation of each far jump with the action before it (both ~0 when unpredictable)."""
-    last, jump = batch["actions"][:, -1].double(), batch["jump_actions"].double()
-    corr = torch.stack([torch.corrcoef(torch.stack([last[:, i], jump[:, i]]))[0, 1] for i in range(7)])
     from navgym.policies import action_autocorrelation
 
+    last, jump = batch["actions"][:, -1].double().cpu(), batch["jump_actions"].double().cpu()
+    corr = torch.stack([torch.corrcoef(torch.stack([last[:, i], jump[:, i]]))[0, 1] for i in range(7)])
     return {"actions_lag1_autocorr": action_autocorrelation(batch["actions"].cpu().numpy()),
             "jump_vs_last_action_corr": float(corr[torch.isfinite(corr)].mean())}
 

@@ -159,8 +159,7 @@ def simulate(subjects, policy, task, config: NavConfig, episodes: int, steps: in
     nav_seed, policy_seed = seq.spawn(2)
     rng = np.random.default_rng(nav_seed)
     nav = Navigator(episodes, subjects, task, config)
-    for i in range(episodes):
-        nav.reset(i, rng, None if subject_index is None else subject_index[i])
+    nav.reset_many(np.arange(episodes), rng, subject_index)
     policy.reset(policy_seed)
     centers = np.empty((steps, episodes, 3))
     rotations = np.empty((steps, episodes, 3, 3))
