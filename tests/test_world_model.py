@@ -281,3 +281,40 @@ def test_help_shows_what_each_option_does_and_its_default(capsys):
     text = " ".join(capsys.readouterr().out.split())
     assert "optimiser steps (all stages) (default: 300)" in text
     assert "--rollout-steps" in text and "--mixed-strides" in text and "tiny: 64px" in text
+
+
+def test_non_finite_loss_or_weights_stop_the_run_and_keep_the_last_good_checkpoint(tmp_path, monkeypatch):
+    import world_model.train as wt
+
+    build = wt.build_model
+
+    def patched(spoil, at):
+        def build_spoiled(*a, **kw):
+            m = build(*a, **kw)
+            compute = m.compute_loss
+
+            def compute_loss(batch, step):
+                losses = compute(batch, step)
+                if step == at:
+                    spoil(m, losses)
+                return losses
+            m.compute_loss = compute_loss
+            return m
+        return build_spoiled
+
+    def nan_loss(m, losses):  # as NaN actions in the rollout data give
+        losses["loss"] = losses["loss"] * float("nan")
+
+    def nan_weight(m, losses):  # the loss of this step (the last before a checkpoint) is still finite
+        with torch.no_grad():
+            next(m.parameters()).fill_(float("inf"))
+
+    for name, spoil, at, match in (("loss", nan_loss, 2, r"step 3: non-finite loss \(loss/total=nan\)"),
+                                   ("weights", nan_weight, 3, r"step 4: \d+ weight tensors are non-finite")):
+        monkeypatch.setattr(wt, "build_model", patched(spoil, at))
+        mc, tc = small(steps=6, stage1_frac=0.0, out=str(tmp_path / name), ckpt_every=2)
+        with pytest.raises(FloatingPointError, match=match):
+            train(mc, tc, progress=False)
+        state = torch.load(tmp_path / name / "last.pt", weights_only=True)
+        assert state["step"] == 2 and all(torch.isfinite(t).all() for t in state["model"].values() if t.is_floating_point())
+        assert not (tmp_path / name / "summary.json").exists()

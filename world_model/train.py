@@ -152,6 +152,7 @@ def train(model_cfg: ModelConfig, cfg: TrainConfig, progress: bool = True, stop_
         frames_done += model.frames_per_batch() * world
         last = {"loss/total": float(loss.detach()), **{f"loss/{k}": float(v) for k, v in losses.items()}}
         done = step + 1
+        _check_finite(last, done, ckpt)
         if rank == 0:
             if done % cfg.log_every == 0 or done == steps:
                 last.update({"perf/frames_per_s": frames_done / max(t_total, 1e-9),
@@ -165,6 +166,7 @@ def train(model_cfg: ModelConfig, cfg: TrainConfig, progress: bool = True, stop_
                 bar.update(1)
                 bar.set_postfix(loss=f"{float(loss.detach()):.4f}")
         if done % cfg.ckpt_every == 0 or done == stop:
+            _check_finite_weights(model, done, ckpt)
             _checkpoint(model, opt, model_cfg, cfg, done, ckpt, rank)
     if steps == 0 or start >= steps:
         _checkpoint(model, opt, model_cfg, cfg, max(start, steps), ckpt, rank)
@@ -193,6 +195,26 @@ def _evaluate(model, batch, writer, step) -> dict:
         grid = torch.cat([r.clamp(0, 1).permute(0, 2, 1, 3).reshape(n * r.shape[2], -1) for r in rows], 0)
         writer.add_image("images/true_pred_shuffled", grid[None].float().cpu(), step)
     return scalars
+
+
+def _check_finite(losses: dict[str, float], step: int, ckpt: Path) -> None:
+    """Stop the run at a non-finite loss (NaN weights would follow), naming the step and the loss terms;
+    ``ckpt`` keeps the last checkpoint written before it."""
+    bad = {k: v for k, v in losses.items() if not math.isfinite(v)}
+    if bad:
+        raise FloatingPointError(
+            f"step {step}: non-finite loss ({', '.join(f'{k}={v}' for k, v in bad.items())}); stopped without "
+            f"saving, {ckpt} keeps the last good checkpoint (if any). Check the data for NaN/inf (actions, poses) "
+            f"or lower --lr")
+
+
+def _check_finite_weights(model, step: int, ckpt: Path) -> None:
+    """Refuse to checkpoint non-finite weights (one host sync per checkpoint)."""
+    tensors = [t for t in model.state_dict().values() if t.is_floating_point()]
+    if tensors and not bool(torch.stack([torch.isfinite(t).all() for t in tensors]).all()):
+        names = [k for k, t in model.state_dict().items() if t.is_floating_point() and not torch.isfinite(t).all()]
+        raise FloatingPointError(f"step {step}: {len(names)} weight tensors are non-finite (e.g. {names[:3]}); "
+                                 f"stopped without saving, {ckpt} keeps the last good checkpoint (if any)")
 
 
 def _checkpoint(model, opt, model_cfg, cfg, step, ckpt, rank):
