@@ -125,7 +125,7 @@ def frozen_encoder(cfg: AgentConfig):
     :data:`STANDARDISE_SAMPLE` envs x steps, seeded by ``cfg.seed``), the same for training, evaluation and play."""
     if cfg.encoder == "pixels" or cfg.finetune:
         return None
-    enc = load_frame_encoder(cfg.encoder, seed=cfg.seed)
+    enc = load_frame_encoder(cfg.encoder, seed=cfg.seed, size=cfg.size)
     enc.requires_grad_(False)
     enc.eval()
     if not cfg.standardize_features:

@@ -74,6 +74,23 @@ def _pixel_size(size) -> tuple[int, int]:
     return int(hw[0]), int(hw[1])
 
 
+def as_actions(actions, shape: tuple[int, ...], name: str = "actions") -> np.ndarray:
+    """``actions`` as a float64 array of ``shape``; refuses strings, objects and complex numbers by name."""
+    a = np.asarray(actions)
+    if a.dtype.kind not in "biuf":
+        raise ValueError(f"{name} must be real numbers, got dtype {a.dtype} ({np.ravel(a)[:3].tolist()}...)")
+    if a.shape != shape:
+        raise ValueError(f"{name} must have shape {shape}, got {a.shape}")
+    return a.astype(np.float64)
+
+
+def _subject_index(value, num: int) -> int:
+    """``options['subject_index']`` checked: an int in [0, num) (no bools, floats, strings or negative indices)."""
+    if not isinstance(value, (int, np.integer)) or isinstance(value, (bool, np.bool_)) or not 0 <= value < num:
+        raise ValueError(f"subject_index must be an int in [0, {num}) (one of the env's {num} subjects), got {value!r}")
+    return int(value)
+
+
 class Navigator:
     """N slice poses navigating subjects under one task.
 
@@ -109,13 +126,16 @@ class Navigator:
     def reset(self, index: int, rng: np.random.Generator, subject_index: int | None = None) -> None:
         """Start pose ``index`` on a random (or given) subject; see :class:`NavConfig` for the distribution."""
         c = self.config
-        s = int(rng.integers(len(self.subjects))) if subject_index is None else int(subject_index)
+        s = int(rng.integers(len(self.subjects))) if subject_index is None else _subject_index(subject_index, len(self.subjects))
         subject = self.subjects[s]
         vol = subject.volume
         self.subject_index[index], self.episode_subjects[index] = s, subject
         self._inv[index], self._aff[index] = vol.inverse_affine, vol.affine
         self._upper[index] = np.array(vol.shape) - 1
         self._max_fov[index] = c.max_fov if c.max_fov is not None else vol.extent_mm
+        if c.min_fov > self._max_fov[index]:
+            raise ValueError(f"min_fov {c.min_fov} mm exceeds the largest field of view of subject {subject.subject_id} "
+                             f"({self._max_fov[index]:.1f} mm, its volume's diagonal); lower min_fov")
         self.rotations[index] = random_view_rotations(1, c.start_angle_deg, rng)[0]
         self.centers[index] = vol.brain_center + rng.uniform(-c.start_jitter_mm, c.start_jitter_mm, 3)
         self.fovs[index] = np.clip(c.fov, c.min_fov, self._max_fov[index])
@@ -127,9 +147,7 @@ class Navigator:
     # --- dynamics ----------------------------------------------------------------------
     def physical(self, actions: np.ndarray) -> np.ndarray:
         """(N, 7) normalised actions in [-1, 1] -> physical deltas (mm, degrees, ln-zoom)."""
-        a = np.asarray(actions, dtype=np.float64)
-        if a.shape != (self.num, 7):
-            raise ValueError(f"actions must have shape ({self.num}, 7), got {a.shape}")
+        a = as_actions(actions, (self.num, 7))
         if not np.all(np.isfinite(a)):
             raise ValueError("actions contain NaN or inf")
         return np.clip(a, -1.0, 1.0) * self.scale
