@@ -277,6 +277,16 @@ def test_damaged_or_edited_shards_are_named(reference, tmp_path, capsys):
     assert "shard-000001/frames.npy: sha256 differs" in capsys.readouterr().err
     np.testing.assert_array_equal(np.load(path), np.load(os.path.join(src, "shard-000001", "frames.npy")))
 
+    root = fresh("nan")  # NaN actions in a shard whose checksums match (written so): named on read
+    path = root / "shard-000000" / "actions.npy"
+    actions = np.load(path)
+    actions[1, 2, 0] = np.nan
+    np.save(path, actions)
+    ds = RolloutWindows(str(root), window=4, checksums=False)
+    ds[0]
+    with pytest.raises(ValueError, match=r"shard-000000/actions\.npy: NaN/inf in episode 1, steps 0\.\.3"):
+        ds[ds.starts_per_episode]
+
     root = fresh("header")  # an edited .npy header (same length, same file size)
     path = root / "shard-000000" / "poses.npy"
     raw = path.read_bytes()

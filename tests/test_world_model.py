@@ -106,9 +106,11 @@ def test_data_parallel_smoke_gloo(tmp_path):
             "--device", "cpu", "--threads", "1", "--stage1-frac", "0.5", "--out", str(out), "--eval-every", "1000"]
     args += sum([[f"--{k.replace('_', '-')}", str(v)] for k, v in SMALL.items()], [])
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
-    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
-                        "29517", "-m", "world_model.train", *args], cwd=ROOT, env=env, capture_output=True,
-                       text=True, timeout=120)
+    # --standalone: a free port for the rendezvous (a fixed --master_port failed with EADDRINUSE when another run
+    # of the suite held it, or the previous run's socket lingered: the suite's flaky failure)
+    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                        "-m", "world_model.train", *args], cwd=ROOT, env=env, capture_output=True,
+                       text=True, timeout=300)  # a hang guard: ~45 s alone on 2 loaded cores
     assert r.returncode == 0, r.stderr[-3000:]
     state = torch.load(out / "last.pt", weights_only=True)
     assert state["step"] == 2 and state["config"]["train"]["method"] == "navwm"

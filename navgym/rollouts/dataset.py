@@ -29,6 +29,10 @@ from .generate import (ARRAYS, check_shard, load_config, pose_arrays, render_fra
 __all__ = ["RolloutWindows", "StreamingWindows"]
 
 
+#: arrays that are finite by construction (template poses are NaN where a subject has no template transform)
+FINITE_ARRAYS = ("actions", "actions_physical", "poses")
+
+
 class RolloutWindows(Dataset):
     """Windows of ``window`` consecutive steps from the shards under ``root``.
 
@@ -40,9 +44,9 @@ class RolloutWindows(Dataset):
     the file: every ``shard-*`` folder has a readable ``meta.json``; the dataset card (``manifest.json``)
     lists exactly these shards with the same episodes and file records; each meta.json's counts match
     ``config.json``; every array file has the size recorded in meta.json and the dtype and shape its counts
-    give.  ``checksums=True`` (the default) also compares each shard's sha256 checksums with meta.json on its
-    first read in each process (a byte flipped in place keeps the size); ``navgym-rollouts --verify`` rebuilds
-    damaged shards.
+    give.  ``checksums=True`` (the default) also compares each shard's sha256 checksums with meta.json on
+    its first read in each process (a byte flipped in place keeps the size); ``navgym-rollouts --verify``
+    rebuilds damaged shards.  A window with NaN/inf actions or poses raises ``ValueError`` naming the file.
     """
 
     def __init__(self, root: str, window: int = 16, stride: int = 1, checksums: bool = True):
@@ -111,6 +115,10 @@ class RolloutWindows(Dataset):
         s, e, t = self.locate(index)
         maps, sl = self._arrays(s), slice(t, t + self.window)
         out = {n: torch.from_numpy(np.array(maps[n][e, sl])) for n in ARRAYS}
+        for n in FINITE_ARRAYS:
+            if not torch.isfinite(out[n]).all():
+                raise ValueError(f"{os.path.join(self.shards[s], n + '.npy')}: NaN/inf in episode {e}, steps "
+                                 f"{t}..{t + self.window - 1} (a shard written with bad values?)")
         out["subject_id"] = self.subject_ids[s][e]
         return out
 

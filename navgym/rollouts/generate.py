@@ -412,7 +412,19 @@ def versions() -> dict:
 
 
 def write_manifest(root: str, config: RolloutConfig) -> dict:
-    """Scan finished shards and write ``manifest.json`` (atomic; safe to call from any job)."""
+    """Scan finished shards and write ``manifest.json`` (atomic; safe to call from any job).
+
+    Scan and write hold ``.lock-manifest``, so concurrent writers take turns and the last card written
+    lists every shard finished before it (without the lock, a writer's older scan could land last)."""
+    fd = os.open(os.path.join(root, ".lock-manifest"), os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        return _write_manifest(root, config)
+    finally:
+        os.close(fd)
+
+
+def _write_manifest(root: str, config: RolloutConfig) -> dict:
     shards, subjects = [], {}
     for d in shard_dirs(root):
         with open(os.path.join(d, "meta.json")) as f:
