@@ -4,7 +4,8 @@
     python -m agents.play runs/ac_ppo/model.zip --task AC-far --bounds --out runs/ac_ppo/far.json
 
 Reads the run's ``config.json`` beside the model (or one folder up, for ``checkpoints/*.zip``) for the
-task, observation and encoder; runs the deterministic policy on the preset's ``test`` subjects with
+task, observation and encoder, builds the model from it and loads only the zip's weights (a downloaded
+zip runs no code: :func:`load_agent`); runs the deterministic policy on the preset's ``test`` subjects with
 the same fixed starts as the training run's evaluations; prints one line per episode and the summary
 (success rate with its Wilson interval, median final error); writes env 0's first episode as a GIF
 of the agent's slice beside the 3-view locator (:func:`navgym.viz.locator_frame`).  ``--task`` plays

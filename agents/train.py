@@ -3,7 +3,8 @@
     python -m agents.train --task AC-near --encoder pixels --algo ppo --steps 200000 --out runs/ac_ppo
 
 Writes to ``--out``: ``config.json``, TensorBoard events (``loss/…`` from SB3 under ``train/``,
-``eval/…``, ``perf/…``), ``checkpoints/`` (SB3 zips every ``--checkpoint-every`` steps),
+``eval/…``, ``perf/…``), ``checkpoints/`` (SB3 zips every ``--checkpoint-every`` steps; with
+``--normalize-reward`` also the reward statistics as ``.npz``, never a pickle),
 ``model.zip`` (final), ``evaluations.json`` (the held-out learning curve) and ``final_eval.json``.
 Evaluation runs on the preset's held-out ``test`` subjects with fixed starts (see
 :mod:`agents.evaluate`).  Re-running the same command in the same ``--out`` resumes from the
