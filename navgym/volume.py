@@ -287,9 +287,11 @@ def _label_array(labels, name: str) -> np.ndarray:
     if labels.size and (not np.all(np.isfinite(labels)) or labels.min() < 0 or labels.max() > 255):
         raise VolumeError(f"{name}: labels must be finite integers in 0..255, got values in "
                           f"[{labels.min()}, {labels.max()}]")
-    if labels.dtype.kind == "f" and not np.array_equal(labels, np.round(labels)):
-        raise VolumeError(f"{name}: labels must be integers, got e.g. {labels[labels != np.round(labels)].flat[0]}")
-    return labels.astype(np.uint8)
+    rounded = np.round(labels)
+    if labels.dtype.kind == "f" and not np.allclose(labels, rounded):
+        off = ~np.isclose(labels, rounded)
+        raise VolumeError(f"{name}: labels must be integers, got e.g. {labels[off].flat[0]}")
+    return rounded.astype(np.uint8)
 
 
 def _squeeze_3d(data: np.ndarray, name: str) -> np.ndarray:
