@@ -55,7 +55,7 @@ class NavExtractor(BaseFeaturesExtractor):
             self.finetune = False
             return
         if isinstance(encoder, str):  # a spec, so saved models hold a string, never a pickled module
-            encoder = load_frame_encoder(encoder, seed=encoder_seed)
+            encoder = load_frame_encoder(encoder, seed=encoder_seed, size=observation_space["image"].shape[-1])
         img = observation_space["image"]
         k, h, w = img.shape
         if encoder is None:
@@ -146,14 +146,20 @@ class StandardisedEncoder(nn.Module):
         return (self.encoder.features(frames).float() - self.mean) / self.std
 
 
-def load_frame_encoder(spec: str, seed: int = 0) -> nn.Module | None:
+def load_frame_encoder(spec: str, seed: int = 0, size: int | None = None) -> nn.Module | None:
     """``"pixels"`` -> None (NatureCNN), ``"random-cnn"`` -> :class:`RandomCNN`, else
     ``world_model.load_encoder(spec, seed)`` (a checkpoint path, or a method name such as
-    ``random``: that architecture untrained)."""
+    ``random``: that architecture untrained).  ``size``: the frames' pixels, refused (``ValueError``
+    naming the encoder) when a world model was trained on another size."""
     if spec == "pixels":
         return None
     if spec == "random-cnn":
         return RandomCNN(seed)
     from world_model import load_encoder as wm_load
 
-    return wm_load(spec, seed=seed)
+    enc = wm_load(spec, seed=seed)
+    trained = getattr(getattr(enc, "cfg", None), "size", None)
+    if size is not None and trained is not None and int(trained) != int(size):
+        raise ValueError(f"--encoder {spec}: the world model takes {trained}-px slices, the agent renders {size} px; "
+                         f"pass --size {trained}")
+    return enc

@@ -4,7 +4,8 @@
     python -m agents.play runs/ac_ppo/model.zip --task AC-far --bounds --out runs/ac_ppo/far.json
 
 Reads the run's ``config.json`` beside the model (or one folder up, for ``checkpoints/*.zip``) for the
-task, observation and encoder; runs the deterministic policy on the preset's ``test`` subjects with
+task, observation and encoder, builds the model from it and loads only the zip's weights (a downloaded
+zip runs no code: :func:`load_agent`); runs the deterministic policy on the preset's ``test`` subjects with
 the same fixed starts as the training run's evaluations; prints one line per episode and the summary
 (success rate with its Wilson interval, median final error); writes env 0's first episode as a GIF
 of the agent's slice beside the 3-view locator (:func:`navgym.viz.locator_frame`).  ``--task`` plays
@@ -17,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import zipfile
 from dataclasses import replace
 from pathlib import Path
 
@@ -27,26 +29,45 @@ from navgym.presets import get_preset
 
 from .benchmark import BOUNDS, bound_episodes
 from .evaluate import episode_metrics, model_act_fn, run_episodes
-from .train import AgentConfig, choose_device, eval_env, frozen_encoder, saved_config
+from .train import AgentConfig, build_model, eval_env, frozen_encoder, saved_config
 
-__all__ = ["load_agent", "play", "main"]
+__all__ = ["agent_config", "load_agent", "play", "main"]
 
 
-def load_agent(model_path: str | Path, device: str = "auto"):
-    """(SB3 model, its :class:`AgentConfig`) from a ``model.zip`` (or checkpoint) of ``agents.train``."""
-    from stable_baselines3 import PPO, SAC
-
+def agent_config(model_path: str | Path) -> AgentConfig:
+    """The :class:`AgentConfig` of a ``model.zip`` (or checkpoint) of ``agents.train``: its run's ``config.json``."""
     model_path = Path(model_path)
     if not model_path.is_file():
         raise FileNotFoundError(f"model: no such file {model_path}")
     for folder in (model_path.parent, model_path.parent.parent):
         if (folder / "config.json").exists():
-            cfg = saved_config(json.loads((folder / "config.json").read_text()))
-            break
-    else:
-        raise FileNotFoundError(f"model: no config.json beside {model_path} or one folder up (agents.train writes it)")
-    algo = PPO if cfg.algo == "ppo" else SAC
-    return algo.load(model_path, device=choose_device(device)), cfg
+            return saved_config(json.loads((folder / "config.json").read_text()))
+    raise FileNotFoundError(f"model: no config.json beside {model_path} or one folder up (agents.train writes it)")
+
+
+def load_agent(model_path: str | Path, cfg: AgentConfig, env, device: str = "auto"):
+    """The SB3 model of ``cfg`` on ``env`` with the weights of ``model_path`` (a ``model.zip`` or checkpoint).
+
+    Only data is read: the model is built from ``cfg`` and the zip's ``.pth`` weights are loaded with
+    ``torch.load(weights_only=True)`` (SB3's ``set_parameters``); its ``data`` entry, whose fields SB3 would
+    unpickle with cloudpickle (code that runs on load), is never read.  A file that is not such a zip, or
+    whose weights do not fit ``cfg``'s model, raises ``ValueError`` naming it."""
+    model_path = Path(model_path)
+    try:
+        with zipfile.ZipFile(model_path) as z:
+            names = set(z.namelist())
+    except (zipfile.BadZipFile, OSError) as e:
+        raise ValueError(f"model: {model_path} is not a zip written by agents.train ({e})") from None
+    if "policy.pth" not in names:
+        raise ValueError(f"model: {model_path} holds no policy weights (policy.pth); found {sorted(names)[:8]}: "
+                         f"not an SB3 model zip written by agents.train")
+    model = build_model(replace(cfg, device=device), env, None)
+    try:
+        model.set_parameters(str(model_path), device=model.device)
+    except Exception as e:  # weights_only refusals (UnpicklingError), missing or misshapen tensors (ValueError, RuntimeError)
+        raise ValueError(f"model: {model_path}: cannot load its weights into the {cfg.algo} model of its "
+                         f"config.json: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") from None
+    return model
 
 
 def _record(model, env, cfg: AgentConfig, fps_steps: int) -> list[np.ndarray]:
@@ -76,7 +97,7 @@ def play(model_path, episodes: int = 2, envs: int | None = None, gif: str | None
     """Evaluate a saved agent on held-out subjects; returns ``{"task", "metrics", "episodes"}``, with ``bounds``
     also ``"bounds": {"oracle"|"random": metrics}`` on the same episodes (and writes ``gif``).
     ``task``: another preset with the same target as the agent's (default: the agent's own)."""
-    model, cfg = load_agent(model_path, device)
+    cfg = agent_config(model_path)
     if task is not None:
         want, have = get_preset(task), get_preset(cfg.task)
         if (want.task, want.task_kwargs) != (have.task, have.task_kwargs):
@@ -87,6 +108,7 @@ def play(model_path, episodes: int = 2, envs: int | None = None, gif: str | None
     encoder = frozen_encoder(cfg)
     env = eval_env(cfg, encoder)
     try:
+        model = load_agent(model_path, cfg, env, device)
         eps = run_episodes(model_act_fn(model), env, episodes)
         if gif:
             from navgym.rollouts.cli import write_video

@@ -3,7 +3,8 @@
     python -m agents.train --task AC-near --encoder pixels --algo ppo --steps 200000 --out runs/ac_ppo
 
 Writes to ``--out``: ``config.json``, TensorBoard events (``loss/…`` from SB3 under ``train/``,
-``eval/…``, ``perf/…``), ``checkpoints/`` (SB3 zips every ``--checkpoint-every`` steps),
+``eval/…``, ``perf/…``), ``checkpoints/`` (SB3 zips every ``--checkpoint-every`` steps; with
+``--normalize-reward`` also the reward statistics as ``.npz``, never a pickle),
 ``model.zip`` (final), ``evaluations.json`` (the held-out learning curve) and ``final_eval.json``.
 Evaluation runs on the preset's held-out ``test`` subjects with fixed starts (see
 :mod:`agents.evaluate`).  Re-running the same command in the same ``--out`` resumes from the
@@ -27,7 +28,7 @@ from stable_baselines3.common.utils import LinearSchedule
 from stable_baselines3.common.vec_env import VecNormalize
 from tqdm.auto import tqdm
 
-from navgym.files import write_json_atomic
+from navgym.files import atomic_path, write_json_atomic
 from navgym.presets import get_preset
 from world_model.config import config_field, parse_bool
 
@@ -125,7 +126,7 @@ def frozen_encoder(cfg: AgentConfig):
     :data:`STANDARDISE_SAMPLE` envs x steps, seeded by ``cfg.seed``), the same for training, evaluation and play."""
     if cfg.encoder == "pixels" or cfg.finetune:
         return None
-    enc = load_frame_encoder(cfg.encoder, seed=cfg.seed)
+    enc = load_frame_encoder(cfg.encoder, seed=cfg.seed, size=cfg.size)
     enc.requires_grad_(False)
     enc.eval()
     if not cfg.standardize_features:
@@ -241,6 +242,47 @@ def _nav_env(env) -> NavVecEnv:
     return env
 
 
+def reward_stats_path(checkpoint: Path) -> Path:
+    """Where the reward statistics of ``checkpoints/model_N_steps.zip`` are: ``model_vecnormalize_N_steps.npz``."""
+    step = checkpoint.stem.split("_")[1]
+    return checkpoint.with_name(f"model_vecnormalize_{step}_steps.npz")
+
+
+class NavCheckpoint(CheckpointCallback):
+    """SB3's checkpoints plus, under :class:`VecNormalize`, its reward statistics as plain arrays
+    (:func:`reward_stats_path`; SB3 would pickle the wrapper, and a pickle runs code when loaded)."""
+
+    def _on_step(self) -> bool:
+        if self.n_calls % self.save_freq == 0 and isinstance(self.model.get_env(), VecNormalize):
+            rms = self.model.get_env().ret_rms
+            path = reward_stats_path(Path(self._checkpoint_path(extension="zip")))
+            atomic_path(path, lambda tmp: np.savez(tmp, mean=rms.mean, var=rms.var, count=np.float64(rms.count)))
+        return super()._on_step()
+
+
+def load_reward_stats(env: VecNormalize, checkpoint: Path) -> None:
+    """Restore ``env``'s reward statistics saved with ``checkpoint`` (arrays only, no pickle); raises
+    ``FileNotFoundError`` / ``ValueError`` naming the file when they are missing, pickled or damaged."""
+    path = reward_stats_path(checkpoint)
+    if not path.exists():
+        pickled = sorted(p.name for p in checkpoint.parent.glob(f"*vecnormalize_{checkpoint.stem.split('_')[1]}_steps.pkl"))
+        hint = (f"; {pickled[0]} is a pickle (it could run code when loaded), which agents.train no longer reads"
+                if pickled else "")
+        raise FileNotFoundError(f"--normalize-reward: no reward statistics {path} for the resume point {checkpoint}"
+                                f"{hint}; resume from scratch with a new --out (or delete {checkpoint.parent})")
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            mean, var, count = (np.asarray(z[k], np.float64) for k in ("mean", "var", "count"))
+    except (OSError, ValueError, KeyError) as e:
+        raise ValueError(f"--normalize-reward: {path} is not readable reward statistics: {e}") from None
+    rms = env.ret_rms
+    if mean.shape != np.shape(rms.mean) or var.shape != np.shape(rms.var) or count.shape != () \
+            or not (np.isfinite(mean).all() and np.isfinite(var).all() and (var >= 0).all() and count > 0):
+        raise ValueError(f"--normalize-reward: {path} holds invalid statistics (shapes {mean.shape}, {var.shape}, "
+                         f"{count.shape}; need finite values, var >= 0, count > 0)")
+    rms.mean, rms.var, rms.count = mean, var, float(count)
+
+
 def build_model(cfg: AgentConfig, env, tensorboard_log: str | None):
     """The SB3 model: MultiInputPolicy over :class:`NavExtractor` (normalize_images=False).
 
@@ -342,12 +384,10 @@ def train(cfg: AgentConfig) -> dict:
     if resume is not None:
         model.set_parameters(str(resume), device=model.device)
         model.num_timesteps = int(resume.stem.split("_")[1])
-        if cfg.normalize_reward and (resume.parent / f"vecnormalize_{model.num_timesteps}_steps.pkl").exists():
-            env.ret_rms = VecNormalize.load(str(resume.parent / f"vecnormalize_{model.num_timesteps}_steps.pkl"),
-                                            env.venv).ret_rms
+        if cfg.normalize_reward:
+            load_reward_stats(env, resume)
     cb = NavCallback(cfg, evaluation, out, curve)
-    ckpt = CheckpointCallback(max(cfg.checkpoint_every // cfg.n_envs, 1), str(out / "checkpoints"), name_prefix="model",
-                              save_vecnormalize=cfg.normalize_reward)
+    ckpt = NavCheckpoint(max(cfg.checkpoint_every // cfg.n_envs, 1), str(out / "checkpoints"), name_prefix="model")
     model.learn(cfg.steps - model.num_timesteps, callback=CallbackList([cb, ckpt]), tb_log_name="tb",
                 progress_bar=False, reset_num_timesteps=resume is None)
     model.save(out / "model.zip")

@@ -12,7 +12,7 @@ from gymnasium.vector import AutoresetMode
 from gymnasium.vector.utils import batch_space
 
 from .anatomy import TISSUE_LABELS
-from .simulator import NavConfig, Navigator
+from .simulator import NavConfig, Navigator, as_actions
 from .subjects import Subject, load_subjects
 from .tasks import make_task
 from .volume import WORLD_LIMIT_MM
@@ -162,14 +162,12 @@ class MRINavEnv(_NavigatorEnvBase, gym.Env):
 
     def reset(self, *, seed: int | None = None, options: dict | None = None):
         super().reset(seed=seed)
-        subject_index = (options or {}).get("subject_index")
+        subject_index = _reset_options(options, ("subject_index",)).get("subject_index")
         self.nav.reset(0, self.np_random, subject_index)
         return self._obs(), self._info(self.nav.task_metrics(np.array([0])))
 
     def step(self, action):
-        action = np.asarray(action, dtype=np.float64)
-        if action.shape != (7,):
-            raise ValueError(f"action must have shape (7,), got {action.shape}")
+        action = as_actions(action, (7,), "action")
         reward, figures = self.nav.step(action[None])
         return self._obs(), float(reward[0]), bool(figures["is_success"][0]), False, self._info(figures)
 
@@ -269,7 +267,7 @@ class MRINavVectorEnv(_NavigatorEnvBase, gym.vector.VectorEnv):
 
     def reset(self, *, seed: int | Sequence[int | None] | None = None, options: dict | None = None):
         seeds = _sub_env_seeds(seed, self.num_envs)
-        options = dict(options or {})
+        options = _reset_options(options, ("subject_index", "episode_seed"))
         if "episode_seed" in options:
             self.episode_seed = _seed_value(options.pop("episode_seed"), "options['episode_seed']")
         subject_index = options.get("subject_index")
@@ -283,9 +281,7 @@ class MRINavVectorEnv(_NavigatorEnvBase, gym.vector.VectorEnv):
         return self._observe(), _with_masks(self._infos(self.nav.task_metrics(np.arange(self.num_envs))))
 
     def step(self, actions):
-        actions = np.asarray(actions, dtype=np.float64)
-        if actions.shape != (self.num_envs, 7):
-            raise ValueError(f"actions must have shape ({self.num_envs}, 7), got {actions.shape}")
+        actions = as_actions(actions, (self.num_envs, 7))
         everyone = np.arange(self.num_envs)
         restart = np.flatnonzero(self._needs_reset)  # NEXT_STEP only: finished on the previous step
         if len(restart):
@@ -355,6 +351,18 @@ def _sub_env_seeds(seed, num_envs: int) -> list[int | None]:
     if isinstance(seed, (str, bytes)) or not hasattr(seed, "__len__") or len(seed) != num_envs:
         raise ValueError(f"seed must be None, an int or a sequence of {num_envs} ints/None, got {seed!r}")
     return [_seed_value(s, f"seed[{i}]") for i, s in enumerate(seed)]
+
+
+def _reset_options(options, known: tuple[str, ...]) -> dict:
+    """A copy of ``reset(options=...)``, refusing anything but a dict of ``known`` keys (a typo is not ignored)."""
+    if options is None:
+        return {}
+    if not isinstance(options, dict):
+        raise TypeError(f"reset options must be a dict with keys {list(known)}, got {type(options).__name__} {options!r}")
+    unknown = sorted(map(str, options.keys() - set(known)))
+    if unknown:
+        raise ValueError(f"reset options: unknown keys {unknown}; known: {list(known)}")
+    return dict(options)
 
 
 def _with_masks(info: dict[str, np.ndarray], mask: np.ndarray | None = None) -> dict[str, np.ndarray]:

@@ -74,6 +74,23 @@ def _pixel_size(size) -> tuple[int, int]:
     return int(hw[0]), int(hw[1])
 
 
+def as_actions(actions, shape: tuple[int, ...], name: str = "actions") -> np.ndarray:
+    """``actions`` as a float64 array of ``shape``; refuses strings, objects and complex numbers by name."""
+    a = np.asarray(actions)
+    if a.dtype.kind not in "biuf":
+        raise ValueError(f"{name} must be real numbers, got dtype {a.dtype} ({np.ravel(a)[:3].tolist()}...)")
+    if a.shape != shape:
+        raise ValueError(f"{name} must have shape {shape}, got {a.shape}")
+    return a.astype(np.float64)
+
+
+def _subject_index(value, num: int) -> int:
+    """``options['subject_index']`` checked: an int in [0, num) (no bools, floats, strings or negative indices)."""
+    if not isinstance(value, (int, np.integer)) or isinstance(value, (bool, np.bool_)) or not 0 <= value < num:
+        raise ValueError(f"subject_index must be an int in [0, {num}) (one of the env's {num} subjects), got {value!r}")
+    return int(value)
+
+
 class Navigator:
     """N slice poses navigating subjects under one task.
 
@@ -127,7 +144,8 @@ class Navigator:
         axis, angle, jitter = np.empty((n, 3)), np.empty(n), np.empty((n, 3))
         views = len(CANONICAL_VIEWS)
         for j, i in enumerate(idx):  # one episode's draws after the other (reset's order)
-            s = int(rng.integers(len(self.subjects))) if subject_index is None else int(subject_index[j])
+            s = (int(rng.integers(len(self.subjects))) if subject_index is None
+                 else _subject_index(subject_index[j], len(self.subjects)))
             subject = self.subjects[s]
             chosen[j], self.episode_subjects[i] = s, subject
             view[j], axis[j], angle[j] = rng.integers(views), rng.normal(size=3), rng.uniform(0, c.start_angle_deg)
@@ -140,6 +158,10 @@ class Navigator:
             self._inv[idx[at]], self._aff[idx[at]] = vol.inverse_affine, vol.affine
             self._upper[idx[at]] = np.array(vol.shape) - 1
             self._max_fov[idx[at]] = c.max_fov if c.max_fov is not None else vol.extent_mm
+            if c.min_fov > self._max_fov[idx[at]][0]:
+                raise ValueError(f"min_fov {c.min_fov} mm exceeds the largest field of view of subject "
+                                 f"{self.subjects[s].subject_id} ({self._max_fov[idx[at]][0]:.1f} mm, its volume's "
+                                 "diagonal); lower min_fov")
             centers[at] = vol.brain_center + jitter[at]
         self.rotations[idx] = view_rotations(view, axis, angle)
         self.centers[idx] = centers
@@ -151,9 +173,7 @@ class Navigator:
     # --- dynamics ----------------------------------------------------------------------
     def physical(self, actions: np.ndarray) -> np.ndarray:
         """(N, 7) normalised actions in [-1, 1] -> physical deltas (mm, degrees, ln-zoom)."""
-        a = np.asarray(actions, dtype=np.float64)
-        if a.shape != (self.num, 7):
-            raise ValueError(f"actions must have shape ({self.num}, 7), got {a.shape}")
+        a = as_actions(actions, (self.num, 7))
         if not np.all(np.isfinite(a)):
             raise ValueError("actions contain NaN or inf")
         return np.clip(a, -1.0, 1.0) * self.scale

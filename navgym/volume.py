@@ -62,8 +62,11 @@ class Volume:
                 f"{self.name}: the voxel grid reaches {reach:g} mm from the world origin (limit "
                 f"{WORLD_LIMIT_MM:g} mm); the affine must map voxels to millimetres (check its scale and translation)"
             )
+        if not np.isfinite(data).all():
+            raise VolumeError(f"{self.name}: {int((~np.isfinite(data)).sum())} NaN/inf voxels; build volumes with "
+                              f"load_volume(..., nan='zero') to replace them with 0")
         if self.labels is not None:
-            labels = np.asarray(self.labels)
+            labels = _label_array(self.labels, self.name)
             if labels.shape != data.shape:
                 raise VolumeError(f"{self.name}: label map shape {labels.shape} != image shape {data.shape}")
             object.__setattr__(self, "labels", _readonly(labels))
@@ -146,7 +149,9 @@ def normalize_intensity(data: np.ndarray, low: float = 0.5, high: float = 99.5) 
     empty background and a few bright outliers do not compress the contrast; values
     outside are clipped.
     """
-    data = np.asarray(data, dtype=np.float32)
+    data = np.asarray(data)
+    # float32 arithmetic, or float64 where values near float32's limit (~3.4e38) would overflow to inf/NaN
+    data = data.astype(np.float64 if data.size and _peak(data) > 1e30 else np.float32, copy=False)
     fg = data[data != 0]
     if fg.size == 0:
         raise VolumeError("volume is empty: every voxel is zero")
@@ -156,7 +161,9 @@ def normalize_intensity(data: np.ndarray, low: float = 0.5, high: float = 99.5) 
     lo = min(lo, 0.0) if data.min() >= 0 else lo
     if hi <= lo:
         raise VolumeError(f"volume has no contrast: robust range [{lo:g}, {hi:g}]")
-    out = ((data - np.float32(lo)) / np.float32(hi - lo)).astype(np.float32, copy=False)
+    if not np.isfinite(hi - lo):
+        raise VolumeError(f"intensity range [{lo:g}, {hi:g}] is too wide to rescale; rescale the data first")
+    out = ((data - data.dtype.type(lo)) / data.dtype.type(hi - lo)).astype(np.float32, copy=False)
     np.clip(out, 0.0, 1.0, out=out)
     return out
 
@@ -208,7 +215,7 @@ def load_volume(
         raise VolumeError(f"{name}: volume is empty (shape {data.shape})")
     if min(data.shape) < 2:
         raise VolumeError(f"{name}: volume is too small: need at least 2 voxels per axis, got shape {data.shape}")
-    data = np.asarray(data, dtype=np.float32)
+    data = np.asarray(data)  # its own dtype until normalised: float64 beyond float32's range stays finite
     finite = np.isfinite(data)
     if not finite.any():
         raise VolumeError(f"{name}: every voxel is NaN or inf")
@@ -217,12 +224,18 @@ def load_volume(
             raise VolumeError(
                 f"{name}: {int((~finite).sum())} NaN/inf voxels; pass nan='zero' to replace them with 0"
             )
-        data = np.where(finite, data, 0.0).astype(np.float32)
+        data = np.where(finite, data, 0)
     if normalize:
         try:
             data = normalize_intensity(data)
         except VolumeError as e:
             raise VolumeError(f"{name}: {e}") from None
+    else:
+        peak = _peak(data)
+        if peak > float(np.finfo(np.float32).max):
+            raise VolumeError(f"{name}: voxel values up to {peak:g} exceed float32's range (normalize=False keeps "
+                              f"them as float32); rescale the data or pass normalize=True")
+        data = data.astype(np.float32)
     label_data = None
     if labels is not None:
         label_data, label_aff, _ = _read(labels, aff, "labels")
@@ -230,11 +243,7 @@ def load_volume(
         label_data = _squeeze_3d(label_data, f"{name} labels")
         if label_aff is not aff and not np.allclose(label_aff, aff, atol=1e-4):
             raise VolumeError(f"{name}: label map affine differs from the image affine (different grids)")
-        if not np.all(np.isfinite(label_data)) or np.any(label_data < 0) or np.any(label_data > 255):
-            raise VolumeError(f"{name}: labels must be finite integers in 0..255")
-        if not np.allclose(label_data, np.round(label_data)):
-            raise VolumeError(f"{name}: labels must be integers")
-        label_data = np.asarray(np.round(label_data), dtype=np.uint8)
+        label_data = _label_array(label_data, name)
     return Volume(data=data, affine=aff, labels=label_data, name=name)
 
 
@@ -269,6 +278,22 @@ def _check_numeric(data: np.ndarray, name: str) -> None:
         raise VolumeError(f"{name}: voxel data must be numbers, got dtype {data.dtype}")
 
 
+def _label_array(labels, name: str) -> np.ndarray:
+    """``labels`` as uint8, refusing values that are not integers in 0..255 (no wrapping, no truncation)."""
+    labels = np.asarray(labels)
+    _check_numeric(labels, f"{name} labels")
+    if labels.dtype == np.uint8:
+        return labels
+    if labels.size and (not np.all(np.isfinite(labels)) or labels.min() < 0 or labels.max() > 255):
+        raise VolumeError(f"{name}: labels must be finite integers in 0..255, got values in "
+                          f"[{labels.min()}, {labels.max()}]")
+    rounded = np.round(labels)
+    if labels.dtype.kind == "f" and not np.allclose(labels, rounded):
+        off = ~np.isclose(labels, rounded)
+        raise VolumeError(f"{name}: labels must be integers, got e.g. {labels[off].flat[0]}")
+    return rounded.astype(np.uint8)
+
+
 def _squeeze_3d(data: np.ndarray, name: str) -> np.ndarray:
     while data.ndim > 3 and data.shape[-1] == 1:
         data = data[..., 0]
@@ -283,6 +308,11 @@ def _stem(path: Path) -> str:
         if name.endswith(ext):
             return name[: -len(ext)]
     return path.stem
+
+
+def _peak(data: np.ndarray) -> float:
+    """The largest absolute value of ``data`` (finite values)."""
+    return max(abs(float(data.min())), abs(float(data.max())))
 
 
 def _readonly(a: np.ndarray) -> np.ndarray:

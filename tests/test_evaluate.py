@@ -115,6 +115,19 @@ def test_load_encoder_entry_specs():
         load_encoder_entry("navwm:0=no/such/checkpoint.pt")
 
 
+def test_a_checkpoints_label_must_match_its_config(tmp_path):
+    from world_model.config import make_config
+    from world_model.train import train
+
+    mc, tc = make_config("tiny", method="tokenizer", steps=0, seed=2, size=32, width=4, latent=4, dim=16, depth=1,
+                         heads=2, patch=2, window=3, out=str(tmp_path / "tok"))
+    path = train(mc, tc, progress=False)["checkpoint"]
+    assert (load_encoder_entry(path).method, load_encoder_entry(f"tokenizer:2={path}").seed) == ("tokenizer", 2)
+    for label in ("navwm:2", "tokenizer:7"):
+        with pytest.raises(ValueError, match=rf"label {label} differs from the checkpoint's own config \(tokenizer:2\)"):
+            load_encoder_entry(f"{label}={path}")
+
+
 def test_clip_features_use_context_for_the_dynamics_family(data):
     from world_model.evaluation.encoders import clip_features, has_clip_features
 

@@ -248,6 +248,9 @@ def test_two_concurrent_writers_both_finish(tmp_path, reference):
         assert p.returncode == 0, e[-2000:]
         assert "No such file" not in e
     _same_as_reference(out, reference)
+    card = json.loads((tmp_path / "both" / "manifest.json").read_text())  # the last card written lists every shard
+    assert card["complete"] and [s["dir"] for s in card["shards"]] == sorted(reference)
+    assert len(RolloutWindows(out, window=4)) > 0
 
 
 @pytest.mark.parametrize("damage", ["delete meta", "truncate frames", "delete actions"])

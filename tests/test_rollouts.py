@@ -258,3 +258,72 @@ def test_a_shard_finished_by_another_writer_is_kept(tmp_path):
     assert write_shard(str(tmp_path), 0, arrays, meta) == first
     assert os.stat(os.path.join(first, "frames.npy")).st_mtime_ns == stamp
     assert sorted(os.listdir(tmp_path)) == ["shard-000000"]
+
+
+def test_damaged_or_edited_shards_are_named(reference, tmp_path, capsys):
+    import shutil
+
+    src, _ = reference
+    fresh = lambda name: shutil.copytree(src, tmp_path / name)  # noqa: E731
+
+    root = fresh("flip")  # a byte flipped in place: same size, found by the checksum on first read
+    path = root / "shard-000001" / "frames.npy"
+    raw = bytearray(path.read_bytes())
+    raw[-5] ^= 0xFF
+    path.write_bytes(bytes(raw))
+    ds = RolloutWindows(str(root), window=4)
+    ds[0]  # shard 0 is sound
+    with pytest.raises(ValueError, match=r"shard-000001/frames\.npy: sha256 differs"):
+        ds[int(ds.offsets[1])]  # shard 1's first window
+    assert RolloutWindows(str(root), window=4, checksums=False)[int(ds.offsets[1])]  # opted out: read as it is
+    write_rollouts(RolloutConfig(**TINY), str(root), progress=False, verify=True)
+    assert "shard-000001/frames.npy: sha256 differs" in capsys.readouterr().err
+    np.testing.assert_array_equal(np.load(path), np.load(os.path.join(src, "shard-000001", "frames.npy")))
+
+    root = fresh("nan")  # NaN actions in a shard whose checksums match (written so): named on read
+    path = root / "shard-000000" / "actions.npy"
+    actions = np.load(path)
+    actions[1, 2, 0] = np.nan
+    np.save(path, actions)
+    ds = RolloutWindows(str(root), window=4, checksums=False)
+    ds[0]
+    with pytest.raises(ValueError, match=r"shard-000000/actions\.npy: NaN/inf in episode 1, steps 0\.\.3"):
+        ds[ds.starts_per_episode]
+
+    root = fresh("header")  # an edited .npy header (same length, same file size)
+    path = root / "shard-000000" / "poses.npy"
+    raw = path.read_bytes()
+    path.write_bytes(raw.replace(b"(3, 10, 13)", b"(3, 10, 12)", 1))
+    with pytest.raises(ValueError, match=r"shard-000000/poses\.npy holds float32 \(3, 10, 12\), meta\.json implies "
+                                         r"float32 \(3, 10, 13\)"):
+        RolloutWindows(str(root), window=4)
+
+    root = fresh("nometa")  # a deleted meta.json: named, not skipped
+    (root / "shard-000002" / "meta.json").unlink()
+    with pytest.raises(ValueError, match=r"shard-000002/meta\.json is missing"):
+        RolloutWindows(str(root), window=4)
+
+    root = fresh("noshard")  # a shard listed in the dataset card but gone
+    shutil.rmtree(root / "shard-000001")
+    with pytest.raises(ValueError, match=r"manifest\.json does not match .* listed but missing: \['shard-000001'\]"):
+        RolloutWindows(str(root), window=4)
+
+    root = fresh("episodes")  # meta.json's episodes edited 3 -> 5: refused on open, rebuilt by --verify
+    meta = root / "shard-000000" / "meta.json"
+    m = json.loads(meta.read_text())
+    meta.write_text(json.dumps({**m, "episodes": 5}))
+    with pytest.raises(ValueError, match=r"shard-000000/meta\.json records episodes 5, expected 3"):
+        RolloutWindows(str(root), window=4)
+    write_rollouts(RolloutConfig(**TINY), str(root), progress=False, verify=True)
+    assert "records episodes 5, expected 3" in capsys.readouterr().err
+    assert json.loads(meta.read_text())["episodes"] == 3 and len(RolloutWindows(str(root), window=4)) == len(ds)
+
+
+def test_trainer_refuses_shards_of_another_frame_size(reference):
+    from world_model.config import make_config
+    from world_model.data import clip_batches
+
+    root, _ = reference
+    mc, tc = make_config("tiny", data=root, size=32, window=3, batch=2)
+    with pytest.raises(ValueError, match=r"shards hold 16-px frames, the model takes 32 px; pass --size 16"):
+        next(clip_batches(tc, mc))

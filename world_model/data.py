@@ -119,6 +119,9 @@ def _shard_batches(train, model, rank, world, start):
     from navgym.rollouts import RolloutWindows
 
     ds = RolloutWindows(train.data, window=model.window, stride=max(1, model.window // 2))
+    if ds.size is not None and ds.size != model.size:
+        raise ValueError(f"--data {train.data}: its shards hold {ds.size}-px frames, the model takes {model.size} px; "
+                         f"pass --size {ds.size} (or generate rollouts with --size {model.size})")
     per_step = train.batch * world
     n = len(ds)
     if n < per_step:

@@ -164,6 +164,7 @@ class Run:
         """Read the last step's losses (one host sync) and log them with the throughput over the
         ``seconds`` since the last flush; returns the scalars."""
         self.last = {k: float(v) for k, v in self.losses.items()}
+        _check_finite(self.last, done, self.ckpt)
         self.last.update({"perf/frames_per_s": self.frames_done / max(seconds, 1e-9),
                           "perf/data_wait_frac": data_seconds / max(seconds, 1e-9), "perf/lr": self.lr})
         if self.writer is not None:
@@ -186,6 +187,7 @@ class Run:
                     self.writer.add_scalar(f"pred/{row}/{k}", float(v), done)
 
     def checkpoint(self, done: int) -> None:
+        _check_finite_weights(self.model, done, self.ckpt)
         _checkpoint(self.model, self.opt, self.model_cfg, self.cfg, done, self.ckpt, self.rank)
 
     def finish(self, done: int) -> dict:
@@ -290,6 +292,26 @@ def _action_stats(batch: dict) -> dict:
     corr = torch.stack([torch.corrcoef(torch.stack([last[:, i], jump[:, i]]))[0, 1] for i in range(7)])
     return {"actions_lag1_autocorr": action_autocorrelation(batch["actions"].cpu().numpy()),
             "jump_vs_last_action_corr": float(corr[torch.isfinite(corr)].mean())}
+
+
+def _check_finite(losses: dict[str, float], step: int, ckpt: Path) -> None:
+    """Stop the run at a non-finite loss (NaN weights would follow), naming the step and the loss terms;
+    ``ckpt`` keeps the last checkpoint written before it."""
+    bad = {k: v for k, v in losses.items() if not math.isfinite(v)}
+    if bad:
+        raise FloatingPointError(
+            f"step {step}: non-finite loss ({', '.join(f'{k}={v}' for k, v in bad.items())}); stopped without "
+            f"saving, {ckpt} keeps the last good checkpoint (if any). Check the data for NaN/inf (actions, poses) "
+            f"or lower --lr")
+
+
+def _check_finite_weights(model, step: int, ckpt: Path) -> None:
+    """Refuse to checkpoint non-finite weights (one host sync per checkpoint)."""
+    tensors = [t for t in model.state_dict().values() if t.is_floating_point()]
+    if tensors and not bool(torch.stack([torch.isfinite(t).all() for t in tensors]).all()):
+        names = [k for k, t in model.state_dict().items() if t.is_floating_point() and not torch.isfinite(t).all()]
+        raise FloatingPointError(f"step {step}: {len(names)} weight tensors are non-finite (e.g. {names[:3]}); "
+                                 f"stopped without saving, {ckpt} keeps the last good checkpoint (if any)")
 
 
 def _checkpoint(model, opt, model_cfg, cfg, step, ckpt, rank):

@@ -25,9 +25,14 @@ from ..render import render_poses
 from ..simulator import NavConfig
 from ..subjects import load_subjects
 from ..tasks import make_task
-from .generate import ARRAYS, check_shard, pose_arrays, render_frames, shard_dirs, simulate
+from .generate import (ARRAYS, check_shard, load_config, pose_arrays, render_frames, shard_expect, simulate,
+                       verify_checksums)
 
 __all__ = ["RolloutWindows", "StreamingWindows"]
+
+
+#: arrays that are finite by construction (template poses are NaN where a subject has no template transform)
+FINITE_ARRAYS = ("actions", "actions_physical", "poses")
 
 
 class RolloutWindows(Dataset):
@@ -36,18 +41,29 @@ class RolloutWindows(Dataset):
     Window starts are every ``stride`` steps within each episode (windows never cross episodes).
     Shards are opened as read-only memory maps on first use in each process, so a window reads
     only its own T x H x W bytes; the dataset pickles without its maps (DataLoader workers reopen).
-    Every shard's files are checked against the sizes recorded in its ``meta.json`` on construction;
-    a damaged shard raises ``ValueError`` naming the file (``navgym-rollouts --verify`` rebuilds it).
+
+    Checked on construction (cheap: sizes and headers, no data read), each failure a ``ValueError`` naming
+    the file: every ``shard-*`` folder has a readable ``meta.json``; the dataset card (``manifest.json``)
+    lists exactly these shards with the same episodes and file records; each meta.json's counts match
+    ``config.json``; every array file has the size recorded in meta.json and the dtype and shape its counts
+    give.  ``checksums=True`` (the default) also compares each shard's sha256 checksums with meta.json on
+    its first read in each process (a byte flipped in place keeps the size); ``navgym-rollouts --verify``
+    rebuilds damaged shards.  A window with NaN/inf actions or poses raises ``ValueError`` naming the file.
     """
 
-    def __init__(self, root: str, window: int = 16, stride: int = 1):
+    def __init__(self, root: str, window: int = 16, stride: int = 1, checksums: bool = True):
         if window < 1 or stride < 1:
             raise ValueError(f"window and stride must be >= 1, got {window}, {stride}")
         self.root, self.window, self.stride = root, int(window), int(stride)
-        self.shards = shard_dirs(root)
+        self.checksums = bool(checksums)
+        if not os.path.isdir(root):
+            raise FileNotFoundError(f"no rollout directory {root!r}")
+        self.shards = sorted(os.path.join(root, n) for n in os.listdir(root)
+                             if n.startswith("shard-") and os.path.isdir(os.path.join(root, n)))
         if not self.shards:
             raise FileNotFoundError(f"no finished rollout shards under {root!r}")
-        problems = [p for d in self.shards for p in check_shard(d)]
+        expect = _expected_counts(root, self.shards)
+        problems = [p for d in self.shards for p in check_shard(d, expect=expect.get(d))]
         if problems:
             raise ValueError(
                 f"damaged rollout shards under {root}: " + "; ".join(problems)
@@ -58,6 +74,8 @@ class RolloutWindows(Dataset):
         if len(steps) != 1:
             raise ValueError(f"shards under {root} disagree on episode length: {sorted(steps)}")
         self.steps = steps.pop()
+        sizes = {m.get("size") for m in metas}
+        self.size = sizes.pop() if len(sizes) == 1 else None
         if self.window > self.steps:
             raise ValueError(f"window {self.window} is longer than the episodes ({self.steps} steps)")
         self.starts_per_episode = (self.steps - self.window) // self.stride + 1
@@ -81,6 +99,10 @@ class RolloutWindows(Dataset):
     def _arrays(self, s: int) -> dict:
         maps = self._maps.get(s)
         if maps is None:
+            if self.checksums:
+                problems = verify_checksums(self.shards[s])
+                if problems:
+                    raise ValueError("; ".join(problems) + f"; rebuild with: navgym-rollouts --out {self.root} --verify")
             maps = {}
             for n in ARRAYS:
                 path = os.path.join(self.shards[s], n + ".npy")
@@ -95,6 +117,10 @@ class RolloutWindows(Dataset):
         s, e, t = self.locate(index)
         maps, sl = self._arrays(s), slice(t, t + self.window)
         out = {n: torch.from_numpy(np.array(maps[n][e, sl])) for n in ARRAYS}
+        for n in FINITE_ARRAYS:
+            if not torch.isfinite(out[n]).all():
+                raise ValueError(f"{os.path.join(self.shards[s], n + '.npy')}: NaN/inf in episode {e}, steps "
+                                 f"{t}..{t + self.window - 1} (a shard written with bad values?)")
         out["subject_id"] = self.subject_ids[s][e]
         return out
 
@@ -102,6 +128,39 @@ class RolloutWindows(Dataset):
         state = dict(self.__dict__)
         state["_maps"] = {}
         return state
+
+
+def _expected_counts(root: str, shards: list[str]) -> dict[str, dict]:
+    """What each shard's meta.json must record, from ``config.json`` and the dataset card ``manifest.json``
+    (each where present); raises ``ValueError`` naming the card when its shard list differs from the folders."""
+    expect = {d: {} for d in shards}
+    if os.path.isfile(os.path.join(root, "config.json")):
+        config = load_config(root)
+        for d in shards:
+            k = int(os.path.basename(d).split("-")[1])
+            if not 0 <= k < config.num_shards:
+                raise ValueError(f"{d}: shard {k} is beyond the {config.num_shards} shards of {root}/config.json")
+            expect[d] = shard_expect(config, k)
+    card_path = os.path.join(root, "manifest.json")
+    if os.path.isfile(card_path):
+        try:
+            with open(card_path) as f:
+                listed = {s["dir"]: s for s in json.load(f)["shards"]}
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            raise ValueError(f"cannot read the dataset card {card_path}: {e}") from e
+        present = {os.path.basename(d) for d in shards}
+        missing, extra = sorted(listed.keys() - present), sorted(present - listed.keys())
+        if missing or extra:
+            raise ValueError(
+                f"{card_path} does not match the shard folders under {root}: "
+                + (f"listed but missing: {missing}" if missing else "")
+                + ("; " if missing and extra else "")
+                + (f"not listed: {extra} (written after the card? rerun navgym-rollouts --out {root} to update it)"
+                   if extra else ""))
+        for d in shards:
+            card = listed[os.path.basename(d)]
+            expect[d] = {**expect[d], "episodes": card["episodes"], **({"files": card["files"]} if card.get("files") else {})}
+    return expect
 
 
 def _read_meta(shard: str) -> dict:

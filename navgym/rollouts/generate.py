@@ -23,9 +23,9 @@ shards, a killed run resumes by skipping finished shards, and job j of J writes 
 
 Several writers may share an output folder: a writer holds shard k's lock file while it writes k
 (in ``.tmp-shard-k-*``), skips shards another process holds, and removes only the temporary folders
-of shards whose lock it holds.  On resume every finished shard's files are checked against the sizes
-in its ``meta.json`` (and the sha256 checksums with ``verify=True``); damaged or incomplete shards are
-reported, naming the file, and rebuilt.
+of shards whose lock it holds.  On resume every finished shard is checked (:func:`check_shard`: meta.json's
+counts against the config, each file's size and .npy header against meta.json; the sha256 checksums too with
+``verify=True``); damaged or incomplete shards are reported, naming the file, and rebuilt.
 """
 
 from __future__ import annotations
@@ -60,6 +60,7 @@ __all__ = [
     "write_rollouts",
     "shard_dirs",
     "check_shard",
+    "verify_checksums",
     "ARRAYS",
 ]
 
@@ -302,12 +303,29 @@ def _sha256(path: str) -> str:
     return h.hexdigest()
 
 
-def check_shard(path: str, checksums: bool = False) -> list[str]:
+#: dtype and trailing shape of each array (leading axes: episodes, steps)
+ARRAY_LAYOUT = {"frames": ("uint8", None), "actions": ("float32", (7,)), "actions_physical": ("float32", (7,)),
+                "poses": ("float32", (13,)), "template_poses": ("float32", (13,))}
+
+
+def _npy_header(path: str) -> tuple[tuple, np.dtype, int]:
+    """(shape, dtype, data offset) from a .npy file's header (memory-maps it; reads no data)."""
+    a = np.load(path, mmap_mode="r", allow_pickle=False)
+    return a.shape, a.dtype, a.offset
+
+
+def shard_expect(config: RolloutConfig, k: int) -> dict:
+    """What shard ``k``'s meta.json must record under ``config`` (for :func:`check_shard`)."""
+    return {"shard": k, "episodes": config.shard_episodes(k), "steps": config.steps, "size": config.size}
+
+
+def check_shard(path: str, checksums: bool = False, expect: dict | None = None) -> list[str]:
     """Problems of the finished shard directory ``path`` (empty if sound), each naming its file.
 
-    Checks that ``meta.json`` reads and every array file exists with the size recorded in it (or, for
-    shards written before sizes were recorded, that its .npy header fits the file); with ``checksums``
-    also the sha256 of each file.
+    Cheap checks, always: ``meta.json`` reads; its counts equal ``expect`` (any of ``shard``, ``episodes``,
+    ``steps``, ``size``, e.g. from the config or the dataset card); every array file exists with the size
+    recorded in meta.json, and its .npy header has the dtype and shape that meta.json's counts give
+    (episodes x steps x ...), its data filling the file exactly.  With ``checksums`` also the sha256 of each file.
     """
     meta_path = os.path.join(path, "meta.json")
     try:
@@ -318,22 +336,48 @@ def check_shard(path: str, checksums: bool = False) -> list[str]:
     except (OSError, ValueError) as e:
         return [f"{meta_path} is unreadable: {e}"]
     problems = []
+    try:
+        n, t = int(meta["episodes"]), int(meta["steps"])
+        size = meta.get("size")
+        if len(meta["subject_ids"]) != n:
+            problems.append(f"{meta_path}: {len(meta['subject_ids'])} subject_ids for {n} episodes")
+    except (KeyError, TypeError, ValueError) as e:
+        return [f"{meta_path} lacks episode counts ({type(e).__name__}: {e})"]
+    for key, want in (expect or {}).items():
+        if meta.get(key) != want:
+            problems.append(f"{meta_path} records {key} {meta.get(key)!r}, expected {want!r} (edited or from another dataset?)")
     records = meta.get("files", {})
     for name in ARRAYS:
         file = os.path.join(path, name + ".npy")
         record = records.get(name + ".npy")
         if not os.path.isfile(file):
             problems.append(f"{file} is missing")
-        elif record is None:
-            try:
-                np.load(file, mmap_mode="r")
-            except (OSError, ValueError) as e:
-                problems.append(f"{file} is unreadable: {e}")
-        elif os.path.getsize(file) != record["bytes"]:
+            continue
+        if record is not None and os.path.getsize(file) != record["bytes"]:
             problems.append(f"{file} has {os.path.getsize(file)} bytes, meta.json records {record['bytes']} (truncated?)")
-        elif checksums and _sha256(file) != record["sha256"]:
+            continue
+        dtype, tail = ARRAY_LAYOUT[name]
+        want = (n, t, *((size, size) if tail is None and size is not None else tail or ()))
+        try:
+            shape, got, offset = _npy_header(file)
+        except (OSError, ValueError) as e:
+            problems.append(f"{file} is unreadable: {e}")
+            continue
+        if got != np.dtype(dtype) or (shape != want if tail is not None or size is not None else shape[:2] != want):
+            problems.append(f"{file} holds {got} {shape}, meta.json implies {dtype} {want}")
+        elif offset + got.itemsize * int(np.prod(shape)) != os.path.getsize(file):
+            problems.append(f"{file} has {os.path.getsize(file)} bytes, its header implies {offset + got.itemsize * int(np.prod(shape))}")
+        elif checksums and record is not None and _sha256(file) != record["sha256"]:
             problems.append(f"{file}: sha256 differs from the one in meta.json (corrupted)")
     return problems
+
+
+def verify_checksums(path: str) -> list[str]:
+    """sha256 problems of the finished shard ``path``'s array files (those meta.json records), each naming its file."""
+    with open(os.path.join(path, "meta.json")) as f:
+        records = json.load(f).get("files", {})
+    return [f"{os.path.join(path, name)}: sha256 differs from the one in meta.json (corrupted)"
+            for name, record in records.items() if _sha256(os.path.join(path, name)) != record["sha256"]]
 
 
 @contextlib.contextmanager
@@ -368,7 +412,19 @@ def versions() -> dict:
 
 
 def write_manifest(root: str, config: RolloutConfig) -> dict:
-    """Scan finished shards and write ``manifest.json`` (atomic; safe to call from any job)."""
+    """Scan finished shards and write ``manifest.json`` (atomic; safe to call from any job).
+
+    Scan and write hold ``.lock-manifest``, so concurrent writers take turns and the last card written
+    lists every shard finished before it (without the lock, a writer's older scan could land last)."""
+    fd = os.open(os.path.join(root, ".lock-manifest"), os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        return _write_manifest(root, config)
+    finally:
+        os.close(fd)
+
+
+def _write_manifest(root: str, config: RolloutConfig) -> dict:
     shards, subjects, metas = [], {}, []
     for d in shard_dirs(root):
         with open(os.path.join(d, "meta.json")) as f:
@@ -445,7 +501,7 @@ def _work(args) -> tuple[int, int | None]:
                 shutil.rmtree(os.path.join(root, n), ignore_errors=True)
         final = os.path.join(root, shard_name(k))
         if os.path.isdir(final):
-            if not rebuild and not check_shard(final):
+            if not rebuild and not check_shard(final, expect=shard_expect(config, k)):
                 return k, 0  # finished meanwhile by another writer
             shutil.rmtree(final)
         arrays, meta = generate_shard(config, k, _WORKER["subjects"])
@@ -489,7 +545,7 @@ def write_rollouts(
     todo, damaged = [], set()
     for k in range(job_index, config.num_shards, num_jobs):
         final = os.path.join(root, shard_name(k))
-        problems = check_shard(final, checksums=verify) if os.path.isdir(final) else None
+        problems = check_shard(final, checksums=verify, expect=shard_expect(config, k)) if os.path.isdir(final) else None
         if problems:
             damaged.add(k)
             sys.stderr.write("".join(f"navgym-rollouts: damaged shard, rebuilding: {p}\n" for p in problems))

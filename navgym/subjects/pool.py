@@ -25,6 +25,8 @@ from functools import partial
 from pathlib import Path
 from typing import Callable, Sequence
 
+import numpy as np
+
 from ..volume import Volume, load_volume
 from .io import SubjectError, check_landmark_coverage, entry_for_image, find_entries, load_entry
 from .subject import Subject, template_subject
@@ -59,7 +61,7 @@ class SubjectPool(Sequence):
         if len(ids) != len(loaders):
             raise ValueError("need one loader per id")
         if int(cache_size) < 1:
-            raise ValueError(f"cache_size must be >= 1, got {cache_size}")
+            raise ValueError(f"cache_size (the env's subject_cache: subjects kept loaded) must be >= 1, got {cache_size}")
         self._ids = list(ids)
         self._loaders = list(loaders)
         self.cache_size = int(cache_size)
@@ -190,6 +192,9 @@ def load_subjects(
         raise SubjectError(f"subjects: {str(spec)!r} is not a folder, a file, 'template' or 'synthetic:N'")
     if isinstance(spec, (Subject, Volume)) or _is_image(spec):
         return load_subjects([spec], split, cache_size)
+    if isinstance(spec, np.ndarray):
+        raise SubjectError(f"subjects: a bare {spec.ndim}D array has no voxel-to-world affine; pass "
+                           f"navgym.load_volume(array, affine), a nibabel image or a NIfTI path")
     if not (hasattr(spec, "__len__") and hasattr(spec, "__getitem__")):
         raise SubjectError(f"cannot load subjects from {type(spec).__name__}")
     if len(spec) == 0:

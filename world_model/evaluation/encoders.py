@@ -82,7 +82,8 @@ _SPEC = re.compile(r"^(?P<method>[A-Za-z0-9_]+):(?P<seed>\d+)(=(?P<path>.+))?$")
 
 def load_encoder_entry(spec: str) -> EncoderEntry:
     """An entry from a checkpoint path (its stored config names method and seed),
-    ``METHOD:SEED=path`` or ``METHOD:SEED`` (untrained, ``world_model.load_encoder(METHOD, seed)``)."""
+    ``METHOD:SEED=path`` (refused unless the checkpoint's config says the same) or ``METHOD:SEED`` (untrained,
+    ``world_model.load_encoder(METHOD, seed)``)."""
     from world_model import load_encoder
 
     m = _SPEC.match(spec)
@@ -93,8 +94,13 @@ def load_encoder_entry(spec: str) -> EncoderEntry:
         raise FileNotFoundError(f"--checkpoints: no checkpoint {path}")
     encoder = load_encoder(path)
     trained = getattr(encoder, "train_config", None)
-    method = m["method"] if m else (trained.label if trained is not None else getattr(encoder, "method", None))
-    seed = int(m["seed"]) if m else getattr(encoder, "seed", None)
+    own_method = trained.label if trained is not None else getattr(encoder, "method", None)
+    own_seed = getattr(encoder, "seed", None)
+    if m and (own_method, own_seed) != (None, None) and (m["method"], int(m["seed"])) != (own_method, own_seed):
+        raise ValueError(f"--checkpoints {spec}: the label {m['method']}:{m['seed']} differs from the checkpoint's own "
+                         f"config ({own_method}:{own_seed}); pass {own_method}:{own_seed}={path}, or just {path}")
+    method = m["method"] if m else own_method
+    seed = int(m["seed"]) if m else own_seed
     if method is None or seed is None:
         raise ValueError(f"cannot tell the method/seed of {path}; pass it as METHOD:SEED={path}")
     return _entry(method, int(seed), path, encoder)
