@@ -232,7 +232,7 @@ def load_volume(
             raise VolumeError(f"{name}: label map affine differs from the image affine (different grids)")
         if not np.all(np.isfinite(label_data)) or np.any(label_data < 0) or np.any(label_data > 255):
             raise VolumeError(f"{name}: labels must be finite integers in 0..255")
-        if not np.allclose(label_data, np.round(label_data)):
+        if not np.issubdtype(label_data.dtype, np.integer) and not np.allclose(label_data, np.round(label_data)):
             raise VolumeError(f"{name}: labels must be integers")
         label_data = np.asarray(np.round(label_data), dtype=np.uint8)
     return Volume(data=data, affine=aff, labels=label_data, name=name)
