@@ -166,6 +166,12 @@ def test_cli_help_and_settings(capsys):
     cfg = parse_args(["--task", "midsag-near", "--ppo", "ent_coef=0.01", "n_epochs=2", "--normalize-reward"])
     assert cfg.task == "midsag-near" and cfg.normalize_reward is True
     assert cfg.ppo == {**PPO_DEFAULTS, "ent_coef": 0.01, "n_epochs": 2} and isinstance(cfg.ppo["n_epochs"], int)
+    cfg = parse_args(["--ppo", "vf_coef=0.5", "target_kl=none", "normalize_advantage=false", "--sac", "ent_coef=auto"])
+    assert cfg.ppo["vf_coef"] == 0.5 and cfg.ppo["target_kl"] is None and cfg.ppo["normalize_advantage"] is False
+    assert cfg.sac["ent_coef"] == "auto"  # any plain PPO / SAC constructor argument, typed by its signature
+    for bad in (["--ppo", "n_steps=1.5"], ["--ppo", "policy_kwargs=x"], ["--ppo", "use_sde=maybe"]):
+        with pytest.raises(SystemExit):
+            parse_args(bad)
     with pytest.raises(SystemExit):
         parse_args(["--ppo", "nonsense=1"])
     with pytest.raises(ValueError, match="ppo: unknown"):
@@ -272,6 +278,7 @@ def test_short_training_runs(tmp_path):
                   out=str(tmp_path / "ppo"))
     r = train(cfg)
     assert [c["step"] for c in r["curve"]] == [0, 128]  # evaluations after updates (rollouts of 4 x 32 steps)
+    assert (tmp_path / "ppo" / "checkpoints" / "model_128_steps.zip").exists()  # the last step is a resume point
     assert 0.0 <= r["final"]["success_rate"] <= 1.0 and len(r["final_episodes"]) == 2
     assert r["perf"]["steps_per_s"] > 0 and 0 <= r["perf"]["env_fraction"] <= 1
     saved = json.loads((tmp_path / "ppo" / "evaluations.json").read_text())
@@ -297,6 +304,7 @@ def test_short_training_runs(tmp_path):
     assert again["resumed_from"].endswith("model_256_steps.zip") and again["perf"]["steps"] == 128
     assert [c["step"] for c in again["curve"]] == [0, 128, 256, 384]
     assert again["curve"][:3] == json.loads(json.dumps(resumed["curve"]))
+    _refused_without_a_change(tmp_path / "res", replace(cfg, steps=384, checkpoint_every=64, out=str(tmp_path / "res")))
     import shutil
 
     shutil.copytree(tmp_path / "res", tmp_path / "moved")  # a finished run folder, moved, reused with other threads
@@ -310,6 +318,25 @@ def test_short_training_runs(tmp_path):
     assert r["curve"][-1]["step"] == 96 and r["perf"]["encode_fraction"] > 0
     with pytest.raises(ValueError, match="algo"):
         AgentConfig(algo="dqn")
+
+
+def _refused_without_a_change(run, cfg):
+    """Another config (or fewer steps) in a run's folder is refused, in one line naming the difference, and
+    changes nothing there; ``--config`` reads the run's settings back, options on top."""
+    from agents.train import RunFolderError, main, parse_args
+
+    saved = {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
+    for change, why in ((dict(seed=1), "seed: 0 -> 1"), (dict(ppo={**cfg.ppo, "vf_coef": 0.4}), "ppo.vf_coef: None -> 0.4"),
+                        (dict(steps=320), f"up to step {cfg.steps}, past --steps 320")):
+        with pytest.raises(RunFolderError, match=why.replace(".", r"\.")):
+            train(replace(cfg, **change))
+    assert {p: p.read_bytes() for p in run.rglob("*") if p.is_file()} == saved  # nothing overwritten
+    assert parse_args(["--config", str(run / "config.json")]) == cfg
+    assert parse_args(["--config", str(run / "config.json"), "--seed", "3"]) == replace(cfg, seed=3)
+    with pytest.raises(SystemExit) as e:
+        main(["--config", str(run / "config.json"), "--seed", "1"])
+    assert str(e.value).startswith(f"agents.train: {run} holds a run with other settings (seed: 0 -> 1)")
+    assert "\n" not in str(e.value)
 
 
 def test_benchmark_labels_seeds_and_resumes(tmp_path):
