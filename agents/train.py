@@ -33,7 +33,7 @@ from navgym.files import RunFolderError, differences, write_json_atomic
 from navgym.presets import get_preset
 from world_model.config import config_field, parse_bool
 
-from .envs import CONTROLS, NavVecEnv, make_vec_env
+from .envs import CONTROLS, NavVecEnv, make_nav_vec_env
 from .evaluate import episode_metrics, model_act_fn, run_episodes
 from .extractors import CNNS, NavExtractor, StandardisedEncoder, load_frame_encoder
 
@@ -133,7 +133,7 @@ def frozen_encoder(cfg: AgentConfig):
     if not cfg.standardize_features:
         return enc
     n_envs, n_steps = STANDARDISE_SAMPLE
-    env = make_vec_env(cfg.task, n_envs, split="train", size=cfg.size, frames=1, actions=0, seed=cfg.seed,
+    env = make_nav_vec_env(cfg.task, n_envs, split="train", size=cfg.size, frames=1, actions=0, seed=cfg.seed,
                        subjects=cfg.train_subjects, controls=cfg.controls)
     try:
         env.action_space.seed(cfg.seed)
@@ -150,7 +150,7 @@ def frozen_encoder(cfg: AgentConfig):
 
 def eval_env(cfg: AgentConfig, encoder=None):
     """The held-out evaluation env of ``cfg`` (preset ``test`` subjects, fixed starts)."""
-    return make_vec_env(cfg.task, cfg.eval_envs, split="test", size=cfg.size, frames=cfg.frames,
+    return make_nav_vec_env(cfg.task, cfg.eval_envs, split="test", size=cfg.size, frames=cfg.frames,
                         actions=cfg.actions, subjects=cfg.test_subjects, start_seed=cfg.eval_start_seed,
                         encoder=encoder, controls=cfg.controls)
 
@@ -355,7 +355,7 @@ def train(cfg: AgentConfig) -> dict:
     resume, curve = _resume_point(cfg, out)
     write_json_atomic(out / "config.json", asdict(cfg))
     encoder = frozen_encoder(cfg)
-    env = make_vec_env(cfg.task, cfg.n_envs, split="train", size=cfg.size, frames=cfg.frames,
+    env = make_nav_vec_env(cfg.task, cfg.n_envs, split="train", size=cfg.size, frames=cfg.frames,
                        actions=cfg.actions, seed=cfg.seed, subjects=cfg.train_subjects, encoder=encoder,
                        controls=cfg.controls)
     if cfg.normalize_reward:

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from agents.benchmark import QUICK, _plot, summarise
-from agents.envs import make_vec_env
+from agents.envs import make_nav_vec_env
 from agents.evaluate import episode_metrics, policy_act_fn, run_episodes, steps_to, wilson
 from agents.extractors import NavExtractor, RandomCNN
 from agents.train import AgentConfig, build_model, choose_device, train
@@ -19,7 +19,7 @@ from navgym.presets import PRESETS, START, get_preset
 
 
 def _env(n=2, **kw):
-    return make_vec_env("AC-near", n, size=40, subjects="template", **kw)
+    return make_nav_vec_env("AC-near", n, size=40, subjects="template", **kw)
 
 
 class StandIn(nn.Module):
@@ -90,7 +90,7 @@ def test_adapter_transitions_equal_the_vector_envs():
     from navgym.presets import subject_kwargs
 
     n, size = 3, 32
-    adapter = make_vec_env("AC-near", n, size=size, frames=2, actions=1, seed=5, subjects="template")
+    adapter = make_nav_vec_env("AC-near", n, size=size, frames=2, actions=1, seed=5, subjects="template")
     kw = {**get_preset("AC-near").env_kwargs("train"), **subject_kwargs("template")}
     venv = MRINavVectorEnv(n, max_episode_steps=100, size=size, autoreset_mode=AutoresetMode.SAME_STEP, **kw)
     obs = adapter.reset()
@@ -130,7 +130,7 @@ def test_task_controls_drive_only_what_the_error_depends_on():
     assert np.allclose(obs["actions"], [1, 1, 1, 0, 0, 0, 0])  # the history holds the full 7-d action
     assert np.allclose(after[0]["rotation"], before[0]["rotation"]) and after[0]["fov_mm"] == before[0]["fov_mm"]
     assert not np.allclose(after[0]["center_mm"], before[0]["center_mm"])
-    plane = make_vec_env("midsag-near", 1, size=40, subjects="template", controls="task")
+    plane = make_nav_vec_env("midsag-near", 1, size=40, subjects="template", controls="task")
     assert plane.action_space.shape == (5,)  # no spin about the normal: it leaves the plane as it is
     zoom = _env(1, actions=1, controls="task+zoom", start_seed=3)
     assert zoom.action_space.shape == (4,)
@@ -143,7 +143,7 @@ def test_task_controls_drive_only_what_the_error_depends_on():
 
 
 def test_lr_decay_runs_linearly_to_zero():
-    env = make_vec_env("AC-near", 2, size=40, subjects="template")
+    env = make_nav_vec_env("AC-near", 2, size=40, subjects="template")
     base = replace(AgentConfig(**QUICK), n_envs=2)
     assert build_model(base, env, None).lr_schedule(0.25) == pytest.approx(3e-4)
     decayed = build_model(replace(base, lr_decay=True), env, None)
@@ -237,7 +237,7 @@ def test_extractor_pixels():
         NavExtractor(env.observation_space, "pixels", cnn="resnet")
     assert all(p.requires_grad for p in ex.parameters())
     with pytest.raises(ValueError, match="36"):
-        NavExtractor(make_vec_env("AC-near", 1, size=32, subjects="template").observation_space, "pixels")
+        NavExtractor(make_nav_vec_env("AC-near", 1, size=32, subjects="template").observation_space, "pixels")
 
 
 def test_extractor_frozen_and_finetuned_encoder():
@@ -263,7 +263,7 @@ def test_extractor_precomputed_features_and_world_model_random():
     from world_model import load_encoder
 
     wm = load_encoder("random")
-    env = make_vec_env("AC-near", 2, size=64, frames=2, actions=1, subjects="template", encoder=wm)
+    env = make_nav_vec_env("AC-near", 2, size=64, frames=2, actions=1, subjects="template", encoder=wm)
     obs = env.reset()
     assert obs["features"].shape == (2, 2 * wm.feature_dim) and obs["features"].dtype == np.float32
     ex = NavExtractor(env.observation_space)
@@ -368,7 +368,7 @@ def test_frozen_features_standardised_on_training_slices():
     assert isinstance(enc, StandardisedEncoder) and enc.feature_dim == 128
     raw = frozen_encoder(replace(cfg, standardize_features=False))
     assert not isinstance(raw, StandardisedEncoder)
-    env = make_vec_env(cfg.task, STANDARDISE_SAMPLE[0], size=cfg.size, frames=1, actions=0, seed=cfg.seed,
+    env = make_nav_vec_env(cfg.task, STANDARDISE_SAMPLE[0], size=cfg.size, frames=1, actions=0, seed=cfg.seed,
                        subjects="template")
     frames = torch.from_numpy(env.reset()["image"][:, 0])
     with torch.no_grad():
