@@ -45,7 +45,7 @@ EOF
 read -r steps mae3d_batch <<< "$plan"
 echo "wm_report: $size, $frames frames per run = $steps steps x $BATCH clips x window (mae3d: --batch $mae3d_batch);" \
      "runs in $RUNS, report in $out, $CONCURRENCY at once"
-mkdir -p "$RUNS"
+[ "$DRY_RUN" = 1 ] || mkdir -p "$RUNS"  # a dry run writes nothing
 jobs=$(for s in $SEEDS; do for m in $METHODS; do echo "$m $s"; done; done)
 train_one() {  # train_one METHOD SEED
   local m=$1 s=$2 dir=$RUNS/$1_s$2 n=$steps b=$BATCH

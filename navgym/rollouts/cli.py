@@ -40,7 +40,8 @@ def _add_generation_args(p: argparse.ArgumentParser) -> None:
                    help='JSON task options, e.g. \'{"landmark": null}\' (default: none)')
     p.add_argument("--steps", type=int, default=64, help="steps (frames) per episode (default: %(default)s)")
     p.add_argument("--size", type=int, default=64, help="frame side in pixels (default: %(default)s)")
-    p.add_argument("--seed", type=int, default=0, help="base seed: shard k uses SeedSequence([seed, k]) (default: %(default)s)")
+    p.add_argument("--seed", type=int, default=0,
+                   help="base seed: shard k uses SeedSequence([seed, k]) (default: %(default)s)")
     p.add_argument("--nav-overrides", type=_json_dict, default={},
                    help='JSON NavConfig fields, e.g. \'{"fov": 150}\' (default: none)')
 
