@@ -1,7 +1,7 @@
 """Benchmark matrix: tasks x encoders x algorithms x seeds, plus the oracle and random bounds.
 
     python -m agents.benchmark --tasks AC-near --encoders pixels random-cnn --algos ppo \
-        --seeds 0 1 2 --steps 50000 --out reports/agents
+        --seeds 0 1 2 --steps 50000 --out runs/agents_bench
 
 Every run trains with :func:`agents.train.train` and is evaluated on the preset's held-out
 ``test`` subjects with the same fixed starts; the bounds (``oracle``, ``random`` from
@@ -320,7 +320,7 @@ def main(argv=None) -> None:
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2], help="(default: %(default)s)")
     p.add_argument("--finetune", action="store_true", help="fine-tune every pretrained encoder (or ft: per entry)")
     p.add_argument("--quick", action="store_true", help="tiny smoke configuration (for tests)")
-    p.add_argument("--out", default="reports/agents", help="report folder (default: %(default)s)")
+    p.add_argument("--out", default="runs/agents_bench", help="report folder (default: %(default)s)")
     quick = argparse.ArgumentParser(add_help=False)
     quick.add_argument("--quick", action="store_true")
     base = AgentConfig(**QUICK) if quick.parse_known_args(argv)[0].quick else AgentConfig()

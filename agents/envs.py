@@ -18,6 +18,7 @@ Observation (``spaces.Dict``):
 from __future__ import annotations
 
 import time
+import warnings
 
 import numpy as np
 from gymnasium import spaces
@@ -27,7 +28,7 @@ from stable_baselines3.common.vec_env.base_vec_env import VecEnv
 from navgym.env import MRINavVectorEnv
 from navgym.presets import get_preset, subject_kwargs
 
-__all__ = ["NavVecEnv", "make_vec_env", "INFO_KEYS", "CONTROLS", "task_controls"]
+__all__ = ["NavVecEnv", "make_nav_vec_env", "INFO_KEYS", "CONTROLS", "task_controls"]
 
 #: which of the env's 7 action components the agent drives (the others stay 0): ``all``; ``task``:
 #: those the task's error depends on (see :func:`task_controls`); ``task+zoom``: those and zoom
@@ -82,6 +83,7 @@ class NavVecEnv(VecEnv):
         if self.controls.ndim != 1 or len(self.controls) == 0 or len(set(self.controls.tolist())) != len(self.controls) \
                 or self.controls.min() < 0 or self.controls.max() > 6:
             raise ValueError(f"controls must be distinct action indices in 0..6, got {controls!r}")
+        self.metadata = venv.metadata  # render_fps, render_modes (SB3's VecVideoRecorder reads them)
         super().__init__(venv.num_envs, obs_space, spaces.Box(-1.0, 1.0, (len(self.controls),), np.float32))
         n = self.num_envs
         self._stack = np.zeros((n, self.frames, *frame_shape), dtype)
@@ -143,9 +145,13 @@ class NavVecEnv(VecEnv):
         self.venv.close()
 
     def get_attr(self, attr_name, indices=None):
-        if attr_name == "render_mode":  # the batched env does not render
-            return [None] * len(self._get_indices(indices))
         return [getattr(self.venv, attr_name)] * len(self._get_indices(indices))
+
+    def get_images(self) -> list[np.ndarray]:
+        """One frame per env (``render_mode="rgb_array"``: the slice beside the 3-view locator), as SB3's
+        ``render`` and ``VecVideoRecorder`` read them."""
+        frames = self.venv.render()
+        return [None] * self.num_envs if frames is None else list(frames)
 
     def set_attr(self, attr_name, value, indices=None):
         setattr(self.venv, attr_name, value)
@@ -218,16 +224,18 @@ def task_controls(task: str, controls: str = "task") -> list[int] | None:
     return own + [6] if controls == "task+zoom" else own
 
 
-def make_vec_env(task: str, num_envs: int, split: str = "train", size: int = 64, frames: int = 4,
-                 actions: int = 4, seed: int | None = None, subjects: str | None = None,
-                 start_seed: int | None = None, encoder=None, controls: str = "all") -> NavVecEnv:
+def make_nav_vec_env(task: str, num_envs: int, split: str = "train", size: int = 64, frames: int = 4,
+                     actions: int = 4, seed: int | None = None, subjects: str | None = None,
+                     start_seed: int | None = None, encoder=None, controls: str = "all",
+                     render_mode: str | None = None) -> NavVecEnv:
     """A :class:`NavVecEnv` for a task preset (``AC-near``, see :mod:`navgym.presets`) on ``split`` subjects.
 
     ``subjects`` overrides the preset's subject spec (e.g. ``"template"`` for quick tests);
     ``start_seed``: fixed starts (the env's ``episode_seed``: env i's j-th episode starts from
     ``default_rng([start_seed, i, j])``, so every policy evaluated with it meets the same subjects and
     start poses); ``encoder``: a frozen encoder module (observations carry its features); ``controls``:
-    one of :data:`CONTROLS`.
+    one of :data:`CONTROLS`; ``render_mode="rgb_array"``: ``render()`` tiles one frame per env (SB3's
+    ``VecVideoRecorder`` works).
     """
     chosen = task_controls(task, controls)
     p = get_preset(task)
@@ -235,6 +243,14 @@ def make_vec_env(task: str, num_envs: int, split: str = "train", size: int = 64,
     if subjects is not None:
         kw.update(subject_kwargs(subjects))
     venv = MRINavVectorEnv(num_envs, max_episode_steps=p.max_episode_steps, size=size,
-                           autoreset_mode=AutoresetMode.SAME_STEP, episode_seed=start_seed, **kw)
+                           autoreset_mode=AutoresetMode.SAME_STEP, episode_seed=start_seed, render_mode=render_mode, **kw)
     return NavVecEnv(venv, frames=frames, actions=actions, seed=seed, encoder=encoder,
                      controls=chosen)
+
+
+def make_vec_env(*args, **kwargs) -> NavVecEnv:
+    """Deprecated alias of :func:`make_nav_vec_env` (it shadowed SB3's ``make_vec_env``, whose signature differs);
+    removed in the next release."""
+    warnings.warn("agents.envs.make_vec_env is renamed make_nav_vec_env (SB3 has its own make_vec_env); the alias "
+                  "goes in the next release", DeprecationWarning, stacklevel=2)
+    return make_nav_vec_env(*args, **kwargs)

@@ -8,12 +8,14 @@ Writes to ``--out``: ``config.json``, TensorBoard events (``loss/…`` from SB3 
 ``model.zip`` (final), ``evaluations.json`` (the held-out learning curve) and ``final_eval.json``.
 Evaluation runs on the preset's held-out ``test`` subjects with fixed starts (see
 :mod:`agents.evaluate`).  Re-running the same command in the same ``--out`` resumes from the
-newest checkpoint (same config only).
+newest checkpoint (the last step is always one), a larger ``--steps`` extends a run, and any other
+change of settings is refused (use a new ``--out``).
 """
 
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import re
 import time
@@ -28,17 +30,17 @@ from stable_baselines3.common.utils import LinearSchedule
 from stable_baselines3.common.vec_env import VecNormalize
 from tqdm.auto import tqdm
 
-from navgym.files import atomic_path, write_json_atomic
+from navgym.files import RunFolderError, atomic_path, differences, write_json_atomic
 from navgym.presets import get_preset
 from world_model.config import config_field, parse_bool
 
-from .envs import CONTROLS, NavVecEnv, make_vec_env
+from .envs import CONTROLS, NavVecEnv, make_nav_vec_env
 from .evaluate import episode_metrics, model_act_fn, run_episodes
 from .extractors import CNNS, NavExtractor, StandardisedEncoder, load_frame_encoder
 
-__all__ = ["AgentConfig", "saved_config", "train", "choose_device", "main", "PPO_DEFAULTS", "SAC_DEFAULTS"]
+__all__ = ["AgentConfig", "RunFolderError", "saved_config", "train", "choose_device", "main", "PPO_DEFAULTS", "SAC_DEFAULTS", "algo_settings"]
 
-#: SB3 PPO settings (``--ppo KEY=VALUE`` overrides one); measured for speed on 2 CPU cores, see docs/agents.md
+#: SB3 PPO settings (``--ppo KEY=VALUE`` overrides one or sets any other plain PPO argument); measured for speed on 2 CPU cores, see docs/agents.md
 PPO_DEFAULTS = {"n_steps": 128, "batch_size": 512, "n_epochs": 3, "learning_rate": 3e-4, "gamma": 0.99,
                 "gae_lambda": 0.95, "ent_coef": 0.0, "clip_range": 0.2}
 #: SB3 SAC settings (``--sac KEY=VALUE``)
@@ -100,10 +102,10 @@ class AgentConfig:
                      "threads"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        for name, defaults in (("ppo", PPO_DEFAULTS), ("sac", SAC_DEFAULTS)):
-            unknown = set(getattr(self, name)) - set(defaults)
+        for name in ("ppo", "sac"):
+            unknown = set(getattr(self, name)) - set(algo_settings(name))
             if unknown:
-                raise ValueError(f"{name}: unknown settings {sorted(unknown)}; known: {sorted(defaults)}")
+                raise ValueError(f"{name}: unknown settings {sorted(unknown)}; known: {sorted(algo_settings(name))}")
 
 
 def choose_device(spec: str = "auto") -> str:
@@ -132,7 +134,7 @@ def frozen_encoder(cfg: AgentConfig):
     if not cfg.standardize_features:
         return enc
     n_envs, n_steps = STANDARDISE_SAMPLE
-    env = make_vec_env(cfg.task, n_envs, split="train", size=cfg.size, frames=1, actions=0, seed=cfg.seed,
+    env = make_nav_vec_env(cfg.task, n_envs, split="train", size=cfg.size, frames=1, actions=0, seed=cfg.seed,
                        subjects=cfg.train_subjects, controls=cfg.controls)
     try:
         env.action_space.seed(cfg.seed)
@@ -149,7 +151,7 @@ def frozen_encoder(cfg: AgentConfig):
 
 def eval_env(cfg: AgentConfig, encoder=None):
     """The held-out evaluation env of ``cfg`` (preset ``test`` subjects, fixed starts)."""
-    return make_vec_env(cfg.task, cfg.eval_envs, split="test", size=cfg.size, frames=cfg.frames,
+    return make_nav_vec_env(cfg.task, cfg.eval_envs, split="test", size=cfg.size, frames=cfg.frames,
                         actions=cfg.actions, subjects=cfg.test_subjects, start_seed=cfg.eval_start_seed,
                         encoder=encoder, controls=cfg.controls)
 
@@ -324,14 +326,19 @@ def _identity(c: dict, ignore: tuple[str, ...]) -> dict:
     return {k: v for k, v in c.items() if k not in ignore and k not in moot}
 
 
-def _same(saved: dict, cfg: AgentConfig, ignore: tuple[str, ...] = ()) -> bool:
-    """Whether a saved config (read by :func:`saved_config`) equals ``cfg`` up to ``ignore``."""
+def _differences(saved: dict, cfg: AgentConfig, ignore: tuple[str, ...] = ()) -> list[str]:
+    """Where a saved config (read by :func:`saved_config`) differs from ``cfg`` up to ``ignore``, as
+    ``name: saved -> now`` (dict settings per key: ``ppo.gamma: 0.99 -> 0.95``)."""
     try:
         saved = json.loads(json.dumps(asdict(saved_config(saved))))
-    except (TypeError, ValueError):
-        return False
-    now = json.loads(json.dumps(asdict(cfg)))
-    return _identity(saved, ignore) == _identity(now, ignore)
+    except (TypeError, ValueError) as e:
+        return [f"unreadable config ({e})"]
+    return differences(_identity(saved, ignore), _identity(json.loads(json.dumps(asdict(cfg))), ignore))
+
+
+def _same(saved: dict, cfg: AgentConfig, ignore: tuple[str, ...] = ()) -> bool:
+    """Whether a saved config (read by :func:`saved_config`) equals ``cfg`` up to ``ignore``."""
+    return not _differences(saved, cfg, ignore)
 
 
 #: how and where a run executes, not what it is: a finished run is reused whatever they are (a run folder may be
@@ -341,21 +348,38 @@ EXECUTION_SETTINGS = ("out", "progress", "threads", "device")
 RESUMABLE_CHANGES = ("steps", *EXECUTION_SETTINGS)
 
 
+def _checkpoints(out: Path) -> dict[int, Path]:
+    """The checkpoints of the run in ``out`` by step."""
+    return {int(p.stem.split("_")[1]): p for p in out.glob("checkpoints/model_*_steps.zip")}
+
+
 def _resume_point(cfg: AgentConfig, out: Path) -> tuple[Path | None, list[dict]]:
-    """The newest checkpoint (at most ``cfg.steps``) of an earlier run in ``out`` whose config matches
-    ``cfg`` up to :data:`RESUMABLE_CHANGES`, and that run's evaluations up to it."""
+    """The newest checkpoint of the earlier run in ``out`` and that run's evaluations up to it ((None, []): a new
+    run).  Raises :class:`RunFolderError` when ``out`` holds a run whose config differs from ``cfg`` beyond
+    :data:`RESUMABLE_CHANGES`, or one that went past ``cfg.steps`` (runs extend, never shrink), or a finished run
+    with no checkpoint to extend from (saved before runs checkpointed their last step)."""
     saved = out / "config.json"
     if not saved.exists():
         return None, []
-    if not _same(json.loads(saved.read_text()), cfg, ignore=RESUMABLE_CHANGES):
-        return None, []
-    ckpts = sorted((p for p in out.glob("checkpoints/model_*_steps.zip") if int(p.stem.split("_")[1]) <= cfg.steps),
-                   key=lambda p: int(p.stem.split("_")[1]))
+    try:
+        diffs = _differences(json.loads(saved.read_text()), cfg, ignore=RESUMABLE_CHANGES)
+    except ValueError as e:
+        diffs = [f"unreadable config.json ({e})"]
+    if diffs:
+        raise RunFolderError(f"{out} holds a run with other settings ({'; '.join(diffs)}); use a new --out, or "
+                             f"the saved settings to resume or extend it")
+    ckpts = _checkpoints(out)
+    if ckpts and max(ckpts) > cfg.steps:
+        raise RunFolderError(f"{out} holds this run up to step {max(ckpts)}, past --steps {cfg.steps}; use "
+                             f"--steps {max(ckpts)} or more to extend it, or a new --out")
     if not ckpts:
-        return None, []
-    step = int(ckpts[-1].stem.split("_")[1])
+        if (out / "final_eval.json").exists():
+            raise RunFolderError(f"{out} holds a finished run with no checkpoint to extend from (saved before runs "
+                                 f"checkpointed their last step); use a new --out")
+        return None, []  # interrupted before its first checkpoint: starts over
+    step = max(ckpts)
     curve = json.loads((out / "evaluations.json").read_text()) if (out / "evaluations.json").exists() else []
-    return ckpts[-1], [c for c in curve if c["step"] <= step]
+    return ckpts[step], [c for c in curve if c["step"] <= step]
 
 
 def train(cfg: AgentConfig) -> dict:
@@ -373,7 +397,7 @@ def train(cfg: AgentConfig) -> dict:
     resume, curve = _resume_point(cfg, out)
     write_json_atomic(out / "config.json", asdict(cfg))
     encoder = frozen_encoder(cfg)
-    env = make_vec_env(cfg.task, cfg.n_envs, split="train", size=cfg.size, frames=cfg.frames,
+    env = make_nav_vec_env(cfg.task, cfg.n_envs, split="train", size=cfg.size, frames=cfg.frames,
                        actions=cfg.actions, seed=cfg.seed, subjects=cfg.train_subjects, encoder=encoder,
                        controls=cfg.controls)
     if cfg.normalize_reward:
@@ -391,6 +415,10 @@ def train(cfg: AgentConfig) -> dict:
     model.learn(cfg.steps - model.num_timesteps, callback=CallbackList([cb, ckpt]), tb_log_name="tb",
                 progress_bar=False, reset_num_timesteps=resume is None)
     model.save(out / "model.zip")
+    if not _checkpoints(out).get(model.num_timesteps):  # the last step is always a resume point (a larger --steps extends)
+        model.save(out / "checkpoints" / f"model_{model.num_timesteps}_steps.zip")
+        if cfg.normalize_reward:
+            env.save(str(out / "checkpoints" / f"vecnormalize_{model.num_timesteps}_steps.pkl"))
     result = {"config": asdict(cfg), "curve": cb.curve, "final": cb.curve[-1], "perf": cb.perf(),
               "final_episodes": cb.last_episodes, "resumed_from": None if resume is None else str(resume)}
     write_json_atomic(out / "final_eval.json", result)
@@ -399,12 +427,55 @@ def train(cfg: AgentConfig) -> dict:
     return result
 
 
-def _settings(defaults: dict):
+#: constructor arguments :func:`build_model` sets itself (not ``--ppo`` / ``--sac`` settings)
+_SET_BY_TRAIN = ("policy", "env", "seed", "device", "tensorboard_log", "verbose", "policy_kwargs")
+_PLAIN = {"bool": bool, "int": int, "float": float, "str": str, "None": type(None)}
+
+
+def algo_settings(algo: str) -> dict[str, tuple[type, ...]]:
+    """The settings ``--ppo`` / ``--sac`` accept: every constructor argument of SB3's PPO / SAC whose type is a
+    plain number, bool or string (possibly None), with those types (read from the signature)."""
+    cls = PPO if algo == "ppo" else SAC
+    out = {}
+    for name, prm in inspect.signature(cls.__init__).parameters.items():
+        if name in _SET_BY_TRAIN or name.startswith("_") or prm.default is inspect.Parameter.empty:
+            continue
+        ann = prm.annotation.__name__ if isinstance(prm.annotation, type) else str(prm.annotation)
+        types = tuple(_PLAIN[t.strip()] for t in ann.split("|") if t.strip() in _PLAIN)
+        if any(t is not type(None) for t in types):
+            out[name] = types
+    return out
+
+
+def parse_setting(algo: str, text: str) -> tuple[str, object]:
+    """``KEY=VALUE`` -> (key, value typed as the constructor argument: bool 1/true/0/false, int, float, str,
+    None as ``none``); raises ValueError naming the key and the accepted ones."""
+    key, sep, value = text.partition("=")
+    known = algo_settings(algo)
+    if not sep or key not in known:
+        raise ValueError(f"expected KEY=VALUE with KEY a {algo.upper()} argument in {sorted(known)}, got {text!r}")
+    types = known[key]
+    if type(None) in types and value.lower() == "none":
+        return key, None
+    for t in types:
+        try:
+            if t is bool:
+                return key, parse_bool(value)
+            if t is int and float(value).is_integer():
+                return key, int(float(value))
+            if t in (float, str):
+                return key, t(value)
+        except (ValueError, argparse.ArgumentTypeError):
+            continue
+    raise ValueError(f"{algo} {key}: expected {' or '.join(t.__name__ for t in types)}, got {value!r}")
+
+
+def _settings(algo: str):
     def parse(s: str):
-        key, sep, value = s.partition("=")
-        if not sep or key not in defaults:
-            raise argparse.ArgumentTypeError(f"expected KEY=VALUE with KEY in {sorted(defaults)}, got {s!r}")
-        return key, type(defaults[key])(float(value) if isinstance(defaults[key], int) else value)
+        try:
+            return parse_setting(algo, s)
+        except ValueError as e:
+            raise argparse.ArgumentTypeError(str(e)) from None
     return parse
 
 
@@ -417,8 +488,9 @@ def add_config_arguments(p: argparse.ArgumentParser, skip: tuple[str, ...] = (),
         flag = "--" + f.name.replace("_", "-")
         default = getattr(base, f.name) if base is not None else (f.default if f.default is not MISSING else f.default_factory())
         if f.name in ("ppo", "sac"):
-            p.add_argument(flag, nargs="*", type=_settings(default), default=[], metavar="KEY=VALUE",
-                           help=f"{f.metadata['help']}; defaults: "
+            p.add_argument(flag, nargs="*", type=_settings(f.name), default=[], metavar="KEY=VALUE",
+                           help=f"{f.metadata['help']} (any {f.name.upper()} argument that is a number, bool or "
+                                f"string, e.g. vf_coef=0.5); defaults: "
                                 + " ".join(f"{k}={v}" for k, v in default.items()).replace("%", "%%"))
             continue
         typ = {"int": int, "float": float, "str": str, "bool": parse_bool, "str | None": str}[
@@ -438,19 +510,38 @@ def config_from_args(a: argparse.Namespace, base: AgentConfig | None = None) -> 
     return AgentConfig(**{**asdict(base), **given})
 
 
-def parser() -> argparse.ArgumentParser:
-    """``python -m agents.train`` options: one per :class:`AgentConfig` field, help and default from the field."""
+def parser(base: AgentConfig | None = None) -> argparse.ArgumentParser:
+    """``python -m agents.train`` options: one per :class:`AgentConfig` field, help from the field, defaults from
+    ``base`` (``--config``) or the field."""
     p = argparse.ArgumentParser(prog="python -m agents.train", description=__doc__.split("\n\n")[0])
-    add_config_arguments(p)
+    p.add_argument("--config", default=None, metavar="FILE",
+                   help="start from a run's settings (its config.json); options given here override them "
+                        "(default: none)")
+    add_config_arguments(p, base=base)
     return p
 
 
 def parse_args(argv=None) -> AgentConfig:
-    return config_from_args(parser().parse_args(argv))
+    """The config of the command line: ``--config FILE``'s settings (if given), the options on top."""
+    first, _ = parser().parse_known_args(argv)
+    base = None
+    if first.config is not None:
+        try:
+            base = saved_config(json.loads(Path(first.config).read_text()))
+        except (OSError, TypeError, ValueError) as e:
+            parser().error(f"--config {first.config}: {e}")
+    p = parser(base)
+    try:
+        return config_from_args(p.parse_args(argv), base)
+    except ValueError as e:
+        p.error(str(e))
 
 
 def main(argv=None) -> None:
-    r = train(parse_args(argv))
+    try:
+        r = train(parse_args(argv))
+    except RunFolderError as e:
+        raise SystemExit(f"agents.train: {e}") from None
     f, perf = r["final"], r["perf"]
     print(f"final held-out success {f['success_rate']:.3f}  median error {f['median_error']:.2f}  "
           f"steps/s {perf['steps_per_s']:.0f}  env fraction {perf['env_fraction']:.1%}")

@@ -1,6 +1,6 @@
 """Quick start: navigate the built-in MNI152 template and save what the agent sees.
 
-    python examples/quickstart.py --steps 60 --out quickstart.gif
+    python examples/quickstart.py --steps 60 --out runs/quickstart.gif
 
 Runs MRINav-v0 (no arguments: offline, real anatomy) with smoothly varying random actions,
 prints the pose every few steps and writes a GIF of the slice beside its 3-view locator.
@@ -39,7 +39,7 @@ def main(steps: int, out: str, seed: int):
 if __name__ == "__main__":
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--steps", type=int, default=60, help="env steps (default: %(default)s)")
-    p.add_argument("--out", default="quickstart.gif", help="GIF to write (default: %(default)s)")
+    p.add_argument("--out", default="runs/quickstart.gif", help="GIF to write (default: %(default)s)")
     p.add_argument("--seed", type=int, default=0, help="env and action seed (default: %(default)s)")
     a = p.parse_args()
     main(a.steps, a.out, a.seed)

@@ -43,12 +43,16 @@ Built from landmarks by :func:`planes_from_landmarks` (for the template and for 
 from __future__ import annotations
 
 import functools
+import hashlib
+import importlib.util
+import os
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 from scipy import ndimage
 
+from .files import atomic_path
 from .geometry import Plane
 from .volume import Volume, load_volume
 
@@ -84,10 +88,12 @@ _WM = "mni_icbm152_wm_tal_nlin_sym_09a_converted.nii.gz"
 
 
 def template_dir() -> Path:
-    """Folder inside the installed nilearn package that holds the MNI152 2009 files."""
-    import nilearn.datasets
-
-    folder = Path(nilearn.datasets.__file__).parent / "data"
+    """Folder inside the installed nilearn package that holds the MNI152 2009 files (found without importing
+    nilearn, whose ``datasets`` module imports pandas and scikit-learn)."""
+    spec = importlib.util.find_spec("nilearn")
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError("nilearn is not installed; the MNI152 template ships inside it (pip install nilearn)")
+    folder = Path(spec.submodule_search_locations[0]) / "datasets" / "data"
     if not (folder / _T1).exists():
         raise FileNotFoundError(f"MNI152 template not found in {folder}; reinstall nilearn (>=0.10)")
     return folder
@@ -100,21 +106,58 @@ def load_template() -> Volume:
     Labels: GM/WM where their probability is the largest and >= 0.5 of the tissue total;
     CSF for the rest of the intracranial space (the filled, closed GM+WM mask, so the
     ventricles count as CSF); background outside.  Cached per process, so every env in a
-    process (and every forked worker) shares one copy.
+    process (and every forked worker) shares one copy; the label map is also cached on disk
+    (:func:`cache_dir`), which makes ``gym.make("MRINav-v0")`` ~4x faster after the first time.
     """
     folder = template_dir()
-    t1 = nib.load(folder / _T1)
-    gm = np.asarray(nib.load(folder / _GM).dataobj, dtype=np.float32) / 255.0
-    wm = np.asarray(nib.load(folder / _WM).dataobj, dtype=np.float32) / 255.0
-    brain = (gm + wm) > 0.3
-    brain = ndimage.binary_closing(brain, structure=np.ones((3, 3, 3)), iterations=3)
+    return load_volume(nib.load(folder / _T1), labels=_template_labels(folder), name="MNI152_2009")
+
+
+#: bump when :func:`_build_template_labels` changes (names the on-disk cache)
+_LABELS_VERSION = 1
+
+
+def cache_dir() -> Path:
+    """Where navgym caches derived files: ``$NAVGYM_CACHE``, else ``$XDG_CACHE_HOME/navgym``, else ``~/.cache/navgym``."""
+    if os.environ.get("NAVGYM_CACHE"):
+        return Path(os.environ["NAVGYM_CACHE"])
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "navgym"
+
+
+def _template_labels(folder: Path) -> np.ndarray:
+    """The template's label map, from the disk cache when it was built from the same nilearn files (their size
+    and modification time), else built and cached (an unwritable cache only costs the time)."""
+    stamp = "-".join(f"{st.st_size}.{st.st_mtime_ns}" for st in ((folder / f).stat() for f in (_GM, _WM)))
+    key = hashlib.sha1(f"{_LABELS_VERSION}:{folder}:{stamp}".encode()).hexdigest()[:16]
+    path = cache_dir() / f"mni152_2009_labels_{key}.npy"
+    try:
+        labels = np.load(path, allow_pickle=False)
+        if labels.dtype == np.uint8 and labels.shape == nib.load(folder / _GM).shape:
+            return labels
+    except (OSError, ValueError):
+        pass
+    labels = _build_template_labels(folder)
+    try:
+        atomic_path(path, lambda tmp: np.save(tmp, labels))
+    except OSError:
+        pass
+    return labels
+
+
+def _build_template_labels(folder: Path) -> np.ndarray:
+    # probabilities x 255, stored as uint8; thresholds in those units (0.3 -> 76.5, 0.5 -> 127.5)
+    gm, wm = (np.asarray(nib.load(folder / f).dataobj).astype(np.int16) for f in (_GM, _WM))
+    total = gm + wm
+    brain = total > 76
+    # binary closing by a 3x3x3 cube, 3 iterations (= by a 7x7x7 cube), as separable max/min filters (6x faster)
+    brain = ndimage.minimum_filter(ndimage.maximum_filter(brain, size=7, mode="constant"), size=7, mode="constant")
     brain = ndimage.binary_fill_holes(brain)
     labels = np.zeros(gm.shape, np.uint8)
     labels[brain] = 1
-    tissue = brain & ((gm + wm) >= 0.5)
+    tissue = brain & (total >= 128)
     labels[tissue & (gm >= wm)] = 2
     labels[tissue & (wm > gm)] = 3
-    return load_volume(t1, labels=labels, name="MNI152_2009")
+    return labels
 
 
 def template_planes() -> dict[str, Plane]:

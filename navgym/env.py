@@ -224,8 +224,8 @@ class MRINavVectorEnv(_NavigatorEnvBase, gym.vector.VectorEnv):
     ...])`` with one seed (or None) each, and ``seed=None`` keeps each RNG going.  The same seeds give
     the same observations, rewards, terminations and infos in all three vectorisation modes.
     ``reset(options={"subject_index": k})`` starts every sub-env on subject k.  Infos carry
-    Gymnasium's ``_key`` masks.  Used by ``gym.make_vec("MRINav-v0", n,
-    vectorization_mode="vector_entry_point")``.
+    Gymnasium's ``_key`` masks.  ``render_mode="rgb_array"``: ``render()`` gives one frame per sub-env.
+    Used by ``gym.make_vec("MRINav-v0", n, vectorization_mode="vector_entry_point")``.
     """
 
     def __init__(
@@ -243,8 +243,9 @@ class MRINavVectorEnv(_NavigatorEnvBase, gym.vector.VectorEnv):
         render_mode: str | None = None,
         **config_kwargs,
     ):
-        if render_mode is not None:
-            raise ValueError("MRINavVectorEnv does not render; use MRINavEnv(render_mode='rgb_array')")
+        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
+            raise ValueError(f"render_mode must be one of {self.metadata['render_modes']}, got {render_mode!r}")
+        self.render_mode = render_mode
         self.num_envs = _positive_int(num_envs, "num_envs")
         self.max_episode_steps = _positive_int(max_episode_steps, "max_episode_steps")
         modes = (AutoresetMode.NEXT_STEP, AutoresetMode.SAME_STEP)
@@ -315,6 +316,18 @@ class MRINavVectorEnv(_NavigatorEnvBase, gym.vector.VectorEnv):
             truncated[restart] = False
             self._needs_reset = terminated | truncated
         return self._observe(), reward, terminated, truncated, {**final, **_with_masks(self._infos(figures))}
+
+    def render(self) -> tuple[np.ndarray, ...] | None:
+        """``render_mode="rgb_array"``: one frame per sub-env (its slice beside the 3-view locator, as
+        :meth:`MRINavEnv.render`), a tuple as Gymnasium's ``SyncVectorEnv`` returns; otherwise None."""
+        if self.render_mode != "rgb_array":
+            return None
+        from .geometry import SlicePose
+        from .viz import locator_frame
+
+        nav, images = self.nav, self.nav.render()
+        return tuple(locator_frame(nav.episode_subjects[i].volume, SlicePose(nav.centers[i], nav.rotations[i], nav.fovs[i]),
+                                   images[i]) for i in range(self.num_envs))
 
     def _start(self, i: int, subject_index: int | None = None) -> None:
         """Start sub-env ``i``'s next episode (from its RNG, or from ``episode_seed``)."""

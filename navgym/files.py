@@ -1,4 +1,5 @@
-"""Atomic file writes: the one home for "write to a temporary name, then move into place".
+"""Atomic file writes: the one home for "write to a temporary name, then move into place"; and the refusal of
+a run folder that holds another run (:class:`RunFolderError`, :func:`differences`).
 
 A reader never sees a half-written file: the data go to a temporary file in the destination's folder
 (same file system), are flushed to disk, and ``os.replace`` swaps it in. On any error the temporary
@@ -12,7 +13,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, Callable
 
-__all__ = ["atomic_path", "write_atomic", "write_json_atomic"]
+__all__ = ["atomic_path", "write_atomic", "write_json_atomic", "RunFolderError", "differences"]
 
 
 def atomic_path(path: str | os.PathLike, write: Callable[[str], Any]) -> Path:
@@ -62,3 +63,20 @@ def _jsonable(x: Any) -> Any:
 def write_json_atomic(path: str | os.PathLike, obj: Any, indent: int | None = 1) -> Path:
     """Write ``obj`` as JSON to ``path`` atomically (numpy values become lists/numbers)."""
     return write_atomic(path, json.dumps(obj, indent=indent, default=_jsonable) + "\n")
+
+
+class RunFolderError(ValueError):
+    """An output folder holds another run (other settings), or one that cannot be continued as asked; the
+    message says what differs and what to do.  CLIs print it as one line."""
+
+
+def differences(saved: dict, now: dict) -> list[str]:
+    """Where two settings dicts differ, as ``name: saved -> now`` (nested dicts per key: ``ppo.gamma: 0.99 -> 0.9``)."""
+    out = []
+    for k in sorted(saved.keys() | now.keys(), key=str):
+        x, y = saved.get(k), now.get(k)
+        if isinstance(x, dict) and isinstance(y, dict):
+            out += [f"{k}.{d}" for d in differences(x, y)]
+        elif x != y:
+            out.append(f"{k}: {x!r} -> {y!r}")
+    return out

@@ -11,3 +11,27 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def checkout_left_clean():
+    """The suite writes only to temporary folders: `git status --porcelain` (tracked changes and new files not
+    ignored) is the same after the session as before it; checked where the tests run from a git checkout."""
+    import subprocess
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+
+    def status():
+        try:
+            r = subprocess.run(["git", "status", "--porcelain", "--untracked-files=all"], cwd=root,
+                               capture_output=True, text=True, timeout=60)
+        except (OSError, subprocess.TimeoutExpired):
+            return None
+        return set(r.stdout.splitlines()) if r.returncode == 0 else None
+
+    before = status()
+    yield
+    after = status()
+    if before is not None and after is not None:
+        assert after <= before, f"the test suite changed the checkout: {sorted(after - before)}"

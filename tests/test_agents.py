@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from agents.benchmark import QUICK, _plot, summarise
-from agents.envs import make_vec_env
+from agents.envs import make_nav_vec_env
 from agents.evaluate import episode_metrics, policy_act_fn, run_episodes, steps_to, wilson
 from agents.extractors import NavExtractor, RandomCNN
 from agents.train import AgentConfig, build_model, choose_device, train
@@ -19,7 +19,7 @@ from navgym.presets import PRESETS, START, get_preset
 
 
 def _env(n=2, **kw):
-    return make_vec_env("AC-near", n, size=40, subjects="template", **kw)
+    return make_nav_vec_env("AC-near", n, size=40, subjects="template", **kw)
 
 
 class StandIn(nn.Module):
@@ -90,7 +90,7 @@ def test_adapter_transitions_equal_the_vector_envs():
     from navgym.presets import subject_kwargs
 
     n, size = 3, 32
-    adapter = make_vec_env("AC-near", n, size=size, frames=2, actions=1, seed=5, subjects="template")
+    adapter = make_nav_vec_env("AC-near", n, size=size, frames=2, actions=1, seed=5, subjects="template")
     kw = {**get_preset("AC-near").env_kwargs("train"), **subject_kwargs("template")}
     venv = MRINavVectorEnv(n, max_episode_steps=100, size=size, autoreset_mode=AutoresetMode.SAME_STEP, **kw)
     obs = adapter.reset()
@@ -130,7 +130,7 @@ def test_task_controls_drive_only_what_the_error_depends_on():
     assert np.allclose(obs["actions"], [1, 1, 1, 0, 0, 0, 0])  # the history holds the full 7-d action
     assert np.allclose(after[0]["rotation"], before[0]["rotation"]) and after[0]["fov_mm"] == before[0]["fov_mm"]
     assert not np.allclose(after[0]["center_mm"], before[0]["center_mm"])
-    plane = make_vec_env("midsag-near", 1, size=40, subjects="template", controls="task")
+    plane = make_nav_vec_env("midsag-near", 1, size=40, subjects="template", controls="task")
     assert plane.action_space.shape == (5,)  # no spin about the normal: it leaves the plane as it is
     zoom = _env(1, actions=1, controls="task+zoom", start_seed=3)
     assert zoom.action_space.shape == (4,)
@@ -143,7 +143,7 @@ def test_task_controls_drive_only_what_the_error_depends_on():
 
 
 def test_lr_decay_runs_linearly_to_zero():
-    env = make_vec_env("AC-near", 2, size=40, subjects="template")
+    env = make_nav_vec_env("AC-near", 2, size=40, subjects="template")
     base = replace(AgentConfig(**QUICK), n_envs=2)
     assert build_model(base, env, None).lr_schedule(0.25) == pytest.approx(3e-4)
     decayed = build_model(replace(base, lr_decay=True), env, None)
@@ -166,6 +166,12 @@ def test_cli_help_and_settings(capsys):
     cfg = parse_args(["--task", "midsag-near", "--ppo", "ent_coef=0.01", "n_epochs=2", "--normalize-reward"])
     assert cfg.task == "midsag-near" and cfg.normalize_reward is True
     assert cfg.ppo == {**PPO_DEFAULTS, "ent_coef": 0.01, "n_epochs": 2} and isinstance(cfg.ppo["n_epochs"], int)
+    cfg = parse_args(["--ppo", "vf_coef=0.5", "target_kl=none", "normalize_advantage=false", "--sac", "ent_coef=auto"])
+    assert cfg.ppo["vf_coef"] == 0.5 and cfg.ppo["target_kl"] is None and cfg.ppo["normalize_advantage"] is False
+    assert cfg.sac["ent_coef"] == "auto"  # any plain PPO / SAC constructor argument, typed by its signature
+    for bad in (["--ppo", "n_steps=1.5"], ["--ppo", "policy_kwargs=x"], ["--ppo", "use_sde=maybe"]):
+        with pytest.raises(SystemExit):
+            parse_args(bad)
     with pytest.raises(SystemExit):
         parse_args(["--ppo", "nonsense=1"])
     with pytest.raises(ValueError, match="ppo: unknown"):
@@ -231,7 +237,7 @@ def test_extractor_pixels():
         NavExtractor(env.observation_space, "pixels", cnn="resnet")
     assert all(p.requires_grad for p in ex.parameters())
     with pytest.raises(ValueError, match="36"):
-        NavExtractor(make_vec_env("AC-near", 1, size=32, subjects="template").observation_space, "pixels")
+        NavExtractor(make_nav_vec_env("AC-near", 1, size=32, subjects="template").observation_space, "pixels")
 
 
 def test_extractor_frozen_and_finetuned_encoder():
@@ -257,7 +263,7 @@ def test_extractor_precomputed_features_and_world_model_random():
     from world_model import load_encoder
 
     wm = load_encoder("random")
-    env = make_vec_env("AC-near", 2, size=64, frames=2, actions=1, subjects="template", encoder=wm)
+    env = make_nav_vec_env("AC-near", 2, size=64, frames=2, actions=1, subjects="template", encoder=wm)
     obs = env.reset()
     assert obs["features"].shape == (2, 2 * wm.feature_dim) and obs["features"].dtype == np.float32
     ex = NavExtractor(env.observation_space)
@@ -272,6 +278,7 @@ def test_short_training_runs(tmp_path):
                   out=str(tmp_path / "ppo"))
     r = train(cfg)
     assert [c["step"] for c in r["curve"]] == [0, 128]  # evaluations after updates (rollouts of 4 x 32 steps)
+    assert (tmp_path / "ppo" / "checkpoints" / "model_128_steps.zip").exists()  # the last step is a resume point
     assert 0.0 <= r["final"]["success_rate"] <= 1.0 and len(r["final_episodes"]) == 2
     assert r["perf"]["steps_per_s"] > 0 and 0 <= r["perf"]["env_fraction"] <= 1
     saved = json.loads((tmp_path / "ppo" / "evaluations.json").read_text())
@@ -297,6 +304,7 @@ def test_short_training_runs(tmp_path):
     assert again["resumed_from"].endswith("model_256_steps.zip") and again["perf"]["steps"] == 128
     assert [c["step"] for c in again["curve"]] == [0, 128, 256, 384]
     assert again["curve"][:3] == json.loads(json.dumps(resumed["curve"]))
+    _refused_without_a_change(tmp_path / "res", replace(cfg, steps=384, checkpoint_every=64, out=str(tmp_path / "res")))
     import shutil
 
     shutil.copytree(tmp_path / "res", tmp_path / "moved")  # a finished run folder, moved, reused with other threads
@@ -310,6 +318,25 @@ def test_short_training_runs(tmp_path):
     assert r["curve"][-1]["step"] == 96 and r["perf"]["encode_fraction"] > 0
     with pytest.raises(ValueError, match="algo"):
         AgentConfig(algo="dqn")
+
+
+def _refused_without_a_change(run, cfg):
+    """Another config (or fewer steps) in a run's folder is refused, in one line naming the difference, and
+    changes nothing there; ``--config`` reads the run's settings back, options on top."""
+    from agents.train import RunFolderError, main, parse_args
+
+    saved = {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
+    for change, why in ((dict(seed=1), "seed: 0 -> 1"), (dict(ppo={**cfg.ppo, "vf_coef": 0.4}), "ppo.vf_coef: None -> 0.4"),
+                        (dict(steps=320), f"up to step {cfg.steps}, past --steps 320")):
+        with pytest.raises(RunFolderError, match=why.replace(".", r"\.")):
+            train(replace(cfg, **change))
+    assert {p: p.read_bytes() for p in run.rglob("*") if p.is_file()} == saved  # nothing overwritten
+    assert parse_args(["--config", str(run / "config.json")]) == cfg
+    assert parse_args(["--config", str(run / "config.json"), "--seed", "3"]) == replace(cfg, seed=3)
+    with pytest.raises(SystemExit) as e:
+        main(["--config", str(run / "config.json"), "--seed", "1"])
+    assert str(e.value).startswith(f"agents.train: {run} holds a run with other settings (seed: 0 -> 1)")
+    assert "\n" not in str(e.value)
 
 
 def test_benchmark_labels_seeds_and_resumes(tmp_path):
@@ -341,7 +368,7 @@ def test_frozen_features_standardised_on_training_slices():
     assert isinstance(enc, StandardisedEncoder) and enc.feature_dim == 128
     raw = frozen_encoder(replace(cfg, standardize_features=False))
     assert not isinstance(raw, StandardisedEncoder)
-    env = make_vec_env(cfg.task, STANDARDISE_SAMPLE[0], size=cfg.size, frames=1, actions=0, seed=cfg.seed,
+    env = make_nav_vec_env(cfg.task, STANDARDISE_SAMPLE[0], size=cfg.size, frames=1, actions=0, seed=cfg.seed,
                        subjects="template")
     frames = torch.from_numpy(env.reset()["image"][:, 0])
     with torch.no_grad():

@@ -54,7 +54,7 @@ SMALL = EvalConfig(
     reference_seeds=(0, 1), random_twins=False)
 
 
-def test_evaluate_and_report_with_stand_in_encoders(tmp_path, data, capsys):
+def test_evaluate_and_report_with_stand_in_encoders(tmp_path, data, capsys, monkeypatch):
     from world_model.evaluation.report import write_report
 
     entries = [EncoderEntry(m, s, StandIn(s + 10 * i), latent_model=StandIn(s) if m == "navwm" else None)
@@ -72,8 +72,20 @@ def test_evaluate_and_report_with_stand_in_encoders(tmp_path, data, capsys):
     assert {r["task"] for r in result["rows"]} >= {"clip_pose", "clip_landmark_distance", "planning"}
     assert {r["method"] for r in result["planning"]} == {"navwm", "no_move", "random_actions", "true_pose_model"}
     # a rerun resumes from the finished parts: no work redone, the same numbers
+    import tqdm.auto
+
+    bars = []
+
+    class Bar(tqdm.auto.tqdm):
+        def __init__(self, *a, **kw):
+            super().__init__(*a, **{**kw, "disable": False})  # as on a terminal
+            bars.append(self)
+
+    monkeypatch.setattr(tqdm.auto, "tqdm", Bar)
     again = evaluate(entries, data, SMALL, subjects, parts_dir=tmp_path / "parts")
     assert again["rows"] == result["rows"] and again["timings"] == result["timings"]
+    units = len(list((tmp_path / "parts").glob("*.json")))
+    assert [(b.total, b.n) for b in bars] == [(units, units)]  # the progress bar moves once per unit
 
     result["timings"]["total_s"] = 1.0
     out = tmp_path / "report"

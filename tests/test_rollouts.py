@@ -327,3 +327,27 @@ def test_trainer_refuses_shards_of_another_frame_size(reference):
     mc, tc = make_config("tiny", data=root, size=32, window=3, batch=2)
     with pytest.raises(ValueError, match=r"shards hold 16-px frames, the model takes 32 px; pass --size 16"):
         next(clip_batches(tc, mc))
+
+
+def test_progress_moves_per_episode(reference, tmp_path, monkeypatch):
+    """The bar counts episodes as they are rendered (in workers too), not once per shard."""
+    root, _ = reference
+    calls = []
+    arrays, _ = generate_shard(RolloutConfig(**TINY), 0, on_episode=lambda: calls.append(1))
+    assert len(calls) == 3 == len(arrays["frames"])
+    import tqdm.auto
+
+    updates = []
+
+    class Bar(tqdm.auto.tqdm):
+        def update(self, n=1):
+            updates.append(n)
+            return super().update(n)
+
+    monkeypatch.setattr(tqdm.auto, "tqdm", Bar)
+    write_rollouts(RolloutConfig(**TINY), str(tmp_path / "here"), workers=0, progress=True)
+    assert updates == [1] * 7  # shards of 3 episodes
+    updates.clear()
+    write_rollouts(RolloutConfig(**TINY), str(tmp_path / "pool"), workers=1, progress=True)
+    assert sum(updates) == 7  # polled from the workers' shared counter
+    _same(_read(root), _read(tmp_path / "pool"))

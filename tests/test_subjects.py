@@ -262,6 +262,10 @@ def test_cli_writes_dataset_and_resumes(tmp_path, capsys):
     cli_main(["--n", "2", "--seed", "40", "--out", str(tmp_path), "--spacing", "3"])
     assert "generated" not in capsys.readouterr().out  # everything already there
     assert not list(tmp_path.rglob(".*"))  # no temporary files left
+    before = sorted(tmp_path.rglob("*"))
+    with pytest.raises(SystemExit, match=r"other settings \(sub-synth000040: spacing: 3\.0 -> None\)") as e:
+        cli_main(["--n", "3", "--seed", "40", "--out", str(tmp_path)])  # native spacing into a 3 mm folder
+    assert "\n" not in str(e.value) and sorted(tmp_path.rglob("*")) == before
 
 
 # --- user data ------------------------------------------------------------------------------------

@@ -122,7 +122,8 @@ class TrainConfig:
         _check(self.model_size in MODEL_SIZES, "model_size", self.model_size, f"one of {tuple(MODEL_SIZES)}")
         for name in ("steps", "batch", "log_every", "eval_every", "ckpt_every", "rollout_steps", "stride",
                      "resident_subjects"):
-            _check(getattr(self, name) >= (0 if name == "steps" else 1), name, getattr(self, name), ">= 1")
+            if name != "steps" or self.method != "random":  # random takes no steps (any --steps, 0 included)
+                _check(getattr(self, name) >= 1, name, getattr(self, name), ">= 1")
         _check(self.lr > 0, "lr", self.lr, "> 0")
         _check(0.0 <= self.stage1_frac < 1.0, "stage1_frac", self.stage1_frac, "in [0, 1)")
         _check(0.0 <= self.action_dropout < 1.0, "action_dropout", self.action_dropout, "in [0, 1)")
@@ -219,9 +220,9 @@ def parse_bool(s: str) -> bool:
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """One ``--name`` option per dataclass field (typed; help and default from the field; an omitted
     option keeps the model size's value)."""
-    p.add_argument("--model-size", dest="model_size", default="tiny", choices=tuple(MODEL_SIZES),
+    p.add_argument("--model-size", dest="model_size", default=None, choices=tuple(MODEL_SIZES),
                    help="model size: " + "; ".join(f"{k}: {_summary(v)}" for k, v in MODEL_SIZES.items())
-                   + " (default: %(default)s)")
+                   + " (default: tiny)")
     for cls, title in ((TrainConfig, "training"), (ModelConfig, "model (default: the model size's value)")):
         g = p.add_argument_group(title)
         for f in fields(cls):

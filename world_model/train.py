@@ -17,7 +17,9 @@ one-step prediction PSNR with the true and with shuffled actions, their gap ``ev
 collapse diagnostics), ``pred/<row>/*`` (dynamics family and relpose: the prediction-quality table of
 :mod:`world_model.prediction`, also in summary.json and the checkpoint as ``prediction``), ``perf/*`` (frames/s, share of time waiting for data), images of true vs
 predicted decoded next slices.  ``OUT/last.pt`` (atomic) holds config, model, optimiser, step and
-RNG; an existing one is resumed exactly (batches depend only on (seed, rank, step)).
+RNG; an existing one is resumed exactly (batches depend only on (seed, rank, step)), a larger ``--steps``
+extends it, and other settings are refused.  ``OUT/config.json`` holds the settings: ``--config
+OUT/config.json`` (or ``OUT/last.pt``) starts from them, options given on top.
 """
 
 from __future__ import annotations
@@ -29,12 +31,13 @@ import math
 import os
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import torch
 import torch.distributed as dist
 
-from navgym.files import atomic_path, write_json_atomic
+from navgym.files import RunFolderError, atomic_path, differences, write_json_atomic
 
 from .config import ModelConfig, TrainConfig, add_arguments, as_dict, config_from_dict, make_config
 from .data import clip_batches, render_device
@@ -108,11 +111,13 @@ class Run:
         self.opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, **fused)
         self.start = 0
         if self.ckpt.exists():
-            log(f"resuming from {self.ckpt}")
             state = load_checkpoint(self.ckpt, map_location=device)
             old_m, old_t = config_from_dict(state["config"])
-            if old_m != model_cfg or {**old_t.__dict__, "steps": 0} != {**cfg.__dict__, "steps": 0}:
-                raise ValueError(f"{self.ckpt} was written with another config; use a new --out")
+            diffs = differences(as_dict(old_m, replace(old_t, steps=0)), as_dict(model_cfg, replace(cfg, steps=0)))
+            if diffs:
+                raise RunFolderError(f"{self.ckpt} was written with other settings ({'; '.join(diffs)}); use a new "
+                                     f"--out, or the saved settings (--config {self.ckpt}) to resume or extend it")
+            log(f"resuming from {self.ckpt}")
             model.load_state_dict(state["model"])
             self.opt.load_state_dict(state["optim"])
             torch.set_rng_state(state["torch_rng"])
@@ -120,6 +125,7 @@ class Run:
             model.prediction_quality = state.get("prediction")
         if rank == 0:
             self.out.mkdir(parents=True, exist_ok=True)
+            write_json_atomic(self.out / "config.json", as_dict(model_cfg, cfg))  # read back by --config
         self.steps = cfg.total_steps
         self.amp = cfg.amp and device.type == "cuda"
         if cfg.compile:
@@ -324,18 +330,33 @@ def _checkpoint(model, opt, model_cfg, cfg, step, ckpt, rank):
 
 def parse_args(argv=None) -> tuple[ModelConfig, TrainConfig]:
     p = argparse.ArgumentParser(prog="python -m world_model.train", description=__doc__.split("\n\n")[0])
+    p.add_argument("--config", default=None, metavar="FILE",
+                   help="start from a run's settings: its checkpoint (OUT/last.pt) or a JSON file "
+                        '{"model": {...}, "train": {...}}; options given here override them (default: none)')
     add_arguments(p)
     a = vars(p.parse_args(argv))
-    size = a.pop("model_size")
+    config, size = a.pop("config"), a.pop("model_size")
+    given = {k: v for k, v in a.items() if v is not None}
     try:
-        return make_config(size, **{k: v for k, v in a.items() if v is not None})
-    except ValueError as e:
-        p.error(str(e))
+        if config is not None:
+            saved = (json.loads(Path(config).read_text()) if config.endswith(".json")
+                     else load_checkpoint(config)["config"])
+            saved_m, saved_t = config_from_dict(saved)
+            base = {k: v for k, v in saved_t.__dict__.items() if k != "model_size"}
+            if size in (None, saved_t.model_size):  # another --model-size takes that size's model
+                size, base = saved_t.model_size, {**base, **saved_m.__dict__}
+            given = {**base, **given}
+        return make_config(size or "tiny", **given)
+    except (OSError, KeyError, TypeError, ValueError) as e:
+        p.error(f"{config}: {e}" if config is not None and not isinstance(e, ValueError) else str(e))
 
 
 def main(argv=None) -> dict:
     model_cfg, cfg = parse_args(argv)
-    summary = train(model_cfg, cfg)
+    try:
+        summary = train(model_cfg, cfg)
+    except RunFolderError as e:
+        raise SystemExit(f"world_model.train: {e}") from None
     if summary:
         print(json.dumps({k: v for k, v in summary.items()}, indent=1))
     if dist.is_initialized():

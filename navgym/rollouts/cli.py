@@ -28,16 +28,22 @@ def _json_dict(text: str) -> dict:
 
 
 def _add_generation_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--subjects", default="template", help="subject spec: template, synthetic:N, a folder (default template)")
-    p.add_argument("--split", choices=["train", "val", "test"], default=None)
-    p.add_argument("--policy", choices=sorted(POLICIES), default="mix")
-    p.add_argument("--policy-kwargs", type=_json_dict, default={}, help="JSON options of the policy")
-    p.add_argument("--task", choices=["explore", "landmark", "plane"], default="explore")
-    p.add_argument("--task-kwargs", type=_json_dict, default={}, help='JSON task options, e.g. \'{"landmark": null}\'')
-    p.add_argument("--steps", type=int, default=64, help="steps (frames) per episode")
-    p.add_argument("--size", type=int, default=64, help="frame side in pixels")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--nav-overrides", type=_json_dict, default={}, help='JSON NavConfig fields, e.g. \'{"fov": 150}\'')
+    p.add_argument("--subjects", default="template",
+                   help="subject spec: template, synthetic:N, a folder (default: %(default)s)")
+    p.add_argument("--split", choices=["train", "val", "test"], default=None,
+                   help="only the subjects of this split (default: all of them)")
+    p.add_argument("--policy", choices=sorted(POLICIES), default="mix", help="exploration policy (default: %(default)s)")
+    p.add_argument("--policy-kwargs", type=_json_dict, default={}, help="JSON options of the policy (default: none)")
+    p.add_argument("--task", choices=["explore", "landmark", "plane"], default="explore",
+                   help="task (targets for the task-aware policies; default: %(default)s)")
+    p.add_argument("--task-kwargs", type=_json_dict, default={},
+                   help='JSON task options, e.g. \'{"landmark": null}\' (default: none)')
+    p.add_argument("--steps", type=int, default=64, help="steps (frames) per episode (default: %(default)s)")
+    p.add_argument("--size", type=int, default=64, help="frame side in pixels (default: %(default)s)")
+    p.add_argument("--seed", type=int, default=0,
+                   help="base seed: shard k uses SeedSequence([seed, k]) (default: %(default)s)")
+    p.add_argument("--nav-overrides", type=_json_dict, default={},
+                   help='JSON NavConfig fields, e.g. \'{"fov": 150}\' (default: none)')
 
 
 def rollouts_main(argv=None) -> int:
@@ -48,13 +54,13 @@ def rollouts_main(argv=None) -> int:
     _add_generation_args(p)
     p.add_argument("--episodes", type=int, default=None,
                    help="number of episodes (required, except with --verify on an existing --out)")
-    p.add_argument("--episodes-per-shard", type=int, default=64)
+    p.add_argument("--episodes-per-shard", type=int, default=64, help="episodes per shard file (default: %(default)s)")
     p.add_argument("--subjects-per-shard", type=int, default=None,
                    help="subjects per shard (default: the fewest covering all subjects; 0 = all in every shard)")
     p.add_argument("--out", required=True, help="output directory (created; reruns resume)")
-    p.add_argument("--workers", type=int, default=min(os.cpu_count() or 1, 8), help="processes (0 = this one)")
-    p.add_argument("--job-index", type=int, default=0, help="this job's index in 0..num-jobs-1")
-    p.add_argument("--num-jobs", type=int, default=1, help="independent jobs sharing --out (job j writes shards j mod J)")
+    p.add_argument("--workers", type=int, default=min(os.cpu_count() or 1, 8), help="processes (0 = this one; default: %(default)s, min(CPUs, 8))")
+    p.add_argument("--job-index", type=int, default=0, help="this job's index in 0..num-jobs-1 (default: %(default)s)")
+    p.add_argument("--num-jobs", type=int, default=1, help="independent jobs sharing --out (job j writes shards j mod J; default: %(default)s)")
     p.add_argument("--verify", action="store_true",
                    help="check the sha256 checksums of finished shards too (sizes are always checked) and rebuild "
                         "damaged ones; without --episodes the config stored in --out is used")
@@ -87,11 +93,11 @@ def video_main(argv=None) -> int:
     )
     _add_generation_args(p)
     p.add_argument("--rollouts", default=None, help="take the episode from this rollout directory instead of simulating")
-    p.add_argument("--episode", type=int, default=0, help="episode index (in --rollouts, or in the simulated batch)")
+    p.add_argument("--episode", type=int, default=0, help="episode index (in --rollouts, or in the simulated batch; default: %(default)s)")
     p.add_argument("--out", required=True, help="video path: .gif or .mp4 (mp4 needs imageio-ffmpeg)")
     p.add_argument("--sheet", default=None, help="contact-sheet PNG path (default: next to --out)")
-    p.add_argument("--columns", type=int, default=8, help="contact-sheet columns")
-    p.add_argument("--fps", type=float, default=10.0)
+    p.add_argument("--columns", type=int, default=8, help="contact-sheet columns (default: %(default)s)")
+    p.add_argument("--fps", type=float, default=10.0, help="frames per second (default: %(default)s)")
     a = p.parse_args(argv)
     ext = os.path.splitext(a.out)[1].lower()
     if ext not in (".gif", ".mp4"):

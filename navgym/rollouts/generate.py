@@ -211,8 +211,9 @@ def pose_arrays(subjects, sim: dict) -> tuple[np.ndarray, np.ndarray]:
     return poses, template
 
 
-def generate_shard(config: RolloutConfig, k: int, subjects=None) -> tuple[dict, dict]:
-    """Arrays (see :data:`ARRAYS`) and meta of shard ``k``; a pure function of (config, k)."""
+def generate_shard(config: RolloutConfig, k: int, subjects=None, on_episode=None) -> tuple[dict, dict]:
+    """Arrays (see :data:`ARRAYS`) and meta of shard ``k``; a pure function of (config, k).  Frames are rendered
+    one episode at a time; ``on_episode()`` is called after each (progress)."""
     if not 0 <= k < config.num_shards:
         raise ValueError(f"shard index {k} out of range [0, {config.num_shards})")
     subjects = load_subjects(config.subjects, config.split) if subjects is None else subjects
@@ -224,8 +225,13 @@ def generate_shard(config: RolloutConfig, k: int, subjects=None) -> tuple[dict, 
         config.shard_subjects(k, len(subjects)),
     )
     poses, template = pose_arrays(subjects, sim)
+    frames = np.empty((n, config.steps, config.size, config.size), np.uint8)
+    for e in range(n):
+        frames[e] = render_frames(subjects, {key: v[e:e + 1] for key, v in sim.items()}, config.size)[0]
+        if on_episode is not None:
+            on_episode()
     arrays = {
-        "frames": render_frames(subjects, sim, config.size),
+        "frames": frames,
         "actions": sim["actions"],
         "actions_physical": sim["actions_physical"],
         "poses": poses,
@@ -478,8 +484,10 @@ def load_config(root: str) -> RolloutConfig:
 _WORKER: dict = {}
 
 
-def _init_worker(config: RolloutConfig) -> None:
+def _init_worker(config: RolloutConfig, episodes_done=None) -> None:
     import numba
+
+    _WORKER["episodes_done"] = episodes_done  # a shared counter the parent's progress bar reads
 
     numba.set_num_threads(1)  # one process per core; the kernels' own threads would oversubscribe
     if sys.platform.startswith("linux"):  # die with the parent (a killed run must not leave writers behind)
@@ -504,9 +512,16 @@ def _work(args) -> tuple[int, int | None]:
             if not rebuild and not check_shard(final, expect=shard_expect(config, k)):
                 return k, 0  # finished meanwhile by another writer
             shutil.rmtree(final)
-        arrays, meta = generate_shard(config, k, _WORKER["subjects"])
+        counter = _WORKER.get("episodes_done")
+        on_episode = _WORKER.get("on_episode") or (None if counter is None else lambda: _add(counter, 1))
+        arrays, meta = generate_shard(config, k, _WORKER["subjects"], on_episode)
         write_shard(root, k, arrays, meta)
         return k, meta["episodes"]
+
+
+def _add(counter, n: int) -> None:
+    with counter.get_lock():
+        counter.value += n
 
 
 def _warm(subject) -> None:
@@ -556,31 +571,47 @@ def write_rollouts(
     total = sum(config.shard_episodes(k) for k in todo)
     from tqdm.auto import tqdm
 
+    # progress in episodes rendered (each worker adds to a shared counter), with an ETA
     bar = tqdm(total=total, unit="ep", desc=f"rollouts job {job_index}/{num_jobs}", disable=not progress)
     jobs = [(config, root, k, k in damaged) for k in todo]
     skipped = []
+    import multiprocessing as mp
+
+    fork = "fork" in mp.get_all_start_methods()
+    ctx = mp.get_context("fork" if fork else "spawn")
+    episodes_done = ctx.Value("q", 0)
+
+    def show():
+        if episodes_done.value > bar.n:
+            bar.update(episodes_done.value - bar.n)
 
     def done(result):
         k, n = result
         if n is None:
             skipped.append(k)
-        else:
-            bar.update(n)
+        elif n == 0:  # finished meanwhile by another writer: counts as done here
+            _add(episodes_done, config.shard_episodes(k))
+        show()
 
     if workers == 0:
         _WORKER["subjects"] = load_subjects(config.subjects, config.split)
-        for job in jobs:
-            done(_work(job))
+        _WORKER["on_episode"] = lambda: (_add(episodes_done, 1), show())
+        try:
+            for job in jobs:
+                done(_work(job))
+        finally:
+            _WORKER.pop("on_episode")
     else:
-        import multiprocessing as mp
-
-        fork = "fork" in mp.get_all_start_methods()
         if fork:  # compile the kernel and build the first subject's sample store once, before forking
             _warm(load_subjects(config.subjects, config.split)[0])
-        ctx = mp.get_context("fork" if fork else "spawn")
-        with ctx.Pool(workers, initializer=_init_worker, initargs=(config,)) as pool:
-            for result in pool.imap_unordered(_work, jobs):
-                done(result)
+        with ctx.Pool(workers, initializer=_init_worker, initargs=(config, episodes_done)) as pool:
+            pending = [pool.apply_async(_work, (job,)) for job in jobs]
+            while pending:
+                pending[0].wait(0.5)
+                show()
+                for r in [r for r in pending if r.ready()]:
+                    pending.remove(r)
+                    done(r.get())
     bar.close()
     if skipped:
         sys.stderr.write(

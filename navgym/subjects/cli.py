@@ -3,7 +3,8 @@
     navgym-subjects --n 200 --seed 0 --out data/subjects [--jobs 2] [--spacing 1.0] [--figure data/subjects.png]
 
 Seeds ``seed .. seed+n-1``; subjects already written (their sidecar exists) are skipped, so an
-interrupted run resumes.  ``participants.tsv`` lists id, contrast and split of every subject.
+interrupted run resumes; a folder holding subjects generated with other settings (``--spacing``) is
+refused.  ``participants.tsv`` lists id, contrast and split of every subject.
 """
 
 from __future__ import annotations
@@ -17,10 +18,10 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from ..files import write_atomic, write_json_atomic
+from ..files import RunFolderError, differences, write_atomic, write_json_atomic
 from .io import find_entries
 from .pool import split_of
-from .synthetic import SyntheticConfig, synthetic_id, synthetic_subject
+from .synthetic import SyntheticConfig, _config_dict, synthetic_id, synthetic_subject
 
 __all__ = ["main", "generate"]
 
@@ -45,6 +46,7 @@ def _done(out: Path, seed: int) -> bool:
 def generate(n: int, seed: int, out: str | Path, jobs: int = 1, spacing: float | None = None) -> list[float]:
     """Write subjects with seeds ``seed .. seed+n-1`` under ``out``; returns generation CPU seconds per new subject."""
     out = Path(out)
+    _check_settings(out, SyntheticConfig(spacing=spacing))
     out.mkdir(parents=True, exist_ok=True)
     todo = [(s, out, spacing) for s in range(seed, seed + n) if not _done(out, s)]
     times = []
@@ -61,6 +63,18 @@ def generate(n: int, seed: int, out: str | Path, jobs: int = 1, spacing: float |
     bar.close()
     _write_index(out)
     return times
+
+
+def _check_settings(out: Path, cfg: SyntheticConfig) -> None:
+    """Raise :class:`RunFolderError` if ``out`` holds synthetic subjects generated with another config."""
+    want = _config_dict(cfg)
+    for sidecar in sorted(out.glob("sub-*/anat/sub-*_*.json")):
+        record = json.loads(sidecar.read_text()).get("navgym", {})
+        if record.get("generator") == "navgym.subjects.synthetic" and record.get("config") != want:
+            raise RunFolderError(
+                f"{out} holds subjects generated with other settings ({sidecar.parts[-3]}: "
+                f"{'; '.join(differences(record.get('config') or {}, want))}); use a new --out, or the same settings "
+                f"to add subjects")
 
 
 def _write_index(out: Path) -> None:
@@ -88,7 +102,10 @@ def main(argv=None) -> None:
     a = p.parse_args(argv)
     if a.n < 1:
         p.error("--n must be >= 1")
-    times = generate(a.n, a.seed, a.out, a.jobs, a.spacing)
+    try:
+        times = generate(a.n, a.seed, a.out, a.jobs, a.spacing)
+    except RunFolderError as e:
+        raise SystemExit(f"navgym-subjects: {e}") from None
     if times:
         print(json.dumps({"generated": len(times), "median_cpu_s_per_subject": round(statistics.median(times), 3),
                           "mean_cpu_s_per_subject": round(statistics.mean(times), 3), "out": a.out}))

@@ -149,6 +149,7 @@ class _Parts:
                  cached_only: bool = False):
         self.folder = Path(folder) if folder else None
         self.shard, self.cached_only, self.count, self.missing = shard, cached_only, 0, []
+        self.bar = None  # a progress bar moved once per unit (set by evaluate)
         if (shard is not None or cached_only) and self.folder is None:
             raise ValueError("evaluate(shard=..., cached_only=...) needs parts_dir (the units' cache)")
         config = cfg.to_dict()
@@ -164,6 +165,15 @@ class _Parts:
 
     def run(self, unit: str, identity: str, compute: Callable[[], dict]) -> dict | None:
         """The unit's part (computed or cached); None when it belongs to another shard."""
+        if self.bar is not None:
+            self.bar.set_postfix_str(unit)
+        try:
+            return self._run(unit, identity, compute)
+        finally:
+            if self.bar is not None:
+                self.bar.update()
+
+    def _run(self, unit: str, identity: str, compute: Callable[[], dict]) -> dict | None:
         self.count += 1
         if self.shard is not None and (self.count - 1) % self.shard[1] != self.shard[0]:
             return None
@@ -214,6 +224,12 @@ def evaluate(entries: Sequence[EncoderEntry], data: dict[str, ProbeData], cfg: E
     frozen = sorted(frozen, key=lambda e: e.seed)
     rows, info, timings = [], [], {}
     parts = _Parts(parts_dir, cfg, data, shard, cached_only)
+    planned = 3 + sum(e.latent_model is not None for e in entries) if cfg.planning and subjects is not None else 0
+    from tqdm.auto import tqdm
+
+    # a terminal gets a bar over the units with an ETA (tqdm hides it elsewhere: logs get ``log``'s lines)
+    parts.bar = tqdm(total=len(cfg.reference_seeds) + len(frozen) + (len(entries) if cfg.finetune else 0) + planned,
+                     unit="unit", desc="evaluate", disable=None)
     tick = time.perf_counter
 
     def add(part: dict | None) -> bool:
@@ -351,6 +367,7 @@ def evaluate(entries: Sequence[EncoderEntry], data: dict[str, ProbeData], cfg: E
             rows += _rows(r["method"], r["seed"], "planning", "plan",
                           {k: r[k] for k in ("success_rate", "final_dist_mm", "final_angle_deg")})
         log("planning done")
+    parts.bar.close()
 
     return {
         "rows": rows, "planning": plan_rows, "fit_info": info, "timings": timings,
