@@ -131,7 +131,7 @@ def test_a_checkpoints_label_must_match_its_config(tmp_path):
     from world_model.config import make_config
     from world_model.train import train
 
-    mc, tc = make_config("tiny", method="tokenizer", steps=0, seed=2, size=32, width=4, latent=4, dim=16, depth=1,
+    mc, tc = make_config("tiny", method="tokenizer", steps=1, seed=2, size=32, width=4, latent=4, dim=16, depth=1,
                          heads=2, patch=2, window=3, out=str(tmp_path / "tok"))
     path = train(mc, tc, progress=False)["checkpoint"]
     assert (load_encoder_entry(path).method, load_encoder_entry(f"tokenizer:2={path}").seed) == ("tokenizer", 2)

@@ -111,6 +111,9 @@ def test_resume_restores_reward_statistics_and_refuses_pickles(tmp_path, monkeyp
     assert count == saved["count"] and np.array_equal(mean, saved["mean"]) and np.array_equal(var, saved["var"])
     # a run folder with SB3's pickled statistics instead: refused by name, the pickle never loaded
     marker = tmp_path / "pwned"
+    for f in ckpts.iterdir():  # back to the folder as the 128-step run left it (the resume saved its last step too)
+        if "_128_" not in f.name:
+            f.unlink()
     (ckpts / "model_vecnormalize_128_steps.npz").unlink()
     (ckpts / "model_vecnormalize_128_steps.pkl").write_bytes(pickle.dumps(Payload(marker)))
     (Path(cfg.out) / "final_eval.json").unlink()
