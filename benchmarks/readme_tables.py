@@ -4,7 +4,7 @@
     python benchmarks/readme_tables.py --check   # exit 1 if a table differs from its source
 
 A block ``<!-- BEGIN table from reports/X/readme_snippet.md ... -->`` takes the markdown table of that snippet
-(written by ``world_model.evaluate``); ``<!-- BEGIN table from: python benchmarks/agents_table.py ARGS -->`` the
+(written by ``world_model.evaluate``; ``reports/X/readme_snippet.md table N ...``: its N-th table alone); ``<!-- BEGIN table from: python benchmarks/agents_table.py ARGS -->`` the
 output of that command.  Everything outside the blocks is left as it is.
 """
 
@@ -32,8 +32,18 @@ def table(source: str) -> str:
         with contextlib.redirect_stdout(out):
             agents_table.main(shlex.split(source)[2:])
         return out.getvalue().rstrip("\n")
-    path = ROOT / source.split(" ")[0]
-    return "\n".join(line for line in path.read_text().splitlines() if line.startswith("|"))
+    words = source.split(" ")
+    lines = (ROOT / words[0]).read_text().splitlines()
+    if len(words) >= 3 and words[1] == "table":  # "reports/X/readme_snippet.md table N ...": its N-th table alone
+        tables, current = [], []
+        for line in lines + [""]:
+            if line.startswith("|"):
+                current.append(line)
+            elif current:
+                tables.append(current)
+                current = []
+        return "\n".join(tables[int(words[2]) - 1])
+    return "\n".join(line for line in lines if line.startswith("|"))
 
 
 def render(text: str) -> str:

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The far-jump pretraining comparison (docs/world_model.md, "Pretraining v3"): every method x 3 seeds at
-# equal frames per run, then the evaluation protocol of reports/eval_v2 (linear probes) with the
-# prediction-quality table.   bash benchmarks/wm_jump.sh [FRAMES] [OUT]     (defaults: 24000 reports/wm_jump)
+# equal frames per run, then the evaluation protocol of reports/eval_v2 (linear probes; 250 probe-train
+# slices per subject, 6,000 in all, to fit the CPU budget) with the prediction-quality table.   bash benchmarks/wm_jump.sh [FRAMES] [OUT]     (defaults: 24000 reports/wm_jump)
 # Frames per step: batch x window (8) for the clip methods, batch x (jump_context + 1) (5) for the jump
 # methods (the view after the jump counts as a frame).  Resumable: finished runs are skipped.
 # Labels come from each checkpoint (TrainConfig.label: navjump with --jump-target latent is navjump_latent).
@@ -44,5 +44,6 @@ if [[ " $STAGES " == *" eval "* ]]; then
     [ -f "$RUNS/${name}_s$s/last.pt" ] && echo "$RUNS/${name}_s$s/last.pt"; done; done > "$RUNS/checkpoints.txt"
   mapfile -t more < "$RUNS/checkpoints.txt"
   python -m world_model.evaluate --checkpoints "${ckpts[@]}" "${more[@]}" --out "$out" \
-    --tasks pose landmark_distance landmark_hit region --probes linear --n-labels --budget 0.3 --no-planning --threads 1
+    --tasks pose landmark_distance landmark_hit region --probes linear --n-labels --budget 0.3 --no-planning --threads 1 \
+    --train-per-subject 250
 fi
