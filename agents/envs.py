@@ -235,7 +235,7 @@ def make_nav_vec_env(task: str, num_envs: int, split: str = "train", size: int =
     ``default_rng([start_seed, i, j])``, so every policy evaluated with it meets the same subjects and
     start poses); ``encoder``: a frozen encoder module (observations carry its features); ``controls``:
     one of :data:`CONTROLS`; ``render_mode="rgb_array"``: ``render()`` tiles one frame per env (SB3's
-    ``VecVideoRecorder`` works).
+    ``VecVideoRecorder`` works; it writes with moviepy, in the ``[video]`` extra).
     """
     chosen = task_controls(task, controls)
     p = get_preset(task)
