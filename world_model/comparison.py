@@ -23,8 +23,8 @@ Phases (each one's seconds in ``results.json["comparison"]["phases"]``):
 Equal frames: every run takes S steps of ``--batch`` clips of the model size's window; mae3d takes S
 steps of max(1, round(batch x window x size^2 / crop^3)) crops (a crop^3 crop counting as
 crop^3 / size^2 slices); the jump methods (navjump, its controls, relpose) take S steps of ``--batch``
-clips of window - 1 context frames and the view after one far jump (``jump_context`` = window - 1).  One loop (:func:`train_all`): methods with the same ``Method.stream`` and
-seed get the same batch objects; the stage that ``Method.stage1_group`` says is shared (the
+clips of window - 1 context frames and the view after one far jump (``jump_context`` = window - 1).
+One loop (:func:`train_all`): methods with the same ``Method.stream`` and seed get the same batch objects; the stage that ``Method.stage1_group`` says is shared (the
 tokenizer stage of navwm / shuffled / noaction and their joint variants) is trained once per seed
 and copied (weights and optimiser state; bit-identical to training it separately, tested).  The
 methods are every registered one (``world_model.config.METHODS``) unless ``--methods`` says.

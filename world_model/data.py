@@ -19,6 +19,7 @@ with the composed action between them (:func:`composed_actions`, from the poses;
 from __future__ import annotations
 
 import itertools
+from dataclasses import replace
 
 import numpy as np
 import torch
@@ -27,7 +28,7 @@ from scipy.spatial.transform import Rotation
 from .config import ModelConfig, TrainConfig
 from .mae3d import random_crops, resample
 
-__all__ = ["clip_batches", "VolumeCrops", "step_generator", "composed_actions", "render_device"]
+__all__ = ["clip_batches", "held_out_config", "VolumeCrops", "step_generator", "composed_actions", "render_device"]
 
 
 def step_generator(seed: int, step: int, rank: int = 0, salt: int = 0, device=None) -> torch.Generator:
@@ -43,6 +44,11 @@ def render_device(train: TrainConfig, device: torch.device) -> torch.device | No
     return None
 
 
+def held_out_config(train: TrainConfig, clips: int) -> TrainConfig:
+    """``train`` for a fixed held-out batch of ``clips`` streamed clips (no workers, no jumps between frames)."""
+    return replace(train, data="stream", batch=clips, workers=0, stride=1)
+
+
 def clip_batches(train: TrainConfig, model: ModelConfig, rank: int = 0, world: int = 1, start: int = 0,
                  split: str = "train", seed_salt: int = 0, device: torch.device | None = None,
                  frames: int | None = None, jumps: bool = False):
@@ -50,7 +56,8 @@ def clip_batches(train: TrainConfig, model: ModelConfig, rank: int = 0, world: i
     ``frames`` (default ``model.window``) frames for this rank, starting at step ``start``; rendered on
     ``device`` when given (see the module docstring), else on the CPU.
 
-    jumps : each clip also gets one far jump from its last pose (:func:`jump_batch`): ``jump_frames``
+    jumps : each clip also gets one far jump from its last pose (``navgym.rollouts.StreamingWindows``'s
+    ``jump``, sized by ``train.jump_mm``, ``jump_deg``, ``jump_zoom_pct``): ``jump_frames``
     (B, H, W) uint8, ``jump_poses`` (B, 13) and ``jump_actions`` (B, 7), the jump as a normalised action
     (the stream's units: navgym.simulator.NavConfig; a 30 mm jump is 6)."""
     if train.data != "stream":

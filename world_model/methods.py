@@ -66,9 +66,10 @@ class Method(WorldModel):
 
     ``stream`` names the data :meth:`batches` yields: methods with the same ``stream`` must yield
     identical batches for the same TrainConfig (apart from ``method``), so :mod:`world_model.comparison`
-    feeds them from one stream; a method with other data sets its own name ("jumps": clips of ``jump_context`` frames with one far
-    jump each; "crops": 3D volume crops; one that overrides
+    feeds them from one stream; a method with other data sets its own name ("jumps": clips of
+    ``jump_context`` frames with one far jump each; "crops": 3D volume crops; one that overrides
     ``batches`` without naming a stream gets its own: :func:`data_stream`); None: no data.
+    ``predicts``: :meth:`prediction` has a table (it is given a ``prediction_batch``).
     ``stage1_group``: methods with the same group (and seed, stream and ``stage1_steps``) train
     bit-identically during their first ``stage1_steps`` steps, so the comparison trains that stage
     once and copies it (None: nothing shared)."""
@@ -101,11 +102,13 @@ class Method(WorldModel):
         """Held-out scalars (and ``_img_*`` tensors) on a clip batch."""
         return controllability(self, batch["frames"], batch["actions"])
 
-    def prediction(self, batch: dict) -> dict | None:
-        """The prediction-quality table (:mod:`world_model.prediction`) on a ``prediction_batch``, for the
-        models with a dynamics module (None for the others)."""
-        if self.dynamics is None:
-            return None
+    @property
+    def predicts(self) -> bool:
+        return self.dynamics is not None
+
+    def prediction(self, batch: dict) -> dict:
+        """The prediction-quality table (:mod:`world_model.prediction`) on a ``prediction_batch`` (models
+        that ``predicts``)."""
         return prediction_table(self, batch, min(self.train_config.jump_context, self.cfg.window))
 
     def _gen(self, step: int, salt: int = 1) -> torch.Generator:
@@ -122,6 +125,11 @@ def _flat(frames: torch.Tensor) -> torch.Tensor:
 def _recon(tokenizer: Tokenizer, frames: torch.Tensor) -> dict:
     loss, logs = tokenizer.compute_loss(_flat(frames))
     return {"loss": loss, **logs}
+
+
+def _permuted(actions: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """``actions`` shuffled across the batch (the ``shuffled`` controls), the permutation drawn from ``gen``."""
+    return actions[torch.randperm(len(actions), generator=gen, device=gen.device).to(actions.device)]
 
 
 def data_stream(model: Method) -> str | None:
@@ -211,7 +219,7 @@ class DynamicsMethod(Method):
         gen = self._gen(step)
         actions, drop = batch["actions"], None
         if self.action_mode == "shuffled":
-            actions = actions[torch.randperm(len(actions), generator=gen, device=gen.device).to(actions.device)]
+            actions = _permuted(actions, gen)
         if self.action_mode == "noaction":
             actions = None
         elif train.action_dropout > 0:
@@ -281,8 +289,7 @@ class JumpMethod(Method):
         """(context frames (B, c, H, W), actions (B, c, 7) whose last entry is the jump, or None)."""
         actions = torch.cat([batch["actions"][:, :-1], batch["jump_actions"][:, None]], 1)
         if self.action_mode == "shuffled":
-            gen = self._gen(step)
-            actions = actions[torch.randperm(len(actions), generator=gen, device=gen.device).to(actions.device)]
+            actions = _permuted(actions, self._gen(step))
         return batch["frames"], None if self.action_mode == "noaction" else actions
 
     def compute_loss(self, batch: dict, step: int) -> dict:
@@ -310,7 +317,7 @@ class JumpMethod(Method):
 class RelPoseMethod(Method):
     """relpose (see the module docstring): features of both slices -> the normalised jump."""
 
-    stream = "jumps"
+    stream, predicts = "jumps", True
 
     def __init__(self, model: ModelConfig, method: str, width: int):
         super().__init__(model, method, width)

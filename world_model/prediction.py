@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from .config import ModelConfig, TrainConfig
-from .data import clip_batches, render_device
+from .data import clip_batches, held_out_config, render_device
 from .tokenizer import psnr, to_unit
 
 __all__ = ["HORIZONS", "prediction_batch", "prediction_table", "headline_row"]
@@ -34,7 +34,7 @@ HORIZONS = (1, 4, 8)
 def prediction_batch(train: TrainConfig, model: ModelConfig, device: torch.device, clips: int = 32) -> dict:
     """``clips`` held-out ('val' split) clips of ``max(HORIZONS) + 1`` frames of ``train.policy``, each with
     one far jump after its last frame (:func:`world_model.data.clip_batches`); fixed for a run's seed."""
-    cfg = TrainConfig(**{**train.__dict__, "data": "stream", "batch": clips, "workers": 0, "stride": 1})
+    cfg = held_out_config(train, clips)
     batch = next(clip_batches(cfg, model, split="val", seed_salt=998, device=render_device(cfg, device),
                               frames=max(HORIZONS) + 1, jumps=True))
     return {k: v.to(device) for k, v in batch.items()}
@@ -48,7 +48,8 @@ def _row(pred_img, pred_img_shuffled, target, copy, mean_img, pred_z, z_target, 
     score = lambda a, b: float(psnr(F.mse_loss(a, b)))  # noqa: E731
     row = {"psnr": score(pred_img, target), "psnr_shuffled": score(pred_img_shuffled, target),
            "psnr_copy_last": score(copy, target), "psnr_mean": score(mean_img.expand_as(target), target),
-           "latent_mse": float(F.mse_loss(pred_z, z_target)), "latent_mse_copy_last": float(F.mse_loss(z_copy, z_target)),
+           "latent_mse": float(F.mse_loss(pred_z, z_target)),
+           "latent_mse_copy_last": float(F.mse_loss(z_copy, z_target)),
            "latent_mse_mean": float(F.mse_loss(z_mean.expand_as(z_target), z_target))}
     row["gap"] = row["psnr"] - row["psnr_shuffled"]
     row["beats_copy_last"] = row["psnr"] > row["psnr_copy_last"]
@@ -80,7 +81,7 @@ def prediction_table(model, batch: dict, context: int, seed: int = 0) -> dict:
             steps[k], ctx = p, torch.cat([ctx, p[:, None]], 1)
         steps["jump"] = model.dynamics(z[:, t - context:], jump_acts if model.uses_actions else None)[:, -1]
         preds[name] = steps
-    decode = lambda p: model.decode(p)  # noqa: E731
+    decode = model.decode
     table = {}
     for k in HORIZONS:
         table[f"k{k}"] = _row(decode(preds["true"][k]), decode(preds["shuffled"][k]), x[:, k], x[:, 0], mean_img,

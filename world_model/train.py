@@ -15,8 +15,8 @@ then renders the clips there too (``--render auto``).
 Logs (TensorBoard under OUT/tb): ``loss/*``, ``eval/*`` (held-out 'val' clips: reconstruction PSNR,
 one-step prediction PSNR with the true and with shuffled actions, their gap ``eval/delta_psnr``,
 collapse diagnostics), ``pred/<row>/*`` (dynamics family and relpose: the prediction-quality table of
-:mod:`world_model.prediction`, also in summary.json and the checkpoint as ``prediction``), ``perf/*`` (frames/s, share of time waiting for data), images of true vs
-predicted decoded next slices.  ``OUT/last.pt`` (atomic) holds config, model, optimiser, step and
+:mod:`world_model.prediction`, also in summary.json and the checkpoint as ``prediction``), ``perf/*``
+(frames/s, share of time waiting for data), images of true vs predicted decoded next slices.  ``OUT/last.pt`` (atomic) holds config, model, optimiser, step and
 RNG; an existing one is resumed exactly (batches depend only on (seed, rank, step)), a larger ``--steps``
 extends it, and other settings are refused.  ``OUT/config.json`` holds the settings: ``--config
 OUT/config.json`` (or ``OUT/last.pt``) starts from them, options given on top.
@@ -40,7 +40,7 @@ import torch.distributed as dist
 from navgym.files import RunFolderError, atomic_path, differences, write_json_atomic
 
 from .config import ModelConfig, TrainConfig, add_arguments, as_dict, config_from_dict, make_config
-from .data import clip_batches, render_device
+from .data import clip_batches, held_out_config, render_device
 from .checkpoint import load_checkpoint
 from .encoders import count_params
 from .methods import build_model
@@ -78,13 +78,15 @@ def resolve_device(cfg: TrainConfig) -> torch.device:
     return torch.device(cfg.device)
 
 
-def eval_clips(cfg: TrainConfig, model_cfg: ModelConfig, device: torch.device) -> dict:
+def eval_clips(cfg: TrainConfig, model_cfg: ModelConfig, device: torch.device, prediction: bool = True) -> dict:
     """The held-out 'val' data every run of seed ``cfg.seed`` is evaluated on: ``clips`` (16 clips of
-    ``window`` frames) and ``prediction`` (:func:`world_model.prediction.prediction_batch`)."""
-    eval_cfg = TrainConfig(**{**cfg.__dict__, "data": "stream", "batch": 16, "workers": 0, "stride": 1})
+    ``window`` frames) and, with ``prediction``, ``prediction`` (:func:`world_model.prediction.prediction_batch`)."""
+    eval_cfg = held_out_config(cfg, 16)
     batch = next(clip_batches(eval_cfg, model_cfg, split="val", seed_salt=999, device=render_device(eval_cfg, device)))
-    return {"clips": {k: v.to(device) for k, v in batch.items()},
-            "prediction": prediction_batch(cfg, model_cfg, device)}
+    out = {"clips": {k: v.to(device) for k, v in batch.items()}}
+    if prediction:
+        out["prediction"] = prediction_batch(cfg, model_cfg, device)
+    return out
 
 
 class Run:
@@ -139,7 +141,6 @@ class Run:
             self.writer = SummaryWriter(str(self.out / "tb"))
             self.writer.add_text("config", json.dumps(as_dict(model_cfg, cfg)), self.start)
         self.losses, self.last, self.lr, self.data_stats = {}, {}, cfg.lr, {}
-        self.t_data = self.t_total = 0.0
         self.frames_done = 0
 
     def step(self, batch: dict, step: int) -> None:
@@ -184,12 +185,12 @@ class Run:
         prediction-quality table of the models that have one (``pred/<row>/<metric>``; in the summary
         and the checkpoint)."""
         self.last.update(_evaluate(self.model, batch["clips"], self.writer, done))
-        table = self.model.prediction(batch["prediction"])
-        if table is not None:
-            self.model.prediction_quality = table
+        if self.model.predicts:
+            table = self.model.prediction_quality = self.model.prediction(batch["prediction"])
             self.data_stats = _action_stats(batch["prediction"])
-            for row, metrics in table.items():
-                for k, v in (metrics.items() if isinstance(metrics, dict) and self.writer is not None else ()):
+            rows = {row: metrics for row, metrics in table.items() if row != "headline"}
+            for row, metrics in rows.items() if self.writer is not None else ():
+                for k, v in metrics.items():
                     self.writer.add_scalar(f"pred/{row}/{k}", float(v), done)
 
     def checkpoint(self, done: int) -> None:
@@ -233,7 +234,7 @@ def train(model_cfg: ModelConfig, cfg: TrainConfig, progress: bool = True, stop_
     eval_batch = None
     if rank == 0 and run.model.tokenizer is not None and steps > 0:
         log("rendering held-out 'val' clips for evaluation")
-        eval_batch = eval_clips(cfg, model_cfg, device)
+        eval_batch = eval_clips(cfg, model_cfg, device, prediction=run.model.predicts)
     bar = None
     if rank == 0 and progress:
         from tqdm import tqdm

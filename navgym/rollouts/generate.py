@@ -431,17 +431,17 @@ def write_manifest(root: str, config: RolloutConfig) -> dict:
 
 
 def _write_manifest(root: str, config: RolloutConfig) -> dict:
-    shards, subjects, metas = [], {}, []
+    shards, subjects, acs = [], {}, []  # acs: (episodes, lag-1 autocorrelation) of the shards that record it
     for d in shard_dirs(root):
         with open(os.path.join(d, "meta.json")) as f:
             m = json.load(f)
         shards.append({"dir": os.path.basename(d), "shard": m["shard"], "episodes": m["episodes"], "seed": m["seed"],
                        "files": m.get("files")})
-        metas.append(m)
+        if m.get("actions_lag1_autocorr") is not None:
+            acs.append((m["episodes"], m["actions_lag1_autocorr"]))
         for s in m["subject_ids"]:
             subjects[s] = subjects.get(s, 0) + 1
     episodes = sum(s["episodes"] for s in shards)
-    acs = [(m["episodes"], m["actions_lag1_autocorr"]) for m in metas if m.get("actions_lag1_autocorr") is not None]
     card = {
         "description": "navgym video-action rollouts: frame t rendered at pose t; action t moves pose t to pose t+1",
         "format": _FORMAT,
