@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any, Sequence
 
 import gymnasium as gym
@@ -25,6 +26,11 @@ class _NavigatorEnvBase:
     observation and info formatting."""
 
     metadata = {"render_modes": ["rgb_array"], "render_fps": 10}
+
+    def _check_render_mode(self, render_mode: str | None) -> None:
+        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
+            raise ValueError(f"render_mode must be one of {self.metadata['render_modes']}, got {render_mode!r}")
+        self.render_mode = render_mode
 
     def _setup(self, num, subjects, volumes, subject_cache, task, task_kwargs, observation, config_kwargs):
         self.config = NavConfig(**config_kwargs)
@@ -131,7 +137,8 @@ class MRINavEnv(_NavigatorEnvBase, gym.Env):
       a folder, NIfTI paths / images, Subjects); ``volumes``: the same (give one of the two).
       ``subject_cache``: how many subjects a spec's pool keeps loaded (LRU, default 8, ~30 MB
       each); hold all of them when episodes cycle through a few (a miss rebuilds a subject).
-    * ``observation``: ``"image"`` or ``"dict"``; ``render_mode``: ``"rgb_array"`` (slice + 3-view locator).
+    * ``observation``: ``"image"`` or ``"dict"``; ``render_mode``: ``"rgb_array"`` (slice + 3-view locator)
+      or ``"human"`` (the same frame in a pygame window at every reset and step; needs ``navgym[human]``).
     * any :class:`NavConfig` field: ``size``, ``fov``, ``min_fov``, ``max_fov``, ``max_translation_mm``,
       ``max_rotation_deg``, ``max_zoom_pct``, ``start_jitter_mm``, ``start_angle_deg``.
 
@@ -141,6 +148,8 @@ class MRINavEnv(_NavigatorEnvBase, gym.Env):
     ## Version History
     * v0: initial release.
     """
+
+    metadata = {"render_modes": ["human", "rgb_array"], "render_fps": 10}
 
     def __init__(
         self,
@@ -153,9 +162,8 @@ class MRINavEnv(_NavigatorEnvBase, gym.Env):
         render_mode: str | None = None,
         **config_kwargs,
     ):
-        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
-            raise ValueError(f"render_mode must be one of {self.metadata['render_modes']}, got {render_mode!r}")
-        self.render_mode = render_mode
+        self._check_render_mode(render_mode)
+        self._window = _Window(self.metadata["render_fps"]) if render_mode == "human" else None
         self._setup(1, subjects, volumes, subject_cache, task, task_kwargs, observation, config_kwargs)
         self.observation_space = self._single_obs_space
         self.action_space = self._single_action_space
@@ -164,19 +172,33 @@ class MRINavEnv(_NavigatorEnvBase, gym.Env):
         super().reset(seed=seed)
         subject_index = _reset_options(options, ("subject_index",)).get("subject_index")
         self.nav.reset(0, self.np_random, subject_index)
+        self._show()
         return self._obs(), self._info(self.nav.task_metrics(np.array([0])))
 
     def step(self, action):
         action = as_actions(action, (7,), "action")
         reward, figures = self.nav.step(action[None])
+        self._show()
         return self._obs(), float(reward[0]), bool(figures["is_success"][0]), False, self._info(figures)
 
     def render(self):
-        if self.render_mode == "rgb_array":
-            from .viz import locator_frame
+        """``rgb_array``: the slice beside the 3-view locator, (H, W, 3) uint8; ``human``: None (the window
+        is updated at every reset and step)."""
+        return self._frame() if self.render_mode == "rgb_array" else None
 
-            return locator_frame(self.nav.episode_subjects[0].volume, self.pose, self.nav.render()[0])
-        return None
+    def close(self):
+        if self._window is not None:
+            self._window.close()
+        super().close()
+
+    def _frame(self) -> np.ndarray:
+        from .viz import locator_frame
+
+        return locator_frame(self.subject.volume, self.pose, self.nav.render()[0])
+
+    def _show(self) -> None:
+        if self._window is not None:
+            self._window.show(self._frame())
 
     @property
     def pose(self):
@@ -243,9 +265,7 @@ class MRINavVectorEnv(_NavigatorEnvBase, gym.vector.VectorEnv):
         render_mode: str | None = None,
         **config_kwargs,
     ):
-        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
-            raise ValueError(f"render_mode must be one of {self.metadata['render_modes']}, got {render_mode!r}")
-        self.render_mode = render_mode
+        self._check_render_mode(render_mode)
         self.num_envs = _positive_int(num_envs, "num_envs")
         self.max_episode_steps = _positive_int(max_episode_steps, "max_episode_steps")
         modes = (AutoresetMode.NEXT_STEP, AutoresetMode.SAME_STEP)
@@ -390,3 +410,36 @@ def _with_masks(info: dict[str, np.ndarray], mask: np.ndarray | None = None) -> 
         out[key] = value
         out[f"_{key}"] = np.ones(len(value), bool) if mask is None else mask.copy()
     return out
+
+
+class _Window:
+    """A pygame window showing RGB frames at most ``fps`` times a second (``render_mode="human"``).
+
+    pygame is imported at construction, so ``gym.make`` reports a missing pygame, not the first reset."""
+
+    def __init__(self, fps: int):
+        os.environ.setdefault("PYGAME_HIDE_SUPPORT_PROMPT", "1")
+        try:
+            import pygame
+        except ImportError:
+            raise gym.error.DependencyNotInstalled(
+                'render_mode="human" needs pygame: pip install "navgym[human]" (or pygame); '
+                'render_mode="rgb_array" needs nothing more') from None
+        self.pygame, self.fps, self.screen, self.clock = pygame, fps, None, None
+
+    def show(self, frame: np.ndarray) -> None:
+        pg = self.pygame
+        if self.screen is None:
+            pg.init()
+            pg.display.set_caption("navgym")
+            self.screen, self.clock = pg.display.set_mode(frame.shape[1::-1]), pg.time.Clock()
+        self.screen.blit(pg.surfarray.make_surface(frame.swapaxes(0, 1)), (0, 0))
+        pg.event.pump()
+        self.clock.tick(self.fps)
+        pg.display.flip()
+
+    def close(self) -> None:
+        if self.screen is not None:
+            self.pygame.display.quit()
+            self.pygame.quit()
+            self.screen = None

@@ -1,5 +1,6 @@
 """MRINav-v0: Gymnasium and SB3 API conformance, determinism, vectorisation, tasks, bad inputs."""
 
+import sys
 import warnings
 
 import gymnasium as gym
@@ -136,7 +137,7 @@ def test_out_of_range_actions_are_clipped():
         (dict(size=4), "size"),
         (dict(fov=-1.0), "fov"),
         (dict(max_translation_mm=np.nan), "max_translation_mm"),
-        (dict(render_mode="human"), "render_mode"),
+        (dict(render_mode="window"), "render_mode"),
         (dict(volumes=[]), "empty"),
         (dict(task="landmark", task_kwargs={"landmark": "nose"}), "nose"),
     ],
@@ -338,3 +339,28 @@ def test_random_landmark_per_episode_is_seeded():
         env.reset(seed=seed)
         targets.add(tuple(env.nav.targets[0]))
     assert len(targets) > 3
+
+
+def test_human_render_mode_without_pygame_fails_at_make(monkeypatch):
+    monkeypatch.setitem(sys.modules, "pygame", None)  # import pygame raises ImportError
+    with pytest.raises(gym.error.DependencyNotInstalled, match="pygame"):
+        gym.make("MRINav-v0", render_mode="human", size=32)
+
+
+def test_human_render_mode_shows_each_frame(monkeypatch):
+    pytest.importorskip("pygame")
+    monkeypatch.setenv("SDL_VIDEODRIVER", "dummy")
+    env = gym.make("MRINav-v0", render_mode="human", size=32)
+    env.reset(seed=0)
+    window = env.unwrapped._window
+    shown = window.screen.copy()
+    env.step(np.full(7, 0.9, np.float32))
+    assert env.render() is None
+    expected = env.unwrapped._frame()
+    assert window.screen.get_size() == expected.shape[1::-1]
+    import pygame
+
+    np.testing.assert_array_equal(pygame.surfarray.array3d(window.screen).swapaxes(0, 1), expected)
+    assert not np.array_equal(pygame.surfarray.array3d(shown), pygame.surfarray.array3d(window.screen))
+    env.close()
+    assert window.screen is None
