@@ -37,7 +37,9 @@ __all__ = [
     "CANONICAL_VIEWS",
 ]
 
-# Radiological-style views: (u, v) as world axes.  n = u x v.
+# Canonical views, (u, v) as world axes and n = u x v.  Axial and coronal views follow the neurological
+# convention (the patient's right on the image's right: u = R), with anterior (axial) or superior up;
+# sagittal views have anterior on the right and superior up.
 CANONICAL_VIEWS = {
     "axial": np.array([[1, 0, 0], [0, 1, 0], [0, 0, 1]], float).T,  # u=R, v=A, n=S
     "coronal": np.array([[1, 0, 0], [0, 0, 1], [0, -1, 0]], float).T,  # u=R, v=S, n=P
@@ -173,6 +175,14 @@ class SlicePose:
     def pixel_to_world(self, size: tuple[int, int]) -> np.ndarray:
         """(4, 4) affine mapping homogeneous ``(row, col, 0, 1)`` to world mm for an (H, W) image."""
         return pixel_to_world_affines(self.center[None], self.rotation[None], np.array([self.fov]), size)[0]
+
+    def world_to_pixel(self, points, size: tuple[int, int]) -> np.ndarray:
+        """(..., 2) float (row, col) of world points (..., 3) mm projected along the normal onto this pose's
+        (H, W) image: the inverse of :meth:`pixel_to_world` in the plane (whole numbers at pixel centres)."""
+        h, w = check_size(size)
+        d = np.asarray(points, float) - self.center
+        s = self.fov / w
+        return np.stack([(h - 1) / 2 - d @ self.v / s, (w - 1) / 2 + d @ self.u / s], -1)
 
     def grid(self, size: tuple[int, int]) -> np.ndarray:
         """(H, W, 3) world mm of every pixel centre."""

@@ -139,6 +139,16 @@ def test_bad_actions_raise():
         apply_actions(c, r, f, np.array([[0, 0, 0, 0, 0, 0, np.nan]] * 2))
 
 
+def test_world_to_pixel_inverts_the_pixel_grid():
+    """Pixel centres project to their (row, col); a point off the plane projects along the normal."""
+    pose = SlicePose([3.0, -2.0, 5.0], Rotation.random(random_state=4).as_matrix(), 37.0)
+    grid = pose.grid((6, 9))
+    rc = np.stack(np.meshgrid(np.arange(6), np.arange(9), indexing="ij"), -1)
+    np.testing.assert_allclose(pose.world_to_pixel(grid + 4.2 * pose.normal, (6, 9)), rc, atol=1e-9)
+    assert pose.world_to_pixel(pose.center, (6, 9)).tolist() == [2.5, 4.0]
+    np.testing.assert_allclose(pose.world_to_pixel(pose.center + pose.v * 37 / 9, (6, 9)), [1.5, 4.0])  # +v is up
+
+
 def test_plane_errors_and_pose():
     pl = Plane(point=(0, 0, 5), normal=(0, 0, 2))
     assert np.allclose(pl.normal, [0, 0, 1])
