@@ -28,6 +28,8 @@ __all__ = [
     "orthonormalize",
     "pixel_to_world_affines",
     "pixel_to_voxel",
+    "plane_distance",
+    "plane_angle_deg",
     "canonical_rotation",
     "random_view_rotations",
     "random_jumps",
@@ -376,12 +378,11 @@ class Plane:
 
     def distance(self, points: np.ndarray) -> np.ndarray:
         """(...,) unsigned distance in mm of world points (..., 3) to the plane."""
-        return np.abs((np.asarray(points, float) - self.point) @ self.normal)
+        return plane_distance(points, self.point, self.normal)
 
     def angle_deg(self, normals: np.ndarray) -> np.ndarray:
         """(...,) angle in degrees (0..90) between the plane and planes with unit normals (..., 3)."""
-        c = np.abs(np.asarray(normals, float) @ self.normal)
-        return np.degrees(np.arccos(np.clip(c, 0.0, 1.0)))
+        return plane_angle_deg(normals, self.normal)
 
     def pose(self, fov: float = 200.0, up=(0.0, 0.0, 1.0)) -> SlicePose:
         """A SlicePose lying in this plane, centred on ``point``, with ``v`` as close to ``up`` as possible."""
@@ -392,3 +393,17 @@ class Plane:
         v = up - n * (up @ n)
         v /= np.linalg.norm(v)
         return SlicePose(self.point, np.stack([np.cross(v, n), v, n], axis=1), fov)
+
+
+def plane_distance(points, plane_points, plane_normals) -> np.ndarray:
+    """(...,) unsigned distance in mm of world points (..., 3) to planes through ``plane_points`` (..., 3)
+    with unit normals ``plane_normals`` (..., 3); the arrays broadcast (one plane or one per point)."""
+    d = np.asarray(points, float) - np.asarray(plane_points, float)
+    return np.abs(np.einsum("...i,...i->...", d, np.broadcast_to(plane_normals, d.shape)))
+
+
+def plane_angle_deg(normals, plane_normals) -> np.ndarray:
+    """(...,) angle in degrees (0..90) between planes with unit normals ``normals`` (..., 3) and
+    ``plane_normals`` (..., 3), broadcast; planes are unoriented (a flipped normal is the same plane)."""
+    n, m = np.broadcast_arrays(np.asarray(normals, float), np.asarray(plane_normals, float))
+    return np.degrees(np.arccos(np.clip(np.abs(np.einsum("...i,...i->...", n, m)), 0.0, 1.0)))

@@ -12,6 +12,8 @@ from navgym.geometry import (
     apply_actions,
     pack_poses,
     pixel_to_world_affines,
+    plane_angle_deg,
+    plane_distance,
     random_view_rotations,
     unpack_poses,
 )
@@ -159,6 +161,16 @@ def test_plane_errors_and_pose():
     assert np.isclose(pl.angle_deg(pose.normal), 0) and np.allclose(pose.center, pl.point)
     with pytest.raises(ValueError):
         Plane((0, 0, 0), (0, 0, 0))
+
+
+def test_plane_distance_and_angle_batch_one_plane_per_point():
+    rng = np.random.default_rng(3)
+    points, normals = rng.normal(size=(5, 3)) * 20, Rotation.random(5, random_state=3).as_matrix()[:, :, 2]
+    planes = [Plane(rng.normal(size=3) * 20, rng.normal(size=3)) for _ in range(5)]
+    pp, pn = np.stack([p.point for p in planes]), np.stack([p.normal for p in planes])
+    np.testing.assert_allclose(plane_distance(points, pp, pn), [p.distance(x) for p, x in zip(planes, points)])
+    np.testing.assert_allclose(plane_angle_deg(normals, pn), [p.angle_deg(n) for p, n in zip(planes, normals)])
+    np.testing.assert_allclose(plane_angle_deg(-normals, pn), plane_angle_deg(normals, pn))  # unoriented
 
 
 def test_pack_poses_matches_slicepose_layout_and_round_trips():
