@@ -32,6 +32,7 @@ __all__ = [
     "plane_angle_deg",
     "canonical_rotation",
     "random_view_rotations",
+    "random_view_turns",
     "random_jumps",
     "view_rotations",
     "pack_poses",
@@ -59,16 +60,20 @@ def canonical_rotation(view: str) -> np.ndarray:
 
 def random_view_rotations(n: int, max_angle_deg: float, rng: np.random.Generator) -> np.ndarray:
     """(n, 3, 3) random view rotations: a uniformly drawn canonical view (axial, coronal or sagittal)
-    turned about a uniformly random axis by an angle U(0, ``max_angle_deg``) degrees.
+    turned about a uniformly random axis by an angle U(0, ``max_angle_deg``) degrees; the draws of
+    :func:`random_view_turns` composed by :func:`view_rotations`."""
+    return view_rotations(*random_view_turns(n, max_angle_deg, rng))
 
-    Draws, in order: n view indices, (n, 3) normal axes, n angles (for n = 1 these are the
-    Navigator's per-episode draws; see :func:`view_rotations`).
-    """
+
+def random_view_turns(n: int, max_angle_deg: float, rng: np.random.Generator):
+    """The draws of :func:`random_view_rotations`, in order: n view indices (into :data:`CANONICAL_VIEWS`),
+    (n, 3) turn axes (not normalised), n angles U(0, ``max_angle_deg``) degrees (for n = 1 these are a
+    Navigator reset's rotation draws)."""
     if int(n) < 0 or not np.isfinite(max_angle_deg) or max_angle_deg < 0:
         raise ValueError(f"need n >= 0 and a finite max_angle_deg >= 0, got n={n}, max_angle_deg={max_angle_deg}")
     view = rng.integers(len(CANONICAL_VIEWS), size=int(n))
     axis = rng.normal(size=(int(n), 3))
-    return view_rotations(view, axis, rng.uniform(0, max_angle_deg, int(n)))
+    return view, axis, rng.uniform(0, max_angle_deg, int(n))
 
 
 _VIEWS = np.stack(list(CANONICAL_VIEWS.values()))

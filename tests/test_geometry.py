@@ -211,6 +211,21 @@ def test_random_view_rotations_batch_of_one_is_the_navigator_start():
         random_view_rotations(3, -1.0, rng)
 
 
+def test_draw_start_poses_is_the_start_distribution():
+    from navgym.simulator import draw_start_poses
+
+    rng = np.random.default_rng(2)
+    centers, rotations = draw_start_poses(400, [10.0, -5.0, 3.0], 20.0, 30.0, rng)
+    assert np.all(np.abs(centers - [10.0, -5.0, 3.0]) <= 20.0) and np.abs(centers - [10, -5, 3]).max() > 19
+    views = np.stack(list(CANONICAL_VIEWS.values()))
+    cos = (np.einsum("nij,vij->nv", rotations, views) - 1) / 2  # cos of the angle from each canonical view
+    assert np.degrees(np.arccos(np.clip(cos.max(1), -1, 1))).max() <= 30.0 + 1e-6
+    rng = np.random.default_rng(2)
+    jitter = rng.uniform(-20.0, 20.0, (400, 3))  # all jitters, then the rotations
+    np.testing.assert_array_equal(centers, np.array([10.0, -5.0, 3.0]) + jitter)
+    np.testing.assert_array_equal(rotations, random_view_rotations(400, 30.0, rng))
+
+
 def test_reset_many_is_bit_identical_to_resetting_one_by_one():
     from navgym.simulator import NavConfig, Navigator
     from navgym.subjects import template_subject
@@ -226,7 +241,7 @@ def test_reset_many_is_bit_identical_to_resetting_one_by_one():
         for name in ("centers", "rotations", "fovs", "targets", "error", "subject_index"):
             assert np.array_equal(getattr(one, name), getattr(many, name)), name
         assert r1.bit_generator.state == r2.bit_generator.state
-        for i in range(8):  # each start is the documented draw: view, axis, angle (random_view_rotations(1))
+        for i in range(8):  # each start is the documented draw: view, axis, angle (random_view_turns(1)), jitter
             rng = np.random.default_rng(3)
             for _ in range(i + 1):
                 s = rng.integers(2) if given is None else None
