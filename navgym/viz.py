@@ -1,14 +1,17 @@
-"""Pictures of navigation: the slice beside a 3-view locator of where its plane cuts the volume."""
+"""Pictures of navigation: the slice beside a 3-view locator of where its plane cuts the volume, and videos."""
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 
+from .files import atomic_path
 from .geometry import SlicePose, canonical_rotation
 from .render import render_slice
 from .volume import Volume
 
-__all__ = ["locator_frame"]
+__all__ = ["locator_frame", "write_video"]
 
 _LINE = np.array([255, 64, 64], np.uint8)
 _DOT = np.array([64, 255, 64], np.uint8)
@@ -76,3 +79,13 @@ def _plot(tile, view: SlicePose, pts: np.ndarray, color, radius: int = 0) -> Non
             r, c = rows + dr, cols + dc
             ok = (r >= 0) & (r < size) & (c >= 0) & (c < size)
             tile[r[ok], c[ok]] = color
+
+
+def write_video(path: str, frames, fps: float) -> None:
+    """GIF or MP4 (needs imageio-ffmpeg) from a list of (H, W, 3) uint8 frames, written atomically."""
+    import imageio.v3 as iio
+
+    if os.path.splitext(path)[1].lower() == ".gif":
+        atomic_path(path, lambda tmp: iio.imwrite(tmp, np.stack(frames), duration=1000.0 / fps, loop=0))
+    else:
+        atomic_path(path, lambda tmp: iio.imwrite(tmp, np.stack(frames), fps=fps, codec="libx264", plugin="FFMPEG"))

@@ -361,3 +361,11 @@ def test_simulate_old_homes_are_deprecated_aliases():
     for module in (navgym.rollouts, navgym.rollouts.generate):
         with pytest.warns(DeprecationWarning, match="navgym.simulator.simulate"):
             assert module.simulate is simulate
+
+
+def test_write_video_old_home_is_a_deprecated_alias():
+    import navgym.rollouts.cli
+    from navgym.viz import write_video
+
+    with pytest.warns(DeprecationWarning, match="navgym.viz.write_video"):
+        assert navgym.rollouts.cli.write_video is write_video
