@@ -2,7 +2,9 @@
 
 ``Navigator`` holds N slice poses, each in its own subject, and advances them all at
 once: normalised actions -> physical deltas -> new poses (clamped to the volume) ->
-task metrics -> rendered uint8 slices.
+task metrics -> rendered uint8 slices.  :func:`simulate` runs whole episodes of a policy in one
+batch (poses and actions, no rendering: rollouts and the evaluation's clips);
+:func:`draw_start_poses` draws start poses from the same distribution as a reset.
 """
 
 from __future__ import annotations
