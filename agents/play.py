@@ -111,7 +111,7 @@ def play(model_path, episodes: int = 2, envs: int | None = None, gif: str | None
         model = load_agent(model_path, cfg, env, device)
         eps = run_episodes(model_act_fn(model), env, episodes)
         if gif:
-            from navgym.rollouts.cli import write_video
+            from navgym.viz import write_video
 
             write_video(gif, _record(model, env, cfg, env.venv.max_episode_steps), fps)
     finally:

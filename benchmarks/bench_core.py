@@ -1,4 +1,4 @@
-"""Core speed benchmark (issue 2): renderer vs scipy / torch, env steps/s, memory of N envs.
+"""Core speed benchmark: renderer vs scipy / torch, env steps/s, memory of N envs.
 
 Prints one markdown table and writes it (atomically) to ``--out`` if given::
 

@@ -1,4 +1,4 @@
-"""How long ``gym.make("MRINav-v0")`` takes (issue 25; target <= 1 s from a warm import).
+"""How long ``gym.make("MRINav-v0")`` takes (target <= 1 s from a warm import).
 
     python benchmarks/bench_make.py --reps 5 --out runs/bench_make.md
 

@@ -2,7 +2,7 @@
 
     python benchmarks/bench_rollouts.py [--workers 2] [--episodes 1024] [--subjects template]
 
-Targets (issue 4, 2 cores): write >= 10,000 frames/s, read >= 20,000 frames/s, stream >= 10,000 frames/s.
+Targets (2 cores): write >= 10,000 frames/s, read >= 20,000 frames/s, stream >= 10,000 frames/s.
 ``write_frames_per_cpu_s`` divides by the CPU time used (this process + pool workers), a figure
 that other processes' load does not change.  Each figure is steady state: compilation and subject building are warmed up first (a subject
 spec other than "template" also reports the cold write, which includes building subjects).

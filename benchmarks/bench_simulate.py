@@ -16,8 +16,7 @@ import time
 import numpy as np
 
 from navgym.policies import make_policy
-from navgym.rollouts.generate import simulate
-from navgym.simulator import NavConfig, Navigator
+from navgym.simulator import NavConfig, Navigator, simulate
 from navgym.subjects import load_subjects
 from navgym.tasks import make_task
 

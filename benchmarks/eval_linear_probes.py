@@ -1,5 +1,5 @@
-"""The linear-probe part of one encoder's frozen unit, before and after issue 22 (interleaved, same data and
-features), with the host read-backs counted and the metrics compared.
+"""The linear-probe part of one encoder's frozen unit, the probes of commit ``--before`` against today's
+(interleaved, same data and features), with the host read-backs counted and the metrics compared.
 
     python benchmarks/eval_linear_probes.py --cache runs/eval_cache --n-train 6800 --steps 60 --out /tmp/lin.json
 

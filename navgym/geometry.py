@@ -15,6 +15,7 @@ Frames and units
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numba
@@ -28,8 +29,11 @@ __all__ = [
     "orthonormalize",
     "pixel_to_world_affines",
     "pixel_to_voxel",
+    "plane_distance",
+    "plane_angle_deg",
     "canonical_rotation",
     "random_view_rotations",
+    "random_view_turns",
     "random_jumps",
     "view_rotations",
     "pack_poses",
@@ -37,7 +41,9 @@ __all__ = [
     "CANONICAL_VIEWS",
 ]
 
-# Radiological-style views: (u, v) as world axes.  n = u x v.
+# Canonical views, (u, v) as world axes and n = u x v.  Axial and coronal views follow the neurological
+# convention (the patient's right on the image's right: u = R), with anterior (axial) or superior up;
+# sagittal views have anterior on the right and superior up.
 CANONICAL_VIEWS = {
     "axial": np.array([[1, 0, 0], [0, 1, 0], [0, 0, 1]], float).T,  # u=R, v=A, n=S
     "coronal": np.array([[1, 0, 0], [0, 0, 1], [0, -1, 0]], float).T,  # u=R, v=S, n=P
@@ -55,16 +61,21 @@ def canonical_rotation(view: str) -> np.ndarray:
 
 def random_view_rotations(n: int, max_angle_deg: float, rng: np.random.Generator) -> np.ndarray:
     """(n, 3, 3) random view rotations: a uniformly drawn canonical view (axial, coronal or sagittal)
-    turned about a uniformly random axis by an angle U(0, ``max_angle_deg``) degrees.
+    turned about a uniformly random axis by an angle U(0, ``max_angle_deg``) degrees; the draws of
+    :func:`random_view_turns` composed by :func:`view_rotations`."""
+    return view_rotations(*random_view_turns(n, max_angle_deg, rng))
 
-    Draws, in order: n view indices, (n, 3) normal axes, n angles (for n = 1 these are the
-    Navigator's per-episode draws; see :func:`view_rotations`).
-    """
-    if int(n) < 0 or not np.isfinite(max_angle_deg) or max_angle_deg < 0:
+
+def random_view_turns(n: int, max_angle_deg: float, rng: np.random.Generator):
+    """The draws of :func:`random_view_rotations`, in order: n view indices (into :data:`CANONICAL_VIEWS`),
+    (n, 3) turn axes (not normalised), n angles U(0, ``max_angle_deg``) degrees (for n = 1 these are a
+    Navigator reset's rotation draws)."""
+    n = int(n)
+    if n < 0 or not math.isfinite(max_angle_deg) or max_angle_deg < 0:
         raise ValueError(f"need n >= 0 and a finite max_angle_deg >= 0, got n={n}, max_angle_deg={max_angle_deg}")
-    view = rng.integers(len(CANONICAL_VIEWS), size=int(n))
-    axis = rng.normal(size=(int(n), 3))
-    return view_rotations(view, axis, rng.uniform(0, max_angle_deg, int(n)))
+    # one scalar draw equals a size-1 draw at a fifth of the cost (a Navigator reset draws one pose at a time)
+    view = np.array([rng.integers(len(CANONICAL_VIEWS))]) if n == 1 else rng.integers(len(CANONICAL_VIEWS), size=n)
+    return view, rng.normal(size=(n, 3)), rng.uniform(0, max_angle_deg, n)
 
 
 _VIEWS = np.stack(list(CANONICAL_VIEWS.values()))
@@ -173,6 +184,14 @@ class SlicePose:
     def pixel_to_world(self, size: tuple[int, int]) -> np.ndarray:
         """(4, 4) affine mapping homogeneous ``(row, col, 0, 1)`` to world mm for an (H, W) image."""
         return pixel_to_world_affines(self.center[None], self.rotation[None], np.array([self.fov]), size)[0]
+
+    def world_to_pixel(self, points, size: tuple[int, int]) -> np.ndarray:
+        """(..., 2) float (row, col) of world points (..., 3) mm projected along the normal onto this pose's
+        (H, W) image: the inverse of :meth:`pixel_to_world` in the plane (whole numbers at pixel centres)."""
+        h, w = check_size(size)
+        d = np.asarray(points, float) - self.center
+        s = self.fov / w
+        return np.stack([(h - 1) / 2 - d @ self.v / s, (w - 1) / 2 + d @ self.u / s], -1)
 
     def grid(self, size: tuple[int, int]) -> np.ndarray:
         """(H, W, 3) world mm of every pixel centre."""
@@ -366,12 +385,11 @@ class Plane:
 
     def distance(self, points: np.ndarray) -> np.ndarray:
         """(...,) unsigned distance in mm of world points (..., 3) to the plane."""
-        return np.abs((np.asarray(points, float) - self.point) @ self.normal)
+        return plane_distance(points, self.point, self.normal)
 
     def angle_deg(self, normals: np.ndarray) -> np.ndarray:
         """(...,) angle in degrees (0..90) between the plane and planes with unit normals (..., 3)."""
-        c = np.abs(np.asarray(normals, float) @ self.normal)
-        return np.degrees(np.arccos(np.clip(c, 0.0, 1.0)))
+        return plane_angle_deg(normals, self.normal)
 
     def pose(self, fov: float = 200.0, up=(0.0, 0.0, 1.0)) -> SlicePose:
         """A SlicePose lying in this plane, centred on ``point``, with ``v`` as close to ``up`` as possible."""
@@ -382,3 +400,17 @@ class Plane:
         v = up - n * (up @ n)
         v /= np.linalg.norm(v)
         return SlicePose(self.point, np.stack([np.cross(v, n), v, n], axis=1), fov)
+
+
+def plane_distance(points, plane_points, plane_normals) -> np.ndarray:
+    """(...,) unsigned distance in mm of world points (..., 3) to planes through ``plane_points`` (..., 3)
+    with unit normals ``plane_normals`` (..., 3); the arrays broadcast (one plane or one per point)."""
+    d = np.asarray(points, float) - np.asarray(plane_points, float)
+    return np.abs(np.einsum("...i,...i->...", d, np.broadcast_to(plane_normals, d.shape)))
+
+
+def plane_angle_deg(normals, plane_normals) -> np.ndarray:
+    """(...,) angle in degrees (0..90) between planes with unit normals ``normals`` (..., 3) and
+    ``plane_normals`` (..., 3), broadcast; planes are unoriented (a flipped normal is the same plane)."""
+    n, m = np.broadcast_arrays(np.asarray(normals, float), np.asarray(plane_normals, float))
+    return np.degrees(np.arccos(np.clip(np.abs(np.einsum("...i,...i->...", n, m)), 0.0, 1.0)))

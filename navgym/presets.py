@@ -7,11 +7,17 @@ distribution (``near``: centre within +-10 mm of the brain centre per axis, view
 :mod:`navgym.subjects`).  Rewards are the env's potential-based shaping (decrease in error,
 +10 on success).  ``gym.make("MRINav-AC-near-v0")`` gives the training env; pass
 ``subjects=preset.test_subjects`` (or use :func:`make_preset_env` with ``split="test"``) to evaluate.
+
+Preset ids name the landmark or plane as the task does (``fourth_ventricle-near``, ``mid_sagittal-far``);
+the older ids in :data:`RENAMED_PRESETS` (``fourthventricle-*``, ``midsag-*``, and their gym ids) still
+work and warn (``DeprecationWarning``).
 """
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
+from functools import partial
 
 import gymnasium as gym
 from gymnasium.envs.registration import register
@@ -19,7 +25,7 @@ from gymnasium.envs.registration import register
 from .subjects import load_subjects
 from .subjects.pool import DEFAULT_CACHE_SIZE
 
-__all__ = ["TaskPreset", "PRESETS", "START", "get_preset", "make_preset_env", "subject_kwargs"]
+__all__ = ["TaskPreset", "PRESETS", "RENAMED_PRESETS", "START", "get_preset", "make_preset_env", "subject_kwargs"]
 
 #: start distributions: NavConfig start_jitter_mm (per axis, mm) and start_angle_deg
 START = {
@@ -81,9 +87,9 @@ def _presets() -> dict[str, TaskPreset]:
     out = {}
     for start, steps in (("near", 100), ("far", 200)):
         for lm in ("AC", "PC", "genu", "fourth_ventricle"):
-            name = f"{lm.replace('_', '')}-{start}"
+            name = f"{lm}-{start}"
             out[name] = TaskPreset(name, "landmark", {"landmark": lm, "success_mm": 3.0}, start, steps)
-        for plane, short in (("mid_sagittal", "midsag"), ("acpc_axial", "acpc")):
+        for plane, short in (("mid_sagittal", "mid_sagittal"), ("acpc_axial", "acpc")):
             name = f"{short}-{start}"
             out[name] = TaskPreset(name, "plane", {"plane": plane, "success_mm": 3.0, "success_deg": 5.0}, start, steps)
     return out
@@ -91,10 +97,18 @@ def _presets() -> dict[str, TaskPreset]:
 
 PRESETS: dict[str, TaskPreset] = _presets()
 
+#: deprecated preset id -> its current id (accepted with a DeprecationWarning)
+RENAMED_PRESETS = {f"{old}-{start}": f"{new}-{start}" for start in START
+                   for old, new in (("fourthventricle", "fourth_ventricle"), ("midsag", "mid_sagittal"))}
+
 
 def get_preset(name: str) -> TaskPreset:
-    """A preset by name (``AC-near``) or gym id (``MRINav-AC-near-v0``)."""
+    """A preset by name (``AC-near``) or gym id (``MRINav-AC-near-v0``); a deprecated id warns."""
     key = name[len("MRINav-"):-len("-v0")] if name.startswith("MRINav-") and name.endswith("-v0") else name
+    if key in RENAMED_PRESETS:
+        warnings.warn(f"task preset {key!r} is deprecated; use {RENAMED_PRESETS[key]!r}", DeprecationWarning,
+                      stacklevel=2)
+        key = RENAMED_PRESETS[key]
     if key not in PRESETS:
         raise ValueError(f"unknown task preset {name!r}; choose from {sorted(PRESETS)}")
     return PRESETS[key]
@@ -115,6 +129,25 @@ for _p in PRESETS.values():
         id=_p.env_id,
         entry_point="navgym.env:MRINavEnv",
         vector_entry_point="navgym.env:MRINavVectorEnv",
+        max_episode_steps=_p.max_episode_steps,
+        kwargs=_p.env_kwargs("train"),
+    )
+
+
+def _renamed_env(old: str, new: str, vector: bool, *args, **kwargs):
+    """The env of a deprecated gym id (see :data:`RENAMED_PRESETS`), with a DeprecationWarning."""
+    from .env import MRINavEnv, MRINavVectorEnv
+
+    warnings.warn(f"gym id {old!r} is deprecated; use {new!r}", DeprecationWarning, stacklevel=2)
+    return (MRINavVectorEnv if vector else MRINavEnv)(*args, **kwargs)
+
+
+for _old, _new in RENAMED_PRESETS.items():
+    _p = PRESETS[_new]
+    register(
+        id=f"MRINav-{_old}-v0",
+        entry_point=partial(_renamed_env, f"MRINav-{_old}-v0", _p.env_id, False),
+        vector_entry_point=partial(_renamed_env, f"MRINav-{_old}-v0", _p.env_id, True),
         max_episode_steps=_p.max_episode_steps,
         kwargs=_p.env_kwargs("train"),
     )

@@ -2,9 +2,10 @@
 
 Every renderer composes the plane's pixel -> world affine with the volume's world ->
 voxel affine into one (3, 3) pixel -> voxel map, so a pixel's voxel coordinate is linear
-in (row, col).  Samples whose trilinear footprint leaves the grid blend with ``fill``
-(default 0, the normalised background), exactly like
-``torch.nn.functional.grid_sample(padding_mode="zeros", align_corners=True)``.
+in (row, col).  Voxel (i, j, k) is sampled at its centre (the NIfTI affine maps integer indices
+to voxel centres); samples whose trilinear footprint leaves the grid blend with ``fill``
+(default 0, the normalised background), exactly like :func:`sample_at_indices`
+(``torch.nn.functional.grid_sample(padding_mode="zeros")``).
 
 Two paths give the same result (within 1e-4):
 
@@ -49,7 +50,8 @@ import numpy as np
 from .geometry import SlicePose, check_poses, check_size, pixel_to_voxel, pixel_to_voxel_kernel
 from .volume import Volume
 
-__all__ = ["render_slice", "render_slices", "render_poses", "TorchRenderer", "SampleStore", "sample_store"]
+__all__ = ["render_slice", "render_slices", "render_poses", "TorchRenderer", "SampleStore", "sample_store",
+           "sample_at_indices"]
 
 _ROWS_PER_BLOCK = 16  # rows per parallel work item (one pose of 128 rows = 8 items)
 _PARALLEL_MIN_PIXELS = 32768  # below this a parallel launch costs more than it saves
@@ -650,9 +652,6 @@ class TorchRenderer:
         with warnings.catch_warnings():  # zero-copy on CPU: the read-only array is never written
             warnings.filterwarnings("ignore", "The given NumPy array is not writable", UserWarning)
             self.data = torch.as_tensor(np.asarray(volume.data), dtype=dtype, device=self.device)[None, None]
-        self._scale = torch.as_tensor(
-            [2.0 / max(s - 1, 1) for s in volume.shape], dtype=torch.float64, device=self.device
-        )
 
     def render(self, centers, rotations, fovs, size=(128, 128), fill: float = 0.0):
         """(N, H, W) float32 tensor of slices; inputs are tensors or arrays in world mm (as :func:`render_slices`)."""
@@ -670,11 +669,23 @@ class TorchRenderer:
             + m[:, None, None, :, 1] * cols[None, None, :, None]
             + m[:, None, None, :, 2]
         )  # (N, H, W, 3) voxel (i, j, k)
-        grid = (vox * self._scale - 1.0).flip(-1)  # grid_sample wants (k, j, i) in [-1, 1]
-        grid = grid[:, None].to(self.data.dtype)  # (N, 1, H, W, 3)
-        data = self.data.expand(len(m), -1, -1, -1, -1)
-        if fill:
-            data = data - fill
-        out = torch.nn.functional.grid_sample(data, grid, mode="bilinear", padding_mode="zeros", align_corners=True)
-        out = out[:, 0, 0].float()
+        out = sample_at_indices(self.data - fill if fill else self.data, vox)[:, 0].float()
         return out + fill if fill else out
+
+
+def sample_at_indices(data, index):
+    """Trilinear samples of a torch tensor ``data`` (B, C, I, J, K) at array-index coordinates ``index``
+    (N, H, W, 3) tensor ``(i, j, k)`` -> (N, C, H, W) in ``data``'s dtype; B is 1 (shared) or N.
+
+    Integer indices are sample centres (for a volume: voxel centres, as the NIfTI affine places them);
+    points beyond the outer centres blend with zero, so half a sample outside gives half the edge
+    value.  This is ``grid_sample(align_corners=False)`` with the index normalised as
+    ``(2 index + 1) / size - 1`` (-1 and +1 are the outer samples' outer edges).
+    """
+    import torch
+
+    size = torch.as_tensor(data.shape[2:], dtype=index.dtype, device=index.device)
+    grid = ((2 * index + 1) / size - 1).flip(-1)[:, None].to(data.dtype)  # grid_sample wants (k, j, i)
+    out = torch.nn.functional.grid_sample(data.expand(len(index), -1, -1, -1, -1), grid, mode="bilinear",
+                                          padding_mode="zeros", align_corners=False)
+    return out[:, :, 0]

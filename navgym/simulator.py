@@ -2,7 +2,9 @@
 
 ``Navigator`` holds N slice poses, each in its own subject, and advances them all at
 once: normalised actions -> physical deltas -> new poses (clamped to the volume) ->
-task metrics -> rendered uint8 slices.
+task metrics -> rendered uint8 slices.  :func:`simulate` runs whole episodes of a policy in one
+batch (poses and actions, no rendering: rollouts and the evaluation's clips);
+:func:`draw_start_poses` draws start poses from the same distribution as a reset.
 """
 
 from __future__ import annotations
@@ -11,12 +13,12 @@ from dataclasses import dataclass, fields
 
 import numpy as np
 
-from .geometry import CANONICAL_VIEWS, apply_actions, pack_poses, view_rotations
+from .geometry import apply_actions, pack_poses, random_view_rotations, random_view_turns, view_rotations
 from .render import render_poses
 from .subjects import Subject
 from .tasks import Task, shaped_reward
 
-__all__ = ["NavConfig", "Navigator"]
+__all__ = ["NavConfig", "Navigator", "draw_start_poses", "simulate"]
 
 
 @dataclass(frozen=True)
@@ -142,13 +144,12 @@ class Navigator:
             raise ValueError(f"indices must be distinct poses in [0, {self.num}), got {idx.tolist()}")
         chosen, view = np.empty(n, np.int64), np.empty(n, np.int64)
         axis, angle, jitter = np.empty((n, 3)), np.empty(n), np.empty((n, 3))
-        views = len(CANONICAL_VIEWS)
         for j, i in enumerate(idx):  # one episode's draws after the other (reset's order)
             s = (int(rng.integers(len(self.subjects))) if subject_index is None
                  else _subject_index(subject_index[j], len(self.subjects)))
             subject = self.subjects[s]
             chosen[j], self.episode_subjects[i] = s, subject
-            view[j], axis[j], angle[j] = rng.integers(views), rng.normal(size=3), rng.uniform(0, c.start_angle_deg)
+            (view[j],), axis[j:j + 1], (angle[j],) = random_view_turns(1, c.start_angle_deg, rng)
             jitter[j] = rng.uniform(-c.start_jitter_mm, c.start_jitter_mm, 3)
             self.targets[i] = self.task.target_for(subject, rng)
         self.subject_index[idx] = chosen
@@ -213,3 +214,50 @@ class Navigator:
         """(N, 13) float32: centre (3, mm), rotation row-major (9), fov (1, mm)."""
         return pack_poses(self.centers, self.rotations, self.fovs).astype(np.float32)
 
+
+def draw_start_poses(n: int, brain_center, jitter_mm: float, max_angle_deg: float, rng: np.random.Generator):
+    """``n`` start poses from the navigation start distribution (:class:`NavConfig`'s ``start_jitter_mm``,
+    ``start_angle_deg``): centre = ``brain_center`` ((3,) or (n, 3) world mm) + U(-jitter_mm, jitter_mm)
+    per axis, rotation = :func:`navgym.geometry.random_view_rotations` -> centers (n, 3), rotations (n, 3, 3).
+
+    Draws all n jitters, then the rotations.  A :class:`Navigator` reset draws one pose at a time
+    between its subject and target draws: the rotation (:func:`navgym.geometry.random_view_turns`)
+    before the jitter.
+    """
+    centers = np.asarray(brain_center, float) + rng.uniform(-jitter_mm, jitter_mm, (int(n), 3))
+    return centers, random_view_rotations(n, max_angle_deg, rng)
+
+
+def simulate(subjects, policy, task, config: NavConfig, episodes: int, steps: int, seed, subject_index=None) -> dict:
+    """Run ``episodes`` episodes of ``steps`` steps in one batch; no rendering.
+
+    subject_index : (E,) subject of each episode, or None to draw them at random.
+
+    Returns ``subject_index`` (E,), ``actions`` and ``actions_physical`` float32 (E, T, 7), and
+    float64 ``centers`` (E, T, 3), ``rotations`` (E, T, 3, 3), ``fovs`` (E, T) with pose t
+    the pose *before* action t.  ``seed``: int or SeedSequence; it seeds starts and policy.
+    """
+    seq = seed if isinstance(seed, np.random.SeedSequence) else np.random.SeedSequence(seed)
+    nav_seed, policy_seed = seq.spawn(2)
+    rng = np.random.default_rng(nav_seed)
+    nav = Navigator(episodes, subjects, task, config)
+    nav.reset_many(np.arange(episodes), rng, subject_index)
+    policy.reset(policy_seed)
+    centers = np.empty((steps, episodes, 3))
+    rotations = np.empty((steps, episodes, 3, 3))
+    fovs = np.empty((steps, episodes))
+    actions = np.empty((steps, episodes, 7), np.float32)
+    for t in range(steps):
+        centers[t], rotations[t], fovs[t] = nav.centers, nav.rotations, nav.fovs
+        infos = {"center_mm": nav.centers, "rotation": nav.rotations, "fov_mm": nav.fovs, "target": nav.targets}
+        actions[t] = policy.act_batch(None, infos)  # no policy here looks at the image
+        nav.step(actions[t].astype(np.float64))
+    swap = lambda a: np.ascontiguousarray(np.swapaxes(a, 0, 1))  # noqa: E731  (T, E, ...) -> (E, T, ...)
+    return {
+        "subject_index": nav.subject_index.copy(),
+        "actions": swap(actions),
+        "actions_physical": swap((actions.astype(np.float64) * nav.scale).astype(np.float32)),
+        "centers": swap(centers),
+        "rotations": swap(rotations),
+        "fovs": swap(fovs),
+    }

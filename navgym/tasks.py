@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .geometry import plane_angle_deg, plane_distance
 from .subjects import Subject
 
 __all__ = ["Task", "ExploreTask", "LandmarkTask", "PlaneTask", "make_task", "shaped_reward"]
@@ -115,7 +116,8 @@ class PlaneTask(Task):
         return np.concatenate([p.point, p.normal])
 
     def evaluate(self, centers, rotations, targets):
-        dist, angle = plane_errors(centers, rotations[:, :, 2], targets[:, :3], targets[:, 3:])
+        dist = plane_distance(centers, targets[:, :3], targets[:, 3:])
+        angle = plane_angle_deg(rotations[:, :, 2], targets[:, 3:])
         ok = (dist <= self.success_mm) & (angle <= self.success_deg)
         return {"error": dist + self.mm_per_degree * angle, "is_success": ok, "distance_mm": dist, "angle_deg": angle}
 
@@ -132,16 +134,6 @@ def _check_finite(task: Task, name: str, positive: bool = True) -> None:
 def landmark_distance(centers: np.ndarray, positions: np.ndarray) -> np.ndarray:
     """(N,) mm between slice centres (N, 3) and landmarks (N, 3), both world mm."""
     return np.linalg.norm(np.asarray(centers) - np.asarray(positions), axis=-1)
-
-
-def plane_errors(centers, normals, points, plane_normals) -> tuple[np.ndarray, np.ndarray]:
-    """Distance (mm) of slice centres to target planes and angle (deg, 0..90) between the planes.
-
-    All (N, 3) world arrays; normals are unit vectors.  Planes are unoriented (a flipped normal is the same plane).
-    """
-    dist = np.abs(np.einsum("ni,ni->n", centers - points, plane_normals))
-    cos = np.abs(np.einsum("ni,ni->n", normals, plane_normals))
-    return dist, np.degrees(np.arccos(np.clip(cos, 0.0, 1.0)))
 
 
 def shaped_reward(prev_error: np.ndarray, error: np.ndarray, success: np.ndarray, success_bonus: float) -> np.ndarray:

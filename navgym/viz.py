@@ -1,14 +1,17 @@
-"""Pictures of navigation: the slice beside a 3-view locator of where its plane cuts the volume."""
+"""Pictures of navigation: the slice beside a 3-view locator of where its plane cuts the volume, and videos."""
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 
+from .files import atomic_path
 from .geometry import SlicePose, canonical_rotation
 from .render import render_slice
 from .volume import Volume
 
-__all__ = ["locator_frame"]
+__all__ = ["locator_frame", "write_video"]
 
 _LINE = np.array([255, 64, 64], np.uint8)
 _DOT = np.array([64, 255, 64], np.uint8)
@@ -55,8 +58,6 @@ def _draw_cut(tile: np.ndarray, view: SlicePose, pose: SlicePose) -> None:
     n_view = view.normal
     # Direction within the slice plane that is also within the view plane.
     a, b = n_view @ pose.v, -(n_view @ pose.u)
-    size = tile.shape[0]
-    px = view.fov / size
     half_w = pose.fov / 2
     if np.hypot(a, b) > 1e-6:
         d = (a * pose.u + b * pose.v) / np.hypot(a, b)
@@ -64,19 +65,27 @@ def _draw_cut(tile: np.ndarray, view: SlicePose, pose: SlicePose) -> None:
         half_h = half_w  # square observations; a non-square image is shown by its width
         limits = [half_w / abs(d @ pose.u) if abs(d @ pose.u) > 1e-9 else np.inf,
                   half_h / abs(d @ pose.v) if abs(d @ pose.v) > 1e-9 else np.inf]
-        t = np.linspace(-min(limits), min(limits), 4 * size)
+        t = np.linspace(-min(limits), min(limits), 4 * tile.shape[0])
         pts = pose.center + t[:, None] * d
-        _plot(tile, view, pts, px, _LINE)
-    _plot(tile, view, pose.center[None], px, _DOT, radius=2)
+        _plot(tile, view, pts, _LINE)
+    _plot(tile, view, pose.center[None], _DOT, radius=2)
 
 
-def _plot(tile, view: SlicePose, pts: np.ndarray, px: float, color, radius: int = 0) -> None:
+def _plot(tile, view: SlicePose, pts: np.ndarray, color, radius: int = 0) -> None:
     size = tile.shape[0]
-    rel = pts - view.center
-    cols = np.round(rel @ view.u / px + (size - 1) / 2).astype(int)
-    rows = np.round(-(rel @ view.v) / px + (size - 1) / 2).astype(int)
+    rows, cols = np.round(view.world_to_pixel(pts, tile.shape[:2])).astype(int).T
     for dr in range(-radius, radius + 1):
         for dc in range(-radius, radius + 1):
             r, c = rows + dr, cols + dc
             ok = (r >= 0) & (r < size) & (c >= 0) & (c < size)
             tile[r[ok], c[ok]] = color
+
+
+def write_video(path: str, frames, fps: float) -> None:
+    """GIF or MP4 (needs imageio-ffmpeg) from a list of (H, W, 3) uint8 frames, written atomically."""
+    import imageio.v3 as iio
+
+    if os.path.splitext(path)[1].lower() == ".gif":
+        atomic_path(path, lambda tmp: iio.imwrite(tmp, np.stack(frames), duration=1000.0 / fps, loop=0))
+    else:
+        atomic_path(path, lambda tmp: iio.imwrite(tmp, np.stack(frames), fps=fps, codec="libx264", plugin="FFMPEG"))

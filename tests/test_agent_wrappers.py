@@ -19,9 +19,9 @@ SMALL = dict(size=40, subjects="template")
 
 def test_wrapper_on_gym_make_sees_what_the_training_env_sees():
     """FrameActionStack over gym.make gives the observations of agents' NavVecEnv (same seed, same actions)."""
-    controls = task_controls("midsag-near", "task")
-    vec = make_nav_vec_env("midsag-near", 1, frames=3, actions=2, seed=5, controls="task", **SMALL)
-    env = FrameActionStack(gym.make("MRINav-midsag-near-v0", **SMALL), frames=3, actions=2, controls=controls)
+    controls = task_controls("mid_sagittal-near", "task")
+    vec = make_nav_vec_env("mid_sagittal-near", 1, frames=3, actions=2, seed=5, controls="task", **SMALL)
+    env = FrameActionStack(gym.make("MRINav-mid_sagittal-near-v0", **SMALL), frames=3, actions=2, controls=controls)
     assert env.observation_space == vec.observation_space and env.action_space == vec.action_space
     a, _ = env.reset(seed=5)
     b = vec.reset()

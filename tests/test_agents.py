@@ -45,7 +45,7 @@ def test_presets_registered_and_distinct():
     env = gym.make("MRINav-AC-far-v0", size=32)
     assert env.spec.max_episode_steps == 200
     assert env.unwrapped.config.start_jitter_mm == START["far"]["start_jitter_mm"]
-    assert get_preset("MRINav-midsag-near-v0").task == "plane"
+    assert get_preset("MRINav-mid_sagittal-near-v0").task == "plane"
     with pytest.raises(ValueError, match="unknown task preset"):
         get_preset("nope")
     with pytest.raises(ValueError, match="split"):
@@ -55,6 +55,20 @@ def test_presets_registered_and_distinct():
     pool = env.unwrapped.nav.subjects
     assert len(pool) > 8 and pool.cache_size == len(pool)
     assert gym.make("MRINav-v0", subjects="synthetic:12:train", size=32).unwrapped.nav.subjects.cache_size == 8
+
+
+def test_renamed_preset_ids_are_deprecated_aliases():
+    """fourthventricle-* and midsag-* (preset and gym ids) still work, warning with the new id."""
+    assert {"fourth_ventricle-near", "mid_sagittal-far"} <= set(PRESETS) and not {"midsag-far"} & set(PRESETS)
+    for old, new in (("midsag-far", "mid_sagittal-far"), ("MRINav-fourthventricle-near-v0", "fourth_ventricle-near")):
+        with pytest.warns(DeprecationWarning, match=new):
+            assert get_preset(old) is PRESETS[new]
+    with pytest.warns(DeprecationWarning, match="MRINav-mid_sagittal-near-v0"):
+        env = gym.make("MRINav-midsag-near-v0", size=32)
+    assert env.spec.max_episode_steps == 100 and env.unwrapped.task.plane == "mid_sagittal"
+    with pytest.warns(DeprecationWarning, match="MRINav-fourth_ventricle-far-v0"):
+        vec = gym.make_vec("MRINav-fourthventricle-far-v0", 2, vectorization_mode="vector_entry_point", size=32)
+    assert vec.unwrapped.nav.task.landmark == "fourth_ventricle"
 
 
 # --- VecEnv adapter ----------------------------------------------------------------------------------
@@ -130,7 +144,7 @@ def test_task_controls_drive_only_what_the_error_depends_on():
     assert np.allclose(obs["actions"], [1, 1, 1, 0, 0, 0, 0])  # the history holds the full 7-d action
     assert np.allclose(after[0]["rotation"], before[0]["rotation"]) and after[0]["fov_mm"] == before[0]["fov_mm"]
     assert not np.allclose(after[0]["center_mm"], before[0]["center_mm"])
-    plane = make_nav_vec_env("midsag-near", 1, size=40, subjects="template", controls="task")
+    plane = make_nav_vec_env("mid_sagittal-near", 1, size=40, subjects="template", controls="task")
     assert plane.action_space.shape == (5,)  # no spin about the normal: it leaves the plane as it is
     zoom = _env(1, actions=1, controls="task+zoom", start_seed=3)
     assert zoom.action_space.shape == (4,)

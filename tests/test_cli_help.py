@@ -1,4 +1,4 @@
-"""Every CLI's --help shows each option's default (issue 25)."""
+"""Every CLI's --help shows each option's default."""
 
 import argparse
 import importlib

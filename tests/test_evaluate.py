@@ -174,6 +174,19 @@ def test_mae3d_probe_features_read_the_volume(data):
     assert not np.allclose(feats["test"]["frames"], feats["test"]["pair"])  # the pair's own planes
 
 
+def test_mae3d_plane_features_read_cells_at_their_voxel_centres():
+    """The 3D MAE's map cell f covers voxels 4f .. 4f+3, so a plane through voxel 4f + 1.5 reads cell f."""
+    from navgym.geometry import canonical_rotation
+    from world_model.mae3d import MAE3D
+
+    fmap = torch.rand(3, 2, 2, 2, generator=torch.Generator().manual_seed(0))
+    # identity affine; axial: u = +i, v = +j, 4 mm pixels -> columns at i = 1.5, 5.5 and rows at j = 5.5, 1.5
+    got = MAE3D().plane_features(fmap, np.eye(4), np.array([[3.5, 3.5, 5.5]]), canonical_rotation("axial")[None],
+                                 np.array([8.0]), size=2)[0]
+    want = fmap[:, :, :, 1].flip(-1).transpose(1, 2)  # [c, row, col] = fmap[c, col, 1 - row, 1]
+    torch.testing.assert_close(got, want, atol=1e-6, rtol=0)
+
+
 # --- latent planning ---------------------------------------------------------------------------
 class _ShiftModel:
     """Toy latent model: the latent is a 3-vector moved by the first three action components."""

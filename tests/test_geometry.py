@@ -12,6 +12,8 @@ from navgym.geometry import (
     apply_actions,
     pack_poses,
     pixel_to_world_affines,
+    plane_angle_deg,
+    plane_distance,
     random_view_rotations,
     unpack_poses,
 )
@@ -139,6 +141,16 @@ def test_bad_actions_raise():
         apply_actions(c, r, f, np.array([[0, 0, 0, 0, 0, 0, np.nan]] * 2))
 
 
+def test_world_to_pixel_inverts_the_pixel_grid():
+    """Pixel centres project to their (row, col); a point off the plane projects along the normal."""
+    pose = SlicePose([3.0, -2.0, 5.0], Rotation.random(random_state=4).as_matrix(), 37.0)
+    grid = pose.grid((6, 9))
+    rc = np.stack(np.meshgrid(np.arange(6), np.arange(9), indexing="ij"), -1)
+    np.testing.assert_allclose(pose.world_to_pixel(grid + 4.2 * pose.normal, (6, 9)), rc, atol=1e-9)
+    assert pose.world_to_pixel(pose.center, (6, 9)).tolist() == [2.5, 4.0]
+    np.testing.assert_allclose(pose.world_to_pixel(pose.center + pose.v * 37 / 9, (6, 9)), [1.5, 4.0])  # +v is up
+
+
 def test_plane_errors_and_pose():
     pl = Plane(point=(0, 0, 5), normal=(0, 0, 2))
     assert np.allclose(pl.normal, [0, 0, 1])
@@ -149,6 +161,16 @@ def test_plane_errors_and_pose():
     assert np.isclose(pl.angle_deg(pose.normal), 0) and np.allclose(pose.center, pl.point)
     with pytest.raises(ValueError):
         Plane((0, 0, 0), (0, 0, 0))
+
+
+def test_plane_distance_and_angle_batch_one_plane_per_point():
+    rng = np.random.default_rng(3)
+    points, normals = rng.normal(size=(5, 3)) * 20, Rotation.random(5, random_state=3).as_matrix()[:, :, 2]
+    planes = [Plane(rng.normal(size=3) * 20, rng.normal(size=3)) for _ in range(5)]
+    pp, pn = np.stack([p.point for p in planes]), np.stack([p.normal for p in planes])
+    np.testing.assert_allclose(plane_distance(points, pp, pn), [p.distance(x) for p, x in zip(planes, points)])
+    np.testing.assert_allclose(plane_angle_deg(normals, pn), [p.angle_deg(n) for p, n in zip(planes, normals)])
+    np.testing.assert_allclose(plane_angle_deg(-normals, pn), plane_angle_deg(normals, pn))  # unoriented
 
 
 def test_pack_poses_matches_slicepose_layout_and_round_trips():
@@ -189,6 +211,21 @@ def test_random_view_rotations_batch_of_one_is_the_navigator_start():
         random_view_rotations(3, -1.0, rng)
 
 
+def test_draw_start_poses_is_the_start_distribution():
+    from navgym.simulator import draw_start_poses
+
+    rng = np.random.default_rng(2)
+    centers, rotations = draw_start_poses(400, [10.0, -5.0, 3.0], 20.0, 30.0, rng)
+    assert np.all(np.abs(centers - [10.0, -5.0, 3.0]) <= 20.0) and np.abs(centers - [10, -5, 3]).max() > 19
+    views = np.stack(list(CANONICAL_VIEWS.values()))
+    cos = (np.einsum("nij,vij->nv", rotations, views) - 1) / 2  # cos of the angle from each canonical view
+    assert np.degrees(np.arccos(np.clip(cos.max(1), -1, 1))).max() <= 30.0 + 1e-6
+    rng = np.random.default_rng(2)
+    jitter = rng.uniform(-20.0, 20.0, (400, 3))  # all jitters, then the rotations
+    np.testing.assert_array_equal(centers, np.array([10.0, -5.0, 3.0]) + jitter)
+    np.testing.assert_array_equal(rotations, random_view_rotations(400, 30.0, rng))
+
+
 def test_reset_many_is_bit_identical_to_resetting_one_by_one():
     from navgym.simulator import NavConfig, Navigator
     from navgym.subjects import template_subject
@@ -204,7 +241,7 @@ def test_reset_many_is_bit_identical_to_resetting_one_by_one():
         for name in ("centers", "rotations", "fovs", "targets", "error", "subject_index"):
             assert np.array_equal(getattr(one, name), getattr(many, name)), name
         assert r1.bit_generator.state == r2.bit_generator.state
-        for i in range(8):  # each start is the documented draw: view, axis, angle (random_view_rotations(1))
+        for i in range(8):  # each start is the documented draw: view, axis, angle (random_view_turns(1)), jitter
             rng = np.random.default_rng(3)
             for _ in range(i + 1):
                 s = rng.integers(2) if given is None else None

@@ -1,4 +1,4 @@
-"""Bad inputs and faults (issue #12): each is refused with a clear error naming the argument or file,
+"""Bad inputs and faults: each is refused with a clear error naming the argument or file,
 concurrent rendering does not abort the process, and damaged or concurrently written rollouts are
 detected, named and rebuilt.  docs/validation.md lists what is validated."""
 

@@ -1,4 +1,4 @@
-"""Inputs that used to give a silently wrong answer or an unclear error (issue 23)."""
+"""Inputs that could give a silently wrong answer or an unclear error."""
 
 import warnings
 

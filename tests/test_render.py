@@ -7,7 +7,7 @@ from scipy.spatial.transform import Rotation
 
 from navgym import SlicePose, TorchRenderer, Volume, render_slice, render_slices
 from navgym.geometry import canonical_rotation, pixel_to_voxel
-from navgym.render import sample_store
+from navgym.render import sample_at_indices, sample_store
 
 
 # the CPU store holds <= 65536 distinct values exactly (a table) and falls back to the float32
@@ -160,6 +160,35 @@ def test_numba_matches_torch(kind, fill):
         theirs = TorchRenderer(vol).render(centers, rotations, fovs, size, fill=fill).numpy()
         assert np.abs(ours - theirs).max() < 1e-4
         assert (ours != fill).mean() > 0.1 and (ours == np.float32(fill)).mean() > 0.05  # inside and outside
+
+
+def test_sample_at_indices_voxel_centres():
+    """Integer indices sample voxel centres; half a voxel outside blends half the edge value with zero."""
+    torch = pytest.importorskip("torch")
+    data = torch.as_tensor(np.random.default_rng(0).uniform(0.1, 1.0, (2, 3, 4, 5)))  # (C, I, J, K)
+    idx = torch.as_tensor(np.stack(np.meshgrid(*[np.arange(s) for s in data.shape[1:]], indexing="ij"), -1),
+                          dtype=torch.float64).reshape(1, 12, 5, 3)
+    np.testing.assert_allclose(sample_at_indices(data[None], idx)[0].numpy(), data.reshape(2, 12, 5).numpy(), atol=1e-12)
+    mid = torch.tensor([[[[0.5, 1.0, 2.0], [-0.5, 0.0, 0.0], [2.5, 3.5, 4.0], [1.0, 1.0, 5.0]]]], dtype=torch.float64)
+    got = sample_at_indices(data[None], mid)[0, :, 0].numpy()
+    d = data.numpy()
+    want = np.stack([(d[:, 0, 1, 2] + d[:, 1, 1, 2]) / 2, d[:, 0, 0, 0] / 2, d[:, 2, 3, 4] / 4, np.zeros(2)], 1)
+    np.testing.assert_allclose(got, want, atol=1e-12)
+
+
+def test_torch_renderer_samples_voxel_centres():
+    """A slice through voxel centres (oblique affine) shows the voxel values themselves."""
+    pytest.importorskip("torch")
+    affine = np.array([[0.0, -1.2, 0, 5], [1.2, 0, 0, -3], [0, 0, 1.5, 2], [0, 0, 0, 1]])
+    vol = random_volume(shape=(9, 10, 11), margin=0, seed=3, affine=affine)
+    # axial view, 1.2 mm pixels: u = +x = voxel -j, v = +y = voxel +i, one voxel per pixel
+    pose = SlicePose(vol.affine[:3] @ [3.5, 4.5, 6, 1], canonical_rotation("axial"), 1.2 * 10)
+    got = TorchRenderer(vol).render(pose.center[None], pose.rotation[None], np.array([pose.fov]), (8, 10)).numpy()[0]
+    vox = np.einsum("ab,hwb->hwa", vol.inverse_affine[:3, :3], pose.grid((8, 10))) + vol.inverse_affine[:3, 3]
+    np.testing.assert_allclose(vox, np.round(vox), atol=1e-9)  # every pixel centre is a voxel centre
+    i, j, k = np.round(vox).astype(int).transpose(2, 0, 1)
+    np.testing.assert_allclose(got, vol.data[i, j, k], atol=1e-6)
+    np.testing.assert_allclose(render_slice(vol, pose, (8, 10)), got, atol=1e-6)
 
 
 def test_labels_nearest_neighbour():

@@ -351,3 +351,21 @@ def test_progress_moves_per_episode(reference, tmp_path, monkeypatch):
     write_rollouts(RolloutConfig(**TINY), str(tmp_path / "pool"), workers=1, progress=True)
     assert sum(updates) == 7  # polled from the workers' shared counter
     _same(_read(root), _read(tmp_path / "pool"))
+
+
+def test_simulate_old_homes_are_deprecated_aliases():
+    import navgym.rollouts
+    import navgym.rollouts.generate
+    from navgym.simulator import simulate
+
+    for module in (navgym.rollouts, navgym.rollouts.generate):
+        with pytest.warns(DeprecationWarning, match="navgym.simulator.simulate"):
+            assert module.simulate is simulate
+
+
+def test_write_video_old_home_is_a_deprecated_alias():
+    import navgym.rollouts.cli
+    from navgym.viz import write_video
+
+    with pytest.warns(DeprecationWarning, match="navgym.viz.write_video"):
+        assert navgym.rollouts.cli.write_video is write_video

@@ -1,4 +1,4 @@
-"""Files from others are only read as data: agents.play on a model.zip, reward statistics on resume (issue 23)."""
+"""Files from others are only read as data: agents.play on a model.zip, reward statistics on resume."""
 
 import base64
 import json

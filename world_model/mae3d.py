@@ -89,6 +89,7 @@ class MAE3D(nn.Module):
         slice plane (centers (N, 3) mm, rotations (N, 3, 3) columns u, v, n, fovs (N,) mm), with
         navgym's image convention (row 0 = +v edge, col 0 = -u edge) -> (N, C, size, size)."""
         from navgym.geometry import pixel_to_world_affines
+        from navgym.render import sample_at_indices
 
         dev = fmap.device
         pix = pixel_to_world_affines(np.asarray(centers, float), np.asarray(rotations, float), np.asarray(fovs, float),
@@ -99,12 +100,8 @@ class MAE3D(nn.Module):
                + a[:, None, None, :3, 3])  # (N, size, size, 3) world mm of the pixel centres
         inv = torch.as_tensor(np.linalg.inv(affine), dtype=torch.float32, device=dev)
         vox = pts @ inv[:3, :3].T + inv[:3, 3]  # resampled-volume voxel coordinates (i, j, k)
-        full = torch.tensor(fmap.shape[1:], dtype=torch.float32, device=dev) * 4  # map = voxels / 4
-        grid = (vox + 0.5) / full * 2 - 1  # align_corners=False normalised coords, order (i, j, k)
-        grid = grid.flip(-1)[:, None]  # grid_sample wants (x=k, y=j, z=i); (N, 1, s, s, 3)
-        out = F.grid_sample(fmap[None].expand(len(pts), -1, -1, -1, -1), grid, mode="bilinear",
-                            padding_mode="zeros", align_corners=False)
-        return out[:, :, 0]
+        # two stride-2 convolutions (kernel 4, padding 1): map cell f is centred on voxel 4 f + 1.5
+        return sample_at_indices(fmap[None], (vox - 1.5) / 4)
 
     def spatial_features(self, frames: torch.Tensor) -> torch.Tensor:
         """frames (B, H, W) -> (B, 2*width, H/4, W/4): the slice as a 4-deep slab, map averaged over depth."""

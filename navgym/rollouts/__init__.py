@@ -10,7 +10,6 @@ from .generate import (
     load_config,
     render_frames,
     shard_dirs,
-    simulate,
     write_manifest,
     write_rollouts,
 )
@@ -24,7 +23,6 @@ __all__ = [
     "load_config",
     "render_frames",
     "shard_dirs",
-    "simulate",
     "write_manifest",
     "write_rollouts",
 ]
@@ -35,4 +33,12 @@ def __getattr__(name):
         from . import dataset
 
         return getattr(dataset, name)
+    if name == "simulate":
+        import warnings
+
+        from .. import simulator
+
+        warnings.warn("navgym.rollouts.simulate is deprecated; use navgym.simulator.simulate", DeprecationWarning,
+                      stacklevel=2)
+        return simulator.simulate
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

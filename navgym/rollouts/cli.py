@@ -111,7 +111,7 @@ def video_main(argv=None) -> int:
     except (ValueError, KeyError, IndexError, FileNotFoundError) as e:
         p.exit(2, f"navgym-video: error: {e}\n")
     from ..geometry import SlicePose
-    from ..viz import locator_frame
+    from ..viz import locator_frame, write_video
 
     video = [locator_frame(subject.volume, SlicePose.from_array(q.astype(np.float64)), f) for q, f in zip(poses, frames)]
     write_video(a.out, video, a.fps)
@@ -160,21 +160,23 @@ def contact_sheet(frames: np.ndarray, columns: int = 8, gap: int = 2) -> np.ndar
     return sheet
 
 
-def write_video(path: str, frames, fps: float) -> None:
-    """GIF or MP4 (needs imageio-ffmpeg) from a list of (H, W, 3) uint8 frames, written atomically."""
-    import imageio.v3 as iio
-
-    if os.path.splitext(path)[1].lower() == ".gif":
-        atomic_path(path, lambda tmp: iio.imwrite(tmp, np.stack(frames), duration=1000.0 / fps, loop=0))
-    else:
-        atomic_path(path, lambda tmp: iio.imwrite(tmp, np.stack(frames), fps=fps, codec="libx264", plugin="FFMPEG"))
-
-
 def write_image(path: str, image: np.ndarray) -> None:
     """A PNG, written atomically."""
     import imageio.v3 as iio
 
     atomic_path(path, lambda tmp: iio.imwrite(tmp, image))
+
+
+def __getattr__(name):
+    if name == "write_video":
+        import warnings
+
+        from .. import viz
+
+        warnings.warn("navgym.rollouts.cli.write_video is deprecated; use navgym.viz.write_video", DeprecationWarning,
+                      stacklevel=2)
+        return viz.write_video
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -22,11 +22,10 @@ from torch.utils.data import Dataset, IterableDataset, get_worker_info
 from ..geometry import apply_actions, pack_poses, random_jumps
 from ..policies import make_policy
 from ..render import render_poses
-from ..simulator import NavConfig
+from ..simulator import NavConfig, simulate
 from ..subjects import load_subjects
 from ..tasks import make_task
-from .generate import (ARRAYS, check_shard, load_config, pose_arrays, render_frames, shard_expect, simulate,
-                       verify_checksums)
+from .generate import ARRAYS, check_shard, load_config, pose_arrays, render_frames, shard_expect, verify_checksums
 
 __all__ = ["RolloutWindows", "StreamingWindows"]
 

@@ -40,6 +40,7 @@ import shutil
 import sys
 import tempfile
 import time
+import warnings
 from dataclasses import asdict, dataclass, field, fields
 
 import numpy as np
@@ -48,13 +49,13 @@ from ..files import write_json_atomic
 from ..geometry import pack_poses
 from ..policies import POLICIES, action_autocorrelation, make_policy
 from ..render import render_poses, render_slices
-from ..simulator import NavConfig, Navigator
+from .. import simulator
+from ..simulator import NavConfig
 from ..subjects import load_subjects
 from ..tasks import make_task
 
 __all__ = [
     "RolloutConfig",
-    "simulate",
     "render_frames",
     "generate_shard",
     "write_rollouts",
@@ -147,44 +148,9 @@ class RolloutConfig:
         return asdict(self)
 
 
-def simulate(subjects, policy, task, config: NavConfig, episodes: int, steps: int, seed, subject_index=None) -> dict:
-    """Run ``episodes`` episodes of ``steps`` steps in one batch; no rendering.
-
-    subject_index : (E,) subject of each episode, or None to draw them at random.
-
-    Returns ``subject_index`` (E,), ``actions`` and ``actions_physical`` float32 (E, T, 7), and
-    float64 ``centers`` (E, T, 3), ``rotations`` (E, T, 3, 3), ``fovs`` (E, T) with pose t
-    the pose *before* action t.  ``seed``: int or SeedSequence; it seeds starts and policy.
-    """
-    seq = seed if isinstance(seed, np.random.SeedSequence) else np.random.SeedSequence(seed)
-    nav_seed, policy_seed = seq.spawn(2)
-    rng = np.random.default_rng(nav_seed)
-    nav = Navigator(episodes, subjects, task, config)
-    nav.reset_many(np.arange(episodes), rng, subject_index)
-    policy.reset(policy_seed)
-    centers = np.empty((steps, episodes, 3))
-    rotations = np.empty((steps, episodes, 3, 3))
-    fovs = np.empty((steps, episodes))
-    actions = np.empty((steps, episodes, 7), np.float32)
-    for t in range(steps):
-        centers[t], rotations[t], fovs[t] = nav.centers, nav.rotations, nav.fovs
-        infos = {"center_mm": nav.centers, "rotation": nav.rotations, "fov_mm": nav.fovs, "target": nav.targets}
-        actions[t] = policy.act_batch(None, infos)  # no policy here looks at the image
-        nav.step(actions[t].astype(np.float64))
-    swap = lambda a: np.ascontiguousarray(np.swapaxes(a, 0, 1))  # noqa: E731  (T, E, ...) -> (E, T, ...)
-    return {
-        "subject_index": nav.subject_index.copy(),
-        "actions": swap(actions),
-        "actions_physical": swap((actions.astype(np.float64) * nav.scale).astype(np.float32)),
-        "centers": swap(centers),
-        "rotations": swap(rotations),
-        "fovs": swap(fovs),
-    }
-
-
 def render_frames(subjects, sim: dict, size: int, device=None, renderers: dict | None = None):
-    """uint8 (E, T, size, size) frames of a :func:`simulate` result (see :func:`navgym.render.render_poses`:
-    a numpy array, or a tensor on a torch ``device``)."""
+    """uint8 (E, T, size, size) frames of a :func:`navgym.simulator.simulate` result (see
+    :func:`navgym.render.render_poses`: a numpy array, or a tensor on a torch ``device``)."""
     e, t = sim["fovs"].shape
     frames = render_poses(
         subjects, np.repeat(sim["subject_index"], t), sim["centers"].reshape(-1, 3),
@@ -220,7 +186,7 @@ def generate_shard(config: RolloutConfig, k: int, subjects=None, on_episode=None
     n = config.shard_episodes(k)
     policy = make_policy(config.policy, **_policy_kwargs(config))
     task = make_task(config.task, **config.task_kwargs)
-    sim = simulate(
+    sim = simulator.simulate(
         subjects, policy, task, config.nav_config(), n, config.steps, np.random.SeedSequence([config.seed, k]),
         config.shard_subjects(k, len(subjects)),
     )
@@ -619,3 +585,11 @@ def write_rollouts(
             f"files are held), so this run left them to it; rerun to finish them if that process dies\n"
         )
     return write_manifest(root, config)
+
+
+def __getattr__(name):
+    if name == "simulate":
+        warnings.warn("navgym.rollouts.generate.simulate is deprecated; use navgym.simulator.simulate",
+                      DeprecationWarning, stacklevel=2)
+        return simulator.simulate
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

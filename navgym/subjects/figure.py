@@ -16,15 +16,6 @@ from .subject import Subject
 __all__ = ["subjects_figure"]
 
 
-def _project(pose, points: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Pixel (row, col) of world points on a slice, and their distance (mm) to the plane."""
-    d = points - pose.center
-    s = pose.fov / size
-    col = (size - 1) / 2 + d @ pose.rotation[:, 0] / s
-    row = (size - 1) / 2 - d @ pose.rotation[:, 1] / s
-    return row, col, np.abs(d @ pose.rotation[:, 2])
-
-
 def subjects_figure(subjects: Sequence[Subject], path: str | os.PathLike, size: int = 256, fov: float = 200.0) -> None:
     """Write a PNG: one column per subject, rows = mid-sagittal and AC-PC axial slices (in the
     subject's own planes), landmarks within 10 mm of the slice drawn as dots with their names."""
@@ -48,7 +39,8 @@ def subjects_figure(subjects: Sequence[Subject], path: str | os.PathLike, size: 
             names = list(subj.landmarks)
             if names:
                 pts = np.stack([subj.landmarks[n] for n in names])
-                row, col, dist = _project(pose, pts, size)
+                row, col = pose.world_to_pixel(pts, (size, size)).T
+                dist = Plane(pose.center, pose.normal).distance(pts)
                 for n, y, x, dd in zip(names, row, col, dist):
                     if dd <= 10:
                         ax.plot(x, y, "o", ms=4, mfc="none", mec="orangered", mew=1.2)

@@ -47,11 +47,11 @@ import numpy as np
 
 from navgym.anatomy import TEMPLATE_LANDMARKS
 from navgym.files import write_atomic
-from navgym.geometry import apply_actions, pack_poses, random_view_rotations
+from navgym.geometry import apply_actions, pack_poses
 from navgym.policies import make_policy
 from navgym.render import render_slices
-from navgym.rollouts.generate import pose_arrays, render_frames, simulate
-from navgym.simulator import NavConfig
+from navgym.rollouts.generate import pose_arrays, render_frames
+from navgym.simulator import NavConfig, draw_start_poses, simulate
 from navgym.subjects import Subject, load_subjects, template_subject
 from navgym.tasks import make_task
 
@@ -193,8 +193,7 @@ def _landmarks(subject: Subject) -> np.ndarray:
 def _subject_slices(subject: Subject, n: int, cfg: ProbeDataConfig, rng: np.random.Generator) -> dict:
     h, w = cfg.size
     vol = subject.volume
-    centers = vol.brain_center + rng.uniform(-cfg.jitter_mm, cfg.jitter_mm, (n, 3))
-    rotations = random_view_rotations(n, cfg.max_angle_deg, rng)
+    centers, rotations = draw_start_poses(n, vol.brain_center, cfg.jitter_mm, cfg.max_angle_deg, rng)
     fovs = np.full(n, cfg.fov)
     frames = np.empty((n, h, w), np.uint8)
     render_slices(vol, centers, rotations, fovs, (h, w), out=frames)

@@ -27,8 +27,8 @@ import torch
 
 from navgym.simulator import NavConfig, Navigator
 from navgym.subjects import Subject
-from navgym.geometry import apply_actions
-from navgym.tasks import landmark_distance, make_task, plane_errors
+from navgym.geometry import apply_actions, plane_angle_deg
+from navgym.tasks import landmark_distance, make_task
 
 __all__ = ["LatentModel", "PlanConfig", "TruePoseModel", "cem_plan", "run_planning", "pose_errors"]
 
@@ -149,8 +149,8 @@ class TruePoseModel:
 
 def pose_errors(centers, rotations, goal_centers, goal_rotations) -> tuple[np.ndarray, np.ndarray]:
     """(N,) centre distance (mm) and angle between the slice planes (degrees, 0..90), with
-    :mod:`navgym.tasks`' distance and plane-angle functions."""
-    _, angle = plane_errors(centers, rotations[:, :, 2], goal_centers, goal_rotations[:, :, 2])
+    :func:`navgym.tasks.landmark_distance` and :func:`navgym.geometry.plane_angle_deg`."""
+    angle = plane_angle_deg(rotations[:, :, 2], goal_rotations[:, :, 2])
     return landmark_distance(centers, goal_centers), angle
 
 

@@ -1,8 +1,8 @@
-"""Tables of the issue-15 CPU runs (benchmarks/wm15_runs.sh): held-out controllability, reconstruction
+"""Tables of the world-model method runs (benchmarks/wm_method_runs.sh): held-out controllability, reconstruction
 and collapse diagnostics from each run's summary.json, and the clip probe (benchmarks/wm_clip_probe.py),
 as mean ± 95 % Student-t half-width over seeds (n = seeds found).
 
-    python benchmarks/wm15_table.py [--root runs/wm15] [--probe runs/wm15/clip_probe.json]
+    python benchmarks/wm_method_table.py [--root runs/wm15] [--probe runs/wm15/clip_probe.json]
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ def fmt(values, digits=2) -> str:
 def group_of(path: str, root: str) -> tuple[str, str]:
     rel = os.path.relpath(path, root)
     parts = rel.split(os.sep)
-    config = parts[0] if len(parts) > 2 else "seed"
+    config = parts[0] if len(parts) > 2 else "default"
     method = re.sub(r"_s\d+$", "", parts[-2])
     return config, method
 

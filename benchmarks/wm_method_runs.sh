@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# Issue #15 measurements on 2 CPU cores: one training at a time (1 thread, nice), resumable (a finished
-# run, i.e. OUT/summary.json at the last step, is skipped; an interrupted one resumes from OUT/last.pt).
-#   bash benchmarks/wm15_runs.sh [STEPS] [ROOT]        (defaults: 200 runs/wm15)
-# ROOT/<method>_s<seed>: the seed's prediction task (and navwm_joint, tokenizer, mae2d, the joint controls, mae3d);
+# Every world-model method x seeds 0-2 at the tiny size, trained for STEPS steps on 2 CPU cores: one
+# training at a time (1 thread, nice), resumable (a finished run, i.e. OUT/summary.json at the last step,
+# is skipped; an interrupted one resumes from OUT/last.pt).
+#   bash benchmarks/wm_method_runs.sh [STEPS] [ROOT]        (defaults: 200 runs/wm15)
+# ROOT/<method>_s<seed>: the default prediction task (--stride 1 --rollout-steps 2; table config "default")
+# of navwm, shuffled and noaction, and navwm_joint, tokenizer, mae2d, the joint controls, mae3d;
 # ROOT/jump4/...: composed 4-step jumps (--stride 4); ROOT/mixed4_r4/...: strides 1..4 mixed with
 # 4-step open-loop targets (--stride 4 --mixed-strides true --rollout-steps 4).
 set -uo pipefail
@@ -22,7 +24,7 @@ for s in 0 1 2; do for m in navwm shuffled noaction; do run "$root/${m}_s$s" $m 
 for s in 0 1 2; do run "$root/navwm_joint_s$s" navwm_joint $s; run "$root/tokenizer_s$s" tokenizer $s; done
 for s in 0 1 2; do for m in navwm shuffled noaction; do run "$root/jump4/${m}_s$s" $m $s --stride 4; done; done
 for s in 0 1 2; do run "$root/mae2d_s$s" mae2d $s; done
-# issue 14: the joint variant's controls, and mae3d at the same frames (2 crops of 64^3 = 128 slices per step)
+# the joint variant's controls, and mae3d at the same frames (2 crops of 64^3 = 128 slices per step)
 for s in 0 1 2; do run "$root/shuffled_joint_s$s" shuffled_joint $s; run "$root/noaction_joint_s$s" noaction_joint $s; done
 for s in 0 1 2; do run "$root/mae3d_s$s" mae3d $s --batch 8; done
 for s in 0 1 2; do
