@@ -165,8 +165,9 @@ def render_poses(
     out : optional preallocated uint8 (N, H, W) output (C-contiguous; CPU only).
     device : None renders with the numba kernels into a numpy array (the image quantised as
         :func:`render_slices` does); a torch device renders with :class:`TorchRenderer` there and
-        returns a uint8 tensor on it (``round(clip(x, 0, 1) * 255)``); ``renderers`` caches one
-        TorchRenderer per subject index across calls.
+        returns a uint8 tensor on it (``round(clip(x, 0, 1) * 255)``) from one :class:`TorchRenderer` call
+        over every subject of the batch; ``renderers`` caches that renderer across calls, keyed by the
+        sorted tuple of subject indices.
     """
     subject_index = np.asarray(subject_index).reshape(-1)
     h, w = check_size(size)
@@ -181,14 +182,11 @@ def render_poses(
         import torch
 
         renderers = {} if renderers is None else renderers
-        frames = torch.empty((n, h, w), dtype=torch.uint8, device=device)
-        for s in groups:
-            sel = np.flatnonzero(subject_index == s)
-            if s not in renderers:
-                renderers[s] = TorchRenderer(subjects[s].volume, device)
-            img = renderers[s].render(centers[sel], rotations[sel], fovs[sel], (h, w))
-            frames[torch.as_tensor(sel, device=device)] = (img.clamp(0, 1) * 255).round().to(torch.uint8)
-        return frames
+        key = tuple(groups.tolist())
+        if key not in renderers:
+            renderers[key] = TorchRenderer([subjects[s].volume for s in key], device)
+        img = renderers[key].render(centers, rotations, fovs, (h, w), volume_index=np.searchsorted(groups, subject_index))
+        return (img.clamp(0, 1) * 255).round().to(torch.uint8)
     out = _check_out(np.empty((n, h, w), np.uint8) if out is None else out, (n, h, w), (np.uint8,))
     if len(groups) == 1:  # the common case: no gather/scatter
         render_slices(subjects[groups[0]].volume, centers, rotations, fovs, (h, w), labels=labels, out=out)
@@ -630,38 +628,64 @@ def _nearest_parallel(labels, m, out):
 
 
 class TorchRenderer:
-    """Batched ``grid_sample`` rendering of one volume on a torch device (CPU or GPU).
+    """Batched ``grid_sample`` rendering of one or several volumes on a torch device (CPU or GPU).
+
+    Several volumes are zero-padded to one (S, 1, I, J, K) tensor, so slices of all of them render in
+    one ``grid_sample`` call (the views of each volume side by side; see :meth:`render`).
 
     Parameters
     ----------
-    volume : Volume
+    volume : Volume, or a sequence of Volumes
     device : str or torch.device
     dtype : torch dtype of the stored volume (float32 default; float16/bfloat16 halve memory)
     """
 
-    def __init__(self, volume: Volume, device="cpu", dtype=None):
+    def __init__(self, volume, device="cpu", dtype=None):
         try:
             import torch
         except ImportError as e:
             raise ImportError(f"TorchRenderer needs PyTorch ({e}); install it with: pip install 'navgym[train]'") from e
 
         self.torch = torch
-        self.volume = volume
+        self.volumes = [volume] if isinstance(volume, Volume) else list(volume)
+        if not self.volumes or not all(isinstance(v, Volume) for v in self.volumes):
+            raise TypeError(f"volume must be a Volume or a non-empty sequence of Volumes, got {volume!r}")
+        self.volume = self.volumes[0]
         self.device = torch.device(device)
         dtype = dtype or torch.float32
         with warnings.catch_warnings():  # zero-copy on CPU: the read-only array is never written
             warnings.filterwarnings("ignore", "The given NumPy array is not writable", UserWarning)
-            self.data = torch.as_tensor(np.asarray(volume.data), dtype=dtype, device=self.device)[None, None]
+            arrays = [torch.as_tensor(np.asarray(v.data), dtype=dtype, device=self.device) for v in self.volumes]
+        if len(arrays) == 1:
+            self.data = arrays[0][None, None]
+        else:
+            shape = np.max([a.shape for a in arrays], axis=0)
+            self.data = torch.zeros((len(arrays), 1, *shape), dtype=dtype, device=self.device)
+            for d, a in zip(self.data, arrays):
+                d[0, : a.shape[0], : a.shape[1], : a.shape[2]] = a
 
-    def render(self, centers, rotations, fovs, size=(128, 128), fill: float = 0.0):
-        """(N, H, W) float32 tensor of slices; inputs are tensors or arrays in world mm (as :func:`render_slices`)."""
+    def render(self, centers, rotations, fovs, size=(128, 128), fill: float = 0.0, volume_index=None):
+        """(N, H, W) float32 tensor of slices; inputs are tensors or arrays in world mm (as :func:`render_slices`).
+
+        volume_index : (N,) ints, pose i's volume in the renderer's sequence (None: the first and only one).
+        """
         torch = self.torch
         h, w = check_size(size)
         host = lambda a: a.detach().cpu().numpy() if torch.is_tensor(a) else a  # noqa: E731
-        m = torch.as_tensor(
-            pixel_to_voxel(self.volume.inverse_affine, host(centers), host(rotations), host(fovs), (h, w)),
-            device=self.device,
-        )
+        centers, rotations, fovs = host(centers), host(rotations), host(fovs)
+        n = len(fovs)
+        if volume_index is None:
+            if len(self.volumes) > 1:
+                raise ValueError(f"volume_index is needed: this renderer holds {len(self.volumes)} volumes")
+            volume_index = np.zeros(n, np.int64)
+        volume_index = np.asarray(volume_index).reshape(-1)
+        if len(volume_index) != n or not np.all((volume_index >= 0) & (volume_index < len(self.volumes))):
+            raise ValueError(f"volume_index must be {n} indices in [0, {len(self.volumes)}), got {volume_index!r}")
+        m = np.empty((n, 3, 3))
+        for v in np.unique(volume_index):
+            sel = volume_index == v
+            m[sel] = pixel_to_voxel(self.volumes[v].inverse_affine, centers[sel], rotations[sel], fovs[sel], (h, w))
+        m = torch.as_tensor(m, device=self.device)
         rows = torch.arange(h, dtype=torch.float64, device=self.device)
         cols = torch.arange(w, dtype=torch.float64, device=self.device)
         vox = (
@@ -669,13 +693,30 @@ class TorchRenderer:
             + m[:, None, None, :, 1] * cols[None, None, :, None]
             + m[:, None, None, :, 2]
         )  # (N, H, W, 3) voxel (i, j, k)
-        out = sample_at_indices(self.data - fill if fill else self.data, vox)[:, 0].float()
+        data = self.data
+        if fill:  # zero outside each volume, its padding included, stands for the fill value
+            data = data.clone()
+            for d, v in zip(data, self.volumes):
+                d[0, : v.shape[0], : v.shape[1], : v.shape[2]] -= fill
+        if len(self.volumes) == 1:
+            out = sample_at_indices(data, vox)[:, 0]
+        else:  # views of volume v in row v of a (S, M, H, W, 3) index: one call for every volume
+            rank = np.zeros(n, np.int64)
+            for v in np.unique(volume_index):
+                sel = np.flatnonzero(volume_index == v)
+                rank[sel] = np.arange(len(sel))
+            where = (torch.as_tensor(volume_index, device=self.device), torch.as_tensor(rank, device=self.device))
+            index = torch.zeros((len(self.volumes), int(rank.max()) + 1, h, w, 3), dtype=vox.dtype, device=self.device)
+            index[where] = vox
+            out = sample_at_indices(data, index)[:, 0][where]
+        out = out.float()
         return out + fill if fill else out
 
 
 def sample_at_indices(data, index):
-    """Trilinear samples of a torch tensor ``data`` (B, C, I, J, K) at array-index coordinates ``index``
-    (N, H, W, 3) tensor ``(i, j, k)`` -> (N, C, H, W) in ``data``'s dtype; B is 1 (shared) or N.
+    """Trilinear samples of a torch tensor ``data`` (B, C, I, J, K) at array-index coordinates ``index``:
+    an (N, H, W, 3) tensor ``(i, j, k)`` -> (N, C, H, W) in ``data``'s dtype, B 1 (shared) or N; or
+    (B, M, H, W, 3), M points grids in each of the B arrays -> (B, C, M, H, W).
 
     Integer indices are sample centres (for a volume: voxel centres, as the NIfTI affine places them);
     points beyond the outer centres blend with zero, so half a sample outside gives half the edge
@@ -685,7 +726,10 @@ def sample_at_indices(data, index):
     import torch
 
     size = torch.as_tensor(data.shape[2:], dtype=index.dtype, device=index.device)
-    grid = ((2 * index + 1) / size - 1).flip(-1)[:, None].to(data.dtype)  # grid_sample wants (k, j, i)
-    out = torch.nn.functional.grid_sample(data.expand(len(index), -1, -1, -1, -1), grid, mode="bilinear",
+    grid = ((2 * index + 1) / size - 1).flip(-1).to(data.dtype)  # grid_sample wants (k, j, i)
+    if index.dim() == 5:
+        return torch.nn.functional.grid_sample(data, grid, mode="bilinear", padding_mode="zeros",
+                                               align_corners=False)
+    out = torch.nn.functional.grid_sample(data.expand(len(index), -1, -1, -1, -1), grid[:, None], mode="bilinear",
                                           padding_mode="zeros", align_corners=False)
     return out[:, :, 0]

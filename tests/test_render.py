@@ -341,3 +341,27 @@ def test_render_poses_renders_each_pose_in_its_subject():
     np.testing.assert_array_equal(render_poses(held, [7], centers[:1], rotations[:1], fovs[:1], (16, 12))[0], images[0])
     with pytest.raises(ValueError, match="subject_index has 2 entries for 5 poses"):
         render_poses(subjects, [0, 1], centers, rotations, fovs, (16, 12))
+
+
+@pytest.mark.parametrize("fill", [0.0, 0.2])
+def test_torch_renderer_of_several_volumes_matches_each_alone(fill):
+    """Volumes of different shapes and affines in one renderer (one grid_sample call) give each volume's own slices."""
+    pytest.importorskip("torch")
+    affine = np.array([[0.0, -1.2, 0, 5], [1.2, 0, 0, -3], [0, 0, 1.5, 2], [0, 0, 0, 1]])
+    vols = [random_volume(seed=5), random_volume(shape=(9, 14, 11), margin=0, seed=3, affine=affine),
+            random_volume(shape=(20, 7, 12), seed=8)]
+    rng = np.random.default_rng(0)
+    index = rng.integers(0, 3, 40)
+    index[:3] = [2, 2, 0]  # uneven counts per volume
+    poses = [random_poses(v, 40, spread=0.3 * max(v.shape), fov=1.4 * max(v.shape), seed=i) for i, v in enumerate(vols)]
+    centers, rotations, fovs = (np.stack([poses[v][a][i] for i, v in enumerate(index)]) for a in range(3))
+    got = TorchRenderer(vols).render(centers, rotations, fovs, (17, 23), fill=fill, volume_index=index).numpy()
+    for v, vol in enumerate(vols):
+        sel = index == v
+        alone = TorchRenderer(vol).render(centers[sel], rotations[sel], fovs[sel], (17, 23), fill=fill).numpy()
+        np.testing.assert_allclose(got[sel], alone, atol=1e-5)
+        assert (alone != np.float32(fill)).mean() > 0.02  # slices through each volume, not only padding
+    with pytest.raises(ValueError, match="volume_index"):
+        TorchRenderer(vols).render(centers, rotations, fovs, (8, 8))
+    with pytest.raises(ValueError, match="volume_index"):
+        TorchRenderer(vols).render(centers, rotations, fovs, (8, 8), volume_index=np.full(40, 3))

@@ -233,9 +233,9 @@ class StreamingWindows(IterableDataset):
                 subjects, policy, self.task, self.config, self.episodes_per_chunk, self.episode_steps,
                 np.random.SeedSequence([self.seed, worker, c]), resident[np.arange(self.episodes_per_chunk) % m],
             )
-            for s in list(renderers):
-                if s not in resident:
-                    del renderers[s]
+            for key in list(renderers):  # renderers of subjects no longer resident
+                if not set(key) <= set(resident.tolist()):
+                    del renderers[key]
             poses, template = pose_arrays(subjects, sim)
             frames = self._render(subjects, sim, renderers)
             k = self.episode_steps // self.window
