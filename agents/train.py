@@ -5,7 +5,8 @@
 Writes to ``--out``: ``config.json``, TensorBoard events (``loss/…`` from SB3 under ``train/``,
 ``eval/…``, ``perf/…``), ``checkpoints/`` (SB3 zips every ``--checkpoint-every`` steps; with
 ``--normalize-reward`` also the reward statistics as ``.npz``, never a pickle),
-``model.zip`` (final), ``evaluations.json`` (the held-out learning curve) and ``final_eval.json``.
+``model.zip`` (final), ``evaluations.json`` (the held-out learning curve), ``final_eval.json`` and, for a
+standardised frozen encoder, ``standardisation.npz`` (its feature statistics, read again on resume and by play).
 Evaluation runs on the preset's held-out ``test`` subjects with fixed starts (see
 :mod:`agents.evaluate`).  Re-running the same command in the same ``--out`` resumes from the
 newest checkpoint (the last step is always one), a larger ``--steps`` extends a run, and any other
