@@ -9,8 +9,8 @@ Every run trains with :func:`agents.train.train` and is evaluated on the preset'
 and ``curves_<task>.png`` (held-out success rate vs training steps, mean over seeds, min-max band).
 ``--quick``: a tiny smoke configuration (template subjects, 32 px, a few hundred steps).
 
-An encoder is ``pixels``, ``random-cnn``, a world-model checkpoint or method, optionally as
-``LABEL=SPEC``; ``ft:SPEC`` fine-tunes it (frozen otherwise), so one report can hold both
+An encoder is an :class:`world_model.encoders.EncoderSpec`: ``pixels``, ``random-cnn``, ``pooled_pixels``, a
+world-model checkpoint or method, optionally as ``LABEL=SPEC``; ``ft:SPEC`` fine-tunes it (frozen otherwise), so one report can hold both
 (``navwm=runs/wm/navwm_s{seed}/last.pt navwm-ft=ft:runs/wm/navwm_s{seed}/last.pt``); a ``{seed}``
 in the checkpoint path is replaced by the run's seed, so RL seed k uses pretraining seed k.  A run whose ``final_eval.json`` exists with the
 same config is reused, so an interrupted benchmark resumes.
