@@ -9,8 +9,8 @@ Every run trains with :func:`agents.train.train` and is evaluated on the preset'
 and ``curves_<task>.png`` (held-out success rate vs training steps, mean over seeds, min-max band).
 ``--quick``: a tiny smoke configuration (template subjects, 32 px, a few hundred steps).
 
-An encoder is ``pixels``, ``random-cnn``, a world-model checkpoint or method, optionally as
-``LABEL=SPEC``; ``ft:SPEC`` fine-tunes it (frozen otherwise), so one report can hold both
+An encoder is an :class:`world_model.encoders.EncoderSpec`: ``pixels``, ``random-cnn``, ``pooled_pixels``, a
+world-model checkpoint or method, optionally as ``LABEL=SPEC``; ``ft:SPEC`` fine-tunes it (frozen otherwise), so one report can hold both
 (``navwm=runs/wm/navwm_s{seed}/last.pt navwm-ft=ft:runs/wm/navwm_s{seed}/last.pt``); a ``{seed}``
 in the checkpoint path is replaced by the run's seed, so RL seed k uses pretraining seed k.  A run whose ``final_eval.json`` exists with the
 same config is reused, so an interrupted benchmark resumes.
@@ -32,10 +32,10 @@ import numpy as np
 
 from navgym.files import atomic_path, write_atomic, write_json_atomic
 from navgym.presets import get_preset
+from world_model.encoders import EncoderSpec
 from world_model.evaluation.stats import mean_ci
 
 from .evaluate import bootstrap_median, episode_metrics, policy_act_fn, run_episodes, steps_to, wilson
-from .extractors import load_frame_encoder
 from .train import AgentConfig, add_config_arguments, config_from_args, eval_env, train
 
 __all__ = ["run_benchmark", "summarise", "success_mean_ci", "format_ci", "bound_episodes", "describe_encoder", "BOUNDS",
@@ -53,20 +53,14 @@ def bound_episodes(cfg: AgentConfig, name: str, seed: int) -> list[dict]:
         env.close()
 
 
-def describe_encoder(spec: str, seed: int, finetune: bool) -> dict:
-    """Where a run's encoder comes from, for the report: ``spec`` (``{seed}`` already replaced), whether it
-    trains (``pixels``, or ``finetune``), and for a world model its method, model size, parameters,
-    feature width and pretraining budget (steps, frames; None for an untrained architecture)."""
-    d = {"spec": spec, "trains": spec == "pixels" or finetune}
-    enc = load_frame_encoder(spec, seed=seed)
-    if enc is None or spec == "random-cnn":
-        return {**d, "kind": "pixels CNN" if enc is None else "random CNN"}
-    tc = enc.train_config if os.path.isfile(spec) else None  # a method name: that architecture, untrained
-    return {**d, "kind": "world model", "method": enc.method, "arch": enc.cfg.arch,
-            "model_size": tc.model_size if tc else "tiny", "params": sum(p.numel() for p in enc.parameters()),
-            "feature_dim": int(enc.feature_dim), "pretrain_steps": tc.steps if tc else None,
-            "pretrain_frames": tc.steps * enc.frames_per_batch() if tc else None,
-            "pretrain_subjects": tc.subjects if tc else None}
+def describe_encoder(spec: str, seed: int, finetune: bool, encoder=None) -> dict:
+    """Where a run's encoder comes from, for the report: :meth:`EncoderSpec.describe` of ``spec`` (``{seed}``
+    already replaced; ``encoder``: it loaded, else loaded here with ``seed``) and whether it trains (``pixels``,
+    or ``finetune``)."""
+    parsed = EncoderSpec.parse(spec)
+    if encoder is None:
+        encoder = parsed.load(seed=seed)
+    return {"spec": parsed.source, "trains": parsed.kind == "pixels" or finetune, **parsed.describe(encoder)}
 
 
 def success_mean_ci(rates) -> tuple[float, float, float]:
@@ -112,27 +106,32 @@ def _final_arrays(eps: list[dict]) -> dict:
 
 
 def encoder_label(enc: str) -> tuple[str, str, bool]:
-    """(label, spec, finetune) of a ``--encoders`` entry: ``[LABEL=][ft:]SPEC`` (label: the file stem when
-    not given, ``-ft`` appended for ``ft:``, which fine-tunes that encoder)."""
-    label, spec = enc.split("=", 1) if "=" in enc else (None, enc)
-    finetune = spec.startswith("ft:")
-    spec = spec[3:] if finetune else spec
+    """(label, spec, finetune) of a ``--encoders`` entry, an :class:`EncoderSpec` ``[LABEL=][ft:]SPEC`` (label: the
+    file stem when not given, ``-ft`` appended for ``ft:``, which fine-tunes that encoder)."""
+    parsed = EncoderSpec.parse(enc)
+    label = parsed.label
     if label is None:
-        label = (Path(spec).stem if os.path.exists(spec) else spec) + ("-ft" if finetune else "")
-    return label, spec, finetune
+        label = (Path(parsed.source).stem if parsed.kind == "checkpoint" and os.path.exists(parsed.source)
+                 else parsed.source) + ("-ft" if parsed.finetune else "")
+    return label, parsed.source, parsed.finetune
 
 
-def _train_or_reuse(cfg: AgentConfig) -> dict:
-    """``train(cfg)`` (which returns a finished run's saved result and resumes an unfinished one); a
-    world-model checkpoint whose pretraining has not finished is refused (a benchmark compares finished encoders)."""
-    if os.path.isfile(cfg.encoder) and not (Path(cfg.out) / "final_eval.json").exists():
-        if not load_frame_encoder(cfg.encoder).finished:
-            raise ValueError(f"{cfg.encoder}: its pretraining is unfinished; finish it first")
+def _train_or_reuse(cfg: AgentConfig) -> tuple[dict, dict]:
+    """(``train(cfg)``, the run's :func:`describe_encoder`): the encoder loaded once for the description and the
+    check that a world-model checkpoint's pretraining has finished (a benchmark compares finished encoders;
+    a run that has finished is reused as saved).  ``train`` returns a finished run's saved result and resumes an
+    unfinished one."""
+    spec = EncoderSpec.parse(cfg.encoder)
+    encoder = spec.load(seed=cfg.seed)
+    if spec.kind == "checkpoint" and not encoder.finished and not (Path(cfg.out) / "final_eval.json").exists():
+        raise ValueError(f"{cfg.encoder}: its pretraining is unfinished; finish it first")
+    described = describe_encoder(cfg.encoder, cfg.seed, cfg.finetune, encoder)
+    del encoder
     result = train(cfg)
     # the finished run's model, envs and subjects sit in reference cycles that the collector reaches late: a
     # 15-run matrix grew to 14 GB and was killed for memory without this
     gc.collect()
-    return result
+    return result, described
 
 
 def run_benchmark(tasks, encoders, algos, seeds, base: AgentConfig, out: Path, finetune: bool = False,
@@ -166,10 +165,10 @@ def run_benchmark(tasks, encoders, algos, seeds, base: AgentConfig, out: Path, f
                 for seed in seeds:
                     cfg = replace(base, task=task, encoder=spec.replace("{seed}", str(seed)), algo=algo, seed=seed,
                                   finetune=tune, out=str(out / "runs" / task / label / f"seed{seed}"))
-                    r = _train_or_reuse(cfg)
+                    r, described = _train_or_reuse(cfg)
                     eps = r["final_episodes"]
                     runs.append({"final": r["final"], "curve": r["curve"], "perf": r["perf"], **_final_arrays(eps),
-                                 "encoder": describe_encoder(cfg.encoder, seed, tune)})
+                                 "encoder": described})
                 methods[label] = runs
         report["tasks"][task] = {
             "preset": {"success": get_preset(task).success, "max_episode_steps": get_preset(task).max_episode_steps,

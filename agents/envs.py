@@ -166,6 +166,11 @@ class NavVecEnv(VecEnv):
         self._seed = seed
         return [None if seed is None else seed + i for i in range(self.num_envs)]
 
+    @property
+    def episode_subjects(self) -> tuple:
+        """The :class:`navgym.subjects.Subject` each env navigates in its current episode."""
+        return self.venv.episode_subjects
+
     def current_infos(self) -> list[dict]:
         """Per-env info dicts (:data:`INFO_KEYS`: pose, target, task figures) of the current poses."""
         info = self._info

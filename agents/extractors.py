@@ -9,12 +9,16 @@ frames as float 0..255 (SB3 casts uint8 to float) and scales them itself.
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 from gymnasium import spaces
 from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
 from torch import nn
 
-__all__ = ["NavExtractor", "load_frame_encoder", "RandomCNN", "StandardisedEncoder", "CNNS"]
+from world_model.encoders import EncoderSpec, RandomCNN
+
+__all__ = ["NavExtractor", "RandomCNN", "StandardisedEncoder", "CNNS"]
 
 
 def nature_cnn(frames: int) -> nn.Sequential:
@@ -39,9 +43,9 @@ class NavExtractor(BaseFeaturesExtractor):
 
     With a ``features`` entry instead of ``image`` (frozen features computed by the env, the fast
     path for frozen encoders) the output is simply ``[features, actions]``.
-    encoder : spec for :func:`load_frame_encoder` or a module; ``"pixels"``/None -> the CNN ``cnn`` (:data:`CNNS`)
-        over the k stacked frames, trained end to end; otherwise a pretrained encoder applied
-        to each frame, its k feature vectors concatenated (B, k * feature_dim).
+    encoder : a :class:`world_model.encoders.EncoderSpec` source or a module; ``"pixels"``/None -> the CNN
+        ``cnn`` (:data:`CNNS`) over the k stacked frames, trained end to end; otherwise a pretrained
+        encoder applied to each frame, its k feature vectors concatenated (B, k * feature_dim).
     finetune : train the pretrained encoder too (default: frozen, eval mode, no gradients).
     Output: image features followed by the action history (B, features_dim).
     """
@@ -55,7 +59,7 @@ class NavExtractor(BaseFeaturesExtractor):
             self.finetune = False
             return
         if isinstance(encoder, str):  # a spec, so saved models hold a string, never a pickled module
-            encoder = load_frame_encoder(encoder, seed=encoder_seed, size=observation_space["image"].shape[-1])
+            encoder = EncoderSpec.parse(encoder).load(seed=encoder_seed, size=observation_space["image"].shape[-1])
         img = observation_space["image"]
         k, h, w = img.shape
         if encoder is None:
@@ -105,61 +109,27 @@ class NavExtractor(BaseFeaturesExtractor):
         return torch.cat([self.encode_frames(obs["image"]), obs["actions"]], dim=1)
 
 
-class RandomCNN(nn.Module):
-    """A randomly initialised conv encoder (the ``random-cnn`` baseline; seeded, usually frozen).
-
-    ``features((B, H, W) uint8) -> (B, 128)``: 4 stride-2 convs (32, 64, 128, 128) + global mean.
-    """
-
-    feature_dim = 128
-
-    def __init__(self, seed: int = 0):
-        super().__init__()
-        gen = torch.random.fork_rng()
-        with gen:
-            torch.manual_seed(seed)
-            self.net = nn.Sequential(
-                nn.Conv2d(1, 32, 4, 2, 1), nn.GELU(), nn.Conv2d(32, 64, 4, 2, 1), nn.GELU(),
-                nn.Conv2d(64, 128, 4, 2, 1), nn.GELU(), nn.Conv2d(128, 128, 4, 2, 1), nn.GELU(),
-            )
-
-    def features(self, frames: torch.Tensor) -> torch.Tensor:
-        return self.net(frames.float()[:, None] / 255.0 - 0.5).mean((2, 3))
-
-
 class StandardisedEncoder(nn.Module):
     """A frozen encoder whose features are standardised per dimension, ``(f - mean) / std``.
 
     Encoders' raw feature scales differ widely (an untrained world model's features vary ~60x less between
     slices than a trained one's), and a policy network sees unit-scale inputs only after this; ``mean`` and
-    ``std`` (D,) come from a fixed sample of training slices (:func:`agents.train.frozen_encoder`); a
-    dimension that does not vary over the sample keeps std 1.
+    ``std`` (D,) are :func:`world_model.standardise.statistics` of a fixed sample of training slices
+    (:func:`agents.train.frozen_encoder`, saved with the run).
     """
 
-    def __init__(self, encoder: nn.Module, mean: torch.Tensor, std: torch.Tensor):
+    def __init__(self, encoder: nn.Module, mean, std):
         super().__init__()
         self.encoder, self.feature_dim = encoder, int(encoder.feature_dim)
-        self.register_buffer("mean", mean.float())
-        self.register_buffer("std", torch.where(std > 1e-8, std.float(), torch.ones_like(std.float())))
+        self.register_buffer("mean", torch.as_tensor(mean).float())
+        self.register_buffer("std", torch.as_tensor(std).float())
 
     def features(self, frames: torch.Tensor) -> torch.Tensor:
         return (self.encoder.features(frames).float() - self.mean) / self.std
 
 
 def load_frame_encoder(spec: str, seed: int = 0, size: int | None = None) -> nn.Module | None:
-    """``"pixels"`` -> None (NatureCNN), ``"random-cnn"`` -> :class:`RandomCNN`, else
-    ``world_model.load_encoder(spec, seed)`` (a checkpoint path, or a method name such as
-    ``random``: that architecture untrained).  ``size``: the frames' pixels, refused (``ValueError``
-    naming the encoder) when a world model was trained on another size."""
-    if spec == "pixels":
-        return None
-    if spec == "random-cnn":
-        return RandomCNN(seed)
-    from world_model import load_encoder as wm_load
-
-    enc = wm_load(spec, seed=seed)
-    trained = getattr(getattr(enc, "cfg", None), "size", None)
-    if size is not None and trained is not None and int(trained) != int(size):
-        raise ValueError(f"--encoder {spec}: the world model takes {trained}-px slices, the agent renders {size} px; "
-                         f"pass --size {trained}")
-    return enc
+    """Deprecated: ``EncoderSpec.parse(spec).load(seed, size)`` (:class:`world_model.encoders.EncoderSpec`)."""
+    warnings.warn("agents.extractors.load_frame_encoder is deprecated; use "
+                  "world_model.encoders.EncoderSpec.parse(spec).load(seed, size)", DeprecationWarning, stacklevel=2)
+    return EncoderSpec.parse(spec).load(seed=seed, size=size)

@@ -31,18 +31,24 @@ from .benchmark import BOUNDS, bound_episodes
 from .evaluate import episode_metrics, model_act_fn, run_episodes
 from .train import AgentConfig, build_model, eval_env, frozen_encoder, saved_config
 
-__all__ = ["agent_config", "load_agent", "play", "main"]
+__all__ = ["agent_config", "run_folder", "load_agent", "play", "main"]
 
 
-def agent_config(model_path: str | Path) -> AgentConfig:
-    """The :class:`AgentConfig` of a ``model.zip`` (or checkpoint) of ``agents.train``: its run's ``config.json``."""
+def run_folder(model_path: str | Path) -> Path:
+    """The run folder of a ``model.zip`` (or checkpoint) of ``agents.train``: the one holding its ``config.json``
+    (beside it, or one folder up)."""
     model_path = Path(model_path)
     if not model_path.is_file():
         raise FileNotFoundError(f"model: no such file {model_path}")
     for folder in (model_path.parent, model_path.parent.parent):
         if (folder / "config.json").exists():
-            return saved_config(json.loads((folder / "config.json").read_text()))
+            return folder
     raise FileNotFoundError(f"model: no config.json beside {model_path} or one folder up (agents.train writes it)")
+
+
+def agent_config(model_path: str | Path) -> AgentConfig:
+    """The :class:`AgentConfig` of a ``model.zip`` (or checkpoint) of ``agents.train``: its run's ``config.json``."""
+    return saved_config(json.loads((run_folder(model_path) / "config.json").read_text()))
 
 
 def load_agent(model_path: str | Path, cfg: AgentConfig, env, device: str = "auto"):
@@ -76,7 +82,7 @@ def _record(model, env, cfg: AgentConfig, fps_steps: int) -> list[np.ndarray]:
     from navgym.viz import locator_frame
 
     obs = env.reset()
-    subject = env.venv.nav.episode_subjects[0]  # the vector env's Navigator: the subject env 0 navigates
+    subject = env.episode_subjects[0]
     infos, frames = env.current_infos(), []
     for _ in range(fps_steps):
         info = infos[0]
@@ -98,6 +104,7 @@ def play(model_path, episodes: int = 2, envs: int | None = None, gif: str | None
     also ``"bounds": {"oracle"|"random": metrics}`` on the same episodes (and writes ``gif``).
     ``task``: another preset with the same target as the agent's (default: the agent's own)."""
     cfg = agent_config(model_path)
+    encoder = frozen_encoder(cfg, run_folder(model_path))  # the run's own statistics
     if task is not None:
         want, have = get_preset(task), get_preset(cfg.task)
         if (want.task, want.task_kwargs) != (have.task, have.task_kwargs):
@@ -105,7 +112,6 @@ def play(model_path, episodes: int = 2, envs: int | None = None, gif: str | None
         cfg = replace(cfg, task=task)
     if envs is not None:
         cfg = replace(cfg, eval_envs=envs)
-    encoder = frozen_encoder(cfg)
     env = eval_env(cfg, encoder)
     try:
         model = load_agent(model_path, cfg, env, device)

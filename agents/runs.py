@@ -50,12 +50,12 @@ def load_run(path: str | Path, split: str = "test", device: str = "auto", **env_
     """(SB3 model, its env) of an ``agents.train`` run: ``path`` is the run folder (its ``model.zip``) or a model /
     checkpoint zip inside it; the env as :func:`make_agent_env` (``env_kwargs``, e.g. ``render_mode``, go to
     ``gym.make``)."""
-    from .play import agent_config, load_agent
+    from .play import agent_config, load_agent, run_folder
 
     path = Path(path)
     model_path = path / "model.zip" if path.is_dir() else path
     cfg = agent_config(model_path)
-    env = make_agent_env(cfg, split, frozen_encoder(cfg), **env_kwargs)
+    env = make_agent_env(cfg, split, frozen_encoder(cfg, run_folder(model_path)), **env_kwargs)
     from stable_baselines3.common.vec_env import DummyVecEnv
 
     return load_agent(model_path, cfg, DummyVecEnv([lambda: env]), device), env  # the model is built on a VecEnv

@@ -5,7 +5,8 @@
 Writes to ``--out``: ``config.json``, TensorBoard events (``loss/…`` from SB3 under ``train/``,
 ``eval/…``, ``perf/…``), ``checkpoints/`` (SB3 zips every ``--checkpoint-every`` steps; with
 ``--normalize-reward`` also the reward statistics as ``.npz``, never a pickle),
-``model.zip`` (final), ``evaluations.json`` (the held-out learning curve) and ``final_eval.json``.
+``model.zip`` (final), ``evaluations.json`` (the held-out learning curve), ``final_eval.json`` and, for a
+standardised frozen encoder, ``standardisation.npz`` (its feature statistics, read again on resume and by play).
 Evaluation runs on the preset's held-out ``test`` subjects with fixed starts (see
 :mod:`agents.evaluate`).  Re-running the same command in the same ``--out`` resumes from the
 newest checkpoint (the last step is always one), a larger ``--steps`` extends a run, and any other
@@ -33,10 +34,12 @@ from tqdm.auto import tqdm
 from navgym.files import RunFolderError, atomic_path, differences, write_json_atomic
 from navgym.presets import get_preset
 from world_model.config import config_field, parse_bool
+from world_model.encoders import EncoderSpec
+from world_model.standardise import load_statistics, save_statistics, statistics
 
 from .envs import CONTROLS, NavVecEnv, make_nav_vec_env
 from .evaluate import episode_metrics, model_act_fn, run_episodes
-from .extractors import CNNS, NavExtractor, StandardisedEncoder, load_frame_encoder
+from .extractors import CNNS, NavExtractor, StandardisedEncoder
 
 __all__ = ["AgentConfig", "RunFolderError", "saved_config", "train", "choose_device", "main", "PPO_DEFAULTS", "SAC_DEFAULTS", "algo_settings"]
 
@@ -119,23 +122,45 @@ def choose_device(spec: str = "auto") -> str:
 
 #: training slices whose features give a frozen encoder's standardisation (16 envs x 32 random steps)
 STANDARDISE_SAMPLE = (16, 32)
+#: the file of a run folder holding its frozen encoder's standardisation statistics
+STANDARDISATION_FILE = "standardisation.npz"
 
 
-def frozen_encoder(cfg: AgentConfig):
-    """The frozen encoder module whose features the envs precompute (None: pixels or fine-tuning); with
-    ``standardize_features``, wrapped in :class:`StandardisedEncoder` with the per-dimension mean and std of
-    its features over a fixed sample of training slices (the starts and uniform random actions of
-    :data:`STANDARDISE_SAMPLE` envs x steps, seeded by ``cfg.seed``), the same for training, evaluation and play."""
-    if cfg.encoder == "pixels" or cfg.finetune:
+def encoder_spec(cfg: AgentConfig) -> EncoderSpec:
+    """The :class:`EncoderSpec` of ``cfg.encoder``: a SOURCE alone (``LABEL=`` and ``ft:`` are agents.benchmark's;
+    ``--finetune`` fine-tunes), else ``ValueError`` naming it."""
+    spec = EncoderSpec.parse(cfg.encoder)
+    if spec.label is not None or spec.finetune:
+        raise ValueError(f"--encoder {cfg.encoder}: takes an encoder alone (LABEL= and ft: are agents.benchmark "
+                         f"--encoders' forms; --finetune fine-tunes)")
+    return spec
+
+
+def frozen_encoder(cfg: AgentConfig, folder: str | Path | None = None, save: bool = False):
+    """The frozen encoder module whose features the envs precompute (None: pixels or fine-tuning), loaded once;
+    with ``standardize_features`` wrapped in :class:`StandardisedEncoder` with the statistics saved in the run
+    ``folder`` (default ``cfg.out``) as :data:`STANDARDISATION_FILE`.  Where there are none (a new run, or one
+    saved before runs kept them), the statistics of its features over a fixed sample of training slices (the
+    starts and uniform random actions of :data:`STANDARDISE_SAMPLE` envs x steps, seeded by ``cfg.seed``) are
+    measured, and with ``save`` written there, so training, its evaluations and later play use the same."""
+    spec = encoder_spec(cfg)
+    if spec.kind == "pixels" or cfg.finetune:
         return None
-    enc = load_frame_encoder(cfg.encoder, seed=cfg.seed, size=cfg.size)
+    enc = spec.load(seed=cfg.seed, size=cfg.size)
     enc.requires_grad_(False)
     enc.eval()
     if not cfg.standardize_features:
         return enc
+    path = Path(cfg.out if folder is None else folder) / STANDARDISATION_FILE
+    about = {"encoder": cfg.encoder, "seed": cfg.seed, "size": cfg.size, "sample": STANDARDISE_SAMPLE}
+    if path.exists():
+        mean, std, saved = load_statistics(path, enc.feature_dim)
+        if {k: saved.get(k) for k in ("encoder", "seed", "size")} != {k: about[k] for k in ("encoder", "seed", "size")}:
+            raise ValueError(f"{path}: statistics of another encoder ({saved}); the run's is {about}")
+        return StandardisedEncoder(enc, mean, std).eval()
     n_envs, n_steps = STANDARDISE_SAMPLE
     env = make_nav_vec_env(cfg.task, n_envs, split="train", size=cfg.size, frames=1, actions=0, seed=cfg.seed,
-                       subjects=cfg.train_subjects, controls=cfg.controls)
+                           subjects=cfg.train_subjects, controls=cfg.controls)
     try:
         env.action_space.seed(cfg.seed)
         frames = [env.reset()["image"][:, 0]]
@@ -145,8 +170,10 @@ def frozen_encoder(cfg: AgentConfig):
     finally:
         env.close()
     with torch.no_grad():
-        feats = enc.features(torch.from_numpy(np.concatenate(frames))).float()
-    return StandardisedEncoder(enc, feats.mean(0), feats.std(0)).eval()
+        mean, std = statistics(enc.features(torch.from_numpy(np.concatenate(frames))).float(), keepdims=False)
+    if save:
+        save_statistics(path, mean, std, **about)
+    return StandardisedEncoder(enc, mean, std).eval()
 
 
 def eval_env(cfg: AgentConfig, encoder=None):
@@ -396,7 +423,7 @@ def train(cfg: AgentConfig) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     resume, curve = _resume_point(cfg, out)
     write_json_atomic(out / "config.json", asdict(cfg))
-    encoder = frozen_encoder(cfg)
+    encoder = frozen_encoder(cfg, out, save=True)
     env = make_nav_vec_env(cfg.task, cfg.n_envs, split="train", size=cfg.size, frames=cfg.frames,
                        actions=cfg.actions, seed=cfg.seed, subjects=cfg.train_subjects, encoder=encoder,
                        controls=cfg.controls)

@@ -286,6 +286,11 @@ class MRINavVectorEnv(_NavigatorEnvBase, gym.vector.VectorEnv):
         self._episodes = np.zeros(self.num_envs, np.int64)  # episodes started since the last reset()
         self._needs_reset = np.zeros(self.num_envs, bool)
 
+    @property
+    def episode_subjects(self) -> tuple[Subject, ...]:
+        """The subject each sub-env navigates in its current episode."""
+        return tuple(self.nav.episode_subjects)
+
     def reset(self, *, seed: int | Sequence[int | None] | None = None, options: dict | None = None):
         seeds = _sub_env_seeds(seed, self.num_envs)
         options = _reset_options(options, ("subject_index", "episode_seed"))

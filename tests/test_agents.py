@@ -287,7 +287,7 @@ def test_extractor_precomputed_features_and_world_model_random():
 
 
 # --- training end to end -----------------------------------------------------------------------------
-def test_short_training_runs(tmp_path):
+def test_short_training_runs(tmp_path, monkeypatch):
     cfg = replace(AgentConfig(**QUICK), steps=128, eval_every=64, eval_episodes=1, eval_envs=2,
                   out=str(tmp_path / "ppo"))
     r = train(cfg)
@@ -330,6 +330,18 @@ def test_short_training_runs(tmp_path):
     sac = replace(cfg, algo="sac", encoder="random-cnn", steps=96, out=str(tmp_path / "sac"))
     r = train(sac)
     assert r["curve"][-1]["step"] == 96 and r["perf"]["encode_fraction"] > 0
+    import agents.train as agent_train
+
+    assert (tmp_path / "sac" / agent_train.STANDARDISATION_FILE).exists()
+    built = agent_train.make_nav_vec_env
+
+    def test_env_only(*args, split="train", **kw):
+        assert split == "test", "play built a training env (it should read the run's standardisation.npz)"
+        return built(*args, split=split, **kw)
+
+    monkeypatch.setattr(agent_train, "make_nav_vec_env", test_env_only)
+    assert [e["error"] for e in play(tmp_path / "sac" / "model.zip", episodes=1)["episodes"]] == \
+        [e["error"] for e in r["final_episodes"]]  # the run's statistics, so the same episodes
     with pytest.raises(ValueError, match="algo"):
         AgentConfig(algo="dqn")
 
@@ -396,6 +408,34 @@ def test_frozen_features_standardised_on_training_slices():
     assert not saved_config(saved).standardize_features  # so agents.play replays such a run on raw features
     px = replace(cfg, encoder="pixels")
     assert _same({k: v for k, v in asdict(px).items() if k != "standardize_features"}, px)
+
+
+def test_standardisation_saved_with_the_run_and_read_back(tmp_path, monkeypatch):
+    import shutil
+
+    import agents.train as agent_train
+
+    cfg = replace(AgentConfig(**QUICK), encoder="random-cnn", out=str(tmp_path / "run"))
+    path = tmp_path / "run" / agent_train.STANDARDISATION_FILE
+    measured = agent_train.frozen_encoder(cfg)
+    assert not path.exists()  # written only when asked (by train)
+    saved = agent_train.frozen_encoder(cfg, save=True)
+    assert path.exists() and torch.equal(saved.mean, measured.mean) and torch.equal(saved.std, measured.std)
+    shutil.copytree(tmp_path / "run", tmp_path / "moved")
+
+    def no_env(*args, **kwargs):
+        raise AssertionError("built a vector env instead of reading the saved statistics")
+
+    monkeypatch.setattr(agent_train, "make_nav_vec_env", no_env)
+    again = agent_train.frozen_encoder(cfg, tmp_path / "moved")  # a moved run folder
+    assert torch.equal(again.mean, saved.mean) and torch.equal(again.std, saved.std)
+    with pytest.raises(ValueError, match="another encoder"):
+        agent_train.frozen_encoder(replace(cfg, seed=1), tmp_path / "moved")
+    path.write_bytes(b"not an npz")
+    with pytest.raises(ValueError, match="standardisation.npz: not readable"):
+        agent_train.frozen_encoder(cfg)
+    with pytest.raises(ValueError, match="--encoder"):
+        agent_train.frozen_encoder(replace(cfg, encoder="wm=ft:random"))
 
 
 def test_benchmark_frees_each_runs_envs(tmp_path):

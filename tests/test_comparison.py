@@ -110,10 +110,10 @@ def test_one_loop_on_cuda_with_device_rng_and_bf16(tmp_path):
 
 def test_a_method_with_its_own_batches_gets_its_own_stream_unless_it_names_one():
     from world_model.config import make_config
-    from world_model.methods import DynamicsMethod, MAE3DMethod, build_model, data_stream
+    from world_model.methods import DynamicsMethod, MAE3DMethod, build_method, data_stream
 
     mc, tc = make_config("tiny", **SMALL)
-    assert [data_stream(build_model(mc, m, tc)) for m in ("navwm", "mae2d", "mae3d", "random")] == \
+    assert [data_stream(build_method(mc, m, tc)) for m in ("navwm", "mae2d", "mae3d", "random")] == \
         ["clips", "clips", "crops", None]
 
     class Jumps(DynamicsMethod):  # new data, no stream named: never shares the clips

@@ -65,9 +65,9 @@ def test_evaluate_and_report_with_stand_in_encoders(tmp_path, data, capsys, monk
     assert "frozen probes 5/5: random seed 1" in capsys.readouterr().out  # progress lines, seed by seed
     probes = {(r["method"], r["probe"]) for r in result["rows"]}
     assert {("navwm", "linear"), ("navwm", "attentive"), ("navwm", "finetune"), ("random", "finetune"),
-            ("supervised", "reference"), ("mean", "mean"), ("pixels", "attentive"),
+            ("supervised", "reference"), ("mean", "mean"), ("pooled_pixels", "attentive"),
             ("random", "linear_shuffled_labels")} <= probes
-    assert ("pixels", "finetune") not in probes  # nothing to fine-tune
+    assert ("pooled_pixels", "finetune") not in probes  # nothing to fine-tune
     assert {r["n_labels"] for r in result["rows"] if r["probe"] == "finetune"} == {32, 128}
     assert {r["task"] for r in result["rows"]} >= {"clip_pose", "clip_landmark_distance", "planning"}
     assert {r["method"] for r in result["planning"]} == {"navwm", "no_move", "random_actions", "true_pose_model"}
@@ -255,7 +255,7 @@ def test_quick_cli_end_to_end(tmp_path):
     from world_model.evaluate import main
 
     doc = main(["--quick", "--out", str(tmp_path), "--cache", str(tmp_path / "cache")])
-    assert {e["method"] for e in doc["entries"]} == {"navwm", "random", "pixels"}
+    assert {e["method"] for e in doc["entries"]} == {"navwm", "random", "pooled_pixels"}
     assert (tmp_path / "report.md").exists() and doc["sanity"]
 
 

@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 import torch
 
-from world_model import build_model, load_encoder
+from world_model import build_method, load_encoder
 from world_model.config import METHODS, MODEL_SIZES, make_config
-from world_model.encoders import count_params
+from world_model.model import count_params
 from world_model.methods import collapse_diagnostics, controllability
 from world_model.train import parse_args, train
 
@@ -29,7 +29,7 @@ def small(method="navwm", **kw):
 
 @pytest.mark.parametrize("method", METHODS)
 def test_shapes_and_feature_api(method):
-    m = build_model(MODEL_SIZES["tiny"], method)
+    m = build_method(MODEL_SIZES["tiny"], method)
     frames = torch.randint(0, 256, (3, 64, 64), dtype=torch.uint8)
     f = m.features(frames)
     assert f.shape == (3, m.feature_dim) and torch.isfinite(f).all()
@@ -47,14 +47,14 @@ def test_shapes_and_feature_api(method):
 
 def test_baseline_parameter_counts_match():
     for preset in ("tiny", "small"):
-        ref = count_params(build_model(MODEL_SIZES[preset], "navwm"))
+        ref = count_params(build_method(MODEL_SIZES[preset], "navwm"))
         for method in METHODS:
-            n = count_params(build_model(MODEL_SIZES[preset], method))
+            n = count_params(build_method(MODEL_SIZES[preset], method))
             assert abs(n - ref) <= 0.2 * ref, (preset, method, n, ref)
 
 
 def test_dynamics_is_block_causal_and_uses_actions():
-    m = build_model(make_config("tiny", **SMALL)[0], "navwm")
+    m = build_method(make_config("tiny", **SMALL)[0], "navwm")
     z = torch.randn(2, 3, *m.latent_shape)
     a = torch.rand(2, 3, 7) * 2 - 1
     p = m.dynamics(z, a)
@@ -68,7 +68,7 @@ def test_dynamics_is_block_causal_and_uses_actions():
 
 def test_tiny_batch_overfits():
     torch.manual_seed(0)
-    m = build_model(make_config("tiny", **SMALL)[0], "navwm")
+    m = build_method(make_config("tiny", **SMALL)[0], "navwm")
     frames = torch.randint(0, 256, (4, 3, 32, 32), dtype=torch.uint8)
     frames[:, :, 8:24, 8:24] = 255
     actions = torch.rand(4, 3, 7) * 2 - 1
@@ -160,7 +160,7 @@ def test_bad_config_values_give_clear_errors():
 
 
 def test_controllability_gap_is_zero_without_actions():
-    m = build_model(make_config("tiny", **SMALL)[0], "noaction")
+    m = build_method(make_config("tiny", **SMALL)[0], "noaction")
     frames = torch.randint(0, 256, (4, 3, 32, 32), dtype=torch.uint8)
     c = controllability(m, frames, torch.rand(4, 3, 7) * 2 - 1)
     assert c["delta_psnr"] == pytest.approx(0.0, abs=1e-6)
@@ -178,7 +178,7 @@ def _clips(method="navwm", n=2, **kw):
 def test_each_method_compute_loss_trains_the_right_parts(method):
     mc, tc, batch = _clips(method, steps=10, stage1_frac=0.5, jump_context=2)
     torch.manual_seed(0)
-    m = build_model(mc, method, tc)
+    m = build_method(mc, method, tc)
     if m.stream != "clips":
         batch = next(m.batches(0, 1, 0, torch.device("cpu")))
     for step in (0, 7):  # stage 1 and stage 2 of the dynamics family
@@ -208,7 +208,7 @@ def test_each_method_compute_loss_trains_the_right_parts(method):
 
 def test_clip_features_are_contextual():
     torch.manual_seed(0)
-    m = build_model(make_config("tiny", **SMALL)[0], "navwm").eval()
+    m = build_method(make_config("tiny", **SMALL)[0], "navwm").eval()
     frames = torch.randint(0, 256, (2, 3, 32, 32), dtype=torch.uint8)
     a = torch.rand(2, 3, 7) * 2 - 1
     f = m.clip_features(frames, a)
@@ -219,7 +219,7 @@ def test_clip_features_are_contextual():
     a2[:, 0] = -a2[:, 0]  # so does an earlier action
     assert not torch.allclose(m.clip_features(frames, a2), f)
     assert torch.allclose(m.clip_features(frames[:, -1:], a[:, -1:] * 0), m.clip_features(frames[:, -1:], a[:, -1:] * 0))
-    n = build_model(make_config("tiny", **SMALL)[0], "noaction").eval()
+    n = build_method(make_config("tiny", **SMALL)[0], "noaction").eval()
     assert torch.allclose(n.clip_features(frames, a), n.clip_features(frames, a2))  # "no action" only
 
 
@@ -299,7 +299,7 @@ def test_jump_batches_hold_an_unpredictable_far_jump_rendered_where_it_says():
     from navgym.subjects import load_subjects
 
     mc, tc = small("navjump", batch=6, jump_context=2, jump_mm=30.0, jump_deg=30.0, jump_zoom_pct=20.0)
-    m = build_model(mc, "navjump", tc)
+    m = build_method(mc, "navjump", tc)
     b = next(m.batches(0, 1, 0, torch.device("cpu")))
     assert b["frames"].shape == (6, 2, 32, 32) and b["jump_frames"].shape == (6, 32, 32)
     phys = b["jump_actions"].double() * torch.from_numpy(NavConfig().action_scale())
@@ -314,7 +314,7 @@ def test_jump_batches_hold_an_unpredictable_far_jump_rendered_where_it_says():
     assert np.abs(again.astype(int) - b["jump_frames"].numpy().astype(int)).max() <= 1
     # the jumps' own stream: the clips are the same as without jumps
     pm, pt = small("navwm", batch=6, window=2, rollout_steps=1)
-    plain = next(build_model(pm, "navwm", pt).batches(0, 1, 0, torch.device("cpu")))
+    plain = next(build_method(pm, "navwm", pt).batches(0, 1, 0, torch.device("cpu")))
     assert torch.equal(plain["frames"], b["frames"])
 
 
@@ -325,7 +325,7 @@ def test_prediction_table_baselines_flags_and_gaps():
     batch = prediction_batch(tc, mc, torch.device("cpu"), clips=4)
     assert batch["frames"].shape == (4, max(HORIZONS) + 1, 32, 32)
     torch.manual_seed(0)
-    m = build_model(mc, "navwm", tc)
+    m = build_method(mc, "navwm", tc)
     t = prediction_table(m, batch, context=2)
     assert set(t) == {"k1", "k4", "k8", "jump", "headline"} and t["headline"] == "k1"
     for row in ("k1", "k4", "k8", "jump"):
@@ -357,7 +357,7 @@ def test_prediction_table_baselines_flags_and_gaps():
     assert t_oracle["k1"]["beats_copy_last"] and t_oracle["jump"]["beats_copy_last"]
     assert t_oracle["jump"]["psnr"] > 60 and t_oracle["k1"]["latent_mse"] == 0.0
     nm, nt = small("noaction_navjump", jump_context=2)
-    n = build_model(nm, "noaction_navjump", nt)
+    n = build_method(nm, "noaction_navjump", nt)
     tn = prediction_table(n, batch, context=2)
     assert tn["headline"] == "jump" and all(tn[r]["gap"] == pytest.approx(0.0, abs=1e-6) for r in ("k1", "k8", "jump"))
 
@@ -390,7 +390,7 @@ def test_run_labels_name_the_jump_target():
 def test_non_finite_loss_or_weights_stop_the_run_and_keep_the_last_good_checkpoint(tmp_path, monkeypatch):
     import world_model.train as wt
 
-    build = wt.build_model
+    build = wt.build_method
 
     def patched(spoil, at):
         def build_spoiled(*a, **kw):
@@ -415,7 +415,7 @@ def test_non_finite_loss_or_weights_stop_the_run_and_keep_the_last_good_checkpoi
 
     for name, spoil, at, match in (("loss", nan_loss, 2, r"step 3: non-finite loss \(loss/total=nan\)"),
                                    ("weights", nan_weight, 3, r"step 4: \d+ weight tensors are non-finite")):
-        monkeypatch.setattr(wt, "build_model", patched(spoil, at))
+        monkeypatch.setattr(wt, "build_method", patched(spoil, at))
         mc, tc = small(steps=6, stage1_frac=0.0, out=str(tmp_path / name), ckpt_every=2)
         with pytest.raises(FloatingPointError, match=match):
             train(mc, tc, progress=False)

@@ -5,10 +5,10 @@ written before ``arch`` existed loading as the conv tokenizer."""
 import pytest
 import torch
 
-from world_model import build_model, load_encoder
+from world_model import build_method, load_encoder
 from world_model.config import METHODS, MODEL_SIZES, make_config
 from world_model.data import clip_batches
-from world_model.encoders import count_params
+from world_model.model import count_params
 from world_model.evaluation.finetune import reference_backbone
 from world_model.tokenizer import ResNetTokenizer, Tokenizer
 from world_model.train import train
@@ -20,7 +20,7 @@ CAPABLE = MODEL_SIZES["capable"]
 
 def _meta(method, model=CAPABLE):
     with torch.device("meta"):
-        return build_model(model, method)
+        return build_method(model, method)
 
 
 def test_capable_parameter_counts_are_resnet18_class_and_matched():
@@ -39,7 +39,7 @@ def test_capable_forward_backward_at_32px():
     mc, tc = make_config("capable", method="navwm_joint", size=32, window=3, subjects="template", batch=2, steps=4,
                          stage1_frac=0.5, rollout_steps=2, threads=1)
     torch.manual_seed(0)
-    m = build_model(mc, "navwm_joint", tc)
+    m = build_method(mc, "navwm_joint", tc)
     batch = next(clip_batches(tc, mc))
     z = m.encode(batch["frames"][:, 0])
     assert z.shape == (2, mc.latent, 4, 4) and m.decode(z).shape == (2, 1, 32, 32)
@@ -89,7 +89,7 @@ def test_random_init_twins_keep_the_model_size():
     from world_model.evaluation.pipeline import scratch_entries
 
     mc = make_config("capable", size=32, width=8, latent=4, dim=16, depth=1, heads=2)[0]
-    entries = [EncoderEntry(m, 0, build_model(mc, m)) for m in ("navwm", "tokenizer")]
+    entries = [EncoderEntry(m, 0, build_method(mc, m)) for m in ("navwm", "tokenizer")]
     twins = {e.method: e.encoder for e in scratch_entries(entries)}
     assert set(twins) == {"random", "tokenizer_init"}
     assert all(t.cfg == mc for t in twins.values())

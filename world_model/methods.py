@@ -1,6 +1,6 @@
 """Every pretraining method in one registry: its modules and its objective (``compute_loss``).
 
-Each method is a :class:`~world_model.encoders.WorldModel` subclass that adds the training side
+Each method is a :class:`~world_model.model.WorldModel` subclass that adds the training side
 (the IRIS / DIAMOND pattern): ``batches(...)`` (its data), ``stage(step)`` (the learning-rate
 segment and which parts train), ``compute_loss(batch, step) -> {"loss": tensor, name: scalar}``
 and ``evaluate(batch)`` (held-out scalars).  ``world_model.train`` only sets up, resumes, loops and
@@ -16,7 +16,7 @@ shuffled, noaction   as navwm with actions permuted across the batch / the "no a
 navwm_joint          stage 1 as navwm; stage 2 trains tokenizer and dynamics together: reconstruction
 (shuffled_joint,     + the same prediction losses scored in pixel space through the shared decoder
 noaction_joint)      (``joint_loss=pixel``); ``joint_loss=latent`` scores against the encoder's own
-                     latents, the seed's ``--joint``, which collapses (kept as the collapse control)
+                     latents, which collapses (kept as the collapse control)
 tokenizer            reconstruction only, all steps (width matched)
 mae2d                2D masked autoencoder on the same slices (:mod:`world_model.mae2d`, width matched)
 mae3d                3D masked autoencoder on volume crops (:mod:`world_model.mae3d`, width matched)
@@ -41,6 +41,7 @@ effective rank below :data:`COLLAPSE_RANK` of its maximum.
 from __future__ import annotations
 
 import copy
+import warnings
 
 import numpy as np
 import torch
@@ -49,13 +50,13 @@ from torch import nn
 
 from .config import ModelConfig, TrainConfig
 from .data import VolumeCrops, clip_batches, render_device, step_generator
-from .encoders import WorldModel, count_params
+from .model import WorldModel, count_params
 from .mae2d import masked_slice_loss
 from .mae3d import MAE3D
 from .prediction import prediction_table
 from .tokenizer import Tokenizer, make_tokenizer, psnr, to_unit
 
-__all__ = ["build_model", "data_stream", "controllability", "collapse_diagnostics", "COLLAPSE_STD", "COLLAPSE_RANK"]
+__all__ = ["build_method", "build_model", "data_stream", "controllability", "collapse_diagnostics", "COLLAPSE_STD", "COLLAPSE_RANK"]
 
 COLLAPSE_STD = 0.02  # mean per-channel latent std below this: collapsed (trained tokenizers: ~0.2 to 1)
 COLLAPSE_RANK = 0.05  # effective rank below this share of min(samples, latent dims): collapsed
@@ -379,7 +380,7 @@ def _matched_width(model: ModelConfig, method: str, target: int) -> int:
     return min((widths[lo], widths[hi]), key=lambda w: abs(count(w) - target))
 
 
-def build_model(model: ModelConfig, method: str, train: TrainConfig | None = None, rank: int = 0) -> Method:
+def build_method(model: ModelConfig, method: str, train: TrainConfig | None = None, rank: int = 0) -> Method:
     """The method's module (configured for training with ``train`` when given).  Tokenizer, mae2d
     and mae3d widths are chosen so their parameter count matches the navwm model's (closest width;
     within 20 %, tested), unless ``model.mae3d_width`` is set for mae3d."""
@@ -396,6 +397,12 @@ def build_model(model: ModelConfig, method: str, train: TrainConfig | None = Non
         else:
             m = cls(model, method, _matched_width(model, "tokenizer" if method == "relpose" else method, target))
     return m.configure(train or TrainConfig(method=method), rank)
+
+
+def build_model(*args, **kwargs) -> Method:
+    """Deprecated name of :func:`build_method`."""
+    warnings.warn("world_model.methods.build_model is deprecated; use build_method", DeprecationWarning, stacklevel=2)
+    return build_method(*args, **kwargs)
 
 
 def effective_rank(x: torch.Tensor) -> float:

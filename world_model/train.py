@@ -42,8 +42,8 @@ from navgym.files import RunFolderError, atomic_path, differences, write_json_at
 from .config import ModelConfig, TrainConfig, add_arguments, as_dict, config_from_dict, make_config
 from .data import clip_batches, held_out_config, render_device
 from .checkpoint import load_checkpoint
-from .encoders import count_params
-from .methods import build_model
+from .methods import build_method
+from .model import count_params
 from .prediction import prediction_batch
 from .tokenizer import to_unit
 
@@ -104,7 +104,7 @@ class Run:
         self.out = Path(cfg.out)
         self.ckpt = self.out / "last.pt"
         torch.manual_seed(cfg.seed)
-        model = build_model(model_cfg, cfg.method, cfg, rank).to(device)
+        model = build_method(model_cfg, cfg.method, cfg, rank).to(device)
         if cfg.channels_last:
             model = model.to(memory_format=torch.channels_last)
         model.seed = cfg.seed

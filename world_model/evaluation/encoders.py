@@ -1,9 +1,11 @@
 """The encoders under evaluation and their frozen features.
 
 * :class:`EncoderEntry`: one encoder (method, pretraining seed, module); :func:`load_encoder_entry`
-  reads a checkpoint path, ``METHOD:SEED=path`` or ``METHOD:SEED`` with METHOD = ``random`` or
-  any world-model method name (that architecture, untrained; ``random`` = the navwm architecture).
-* :class:`PixelEncoder`: the non-learned baseline (16 x 16 average-pooled intensities).
+  loads one :class:`world_model.encoders.EncoderSpec`: a checkpoint path, ``METHOD:SEED=path``,
+  ``METHOD:SEED`` (that architecture, untrained; ``random`` = the navwm architecture),
+  ``pooled_pixels`` or ``random-cnn``.  The non-learned baseline :data:`POOLED_PIXELS` is
+  :class:`world_model.encoders.PooledPixels` (16 x 16 average-pooled intensities); results written
+  when it was labelled ``pixels`` are read with that label mapped (:func:`relabel`).
 * :func:`frozen_features`: per split ``frames``/``pair`` (N, D) and ``spatial`` (N, C, h, w).
   The 3D MAE reads each slice's own volume: its 3D feature map sampled along the plane.
 * :func:`clip_features`: a clip's representation: ``clip_features(frames, actions)`` for the
@@ -16,6 +18,7 @@ from __future__ import annotations
 
 import os
 import re
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,9 +27,10 @@ import torch
 
 from navgym.geometry import unpack_poses
 
+from ..encoders import EncoderSpec, PooledPixels
 from .data import PROBE_SPLITS, ClipSet, ProbeSet
 
-__all__ = ["EncoderEntry", "PixelEncoder", "load_encoder_entry", "frozen_features", "clip_features", "image_size",
+__all__ = ["EncoderEntry", "POOLED_PIXELS", "relabel", "load_encoder_entry", "frozen_features", "clip_features", "image_size",
            "has_clip_features", "resolve_device", "device_of"]
 
 
@@ -45,17 +49,27 @@ class EncoderEntry:
     latent_model: Any = None
 
 
-class PixelEncoder(torch.nn.Module):
-    """Non-learned baseline: ``spatial_features`` (B, 1, 16, 16) average-pooled intensities in
-    [0, 1]; ``features`` the same flattened (B, 256)."""
+#: the method label of the pooled-intensity baseline (:class:`world_model.encoders.PooledPixels`)
+POOLED_PIXELS = "pooled_pixels"
+#: method labels of results written before a rename -> the label now
+RENAMED_LABELS = {"pixels": POOLED_PIXELS}
 
-    feature_dim = 256
 
-    def spatial_features(self, frames: torch.Tensor) -> torch.Tensor:
-        return torch.nn.functional.adaptive_avg_pool2d(frames.float()[:, None] / 255.0, 16)
+def relabel(doc: dict) -> dict:
+    """A results document with the :data:`RENAMED_LABELS` of its rows, fit details and entries mapped."""
+    for key in ("rows", "fit_info", "entries", "scratch_entries"):
+        for item in doc.get(key) or []:
+            if isinstance(item, dict) and item.get("method") in RENAMED_LABELS:
+                item["method"] = RENAMED_LABELS[item["method"]]
+    return doc
 
-    def features(self, frames: torch.Tensor) -> torch.Tensor:
-        return self.spatial_features(frames).flatten(1)
+
+def __getattr__(name):
+    if name == "PixelEncoder":
+        warnings.warn("world_model.evaluation.encoders.PixelEncoder is deprecated; use "
+                      "world_model.encoders.PooledPixels", DeprecationWarning, stacklevel=2)
+        return PooledPixels
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def device_of(module) -> torch.device:
@@ -77,33 +91,32 @@ def image_size(encoder) -> int | None:
     return int(size) if size else None
 
 
-_SPEC = re.compile(r"^(?P<method>[A-Za-z0-9_]+):(?P<seed>\d+)(=(?P<path>.+))?$")
+_LABEL = re.compile(r"(?P<method>[A-Za-z0-9_]+):(?P<seed>\d+)")
 
 
-def load_encoder_entry(spec: str) -> EncoderEntry:
-    """An entry from a checkpoint path (its stored config names method and seed),
-    ``METHOD:SEED=path`` (refused unless the checkpoint's config says the same) or ``METHOD:SEED`` (untrained,
-    ``world_model.load_encoder(METHOD, seed)``)."""
-    from world_model import load_encoder
-
-    m = _SPEC.match(spec)
-    if m and m["path"] is None:
-        return _entry(m["method"], int(m["seed"]), spec, load_encoder(m["method"], seed=int(m["seed"])))
-    path = m["path"] if m else spec
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"--checkpoints: no checkpoint {path}")
-    encoder = load_encoder(path)
-    trained = getattr(encoder, "train_config", None)
-    own_method = trained.label if trained is not None else getattr(encoder, "method", None)
-    own_seed = getattr(encoder, "seed", None)
-    if m and (own_method, own_seed) != (None, None) and (m["method"], int(m["seed"])) != (own_method, own_seed):
+def load_encoder_entry(spec: str | EncoderSpec) -> EncoderEntry:
+    """The entry of an :class:`~world_model.encoders.EncoderSpec`: a checkpoint path (its stored config names
+    method and seed), ``METHOD:SEED=path`` (refused unless the checkpoint's config says the same),
+    ``METHOD:SEED`` (untrained, ``world_model.load_encoder(METHOD, seed)``), ``pooled_pixels`` or
+    ``random-cnn`` (seed 0).  ``pixels`` (the agents' end-to-end CNN) and ``ft:`` are refused."""
+    spec = spec if isinstance(spec, EncoderSpec) else EncoderSpec.parse(spec)
+    if spec.kind == "pixels" or spec.finetune:
+        raise ValueError(f"--checkpoints {spec}: the evaluation takes frozen encoders "
+                         f"({POOLED_PIXELS} is its pixel baseline; ft: belongs to agents.benchmark)")
+    m = _LABEL.fullmatch(spec.label) if spec.label is not None else None
+    if spec.label is not None and (m is None or spec.kind != "checkpoint"):
+        raise ValueError(f"--checkpoints {spec}: a label is METHOD:SEED before a checkpoint path")
+    if spec.kind == "checkpoint" and not os.path.exists(spec.source):
+        raise FileNotFoundError(f"--checkpoints: no checkpoint {spec.source}")
+    encoder = spec.load()
+    if spec.kind != "checkpoint":
+        return _entry(spec.method or spec.source, spec.seed or 0, str(spec), encoder)
+    path, trained = spec.source, encoder.train_config
+    own_method, own_seed = trained.label, encoder.seed
+    if m and (m["method"], int(m["seed"])) != (own_method, own_seed):
         raise ValueError(f"--checkpoints {spec}: the label {m['method']}:{m['seed']} differs from the checkpoint's own "
                          f"config ({own_method}:{own_seed}); pass {own_method}:{own_seed}={path}, or just {path}")
-    method = m["method"] if m else own_method
-    seed = int(m["seed"]) if m else own_seed
-    if method is None or seed is None:
-        raise ValueError(f"cannot tell the method/seed of {path}; pass it as METHOD:SEED={path}")
-    return _entry(method, int(seed), path, encoder)
+    return _entry(own_method, int(own_seed), path, encoder)
 
 
 @torch.no_grad()

@@ -22,8 +22,9 @@ import torch
 
 from navgym.files import write_json_atomic
 
+from ..encoders import PooledPixels
 from .data import PROBE_SPLITS, ProbeData, ProbeDataConfig
-from .encoders import EncoderEntry, PixelEncoder, clip_features, frozen_features, has_clip_features
+from .encoders import POOLED_PIXELS, EncoderEntry, clip_features, frozen_features, has_clip_features
 from .finetune import REFERENCE_ARCHS, FinetuneConfig, label_order, reference_backbone, run_end_to_end
 from .planning import PlanConfig, run_planning
 from .probes import CLIP_TASKS, FRAME_TASKS, PROBE_TASKS, ProbeConfig, mean_baseline, run_attentive_probe, \
@@ -219,7 +220,7 @@ def evaluate(entries: Sequence[EncoderEntry], data: dict[str, ProbeData], cfg: E
     clips = {s: data[s].clips for s in PROBE_SPLITS} if cfg.clips and all(data[s].clips is not None for s in PROBE_SPLITS) else None
     scratch = scratch_entries(entries) if cfg.random_twins else []
     entries = list(entries) + scratch
-    frozen = entries + ([EncoderEntry("pixels", 0, PixelEncoder())] if cfg.pixel_baseline else [])
+    frozen = entries + ([EncoderEntry(POOLED_PIXELS, 0, PooledPixels())] if cfg.pixel_baseline else [])
     # seed by seed (stable): a time-boxed run that stops early lacks whole seeds, not whole methods
     frozen = sorted(frozen, key=lambda e: e.seed)
     rows, info, timings = [], [], {}
@@ -291,7 +292,7 @@ def evaluate(entries: Sequence[EncoderEntry], data: dict[str, ProbeData], cfg: E
             info.append({"method": e.method, "seed": e.seed, "task": "all", "probe": "attentive", **fit})
             timings[f"attentive/{e.method}/{e.seed}_s"] = tick() - t0
         del feats
-        if clips is not None and not isinstance(e.encoder, PixelEncoder):
+        if clips is not None and not isinstance(e.encoder, PooledPixels):
             t0 = tick()
             cf = {s: {"frames": clip_features(e.encoder, clips[s], device=device, on_device=True)}
                   for s in PROBE_SPLITS}

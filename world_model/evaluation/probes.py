@@ -36,6 +36,7 @@ Probes
 from __future__ import annotations
 
 import copy
+import warnings
 from dataclasses import asdict, dataclass
 from typing import Callable
 
@@ -45,14 +46,23 @@ import torch.nn.functional as F
 from scipy import stats
 from torch import nn
 
+from ..standardise import Standardiser, statistics
 from .data import LANDMARK_NAMES, MIRRORED_LANDMARKS, PROBE_SPLITS, ProbeSet, mirror_pose
 
 __all__ = [
-    "ProbeConfig", "ProbeTask", "PROBE_TASKS", "FRAME_TASKS", "PRIMARY_METRIC", "TaskTargets", "Standardizer",
+    "ProbeConfig", "ProbeTask", "PROBE_TASKS", "FRAME_TASKS", "PRIMARY_METRIC", "TaskTargets",
     "LinearDesign", "fit_ridge", "logistic_mm", "fit_logistic", "run_linear_probe", "run_linear_probes",
     "run_attentive_probe", "mean_baseline", "fit_multitask",
     "AttentiveProbe", "auroc",
 ]
+
+
+def __getattr__(name):
+    if name == "Standardizer":
+        warnings.warn("world_model.evaluation.probes.Standardizer is deprecated; use "
+                      "world_model.standardise.Standardiser", DeprecationWarning, stacklevel=2)
+        return Standardiser
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 @dataclass(frozen=True)
@@ -181,22 +191,6 @@ PRIMARY_METRIC = {"pose": "center_err_mirror_mm", "landmark_distance": "mae_mirr
 
 
 # --- shared fitting tools -------------------------------------------------------------------
-class Standardizer:
-    """z-score with training statistics; dimensions constant in training are only centred."""
-
-    def __init__(self, x: np.ndarray, axis=0):
-        x = np.asarray(x, np.float64)
-        self.mean = x.mean(axis=axis, keepdims=True)
-        std = x.std(axis=axis, keepdims=True)
-        self.std = np.where(std > 1e-6 * (1 + np.abs(self.mean)), std, 1.0)
-
-    def __call__(self, x: np.ndarray) -> np.ndarray:
-        return ((x - self.mean) / self.std).astype(np.float32)
-
-    def inverse(self, z: np.ndarray) -> np.ndarray:
-        return z * self.std + self.mean
-
-
 def _on(x, device) -> torch.Tensor:
     """``x`` (NumPy or tensor) as a float64 tensor on ``device`` (no copy when it is one already)."""
     return torch.as_tensor(x).to(device=device, dtype=torch.float64)
@@ -214,9 +208,7 @@ class LinearDesign:
 
     def __init__(self, train, val, test, device="cpu"):
         x = _on(train, device)
-        mean = x.mean(0, keepdim=True)
-        std = x.std(0, unbiased=False, keepdim=True)
-        std = torch.where(std > 1e-6 * (1 + mean.abs()), std, torch.ones_like(std))
+        mean, std = statistics(x)
         z = {s: (v - mean) / std for s, v in (("train", x), ("val", _on(val, device)), ("test", _on(test, device)))}
         self.n, d = z["train"].shape
         self.dual = d > self.n
@@ -257,9 +249,7 @@ class LinearDesign:
 
 
 def _standardise_targets(ytr: torch.Tensor, *others: torch.Tensor):
-    mean = ytr.mean(0, keepdim=True)
-    std = ytr.std(0, unbiased=False, keepdim=True)
-    std = torch.where(std > 1e-6 * (1 + mean.abs()), std, torch.ones_like(std))
+    mean, std = statistics(ytr)
     return mean, std, [(y - mean) / std for y in (ytr, *others)]
 
 
@@ -388,7 +378,7 @@ class TaskTargets:
 
     def __init__(self, tasks: list[ProbeTask], train: ProbeSet):
         self.tasks = tasks
-        self.scalers = {t.name: Standardizer(t.targets(train)) for t in tasks if t.kind == "regression"}
+        self.scalers = {t.name: Standardiser(t.targets(train)) for t in tasks if t.kind == "regression"}
         self.n_out = {t.name: t.n_out(t.targets(train)) for t in tasks}
 
     def tensors(self, ps: ProbeSet) -> dict[str, torch.Tensor]:
@@ -575,7 +565,7 @@ def run_attentive_probe(tasks: list[str], spatial: dict[str, np.ndarray], sets: 
                         cfg: ProbeConfig, device="cpu") -> tuple[dict[str, dict[str, float]], dict]:
     """The attentive probe on frozen spatial maps (N, C, h, w) per split; all ``tasks`` jointly."""
     torch.manual_seed(cfg.seed)
-    scale = Standardizer(spatial["train"], axis=(0, 2, 3))
+    scale = Standardiser(spatial["train"], axis=(0, 2, 3))
     x = {s: torch.from_numpy(scale(spatial[s])).to(device) for s in sets}
     targets = TaskTargets([PROBE_TASKS[t] for t in tasks], sets["train"])
     c, h, w = x["train"].shape[1:]

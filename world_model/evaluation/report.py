@@ -14,6 +14,7 @@ import numpy as np
 
 from navgym.files import atomic_path, write_atomic
 
+from .encoders import POOLED_PIXELS, relabel
 from .probes import CLIP_TASKS, FRAME_TASKS, PRIMARY_METRIC
 from .stats import compare_methods, intervals_overlap, mean_ci, summarize
 
@@ -21,7 +22,7 @@ __all__ = ["write_report", "rewrite_report", "sanity", "verdict", "versions"]
 
 REFERENCE_METHOD = "navwm"
 REFERENCE_METHODS = ("navwm", "navjump")  # each judged against every other pretrained method (its controls too)
-BASELINES = ("mean", "pixels", "supervised")
+BASELINES = ("mean", POOLED_PIXELS, "supervised")
 LEARNABLE_GAIN = 0.10  # the reference must close >= 10% of the mean baseline's error (or of 1 - score)
 
 
@@ -95,7 +96,7 @@ def verdict(summary: list[dict], kept: list[str]) -> list[dict]:
     """Each pretrained method vs its random-init twin, navwm vs every other pretrained method, and each
     navwm variant (``navwm_joint``) vs its own shuffled/noaction controls, on the kept tasks' primary metrics, for
     every probe (linear, attentive, clip linear, fine-tuning and the linear probe at each N)."""
-    methods = sorted({s["method"] for s in summary} - set(BASELINES) - {"random", "pixels"}
+    methods = sorted({s["method"] for s in summary} - set(BASELINES) - {"random"}
                      - {m for m in {s["method"] for s in summary} if m.endswith("_init")}
                      - {"no_move", "random_actions", "true_pose_model"})
     pairs = [(m, _twin(m)) for m in methods]
@@ -489,7 +490,7 @@ def rewrite_report(out) -> dict:
     """Rebuild ``out``'s report.md, readme_snippet.md, plots and derived fields of results.json from
     the rows in its results.json (after a change to the report code; no encoder is needed)."""
     out = Path(out)
-    doc = json.loads((out / "results.json").read_text())
+    doc = relabel(json.loads((out / "results.json").read_text()))
     doc["rewritten_utc"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     try:
         return _write(doc, out)
