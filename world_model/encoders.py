@@ -19,14 +19,14 @@ method                        ``features``                                      
 ============================  ========================================================  =====================
 navwm, shuffled, noaction,    tokenizer hidden map pooled to 4x4 (hidden*16), then the    hidden map and the
 their ``*_joint`` variants,   dynamics tokens of the frame alone ("no action", no         tokens upsampled
-random                        history; dim * tokens).  ``clip_features``: the same with  (hidden+dim, H/8, 
+random_init                   history; dim * tokens).  ``clip_features``: the same with  (hidden+dim, H/8, 
                               the last frame's context tokens of the clip                 W/8)
 tokenizer, mae2d              tokenizer hidden map pooled to 4x4 (width matched)          (hidden, H/8, W/8)
 mae3d                         3D encoder on the slice as a thin slab, pooled to 4x4       (2*width, H/4, W/4)
 ============================  ========================================================  =====================
 
 ``hidden`` is the tokenizer's hidden channels: 2*width (``arch=conv``) or 8*width (``arch=resnet``).
-``random`` is the navwm architecture untrained.  The objectives live in :mod:`world_model.methods`.
+``random_init`` is the navwm architecture untrained.  The objectives live in :mod:`world_model.methods`.
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .config import METHODS, MODEL_SIZES, ModelConfig, TrainConfig, config_from_dict
+from .config import DEPRECATED_METHODS, METHODS, MODEL_SIZES, ModelConfig, TrainConfig, config_from_dict, method_id
 from .dynamics import Dynamics
 from .mae3d import MAE3D, resample
 from .tokenizer import make_tokenizer
@@ -142,14 +142,15 @@ class WorldModel(nn.Module):
 def load_encoder(checkpoint, seed: int = 0, map_location="cpu", model: ModelConfig | None = None) -> WorldModel:
     """A trained world model in eval mode from a checkpoint written by ``world_model.train``
     (loaded with ``weights_only=True``), or a randomly initialised one from a method name
-    (``"random"`` or any method, ``torch.manual_seed(seed)``, architecture ``model``, by default the
+    (``"random_init"`` or any method, ``torch.manual_seed(seed)``, architecture ``model``, by default the
     tiny model size).  See the module docstring for what it offers."""
     from .checkpoint import load_checkpoint
     from .methods import build_model
 
-    if isinstance(checkpoint, str) and checkpoint in METHODS and not os.path.exists(checkpoint):
+    named = isinstance(checkpoint, str) and checkpoint in METHODS + tuple(DEPRECATED_METHODS)
+    if named and not os.path.exists(checkpoint):
         torch.manual_seed(seed)
-        m = build_model(model or MODEL_SIZES["tiny"], checkpoint)
+        m = build_model(model or MODEL_SIZES["tiny"], method_id(checkpoint))
         m.seed = seed
         return m.eval()
     state = load_checkpoint(checkpoint, map_location)

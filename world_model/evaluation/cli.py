@@ -26,7 +26,7 @@ import torch
 from .data import ProbeDataConfig, cached_probe_data, probe_subjects
 from .encoders import load_encoder_entry, image_size, resolve_device
 from .finetune import REFERENCE_ARCHS, FinetuneConfig
-from .pipeline import EvalConfig, Progress, evaluate
+from .pipeline import EvalConfig, Progress, evaluate_encoders
 from .planning import PlanConfig
 from .probes import PROBE_TASKS, ProbeConfig
 from .report import rewrite_report, write_report
@@ -176,11 +176,11 @@ def main(argv=None) -> dict:
         return {}
     parts_dir = Path(args.cache or args.out) / "parts"
     if args.shard is not None:
-        result = evaluate(entries, data, cfg, subjects, device, log, parts_dir, shard=args.shard)
+        result = evaluate_encoders(entries, data, cfg, subjects, device, log, parts_dir, shard=args.shard)
         print(f"shard {args.shard[0]}/{args.shard[1]}: units in {parts_dir} "
               f"in {time.perf_counter() - t_start:.0f} s; no report (run without --shard to write it)")
         return {}
-    result = evaluate(entries, data, cfg, subjects, device, log, parts_dir, cached_only=args.cached_only)
+    result = evaluate_encoders(entries, data, cfg, subjects, device, log, parts_dir, cached_only=args.cached_only)
     result["timings"]["total_s"] = time.perf_counter() - t_start
     doc = write_report(result, cfg, Path(args.out), command, extra)
     print(f"wrote {args.out}/report.md, results.json, readme_snippet.md, {len(doc['plots'])} plots "

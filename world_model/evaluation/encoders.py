@@ -1,8 +1,8 @@
 """The encoders under evaluation and their frozen features.
 
 * :class:`EncoderEntry`: one encoder (method, pretraining seed, module); :func:`load_encoder_entry`
-  reads a checkpoint path, ``METHOD:SEED=path`` or ``METHOD:SEED`` with METHOD = ``random`` or
-  any world-model method name (that architecture, untrained; ``random`` = the navwm architecture).
+  reads a checkpoint path, ``METHOD:SEED=path`` or ``METHOD:SEED`` with METHOD any world-model
+  method name (that architecture, untrained; ``random_init`` = the navwm architecture).
 * :class:`PixelEncoder`: the non-learned baseline (16 x 16 average-pooled intensities).
 * :func:`frozen_features`: per split ``frames``/``pair`` (N, D) and ``spatial`` (N, C, h, w).
   The 3D MAE reads each slice's own volume: its 3D feature map sampled along the plane.
@@ -85,10 +85,12 @@ def load_encoder_entry(spec: str) -> EncoderEntry:
     ``METHOD:SEED=path`` (refused unless the checkpoint's config says the same) or ``METHOD:SEED`` (untrained,
     ``world_model.load_encoder(METHOD, seed)``)."""
     from world_model import load_encoder
+    from world_model.config import method_id
 
     m = _SPEC.match(spec)
+    label = method_id(m["method"]) if m else None
     if m and m["path"] is None:
-        return _entry(m["method"], int(m["seed"]), spec, load_encoder(m["method"], seed=int(m["seed"])))
+        return _entry(label, int(m["seed"]), spec, load_encoder(label, seed=int(m["seed"])))
     path = m["path"] if m else spec
     if not os.path.exists(path):
         raise FileNotFoundError(f"--checkpoints: no checkpoint {path}")
@@ -96,10 +98,10 @@ def load_encoder_entry(spec: str) -> EncoderEntry:
     trained = getattr(encoder, "train_config", None)
     own_method = trained.label if trained is not None else getattr(encoder, "method", None)
     own_seed = getattr(encoder, "seed", None)
-    if m and (own_method, own_seed) != (None, None) and (m["method"], int(m["seed"])) != (own_method, own_seed):
+    if m and (own_method, own_seed) != (None, None) and (label, int(m["seed"])) != (own_method, own_seed):
         raise ValueError(f"--checkpoints {spec}: the label {m['method']}:{m['seed']} differs from the checkpoint's own "
                          f"config ({own_method}:{own_seed}); pass {own_method}:{own_seed}={path}, or just {path}")
-    method = m["method"] if m else own_method
+    method = label if m else own_method
     seed = int(m["seed"]) if m else own_seed
     if method is None or seed is None:
         raise ValueError(f"cannot tell the method/seed of {path}; pass it as METHOD:SEED={path}")
