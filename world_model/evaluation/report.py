@@ -229,14 +229,22 @@ def _plots(summary: list[dict], kept: list[str], out: Path, n_train: int) -> lis
 
 
 def _markdown(doc: dict) -> str:
-    summary, cfg, checks = doc["summary"], doc["config"], doc["sanity"]
-    kept = [c["task"] for c in checks if c["learnable"]]
+    """report.md: one section after another (a section without rows is left out)."""
+    kept = [c["task"] for c in doc["sanity"] if c["learnable"]]
+    return "\n".join(_header(doc) + _sanity_section(doc) + _prediction_section(doc.get("prediction") or [])
+                     + _frozen_sections(doc["summary"], kept) + _clip_section(doc, kept)
+                     + _label_efficiency_sections(doc, kept) + _planning_section(doc["summary"])
+                     + _verdict_section(doc))
+
+
+def _header(doc: dict) -> list[str]:
+    """Title, command, provenance, encoders, probe data and how numbers are given."""
+    cfg, sz = doc["config"], doc["sizes"]
     methods = _order({e["method"] for e in doc["entries"]})
     seeds = {}
     for e in doc["entries"]:
         seeds.setdefault(e["method"], []).append(e["seed"])
-    sz = doc["sizes"]
-    lines = [
+    return [
         "# Downstream evaluation report", "",
         f"Command: `{doc['command']}`  ",
         f"Created {doc['created_utc']}; git {doc['versions']['git_commit']}; torch {doc['versions']['torch']}; "
@@ -255,6 +263,13 @@ def _markdown(doc: dict) -> str:
         "seeds); `mean` is computed once (exact).", "",
         *([f"**Not computed** (`--cached-only`: the time box ended first): {', '.join(doc['missing_units'])}.", ""]
           if doc.get("missing_units") else []),
+    ]
+
+
+def _sanity_section(doc: dict) -> list[str]:
+    """Which tasks a slice can answer (the kept tasks), the mirror-symmetry note and the shuffled-label control."""
+    summary, cfg, sz = doc["summary"], doc["config"], doc["sizes"]
+    lines = [
         "## Sanity: which tasks a slice can answer", "",
         "`mean` predicts the probe-train mean (majority class); `supervised` is "
         + _reference_text(cfg.get("reference_arch", "cnn")) + f" trained from scratch on all {sz['train']['slices']} probe-train labels "
@@ -265,7 +280,7 @@ def _markdown(doc: dict) -> str:
         "| task | metric | mean | supervised | random init (linear) | kept | supervised vs random init |",
         "|---|---|---|---|---|---|---|",
     ]
-    for c in checks:
+    for c in doc["sanity"]:
         sep = "–" if c["reference"] is None or c["random"] is None else (
             "separated" if c["separated"] else "**intervals overlap**")
         lines.append(f"| {c['task']} | {c['metric']} {'↑' if (c['mean'] or {}).get('higher_is_better') else '↓'} | "
@@ -280,7 +295,12 @@ def _markdown(doc: dict) -> str:
                   "permuted): " + "; ".join(
                       f"{s['task']} {_fmt(s)} vs mean {_fmt(_find(summary, task=s['task'], probe='mean', metric=s['metric']))}"
                       for s in ctrl) + ".", ""]
-    lines += _prediction_section(doc.get("prediction") or [])
+    return lines
+
+
+def _frozen_sections(summary: list[dict], kept: list[str]) -> list[str]:
+    """The frozen linear and attentive probes on the frame tasks: per task and metric, every method."""
+    lines = []
     frozen_methods = _order({s["method"] for s in summary if s["probe"] in ("linear", "attentive")})
     for probe, title in (("linear", "Frozen linear probes"), ("attentive", "Frozen attentive probes (full spatial map)")):
         keys = sorted({(s["task"], s["metric"]) for s in summary if s["probe"] == probe and not s["task"].startswith("clip_")},
@@ -295,47 +315,68 @@ def _markdown(doc: dict) -> str:
                          f"{_fmt(_find(summary, task=task, probe='mean', metric=metric))} | " + " | ".join(cells)
                          + f" | {_fmt(_find(summary, task=task, probe='reference', metric=metric))} |")
         lines.append("")
+    return lines
+
+
+def _clip_section(doc: dict, kept: list[str]) -> list[str]:
+    """The linear probes on clip features, with each method's kind of clip representation."""
+    summary, cfg = doc["summary"], doc["config"]
     clip_keys = sorted({(s["task"], s["metric"]) for s in summary if s["task"].startswith("clip_") and s["probe"] == "linear"})
-    if clip_keys:
-        cm = _order({s["method"] for s in summary if s["task"].startswith("clip_") and s["probe"] == "linear"})
-        kinds = {e["method"]: "context" if e["clip_features"] else "frames+actions" for e in doc["entries"]}
-        lines += ["## Clip-level probes (linear; pose and landmarks of a clip's last slice)", "",
-                  f"Input: {cfg['data']['clip_frames']} frames of a `mix`-policy navigation clip and the actions between "
-                  "them. Dynamics family: `clip_features` (the model's context for the last frame); others: their "
-                  "per-frame features concatenated with the actions.", "",
-                  "| task | metric | mean | " + " | ".join(f"{m} ({kinds.get(m, '?')})" for m in cm) + " |",
-                  "|---|---|---|" + "---|" * len(cm)]
-        for task, metric in clip_keys:
-            lines.append(f"| {task} | {metric} | {_fmt(_find(summary, task=task, probe='mean', metric=metric))} | "
-                         + " | ".join(_fmt(_find(summary, task=task, probe='linear', metric=metric, method=m)) for m in cm) + " |")
-        lines.append("")
-    lines += _efficiency_table(
+    if not clip_keys:
+        return []
+    cm = _order({s["method"] for s in summary if s["task"].startswith("clip_") and s["probe"] == "linear"})
+    kinds = {e["method"]: "context" if e["clip_features"] else "frames+actions" for e in doc["entries"]}
+    lines = ["## Clip-level probes (linear; pose and landmarks of a clip's last slice)", "",
+             f"Input: {cfg['data']['clip_frames']} frames of a `mix`-policy navigation clip and the actions between "
+             "them. Dynamics family: `clip_features` (the model's context for the last frame); others: their "
+             "per-frame features concatenated with the actions.", "",
+             "| task | metric | mean | " + " | ".join(f"{m} ({kinds.get(m, '?')})" for m in cm) + " |",
+             "|---|---|---|" + "---|" * len(cm)]
+    for task, metric in clip_keys:
+        lines.append(f"| {task} | {metric} | {_fmt(_find(summary, task=task, probe='mean', metric=metric))} | "
+                     + " | ".join(_fmt(_find(summary, task=task, probe='linear', metric=metric, method=m)) for m in cm) + " |")
+    return lines + [""]
+
+
+def _label_efficiency_sections(doc: dict, kept: list[str]) -> list[str]:
+    """Label efficiency: the frozen linear probe and fine-tuning, each at every N labels."""
+    summary, sz = doc["summary"], doc["sizes"]
+    lines = _efficiency_table(
         linear_efficiency_rows(summary, sz["train"]["slices"]), kept,
         "Label efficiency: frozen linear probe fitted on N labelled slices",
         "The same probe as above on the first N slices of fine-tuning's fixed permutation of probe-train "
         f"(N = {sz['train']['slices']}: all labels, the table above).")
     ft = [s for s in summary if s["probe"] == "finetune"]
     if ft:
-        f = cfg["finetune"]
+        f = doc["config"]["finetune"]
         lines += _efficiency_table(
             ft, kept, "Label efficiency: fine-tuned end to end with N labelled slices",
             "Each encoder (and its architecture from random init: `random` for the dynamics family, `<method>_init` "
             "otherwise) + one linear head per task, trained on the same first N slices of a fixed permutation of "
             f"probe-train: {f['steps']} steps × {f['batch_size']}, AdamW lr {f['lr']}, best probe-val step kept.")
+    return lines
+
+
+def _planning_section(summary: list[dict]) -> list[str]:
+    """Latent planning: success and final errors per method and baseline."""
     plan = [s for s in summary if s["task"] == "planning"]
-    if plan:
-        pm = _order({s["method"] for s in plan})
-        lines += ["## Latent planning (CEM in latent space, executed in the real env)", "",
-                  "`no_move` = start error, `random_actions` = uniform random actions, `true_pose_model` = the same CEM "
-                  "with the true pose as latent (the planner's ceiling).", "",
-                  "| metric | " + " | ".join(pm) + " |", "|---|" + "---|" * len(pm)]
-        for metric in ("success_rate", "final_dist_mm", "final_angle_deg"):
-            lines.append(f"| {metric} | " + " | ".join(_fmt(_find(plan, metric=metric, method=m)) for m in pm) + " |")
-        lines.append("")
-    lines += ["## Verdict", ""] + _verdict_table(doc["comparisons"]) + [doc["verdict_text"], "",
-              "Plots: " + ", ".join(f"![{p}]({p})" for p in doc["plots"]), "",
-              "Raw numbers per seed, configs, subjects, probe hyper-parameters, versions and timings: `results.json`.", ""]
-    return "\n".join(lines)
+    if not plan:
+        return []
+    pm = _order({s["method"] for s in plan})
+    lines = ["## Latent planning (CEM in latent space, executed in the real env)", "",
+             "`no_move` = start error, `random_actions` = uniform random actions, `true_pose_model` = the same CEM "
+             "with the true pose as latent (the planner's ceiling).", "",
+             "| metric | " + " | ".join(pm) + " |", "|---|" + "---|" * len(pm)]
+    for metric in ("success_rate", "final_dist_mm", "final_angle_deg"):
+        lines.append(f"| {metric} | " + " | ".join(_fmt(_find(plan, metric=metric, method=m)) for m in pm) + " |")
+    return lines + [""]
+
+
+def _verdict_section(doc: dict) -> list[str]:
+    """The verdict table and text, the plots and where the raw numbers are."""
+    return (["## Verdict", ""] + _verdict_table(doc["comparisons"]) + [
+        doc["verdict_text"], "", "Plots: " + ", ".join(f"![{p}]({p})" for p in doc["plots"]), "",
+        "Raw numbers per seed, configs, subjects, probe hyper-parameters, versions and timings: `results.json`.", ""])
 
 
 def prediction_rows(prediction: list[dict]) -> list[dict]:
