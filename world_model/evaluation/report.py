@@ -8,11 +8,13 @@ import os
 import platform
 import subprocess
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
 
 from navgym.files import atomic_path, write_atomic
+from world_model.config import DEPRECATED_METHODS
 
 from .probes import CLIP_TASKS, FRAME_TASKS, PRIMARY_METRIC
 from .stats import compare_methods, intervals_overlap, mean_ci, summarize
@@ -23,6 +25,7 @@ REFERENCE_METHOD = "navwm"
 REFERENCE_METHODS = ("navwm", "navjump")  # each judged against every other pretrained method (its controls too)
 BASELINES = ("mean", "pixels", "supervised")
 LEARNABLE_GAIN = 0.10  # the reference must close >= 10% of the mean baseline's error (or of 1 - score)
+RENAMED_LABELS = dict(DEPRECATED_METHODS)  # a method label in an older results.json -> its label now
 
 
 def versions() -> dict:
@@ -63,7 +66,7 @@ def _twin(method: str) -> str:
     """The random-init twin of a method's architecture."""
     if method == "relpose":  # the tokenizer's architecture at the tokenizer's matched width
         return "tokenizer_init"
-    return f"{method}_init" if method in ("tokenizer", "mae3d", "mae2d") else "random"
+    return f"{method}_init" if method in ("tokenizer", "mae3d", "mae2d") else "random_init"
 
 
 def sanity(summary: list[dict]) -> list[dict]:
@@ -78,7 +81,7 @@ def sanity(summary: list[dict]) -> list[dict]:
         base_task = task[5:] if task.startswith("clip_") else task
         mean = _find(summary, task=task, probe="mean", metric=metric)
         ref = _find(summary, task=base_task, probe="reference", metric=metric)
-        rand = _find(summary, task=task, probe="linear", metric=metric, method="random")
+        rand = _find(summary, task=task, probe="linear", metric=metric, method="random_init")
         ref_mean = _find(summary, task=base_task, probe="mean", metric=metric)
         learnable = False
         if ref is not None and ref_mean is not None:
@@ -86,7 +89,7 @@ def sanity(summary: list[dict]) -> list[dict]:
             gain = (r - b) / max(1e-9, 1 - b) if ref["higher_is_better"] else (b - r) / max(1e-9, b)
             learnable = bool(gain >= LEARNABLE_GAIN and not intervals_overlap(ref, ref_mean))
         out.append({"task": task, "metric": metric, "mean": mean, "reference": ref if base_task == task else None,
-                    "random": rand, "learnable": learnable, "has_reference": ref is not None,
+                    "random_init": rand, "learnable": learnable, "has_reference": ref is not None,
                     "separated": None if ref is None or rand is None else not intervals_overlap(ref, rand)})
     return out
 
@@ -95,7 +98,7 @@ def verdict(summary: list[dict], kept: list[str]) -> list[dict]:
     """Each pretrained method vs its random-init twin, navwm vs every other pretrained method, and each
     navwm variant (``navwm_joint``) vs its own shuffled/noaction controls, on the kept tasks' primary metrics, for
     every probe (linear, attentive, clip linear, fine-tuning and the linear probe at each N)."""
-    methods = sorted({s["method"] for s in summary} - set(BASELINES) - {"random", "pixels"}
+    methods = sorted({s["method"] for s in summary} - set(BASELINES)
                      - {m for m in {s["method"] for s in summary} if m.endswith("_init")}
                      - {"no_move", "random_actions", "true_pose_model"})
     pairs = [(m, _twin(m)) for m in methods]
@@ -125,7 +128,7 @@ def _fmt(s: dict | None) -> str:
 
 def _order(methods) -> list[str]:
     first = ["navwm", "navwm_joint", "shuffled", "noaction", "shuffled_joint", "noaction_joint", "navjump",
-             "shuffled_navjump", "noaction_navjump", "relpose", "tokenizer", "mae2d", "mae3d", "random"]
+             "shuffled_navjump", "noaction_navjump", "relpose", "tokenizer", "mae2d", "mae3d", "random_init"]
     return sorted(methods, key=lambda m: (first.index(m) if m in first else len(first), m))
 
 
@@ -166,7 +169,7 @@ def _efficiency_plot(plt, summary: list[dict], eff: list[dict], kept: list[str],
             n, mu, ci = (np.array(v, float) for v in zip(*pts))
             dodge = 1.04 ** (k - (len(methods) - 1) / 2)  # side by side on the log axis, intervals visible
             ax.errorbar(n * dodge, mu, yerr=np.nan_to_num(ci), marker="o", ms=3, capsize=2, lw=1, label=m,
-                        color=colors(k), ls="--" if m == "random" or m.endswith("_init") else "-")
+                        color=colors(k), ls="--" if m.endswith("_init") else "-")
         _zoom(ax, [s for s in eff if s["task"] == task and s["metric"] == metric])
         for probe, style, label in (("mean", ":", "mean baseline"), ("reference", "-.", "supervised (all labels)")):
             s = _find(summary, task=task, probe=probe, metric=metric)
@@ -281,10 +284,10 @@ def _sanity_section(doc: dict) -> list[str]:
         "|---|---|---|---|---|---|---|",
     ]
     for c in doc["sanity"]:
-        sep = "–" if c["reference"] is None or c["random"] is None else (
+        sep = "–" if c["reference"] is None or c["random_init"] is None else (
             "separated" if c["separated"] else "**intervals overlap**")
         lines.append(f"| {c['task']} | {c['metric']} {'↑' if (c['mean'] or {}).get('higher_is_better') else '↓'} | "
-                     f"{_fmt(c['mean'])} | {_fmt(c['reference'])} | {_fmt(c['random'])} | "
+                     f"{_fmt(c['mean'])} | {_fmt(c['reference'])} | {_fmt(c['random_init'])} | "
                      f"{'yes' if c['learnable'] else 'no'} | {sep} |")
     lines += ["", "Mirror symmetry: the template is left–right symmetric, so one slice cannot tell its hemisphere; "
               "`*_mirror` metrics take the smaller error to the pose (landmark distances) and to its left–right "
@@ -351,7 +354,7 @@ def _label_efficiency_sections(doc: dict, kept: list[str]) -> list[str]:
         f = doc["config"]["finetune"]
         lines += _efficiency_table(
             ft, kept, "Label efficiency: fine-tuned end to end with N labelled slices",
-            "Each encoder (and its architecture from random init: `random` for the dynamics family, `<method>_init` "
+            "Each encoder (and its architecture from random init: `random_init` for the dynamics family, `<method>_init` "
             "otherwise) + one linear head per task, trained on the same first N slices of a fixed permutation of "
             f"probe-train: {f['steps']} steps × {f['batch_size']}, AdamW lr {f['lr']}, best probe-val step kept.")
     return lines
@@ -528,15 +531,42 @@ def write_report(result: dict, cfg, out, command: list[str], extra: dict | None 
 
 def rewrite_report(out) -> dict:
     """Rebuild ``out``'s report.md, readme_snippet.md, plots and derived fields of results.json from
-    the rows in its results.json (after a change to the report code; no encoder is needed)."""
+    the rows in its results.json (after a change to the report code; no encoder is needed).  Method
+    labels renamed since (:data:`RENAMED_LABELS`) are written with their name now."""
     out = Path(out)
-    doc = json.loads((out / "results.json").read_text())
+    doc = _relabel(json.loads((out / "results.json").read_text()), out / "results.json")
     doc["rewritten_utc"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     try:
         return _write(doc, out)
     except KeyError as e:
         raise ValueError(f"{out / 'results.json'}: written by an older report format (unknown key {e}); "
                          "re-run the evaluation instead") from None
+
+
+def _relabel(doc: dict, source) -> dict:
+    """``doc`` with every renamed method label (:data:`RENAMED_LABELS`) replaced by its name now, in
+    the measured fields (rows, planning, fit info, timings' keys, entries, control method,
+    prediction), with a ``DeprecationWarning`` naming ``source`` when there was one."""
+    def new(method):
+        return RENAMED_LABELS.get(method, method)
+
+    def timing(key: str) -> str:  # "<unit>/<method>/<seed>..._s"
+        kind, _, rest = key.partition("/")
+        method, sep, tail = rest.partition("/")
+        return f"{kind}/{new(method)}{sep}{tail}" if sep else key
+
+    listed = ("rows", "planning", "fit_info", "entries", "scratch_entries", "prediction")
+    found = sorted({d["method"] for k in listed for d in doc.get(k) or [] if d["method"] in RENAMED_LABELS}
+                   | ({doc["control_method"]} & set(RENAMED_LABELS) if doc.get("control_method") else set()))
+    if not found:
+        return doc
+    warnings.warn(f"{source}: method labels {found} are deprecated; rewritten as "
+                  f"{[RENAMED_LABELS[m] for m in found]}", DeprecationWarning, stacklevel=3)
+    doc = {**doc, **{k: [{**d, "method": new(d["method"])} for d in doc[k]] for k in listed if doc.get(k)}}
+    doc["timings"] = {timing(k): v for k, v in doc["timings"].items()}
+    if doc.get("control_method"):
+        doc["control_method"] = new(doc["control_method"])
+    return doc
 
 
 def _write(doc: dict, out: Path) -> dict:
