@@ -34,7 +34,7 @@ from navgym.files import atomic_path, write_atomic, write_json_atomic
 from navgym.presets import get_preset
 from world_model.evaluation.stats import mean_ci
 
-from .evaluate import bootstrap_median, episode_metrics, policy_act_fn, run_episodes, steps_to, wilson
+from .episodes import bootstrap_median, episode_metrics, policy_act_fn, run_episodes, steps_to, wilson
 from .extractors import load_frame_encoder
 from .train import AgentConfig, add_config_arguments, config_from_args, eval_env, train
 

@@ -7,7 +7,7 @@ Writes to ``--out``: ``config.json``, TensorBoard events (``loss/…`` from SB3 
 ``--normalize-reward`` also the reward statistics as ``.npz``, never a pickle),
 ``model.zip`` (final), ``evaluations.json`` (the held-out learning curve) and ``final_eval.json``.
 Evaluation runs on the preset's held-out ``test`` subjects with fixed starts (see
-:mod:`agents.evaluate`).  Re-running the same command in the same ``--out`` resumes from the
+:mod:`agents.episodes`).  Re-running the same command in the same ``--out`` resumes from the
 newest checkpoint (the last step is always one), a larger ``--steps`` extends a run, and any other
 change of settings is refused (use a new ``--out``).
 """
@@ -35,7 +35,7 @@ from navgym.presets import get_preset
 from world_model.config import config_field, parse_bool
 
 from .envs import CONTROLS, NavVecEnv, make_nav_vec_env
-from .evaluate import episode_metrics, model_act_fn, run_episodes
+from .episodes import episode_metrics, model_act_fn, run_episodes
 from .extractors import CNNS, NavExtractor, StandardisedEncoder, load_frame_encoder
 
 __all__ = ["AgentConfig", "RunFolderError", "saved_config", "train", "choose_device", "main", "PPO_DEFAULTS", "SAC_DEFAULTS", "algo_settings"]

@@ -12,7 +12,7 @@ from torch import nn
 
 from agents.benchmark import QUICK, _plot, summarise
 from agents.envs import make_nav_vec_env
-from agents.evaluate import episode_metrics, policy_act_fn, run_episodes, steps_to, wilson
+from agents.episodes import episode_metrics, policy_act_fn, run_episodes, steps_to, wilson
 from agents.extractors import NavExtractor, RandomCNN
 from agents.train import AgentConfig, build_model, choose_device, train
 from navgym.presets import PRESETS, START, get_preset

@@ -1,5 +1,5 @@
 """The evaluation run and its report (stand-in encoders), encoder entries, the 3D MAE's probe features,
-latent planning, and the ``python -m world_model.evaluate`` CLI."""
+latent planning, and the ``python -m world_model.evaluation`` CLI."""
 
 import json
 
@@ -239,7 +239,7 @@ def test_cli_errors_and_help(capsys):
 @pytest.mark.slow
 def test_quick_cli_end_to_end(tmp_path):
     """The full ``--quick`` run: trains tiny models with world_model.train, evaluates, writes the report."""
-    from world_model.evaluate import main
+    from world_model.evaluation.cli import main
 
     doc = main(["--quick", "--out", str(tmp_path), "--cache", str(tmp_path / "cache")])
     assert {e["method"] for e in doc["entries"]} == {"navwm", "random_init", "pixels"}

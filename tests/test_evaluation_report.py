@@ -84,12 +84,23 @@ def test_rewrite_rebuilds_a_report_from_its_results(tmp_path, monkeypatch):
            "rows": rows, "entries": [{"method": m, "seed": s, "clip_features": False} for m in ("navwm", "random_init")
                                      for s in range(3)],
            "subjects": {"train": ["a"], "val": ["b"], "test": ["c"]}, "held_out_subjects": True,
-           "sizes": {k: {"slices": 10, "clips": 0} for k in ("train", "val", "test")}, "timings": {"total_s": 1.0},
+           "sizes": {k: {"slices": 10, "clips": 0} for k in ("train", "val", "test")},
+           "timings": {"total_s": 1.0, "features/random_init/0_s": 2.0},
            "control_method": "random_init", "device": "cpu"}
     (tmp_path / "results.json").write_text(json.dumps(doc))
     out = rewrite_report(tmp_path)
-    assert "| navwm | random (random init) | 1 | 0 | 0 |" in (tmp_path / "report.md").read_text()
+    report = (tmp_path / "report.md").read_text()
+    assert "| navwm | random_init (random init) | 1 | 0 | 0 |" in report
     assert json.loads((tmp_path / "results.json").read_text())["comparisons"] == out["comparisons"]
+    # an older results.json says 'random': rewritten with the label now, every figure the same
+    old = json.loads(json.dumps(doc).replace('"random_init"', '"random"'))
+    old["timings"] = {"total_s": 1.0, "features/random/0_s": 2.0}
+    (tmp_path / "results.json").write_text(json.dumps(old))
+    with pytest.warns(DeprecationWarning, match="'random'"):
+        relabelled = rewrite_report(tmp_path)
+    assert (tmp_path / "report.md").read_text() == report
+    assert relabelled["control_method"] == "random_init" and "features/random_init/0_s" in relabelled["timings"]
+    assert relabelled["summary"] == out["summary"]
     doc["rows"][0]["task"] = "hemisphere"  # a task of an older report format
     (tmp_path / "results.json").write_text(json.dumps(doc))
     with pytest.raises(ValueError, match="older report format"):

@@ -7,7 +7,7 @@
 
 Phases (each one's seconds in ``results.json["comparison"]["phases"]``):
 
-1. ``setup``: the probe data rendered (``world_model.evaluate --prepare-data``) and the untrained
+1. ``setup``: the probe data rendered (``world_model.evaluation --prepare-data``) and the untrained
    ``random_init`` runs written;
 2. ``eval_calibration``: those ``random_init`` encoders evaluated (in this process, with the same
    protocol as the final evaluation, whose cache keeps their units): seconds per encoder;
@@ -16,7 +16,7 @@ Phases (each one's seconds in ``results.json["comparison"]["phases"]``):
    evaluation (x ``--safety``), the same for every run (``--frames`` fixes them instead);
 5. ``train``: :func:`train_all` steps every run in one loop; runs stop together at the training
    deadline if the plan was wrong (their step count is recorded; frames stay equal);
-6. ``evaluate``: ``world_model.evaluate`` on every run's ``last.pt``, in this process;
+6. ``evaluate``: ``world_model.evaluation`` on every run's ``last.pt``, in this process;
 7. ``report``: ``report.md`` and plots (the evaluation's), ``training.md`` (this module's: frames per
    run, throughput, phases), ``results.json`` holding both (``--rewrite`` rebuilds both from it).
 
@@ -52,7 +52,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from navgym.files import write_atomic
 
-from .config import JUMP_METHODS, METHODS, MODEL_SIZES, method_id, ModelConfig, TrainConfig, make_config, parse_bool
+from .config import JUMP_METHODS, METHODS, MODEL_SIZES, ModelConfig, TrainConfig, make_config, method_id, parse_bool
 from .methods import data_stream
 from .train import Run, eval_clips
 
@@ -415,7 +415,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--eval-safety", type=float, default=1.5, help="the predicted evaluation time is multiplied by it")
     p.add_argument("--calibration-steps", type=int, default=3, help="timed steps per run and stage")
     p.add_argument("--max-frames", type=int, default=2_000_000, help="frames per run at most")
-    p.add_argument("--eval-args", default=EVAL_ARGS, help="world_model.evaluate flags (the protocol; with "
+    p.add_argument("--eval-args", default=EVAL_ARGS, help="world_model.evaluation flags (the protocol; with "
                                                           "--model-size capable '--reference-arch capable' is added)")
     p.add_argument("--runs", default="", help="checkpoints folder (default: a temporary one, removed at the end)")
     p.add_argument("--cache", default="", help="probe-data cache (default: inside --runs)")

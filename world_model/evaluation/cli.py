@@ -1,11 +1,11 @@
-"""``python -m world_model.evaluate``: the downstream evaluation report for world-model encoders.
+"""``python -m world_model.evaluation``: the downstream evaluation report for world-model encoders.
 
 Examples::
 
-    python -m world_model.evaluate --checkpoints runs/wm/navwm_s{0,1,2}/last.pt runs/wm/tokenizer_s{0,1,2}/last.pt \\
+    python -m world_model.evaluation --checkpoints runs/wm/navwm_s{0,1,2}/last.pt runs/wm/tokenizer_s{0,1,2}/last.pt \\
         --out reports/eval_v2
-    python -m world_model.evaluate --checkpoints random:0 random:1 random:2 --out reports/random_only
-    python -m world_model.evaluate --quick --out /tmp/quick     # trains tiny models itself; minutes
+    python -m world_model.evaluation --checkpoints random_init:0 random_init:1 random_init:2 --out reports/untrained
+    python -m world_model.evaluation --quick --out /tmp/quick    # trains tiny models itself; minutes
 
 Writes ``report.md``, ``results.json`` (rows per seed, command, configs, subjects, versions, device,
 timings), ``readme_snippet.md`` and plots.  Probe data are rendered once and cached (``--cache``);
@@ -80,11 +80,11 @@ def _shard(text: str) -> tuple[int, int]:
 
 def parse_args(argv=None) -> argparse.Namespace:
     d, f, p = EvalConfig(), FinetuneConfig(), ProbeDataConfig()
-    ap = argparse.ArgumentParser(prog="python -m world_model.evaluate", description=__doc__.split("\n\n")[0],
+    ap = argparse.ArgumentParser(prog="python -m world_model.evaluation", description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     ap.add_argument("--checkpoints", nargs="*", default=[],
                     help="encoders: checkpoint paths, METHOD:SEED=path, or METHOD:SEED (that architecture untrained; "
-                         "random = the navwm architecture)")
+                         "random_init = the navwm architecture)")
     ap.add_argument("--out", required=True, help="report folder, e.g. reports/eval_v2")
     ap.add_argument("--subjects", default="synthetic:240",
                     help="navgym subject spec: probe-train/val subjects from its 'val' split, probe-test from its "
@@ -141,7 +141,7 @@ def main(argv=None) -> dict:
     log = Progress()
     t_start = time.perf_counter()
     argv = list(sys.argv[1:] if argv is None else argv)
-    command = ["python", "-m", "world_model.evaluate"] + argv
+    command = ["python", "-m", "world_model.evaluation"] + argv
     device = resolve_device(args.device)
     extra = {"device": str(device), "threads": args.threads}
     if args.quick:
