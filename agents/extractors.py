@@ -149,7 +149,7 @@ class StandardisedEncoder(nn.Module):
 def load_frame_encoder(spec: str, seed: int = 0, size: int | None = None) -> nn.Module | None:
     """``"pixels"`` -> None (NatureCNN), ``"random-cnn"`` -> :class:`RandomCNN`, else
     ``world_model.load_encoder(spec, seed)`` (a checkpoint path, or a method name such as
-    ``random``: that architecture untrained).  ``size``: the frames' pixels, refused (``ValueError``
+    ``random_init``: that architecture untrained).  ``size``: the frames' pixels, refused (``ValueError``
     naming the encoder) when a world model was trained on another size."""
     if spec == "pixels":
         return None
