@@ -89,7 +89,7 @@ def test_evaluate_and_report_with_stand_in_encoders(tmp_path, data, capsys, monk
 
     result["timings"]["total_s"] = 1.0
     out = tmp_path / "report"
-    doc = write_report(result, SMALL, out, ["python", "-m", "world_model.evaluate", "--test"], {"device": "cpu"})
+    doc = write_report(result, SMALL, out, ["python", "-m", "world_model.evaluation", "--test"], {"device": "cpu"})
     saved = json.loads((out / "results.json").read_text())
     assert saved["command"].endswith("--test") and saved["versions"]["torch"] == torch.__version__
     assert saved["config"]["data"]["train_per_subject"] == 150 and saved["device"] == "cpu"
@@ -301,7 +301,7 @@ def test_report_shows_linear_label_efficiency_and_missing_units(tmp_path, data):
     entries = [EncoderEntry(m, s, StandIn(s + 10 * i)) for i, m in enumerate(("navwm", "random_init")) for s in range(2)]
     result = evaluate_encoders(entries, data, cfg, parts_dir=tmp_path / "parts")
     result["missing_units"] = ["frozen/navwm_s2"]
-    doc = write_report(result, cfg, tmp_path / "report", ["python", "-m", "world_model.evaluate"], {"device": "cpu"})
+    doc = write_report(result, cfg, tmp_path / "report", ["python", "-m", "world_model.evaluation"], {"device": "cpu"})
     report = (tmp_path / "report" / "report.md").read_text()
     assert "## Label efficiency: frozen linear probe fitted on N labelled slices" in report
     n_all = len(data["train"].slices)

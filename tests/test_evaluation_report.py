@@ -79,7 +79,7 @@ def test_rewrite_rebuilds_a_report_from_its_results(tmp_path, monkeypatch):
              value=33.0)]
     for r in rows[6:9]:
         r["probe"] = "reference"
-    doc = {"command": "python -m world_model.evaluate", "created_utc": "now", "versions": versions(),
+    doc = {"command": "python -m world_model.evaluation", "created_utc": "now", "versions": versions(),
            "config": {"data": {"size": [64, 64], "clip_frames": 4}, "finetune": {"reference_steps": 1, "batch_size": 1}},
            "rows": rows, "entries": [{"method": m, "seed": s, "clip_features": False} for m in ("navwm", "random_init")
                                      for s in range(3)],
