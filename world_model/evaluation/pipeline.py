@@ -385,7 +385,20 @@ def evaluate_encoders(entries: Sequence[EncoderEntry], data: dict[str, ProbeData
     parts.bar = tqdm(total=len(cfg.reference_seeds) + len(frozen) + len(tuned) + len(planning), unit="unit",
                      desc="evaluate", disable=None)
 
-    done = []
+    done = _probe_units(parts, p, frozen, tuned, control, log)
+    plan_parts, plan_rows = _planning_runs(parts, planning, p, log)
+    parts.bar.close()
+    found = _merge(*[q for q in done + plan_parts if q is not None])
+    plan_metrics = ("success_rate", "final_dist_mm", "final_angle_deg")
+    rows = _mean_rows(p) + found["rows"] + [
+        r for q in plan_rows for r in _rows(q["method"], q["seed"], "planning", "plan", {k: q[k] for k in plan_metrics})]
+    return _result(rows, found, plan_rows, p, data, entries, frozen, scratch, control, parts.missing)
+
+
+def _probe_units(parts: _Parts, p: _Probe, frozen, tuned, control, log) -> list[dict | None]:
+    """The reference seeds, each encoder's frozen probes and its fine-tuning, in that order (computed,
+    cached or None: another shard's or, with ``cached_only``, missing)."""
+    cfg, done = p.cfg, []
     for seed in cfg.reference_seeds:
         done.append(parts.run(f"reference/s{seed}", cfg.reference_arch, partial(_reference_part, seed, p)))
         if done[-1] is not None:
@@ -400,20 +413,21 @@ def evaluate_encoders(entries: Sequence[EncoderEntry], data: dict[str, ProbeData
         done.append(parts.run(f"finetune/{e.method}_s{e.seed}", _weights_identity(e), partial(_finetune_part, e, p)))
         if done[-1] is not None:
             log(f"fine-tuning {i + 1}/{len(tuned)}: {e.method} seed {e.seed} (N = {list(cfg.finetune_cfg.n_labels)})")
-    plan_rows = []
+    return done
+
+
+def _planning_runs(parts: _Parts, planning: list, p: _Probe, log) -> tuple[list[dict], list[dict]]:
+    """The planning units (:func:`_planning_units`): their parts (timings only) and one summary row
+    per planner (``method``, ``seed`` and :func:`~.planning.run_planning`'s figures)."""
+    done, plan_rows = [], []
     for unit, identity, method, seed, compute in planning:
         part = parts.run(unit, identity, partial(compute, p=p))
         if part is not None:
-            done.append({**part, "rows": []})
-            plan_rows.append({"method": method, "seed": cfg.plan.seed if seed is None else seed, **part["result"]})
+            done.append(_part(timings=part["timings"]))
+            plan_rows.append({"method": method, "seed": p.cfg.plan.seed if seed is None else seed, **part["result"]})
     if planning:
         log("planning done")
-    parts.bar.close()
-    found = _merge(*[q for q in done if q is not None])
-    plan_metrics = ("success_rate", "final_dist_mm", "final_angle_deg")
-    rows = _mean_rows(p) + found["rows"] + [
-        r for q in plan_rows for r in _rows(q["method"], q["seed"], "planning", "plan", {k: q[k] for k in plan_metrics})]
-    return _result(rows, found, plan_rows, p, data, entries, frozen, scratch, control, parts.missing)
+    return done, plan_rows
 
 
 def _result(rows, found, plan_rows, p: _Probe, data, entries, frozen, scratch, control, missing) -> dict:
