@@ -89,3 +89,16 @@ def test_method_evaluate_is_held_out_metrics():
         got = model.evaluate(batch)
     assert {k: v for k, v in got.items() if not k.startswith("_")} == \
         {k: v for k, v in want.items() if not k.startswith("_")}
+
+
+def test_run_evaluate_is_log_held_out(tmp_path):
+    torch = pytest.importorskip("torch")
+    from world_model.config import make_config
+    from world_model.train import Run
+
+    model_cfg, train_cfg = make_config("tiny", size=32, window=3, out=str(tmp_path))
+    run, calls = Run(model_cfg, train_cfg, torch.device("cpu"), tensorboard=False), []
+    run.log_held_out = lambda batch, done: calls.append(done)
+    with pytest.warns(DeprecationWarning, match="log_held_out"):
+        run.evaluate({}, 3)
+    assert calls == [3]

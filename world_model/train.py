@@ -31,6 +31,7 @@ import math
 import os
 import sys
 import time
+import warnings
 from dataclasses import replace
 from pathlib import Path
 
@@ -192,6 +193,11 @@ class Run:
             for row, metrics in rows.items() if self.writer is not None else ():
                 for k, v in metrics.items():
                     self.writer.add_scalar(f"pred/{row}/{k}", float(v), done)
+
+    def evaluate(self, batch: dict, done: int) -> None:
+        """Deprecated name of :meth:`log_held_out` (kept one release)."""
+        warnings.warn("Run.evaluate is deprecated; use Run.log_held_out", DeprecationWarning, stacklevel=2)
+        self.log_held_out(batch, done)
 
     def checkpoint(self, done: int) -> None:
         _check_finite_weights(self.model, done, self.ckpt)
