@@ -35,7 +35,7 @@ from navgym.presets import get_preset
 from world_model.encoders import EncoderSpec
 from world_model.evaluation.stats import mean_ci
 
-from .evaluate import bootstrap_median, episode_metrics, policy_act_fn, run_episodes, steps_to, wilson
+from .episodes import bootstrap_median, episode_metrics, policy_act_fn, run_episodes, steps_to, wilson
 from .train import AgentConfig, add_config_arguments, config_from_args, eval_env, train
 
 __all__ = ["run_benchmark", "summarise", "success_mean_ci", "format_ci", "bound_episodes", "describe_encoder", "BOUNDS",

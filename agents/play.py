@@ -28,7 +28,7 @@ from navgym.files import write_json_atomic
 from navgym.presets import get_preset
 
 from .benchmark import BOUNDS, bound_episodes
-from .evaluate import episode_metrics, model_act_fn, run_episodes
+from .episodes import episode_metrics, model_act_fn, run_episodes
 from .train import AgentConfig, build_model, eval_env, frozen_encoder, saved_config
 
 __all__ = ["agent_config", "run_folder", "load_agent", "play", "main"]

@@ -8,7 +8,7 @@ Writes to ``--out``: ``config.json``, TensorBoard events (``loss/…`` from SB3 
 ``model.zip`` (final), ``evaluations.json`` (the held-out learning curve), ``final_eval.json`` and, for a
 standardised frozen encoder, ``standardisation.npz`` (its feature statistics, read again on resume and by play).
 Evaluation runs on the preset's held-out ``test`` subjects with fixed starts (see
-:mod:`agents.evaluate`).  Re-running the same command in the same ``--out`` resumes from the
+:mod:`agents.episodes`).  Re-running the same command in the same ``--out`` resumes from the
 newest checkpoint (the last step is always one), a larger ``--steps`` extends a run, and any other
 change of settings is refused (use a new ``--out``).
 """
@@ -38,7 +38,7 @@ from world_model.encoders import EncoderSpec
 from world_model.standardise import load_statistics, save_statistics, statistics
 
 from .envs import CONTROLS, NavVecEnv, make_nav_vec_env
-from .evaluate import episode_metrics, model_act_fn, run_episodes
+from .episodes import episode_metrics, model_act_fn, run_episodes
 from .extractors import CNNS, NavExtractor, StandardisedEncoder
 
 __all__ = ["AgentConfig", "RunFolderError", "saved_config", "train", "choose_device", "main", "PPO_DEFAULTS", "SAC_DEFAULTS", "algo_settings"]

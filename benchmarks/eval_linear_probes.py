@@ -7,7 +7,7 @@
 fit, LBFGS logistic regression); "after" is :func:`world_model.evaluation.probes.run_linear_probes`.  Encoders:
 random-init navwm (seed 0, with the shuffled-label control, as the pipeline's control method) and navwm trained
 for ``--steps`` steps (tiny size).  Tasks: every frozen task and both clip tasks (default protocol, probe data
-of ``world_model.evaluate`` with its default subjects; probe-train cut to the first ``--n-train`` slices).
+of ``world_model.evaluation`` with its default subjects; probe-train cut to the first ``--n-train`` slices).
 Feature extraction is not timed (the same code in both).  Prints one line per run; ``--out`` gets the JSON.
 """
 
@@ -70,7 +70,7 @@ def counted(fn):
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    ap.add_argument("--cache", default="runs/eval_cache", help="probe-data cache (world_model.evaluate --cache)")
+    ap.add_argument("--cache", default="runs/eval_cache", help="probe-data cache (world_model.evaluation --cache)")
     ap.add_argument("--n-train", type=int, default=6800, help="probe-train slices used (first N)")
     ap.add_argument("--steps", type=int, default=60, help="training steps of the trained navwm encoder")
     ap.add_argument("--before", default="e6aae77", help="commit of the 'before' probes.py")
@@ -89,7 +89,7 @@ def main(argv=None):
     from world_model.train import train
     mc, tc = make_config("tiny", method="navwm", seed=0, steps=a.steps, batch=8, out=tempfile.mkdtemp(),
                          eval_every=a.steps, ckpt_every=a.steps, log_every=a.steps, threads=1)
-    entries = [("random", load_encoder_entry("random:0")),
+    entries = [("random_init", load_encoder_entry("random_init:0")),
                (f"navwm_{a.steps}steps", load_encoder_entry(train(mc, tc, progress=False)["checkpoint"]))]
 
     def before(f, cf, control):
@@ -111,7 +111,7 @@ def main(argv=None):
               "n_val": len(sets["val"]), "n_test": len(sets["test"]), "clips": {k: len(v) for k, v in clips.items()},
               "runs": []}
     for i, (name, e) in enumerate(entries):
-        control = name == "random"
+        control = name == "random_init"
         f = frozen_features(e.encoder, sets, spatial=False)
         cf = {s: {"frames": clip_features(e.encoder, clips[s])} for s in sets}
         ft = {s: {k: torch.from_numpy(v) for k, v in d.items()} for s, d in f.items()}  # "on the device"

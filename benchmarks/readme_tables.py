@@ -4,7 +4,7 @@
     python benchmarks/readme_tables.py --check   # exit 1 if a table differs from its source
 
 A block ``<!-- BEGIN table from reports/X/readme_snippet.md ... -->`` takes the markdown table of that snippet
-(written by ``world_model.evaluate``; ``reports/X/readme_snippet.md table N ...``: its N-th table alone); ``<!-- BEGIN table from: python benchmarks/agents_table.py ARGS -->`` the
+(written by ``world_model.evaluation``; ``reports/X/readme_snippet.md table N ...``: its N-th table alone); ``<!-- BEGIN table from: python benchmarks/agents_table.py ARGS -->`` the
 output of that command.  Everything outside the blocks is left as it is.
 """
 

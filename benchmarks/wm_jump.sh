@@ -39,11 +39,11 @@ if [[ " $STAGES " == *" train "* ]]; then
   jobs | xargs -P "$CONCURRENCY" -L 1 bash -c 'train_one "$@"' _
 fi
 if [[ " $STAGES " == *" eval "* ]]; then
-  ckpts=(random:0 random:1 random:2)
+  ckpts=(random_init:0 random_init:1 random_init:2)
   for s in $SEEDS; do echo "$RECIPES" | while read -r name method _ _; do
     [ -f "$RUNS/${name}_s$s/last.pt" ] && echo "$RUNS/${name}_s$s/last.pt"; done; done > "$RUNS/checkpoints.txt"
   mapfile -t more < "$RUNS/checkpoints.txt"
-  python -m world_model.evaluate --checkpoints "${ckpts[@]}" "${more[@]}" --out "$out" \
+  python -m world_model.evaluation --checkpoints "${ckpts[@]}" "${more[@]}" --out "$out" \
     --tasks pose landmark_distance landmark_hit region --probes linear --n-labels --budget 0.3 --no-planning --threads 1 \
     --train-per-subject 250
 fi

@@ -200,8 +200,8 @@ class Navigator:
         self.fovs[idx] = np.clip(self.fovs[idx], self.config.min_fov, self._max_fov[idx])
 
     def task_metrics(self, idx: np.ndarray) -> dict[str, np.ndarray]:
-        """The task's ``evaluate`` of poses ``idx``: ``error``, ``is_success`` and task-specific arrays."""
-        return self.task.evaluate(self.centers[idx], self.rotations[idx], self.targets[idx])
+        """The task's ``score`` of poses ``idx``: ``error``, ``is_success`` and task-specific arrays."""
+        return self.task.score(self.centers[idx], self.rotations[idx], self.targets[idx])
 
     # --- observation -------------------------------------------------------------------
     def render(self, labels: bool = False) -> np.ndarray:

@@ -14,6 +14,7 @@ Reward (landmark, plane) is potential-based shaping with the error as potential:
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -26,7 +27,7 @@ __all__ = ["Task", "ExploreTask", "LandmarkTask", "PlaneTask", "make_task", "sha
 
 @dataclass(frozen=True)
 class Task:
-    """Base task: ``target_for`` draws a per-episode target array; ``evaluate`` scores poses."""
+    """Base task: ``target_for`` draws a per-episode target array; ``score`` scores poses."""
 
     name = "explore"
     target_dim = 0
@@ -38,13 +39,25 @@ class Task:
     def target_for(self, subject: Subject, rng: np.random.Generator) -> np.ndarray:
         return np.zeros(self.target_dim)
 
-    def evaluate(self, centers: np.ndarray, rotations: np.ndarray, targets: np.ndarray) -> dict[str, np.ndarray]:
+    def score(self, centers: np.ndarray, rotations: np.ndarray, targets: np.ndarray) -> dict[str, np.ndarray]:
         """Figures for N poses: always ``error`` (N,) and ``is_success`` (N,) bool, plus task-specific ones.
 
         centers (N, 3) world mm; rotations (N, 3, 3) columns u, v, n; targets (N, target_dim).
         """
         n = len(centers)
         return {"error": np.zeros(n), "is_success": np.zeros(n, bool)}
+
+    def evaluate(self, centers: np.ndarray, rotations: np.ndarray, targets: np.ndarray) -> dict[str, np.ndarray]:
+        """Deprecated name of :meth:`score` (kept one release)."""
+        warnings.warn("Task.evaluate is deprecated; use Task.score", DeprecationWarning, stacklevel=2)
+        return self.score(centers, rotations, targets)
+
+    def __init_subclass__(cls, **kwargs):
+        """A subclass that still overrides ``evaluate`` (not ``score``) is scored by it, with a warning."""
+        super().__init_subclass__(**kwargs)
+        if "evaluate" in cls.__dict__ and "score" not in cls.__dict__:
+            warnings.warn(f"{cls.__name__}.evaluate is deprecated; name it score", DeprecationWarning, stacklevel=2)
+            cls.score = cls.__dict__["evaluate"]
 
 
 @dataclass(frozen=True)
@@ -77,7 +90,7 @@ class LandmarkTask(Task):
             raise KeyError(f"subject {subject.subject_id} has no landmark {name!r}; it has {names}")
         return subject.landmarks[name].copy()
 
-    def evaluate(self, centers, rotations, targets):
+    def score(self, centers, rotations, targets):
         dist = landmark_distance(centers, targets)
         return {"error": dist, "is_success": dist <= self.success_mm, "distance_mm": dist}
 
@@ -115,7 +128,7 @@ class PlaneTask(Task):
         p = subject.planes[name]
         return np.concatenate([p.point, p.normal])
 
-    def evaluate(self, centers, rotations, targets):
+    def score(self, centers, rotations, targets):
         dist = plane_distance(centers, targets[:, :3], targets[:, 3:])
         angle = plane_angle_deg(rotations[:, :, 2], targets[:, 3:])
         ok = (dist <= self.success_mm) & (angle <= self.success_deg)

@@ -12,7 +12,7 @@ from torch import nn
 
 from agents.benchmark import QUICK, _plot, summarise
 from agents.envs import make_nav_vec_env
-from agents.evaluate import episode_metrics, policy_act_fn, run_episodes, steps_to, wilson
+from agents.episodes import episode_metrics, policy_act_fn, run_episodes, steps_to, wilson
 from agents.extractors import NavExtractor, RandomCNN
 from agents.train import AgentConfig, build_model, choose_device, train
 from navgym.presets import PRESETS, START, get_preset
@@ -276,7 +276,7 @@ def test_extractor_frozen_and_finetuned_encoder():
 def test_extractor_precomputed_features_and_world_model_random():
     from world_model import load_encoder
 
-    wm = load_encoder("random")
+    wm = load_encoder("random_init")
     env = make_nav_vec_env("AC-near", 2, size=64, frames=2, actions=1, subjects="template", encoder=wm)
     obs = env.reset()
     assert obs["features"].shape == (2, 2 * wm.feature_dim) and obs["features"].dtype == np.float32
@@ -370,7 +370,7 @@ def test_benchmark_labels_seeds_and_resumes(tmp_path):
 
     assert encoder_label("navwm=runs/wm/navwm_s{seed}/last.pt") == ("navwm", "runs/wm/navwm_s{seed}/last.pt", False)
     assert encoder_label("pixels") == ("pixels", "pixels", False)
-    assert encoder_label("ft:random") == ("random-ft", "random", True)
+    assert encoder_label("ft:random_init") == ("random_init-ft", "random_init", True)
     assert encoder_label("wm=ft:runs/x.pt") == ("wm", "runs/x.pt", True)
     base = replace(AgentConfig(**QUICK), steps=64, eval_every=64, eval_envs=2)
     rep = run_benchmark(["AC-near"], ["px=pixels"], ["ppo"], [0], base, tmp_path)
@@ -475,8 +475,8 @@ def test_report_names_each_encoders_pretraining(tmp_path):
     wm = describe_encoder(str(tmp_path / "wm" / "last.pt"), 0, finetune=False)
     assert (wm["method"], wm["pretrain_steps"], wm["pretrain_frames"], wm["trains"]) == ("tokenizer", 3, 3 * 2 * 3, False)
     assert wm["params"] > 0 and wm["feature_dim"] > 0
-    untrained = describe_encoder("random", 1, finetune=True)
-    assert untrained["pretrain_steps"] is None and untrained["trains"] and untrained["method"] == "random"
+    untrained = describe_encoder("random_init", 1, finetune=True)
+    assert untrained["pretrain_steps"] is None and untrained["trains"] and untrained["method"] == "random_init"
     assert describe_encoder("pixels", 0, finetune=False) == {"spec": "pixels", "trains": True, "kind": "pixels CNN"}
     table = "\n".join(_encoder_lines({"oracle": {"runs": [{}]}, "ppo-wm": {"runs": [{"encoder": wm}]},
                                       "ppo-rand-ft": {"runs": [{"encoder": untrained}]}}))

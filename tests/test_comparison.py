@@ -79,16 +79,16 @@ def test_quick_comparison_end_to_end_within_its_deadline_and_rebuilds(tmp_path, 
               "--n-labels --no-planning --no-clips --reference-seeds")  # the template only: no subjects to build
     # --frames: a fixed plan (a loaded CI machine cannot make a tight deadline flaky); the plan and the
     # deadline stop are tested above and below
-    doc = main(["--quick", "--methods", "navwm", "shuffled", "random", "--seconds", "900", "--frames", "160",
+    doc = main(["--quick", "--methods", "navwm", "shuffled", "random_init", "--seconds", "900", "--frames", "160",
                 "--out", str(out), "--progress", "false", "--threads", "1", "--calibration-steps", "1",
                 "--subjects", "template", "--eval-args", probes])
     c = doc["comparison"]
     assert c["total_s"] <= 900 and c["train"]["steps"] == 5 and c["frames_per_run"] == 5 * 8 * 4
-    trained = [r for r in c["train"]["runs"] if r["method"] != "random"]
+    trained = [r for r in c["train"]["runs"] if r["method"] != "random_init"]
     assert len({r["frames"] for r in trained}) == 1 and trained[0]["frames"] == c["frames_per_run"] > 0
-    assert {r["method"] for r in c["train"]["runs"]} == {"navwm", "shuffled", "random"}
+    assert {r["method"] for r in c["train"]["runs"]} == {"navwm", "shuffled", "random_init"}
     assert set(c["phases"]) >= {"setup", "eval_calibration", "calibration", "train", "evaluate"}
-    assert {r["method"] for r in doc["rows"]} >= {"navwm", "shuffled", "random"}  # the evaluation's rows
+    assert {r["method"] for r in doc["rows"]} >= {"navwm", "shuffled", "random_init"}  # the evaluation's rows
     assert not list(out.rglob("*.pt"))  # no checkpoints in the report
     before = {p.name: p.read_bytes() for p in out.iterdir() if p.suffix == ".md"}
     main(["--rewrite", "--out", str(out)])
@@ -113,7 +113,7 @@ def test_a_method_with_its_own_batches_gets_its_own_stream_unless_it_names_one()
     from world_model.methods import DynamicsMethod, MAE3DMethod, build_method, data_stream
 
     mc, tc = make_config("tiny", **SMALL)
-    assert [data_stream(build_method(mc, m, tc)) for m in ("navwm", "mae2d", "mae3d", "random")] == \
+    assert [data_stream(build_method(mc, m, tc)) for m in ("navwm", "mae2d", "mae3d", "random_init")] == \
         ["clips", "clips", "crops", None]
 
     class Jumps(DynamicsMethod):  # new data, no stream named: never shares the clips

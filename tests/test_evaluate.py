@@ -1,5 +1,5 @@
 """The evaluation run and its report (stand-in encoders), encoder entries, the 3D MAE's probe features,
-latent planning, and the ``python -m world_model.evaluate`` CLI."""
+latent planning, and the ``python -m world_model.evaluation`` CLI."""
 
 import json
 
@@ -11,7 +11,7 @@ from navgym.subjects import template_subject
 from world_model.evaluation.data import PROBE_SPLITS, ProbeDataConfig, make_probe_data
 from world_model.evaluation.encoders import EncoderEntry, frozen_features, image_size, load_encoder_entry
 from world_model.evaluation.finetune import FinetuneConfig
-from world_model.evaluation.pipeline import EvalConfig, Progress, evaluate
+from world_model.evaluation.pipeline import EvalConfig, Progress, evaluate_encoders
 from world_model.evaluation.planning import PlanConfig, cem_plan, pose_errors, run_planning
 from world_model.evaluation.probes import ProbeConfig
 
@@ -58,15 +58,15 @@ def test_evaluate_and_report_with_stand_in_encoders(tmp_path, data, capsys, monk
     from world_model.evaluation.report import write_report
 
     entries = [EncoderEntry(m, s, StandIn(s + 10 * i), latent_model=StandIn(s) if m == "navwm" else None)
-               for i, m in enumerate(("navwm", "random")) for s in range(2)]
+               for i, m in enumerate(("navwm", "random_init")) for s in range(2)]
     subjects = {s: [template_subject()] for s in PROBE_SPLITS}
     log = Progress(always=True)
-    result = evaluate(entries, data, SMALL, subjects, log=log, parts_dir=tmp_path / "parts")
-    assert "frozen probes 5/5: random seed 1" in capsys.readouterr().out  # progress lines, seed by seed
+    result = evaluate_encoders(entries, data, SMALL, subjects, log=log, parts_dir=tmp_path / "parts")
+    assert "frozen probes 5/5: random_init seed 1" in capsys.readouterr().out  # progress lines, seed by seed
     probes = {(r["method"], r["probe"]) for r in result["rows"]}
-    assert {("navwm", "linear"), ("navwm", "attentive"), ("navwm", "finetune"), ("random", "finetune"),
+    assert {("navwm", "linear"), ("navwm", "attentive"), ("navwm", "finetune"), ("random_init", "finetune"),
             ("supervised", "reference"), ("mean", "mean"), ("pooled_pixels", "attentive"),
-            ("random", "linear_shuffled_labels")} <= probes
+            ("random_init", "linear_shuffled_labels")} <= probes
     assert ("pooled_pixels", "finetune") not in probes  # nothing to fine-tune
     assert {r["n_labels"] for r in result["rows"] if r["probe"] == "finetune"} == {32, 128}
     assert {r["task"] for r in result["rows"]} >= {"clip_pose", "clip_landmark_distance", "planning"}
@@ -82,14 +82,14 @@ def test_evaluate_and_report_with_stand_in_encoders(tmp_path, data, capsys, monk
             bars.append(self)
 
     monkeypatch.setattr(tqdm.auto, "tqdm", Bar)
-    again = evaluate(entries, data, SMALL, subjects, parts_dir=tmp_path / "parts")
+    again = evaluate_encoders(entries, data, SMALL, subjects, parts_dir=tmp_path / "parts")
     assert again["rows"] == result["rows"] and again["timings"] == result["timings"]
     units = len(list((tmp_path / "parts").glob("*.json")))
     assert [(b.total, b.n) for b in bars] == [(units, units)]  # the progress bar moves once per unit
 
     result["timings"]["total_s"] = 1.0
     out = tmp_path / "report"
-    doc = write_report(result, SMALL, out, ["python", "-m", "world_model.evaluate", "--test"], {"device": "cpu"})
+    doc = write_report(result, SMALL, out, ["python", "-m", "world_model.evaluation", "--test"], {"device": "cpu"})
     saved = json.loads((out / "results.json").read_text())
     assert saved["command"].endswith("--test") and saved["versions"]["torch"] == torch.__version__
     assert saved["config"]["data"]["train_per_subject"] == 150 and saved["device"] == "cpu"
@@ -98,7 +98,7 @@ def test_evaluate_and_report_with_stand_in_encoders(tmp_path, data, capsys, monk
     assert "## Clip-level probes" in report and "Shuffled-label control" in report and "## Verdict" in report
     assert "only the slices differ" in report  # one subject: said plainly
     assert {c["task"] for c in doc["sanity"]} >= {"pose", "region", "clip_pose"}
-    assert any(c["method"] == "navwm" and c["baseline"] == "random" for c in doc["comparisons"]) or not doc["kept_tasks"]
+    assert any(c["method"] == "navwm" and c["baseline"] == "random_init" for c in doc["comparisons"]) or not doc["kept_tasks"]
     assert {"label_efficiency.png", "frozen_probes.png", "clip_probes.png"} <= set(doc["plots"])
     assert (out / "readme_snippet.md").read_text().startswith("Frozen linear probes")
 
@@ -111,7 +111,7 @@ def test_sanity_flags_a_task_the_reference_cannot_learn():
             for t, m, v in (("pose", "center_err_mirror_mm", 30.0), ("region", "accuracy", 0.3))]
     rows += [dict(method="supervised", seed=s, task=t, probe="reference", n_labels=100, metric=m, value=v + 0.01 * s)
              for s in range(3) for t, m, v in (("pose", "center_err_mirror_mm", 12.0), ("region", "accuracy", 0.31))]
-    rows += [dict(method="random", seed=s, task=t, probe="linear", n_labels=None, metric=m, value=v + 0.01 * s)
+    rows += [dict(method="random_init", seed=s, task=t, probe="linear", n_labels=None, metric=m, value=v + 0.01 * s)
              for s in range(3) for t, m, v in (("pose", "center_err_mirror_mm", 25.0), ("region", "accuracy", 0.3))]
     got = {c["task"]: c for c in sanity(summarize(rows))}
     assert got["pose"]["learnable"] and got["pose"]["separated"]
@@ -119,8 +119,8 @@ def test_sanity_flags_a_task_the_reference_cannot_learn():
 
 
 def test_load_encoder_entry_specs():
-    e = load_encoder_entry("random:3")
-    assert (e.method, e.seed) == ("random", 3) and e.latent_model is e.encoder and image_size(e.encoder) == 64
+    e = load_encoder_entry("random_init:3")
+    assert (e.method, e.seed) == ("random_init", 3) and e.latent_model is e.encoder and image_size(e.encoder) == 64
     t = load_encoder_entry("tokenizer:1")
     assert (t.method, t.latent_model) == ("tokenizer", None)
     with pytest.raises(FileNotFoundError, match="checkpoints"):
@@ -144,7 +144,7 @@ def test_clip_features_use_context_for_the_dynamics_family(data):
     from world_model.evaluation.encoders import clip_features, has_clip_features
 
     clips = data["test"].clips
-    dyn, static = load_encoder_entry("random:0").encoder, load_encoder_entry("tokenizer:0").encoder
+    dyn, static = load_encoder_entry("random_init:0").encoder, load_encoder_entry("tokenizer:0").encoder
     assert has_clip_features(dyn) and not has_clip_features(static)
     big = torch.nn.functional.interpolate(torch.from_numpy(clips.frames).float(), size=64).round().to(torch.uint8)
     from dataclasses import replace
@@ -252,10 +252,10 @@ def test_cli_errors_and_help(capsys):
 @pytest.mark.slow
 def test_quick_cli_end_to_end(tmp_path):
     """The full ``--quick`` run: trains tiny models with world_model.train, evaluates, writes the report."""
-    from world_model.evaluate import main
+    from world_model.evaluation.cli import main
 
     doc = main(["--quick", "--out", str(tmp_path), "--cache", str(tmp_path / "cache")])
-    assert {e["method"] for e in doc["entries"]} == {"navwm", "random", "pooled_pixels"}
+    assert {e["method"] for e in doc["entries"]} == {"navwm", "random_init", "pooled_pixels"}
     assert (tmp_path / "report.md").exists() and doc["sanity"]
 
 
@@ -279,14 +279,14 @@ def test_shards_share_the_work_and_cached_only_assembles_it(tmp_path, data):
     from dataclasses import replace
 
     cfg = replace(SMALL, probes=("linear",), finetune=False, planning=False, linear_n_labels=(16, 64))
-    entries = [EncoderEntry(m, s, StandIn(s + 10 * i)) for i, m in enumerate(("navwm", "random")) for s in range(2)]
-    plain = evaluate(entries, data, cfg, parts_dir=tmp_path / "plain")
+    entries = [EncoderEntry(m, s, StandIn(s + 10 * i)) for i, m in enumerate(("navwm", "random_init")) for s in range(2)]
+    plain = evaluate_encoders(entries, data, cfg, parts_dir=tmp_path / "plain")
     parts = tmp_path / "shared"
-    shards = [evaluate(entries, data, cfg, parts_dir=parts, shard=(i, 2)) for i in range(2)]
+    shards = [evaluate_encoders(entries, data, cfg, parts_dir=parts, shard=(i, 2)) for i in range(2)]
     done = [{(r["method"], r["seed"], r["probe"]) for r in s["rows"] if r["probe"] != "mean"} for s in shards]
     assert done[0] and done[1] and not done[0] & done[1]  # disjoint units, both shards worked
     files = sorted(p.name for p in parts.iterdir())
-    assembled = evaluate(entries, data, cfg, parts_dir=parts, cached_only=True)
+    assembled = evaluate_encoders(entries, data, cfg, parts_dir=parts, cached_only=True)
     assert sorted(p.name for p in parts.iterdir()) == files  # nothing computed
     key = lambda rows: sorted((r["method"], r["seed"], r["task"], r["probe"], r["n_labels"] or 0, r["metric"], r["value"])  # noqa: E731
                               for r in rows)
@@ -296,11 +296,11 @@ def test_shards_share_the_work_and_cached_only_assembles_it(tmp_path, data):
     assert {n for n, _ in few} == {16, 64} and {t for _, t in few} == set(cfg.tasks)
     part_lost = next(p for p in parts.iterdir() if p.name.startswith("frozen_navwm_s1"))
     part_lost.unlink()
-    partial = evaluate(entries, data, cfg, parts_dir=parts, cached_only=True)
+    partial = evaluate_encoders(entries, data, cfg, parts_dir=parts, cached_only=True)
     assert partial["missing_units"] == ["frozen/navwm_s1"]
     assert not any(r["method"] == "navwm" and r["seed"] == 1 for r in partial["rows"])
     with pytest.raises(ValueError, match="parts_dir"):
-        evaluate(entries, data, cfg, shard=(0, 2))
+        evaluate_encoders(entries, data, cfg, shard=(0, 2))
     with pytest.raises(ValueError, match="linear_n_labels"):
         replace(cfg, linear_n_labels=(0,))
 
@@ -311,10 +311,10 @@ def test_report_shows_linear_label_efficiency_and_missing_units(tmp_path, data):
     from world_model.evaluation.report import write_report
 
     cfg = replace(SMALL, probes=("linear",), finetune=False, planning=False, clips=False, linear_n_labels=(16, 64))
-    entries = [EncoderEntry(m, s, StandIn(s + 10 * i)) for i, m in enumerate(("navwm", "random")) for s in range(2)]
-    result = evaluate(entries, data, cfg, parts_dir=tmp_path / "parts")
+    entries = [EncoderEntry(m, s, StandIn(s + 10 * i)) for i, m in enumerate(("navwm", "random_init")) for s in range(2)]
+    result = evaluate_encoders(entries, data, cfg, parts_dir=tmp_path / "parts")
     result["missing_units"] = ["frozen/navwm_s2"]
-    doc = write_report(result, cfg, tmp_path / "report", ["python", "-m", "world_model.evaluate"], {"device": "cpu"})
+    doc = write_report(result, cfg, tmp_path / "report", ["python", "-m", "world_model.evaluation"], {"device": "cpu"})
     report = (tmp_path / "report" / "report.md").read_text()
     assert "## Label efficiency: frozen linear probe fitted on N labelled slices" in report
     n_all = len(data["train"].slices)

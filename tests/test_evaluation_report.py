@@ -12,10 +12,10 @@ def _rows(method, base):
 
 def test_joint_variant_is_compared_with_its_own_controls():
     rows = _rows("navwm_joint", 10.0) + _rows("shuffled_joint", 20.0) + _rows("noaction_joint", 10.05) \
-        + _rows("random", 30.0) + _rows("navwm", 15.0)
+        + _rows("random_init", 30.0) + _rows("navwm", 15.0)
     comps = verdict(summarize(rows), ["pose"])
     pairs = {(c["method"], c["baseline"]) for c in comps}
-    assert {("navwm_joint", "shuffled_joint"), ("navwm_joint", "noaction_joint"), ("navwm_joint", "random"),
+    assert {("navwm_joint", "shuffled_joint"), ("navwm_joint", "noaction_joint"), ("navwm_joint", "random_init"),
             ("navwm", "navwm_joint")} <= pairs
     assert ("shuffled_joint", "navwm_joint") not in pairs
     table = "\n".join(_verdict_table(comps))
@@ -74,22 +74,33 @@ def test_rewrite_rebuilds_a_report_from_its_results(tmp_path, monkeypatch):
 
     monkeypatch.setenv("GIT_COMMIT", "abc1234")
     assert versions()["git_commit"] == "abc1234"  # set explicitly: wins over the tree's .git
-    rows = _rows("navwm", 10.0) + _rows("random", 30.0) + _rows("supervised", 8.0) + [
+    rows = _rows("navwm", 10.0) + _rows("random_init", 30.0) + _rows("supervised", 8.0) + [
         dict(method="mean", seed=None, task="pose", probe="mean", n_labels=None, metric="center_err_mirror_mm",
              value=33.0)]
     for r in rows[6:9]:
         r["probe"] = "reference"
-    doc = {"command": "python -m world_model.evaluate", "created_utc": "now", "versions": versions(),
+    doc = {"command": "python -m world_model.evaluation", "created_utc": "now", "versions": versions(),
            "config": {"data": {"size": [64, 64], "clip_frames": 4}, "finetune": {"reference_steps": 1, "batch_size": 1}},
-           "rows": rows, "entries": [{"method": m, "seed": s, "clip_features": False} for m in ("navwm", "random")
+           "rows": rows, "entries": [{"method": m, "seed": s, "clip_features": False} for m in ("navwm", "random_init")
                                      for s in range(3)],
            "subjects": {"train": ["a"], "val": ["b"], "test": ["c"]}, "held_out_subjects": True,
-           "sizes": {k: {"slices": 10, "clips": 0} for k in ("train", "val", "test")}, "timings": {"total_s": 1.0},
-           "control_method": "random", "device": "cpu"}
+           "sizes": {k: {"slices": 10, "clips": 0} for k in ("train", "val", "test")},
+           "timings": {"total_s": 1.0, "features/random_init/0_s": 2.0},
+           "control_method": "random_init", "device": "cpu"}
     (tmp_path / "results.json").write_text(json.dumps(doc))
     out = rewrite_report(tmp_path)
-    assert "| navwm | random (random init) | 1 | 0 | 0 |" in (tmp_path / "report.md").read_text()
+    report = (tmp_path / "report.md").read_text()
+    assert "| navwm | random_init (random init) | 1 | 0 | 0 |" in report
     assert json.loads((tmp_path / "results.json").read_text())["comparisons"] == out["comparisons"]
+    # an older results.json says 'random': rewritten with the label now, every figure the same
+    old = json.loads(json.dumps(doc).replace('"random_init"', '"random"'))
+    old["timings"] = {"total_s": 1.0, "features/random/0_s": 2.0}
+    (tmp_path / "results.json").write_text(json.dumps(old))
+    with pytest.warns(DeprecationWarning, match="'random'"):
+        relabelled = rewrite_report(tmp_path)
+    assert (tmp_path / "report.md").read_text() == report
+    assert relabelled["control_method"] == "random_init" and "features/random_init/0_s" in relabelled["timings"]
+    assert json.dumps(relabelled["summary"]) == json.dumps(out["summary"])  # NaN intervals compare as text
     doc["rows"][0]["task"] = "hemisphere"  # a task of an older report format
     (tmp_path / "results.json").write_text(json.dumps(doc))
     with pytest.raises(ValueError, match="older report format"):

@@ -12,7 +12,7 @@ from world_model.evaluation import stats
 from world_model.evaluation.data import PROBE_SPLITS, ProbeDataConfig, make_probe_data
 from world_model.evaluation.encoders import EncoderEntry, frozen_features
 from world_model.evaluation.finetune import FinetuneConfig, ReferenceCNN
-from world_model.evaluation.pipeline import EvalConfig, evaluate
+from world_model.evaluation.pipeline import EvalConfig, evaluate_encoders
 from world_model.evaluation.planning import PlanConfig
 from world_model.evaluation.probes import PROBE_TASKS, ProbeConfig, TaskTargets, fit_multitask, run_linear_probe
 
@@ -79,7 +79,7 @@ def test_two_copies_of_one_encoder_give_identical_numbers(data):
     torch.manual_seed(0)
     enc = ReferenceCNN(8).eval()
     entries = [EncoderEntry("copy_a", 0, enc), EncoderEntry("copy_b", 0, copy.deepcopy(enc))]
-    rows = evaluate(entries, data, cfg)["rows"]
+    rows = evaluate_encoders(entries, data, cfg)["rows"]
     by = {m: {(r["task"], r["probe"], r["n_labels"], r["metric"]): r["value"] for r in rows if r["method"] == m}
           for m in ("copy_a", "copy_b")}
     assert by["copy_a"] and by["copy_a"] == by["copy_b"]

@@ -26,9 +26,9 @@ def test_world_model_run_refused_in_one_line_before_resuming(tmp_path, capsys):
     m, t = wm_parse_args(["--config", out + "/config.json", "--steps", "4"])
     m2, t2 = wm_parse_args(SMALL_WM + ["--steps", "4", "--out", out])
     assert (m, t) == (m2, t2) and wm_parse_args(["--config", out + "/last.pt", "--steps", "4"]) == (m, t)
-    # --steps 0 is refused as --steps -1 is (only the untrained 'random' baseline takes no steps)
+    # --steps 0 is refused as --steps -1 is (only the untrained 'random_init' baseline takes no steps)
     for steps in ("0", "-1"):
         with pytest.raises(SystemExit):
             wm_parse_args(SMALL_WM + ["--steps", steps])
         assert "steps" in capsys.readouterr().err
-    assert wm_parse_args(["--method", "random", "--steps", "0"])[1].total_steps == 0
+    assert wm_parse_args(["--method", "random_init", "--steps", "0"])[1].total_steps == 0

@@ -127,7 +127,7 @@ class _Evil:
 
 
 def test_checkpoints_never_unpickle_code(tmp_path):
-    mc, tc = small("random", out=str(tmp_path / "r"))
+    mc, tc = small("random_init", out=str(tmp_path / "r"))
     train(mc, tc, progress=False)
     state = torch.load(tmp_path / "r" / "last.pt", weights_only=True)
     state["extra"] = _Evil()
@@ -136,7 +136,7 @@ def test_checkpoints_never_unpickle_code(tmp_path):
         load_encoder(str(tmp_path / "evil.pt"))
     assert FLAG == []
     loaded = load_encoder(str(tmp_path / "r" / "last.pt"))
-    assert loaded.method == "random" and loaded.finished  # the initialised model takes no steps
+    assert loaded.method == "random_init" and loaded.finished  # the initialised model takes no steps
 
 
 def test_bad_config_values_give_clear_errors():
@@ -174,7 +174,7 @@ def _clips(method="navwm", n=2, **kw):
     return mc, tc, next(clip_batches(tc, mc))
 
 
-@pytest.mark.parametrize("method", [m for m in METHODS if m != "random"])
+@pytest.mark.parametrize("method", [m for m in METHODS if m != "random_init"])
 def test_each_method_compute_loss_trains_the_right_parts(method):
     mc, tc, batch = _clips(method, steps=10, stage1_frac=0.5, jump_context=2)
     torch.manual_seed(0)

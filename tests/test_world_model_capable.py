@@ -91,6 +91,6 @@ def test_random_init_twins_keep_the_model_size():
     mc = make_config("capable", size=32, width=8, latent=4, dim=16, depth=1, heads=2)[0]
     entries = [EncoderEntry(m, 0, build_method(mc, m)) for m in ("navwm", "tokenizer")]
     twins = {e.method: e.encoder for e in scratch_entries(entries)}
-    assert set(twins) == {"random", "tokenizer_init"}
+    assert set(twins) == {"random_init", "tokenizer_init"}
     assert all(t.cfg == mc for t in twins.values())
     assert count_params(twins["tokenizer_init"]) == count_params(entries[1].encoder)

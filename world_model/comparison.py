@@ -7,16 +7,16 @@
 
 Phases (each one's seconds in ``results.json["comparison"]["phases"]``):
 
-1. ``setup``: the probe data rendered (``world_model.evaluate --prepare-data``) and the untrained
-   ``random`` runs written;
-2. ``eval_calibration``: those ``random`` encoders evaluated (in this process, with the same
+1. ``setup``: the probe data rendered (``world_model.evaluation --prepare-data``) and the untrained
+   ``random_init`` runs written;
+2. ``eval_calibration``: those ``random_init`` encoders evaluated (in this process, with the same
    protocol as the final evaluation, whose cache keeps their units): seconds per encoder;
 3. ``calibration``: a few timed steps of every run and data stream (two-stage methods in each stage);
 4. ``plan``: the steps S per run that fit what is left of ``--seconds`` after the predicted
    evaluation (x ``--safety``), the same for every run (``--frames`` fixes them instead);
 5. ``train``: :func:`train_all` steps every run in one loop; runs stop together at the training
    deadline if the plan was wrong (their step count is recorded; frames stay equal);
-6. ``evaluate``: ``world_model.evaluate`` on every run's ``last.pt``, in this process;
+6. ``evaluate``: ``world_model.evaluation`` on every run's ``last.pt``, in this process;
 7. ``report``: ``report.md`` and plots (the evaluation's), ``training.md`` (this module's: frames per
    run, throughput, phases), ``results.json`` holding both (``--rewrite`` rebuilds both from it).
 
@@ -52,7 +52,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from navgym.files import write_atomic
 
-from .config import JUMP_METHODS, METHODS, MODEL_SIZES, ModelConfig, TrainConfig, make_config, parse_bool
+from .config import JUMP_METHODS, METHODS, MODEL_SIZES, ModelConfig, TrainConfig, make_config, method_id, parse_bool
 from .methods import data_stream
 from .train import Run, eval_clips
 
@@ -208,7 +208,7 @@ def train_all(specs, device: torch.device, log=lambda m: None, deadline: float |
                 key = (tc.seed, mc)
                 if key not in clips:
                     clips[key] = eval_clips(tc, mc, device)
-                r.evaluate(clips[key], at)
+                r.log_held_out(clips[key], at)
         r.checkpoint(at)
         summary = r.finish(at)
         out.append({**summary, "method": tc.method, "seed": tc.seed, "frames": frames_per_run(mc, tc, at),
@@ -319,7 +319,7 @@ def _evaluate(checkpoints, out: Path, eval_args: list[str], device: str, threads
     return evaluate_main(argv)
 
 
-def _per_encoder_s(doc: dict, methods=("random",)) -> float:
+def _per_encoder_s(doc: dict, methods=("random_init",)) -> float:
     """Mean evaluation seconds per encoder of ``methods`` from a report's timings."""
     t, seeds = 0.0, set()
     for k, v in doc.get("timings", {}).items():
@@ -415,7 +415,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--eval-safety", type=float, default=1.5, help="the predicted evaluation time is multiplied by it")
     p.add_argument("--calibration-steps", type=int, default=3, help="timed steps per run and stage")
     p.add_argument("--max-frames", type=int, default=2_000_000, help="frames per run at most")
-    p.add_argument("--eval-args", default=EVAL_ARGS, help="world_model.evaluate flags (the protocol; with "
+    p.add_argument("--eval-args", default=EVAL_ARGS, help="world_model.evaluation flags (the protocol; with "
                                                           "--model-size capable '--reference-arch capable' is added)")
     p.add_argument("--runs", default="", help="checkpoints folder (default: a temporary one, removed at the end)")
     p.add_argument("--cache", default="", help="probe-data cache (default: inside --runs)")
@@ -437,7 +437,7 @@ def _options(argv) -> argparse.Namespace:
         for k, v in QUICK.items():
             if k not in given and not (k == "overrides" and "set" in given):
                 setattr(a, k, v)
-    a.methods = list(METHODS) if a.methods is None else a.methods
+    a.methods = list(METHODS) if a.methods is None else [method_id(m) for m in a.methods]
     bad = [m for m in a.methods if m not in METHODS]
     if bad:
         p.error(f"--methods: unknown {bad}; choose from {list(METHODS)}")
@@ -489,12 +489,12 @@ def main(argv=None) -> dict:
 
         evaluate_main(["--prepare-data", "--size", str(mc0.size), "--cache", str(cache), "--out", str(out),
                        "--threads", str(threads), *eval_args])
-        untrained = run_specs(a.model_size, [m for m in a.methods if m == "random"], a.seeds, 0, a.batch, runs_dir,
+        untrained = run_specs(a.model_size, [m for m in a.methods if m == "random_init"], a.seeds, 0, a.batch, runs_dir,
                               a.overrides_dict, **train_kw)
         untrained_rows = train_all(untrained, device, log, progress=False)["runs"] if untrained else []
         phases["setup"] = tick() - t
         predicted_eval = 0.0
-        specs = run_specs(a.model_size, [m for m in a.methods if m != "random"], a.seeds, 1, a.batch, runs_dir,
+        specs = run_specs(a.model_size, [m for m in a.methods if m != "random_init"], a.seeds, 1, a.batch, runs_dir,
                           a.overrides_dict, **train_kw)
         if untrained:
             t = tick()
@@ -524,7 +524,7 @@ def main(argv=None) -> dict:
         log(f"plan: {steps} steps = {steps * frames_unit:,} frames per run; predicted "
             f"{plan['predicted_train_s']:.0f} s of training")
         t = tick()
-        specs = run_specs(a.model_size, [m for m in a.methods if m != "random"], a.seeds, steps, a.batch, runs_dir,
+        specs = run_specs(a.model_size, [m for m in a.methods if m != "random_init"], a.seeds, steps, a.batch, runs_dir,
                           a.overrides_dict, **train_kw)
         trained = train_all(specs, device, log, deadline=deadline - predicted_eval - 5.0, progress=a.progress)
         phases["train"] = tick() - t

@@ -10,16 +10,28 @@ with the field name for bad values.  Each field's ``help`` metadata is the one d
 from __future__ import annotations
 
 import argparse
+import warnings
 from dataclasses import MISSING, asdict, dataclass, field, fields, replace
 
 from .tokenizer import ARCHS
 
 METHODS = ("navwm", "shuffled", "noaction", "navwm_joint", "shuffled_joint", "noaction_joint", "tokenizer",
-           "mae2d", "mae3d", "random", "navjump", "shuffled_navjump", "noaction_navjump", "relpose")
+           "mae2d", "mae3d", "random_init", "navjump", "shuffled_navjump", "noaction_navjump", "relpose")
 JUMP_METHODS = ("navjump", "shuffled_navjump", "noaction_navjump", "relpose")  # trained on far jumps
+DEPRECATED_METHODS = {"random": "random_init"}  # old method id -> its name now (accepted with a DeprecationWarning)
 
-__all__ = ["METHODS", "JUMP_METHODS", "ModelConfig", "TrainConfig", "MODEL_SIZES", "make_config", "config_from_dict",
+__all__ = ["METHODS", "JUMP_METHODS", "DEPRECATED_METHODS", "method_id", "ModelConfig", "TrainConfig", "MODEL_SIZES", "make_config", "config_from_dict",
            "add_arguments", "as_dict", "config_field", "parse_bool"]
+
+
+def method_id(name: str) -> str:
+    """``name`` as a method id of :data:`METHODS`: a deprecated id (:data:`DEPRECATED_METHODS`) is
+    mapped to its new name with a ``DeprecationWarning``; any other name is returned unchanged."""
+    if name in DEPRECATED_METHODS:
+        warnings.warn(f"method {name!r} is deprecated; use {DEPRECATED_METHODS[name]!r}", DeprecationWarning,
+                      stacklevel=3)
+        return DEPRECATED_METHODS[name]
+    return name
 
 
 def config_field(default, help: str):
@@ -106,6 +118,9 @@ class TrainConfig:
     device_rng: bool = _f(True, "per-step masks and permutations drawn on the training device (no host-to-device "
                                 "copy on CUDA; CPU draws are unchanged)")
 
+    def __post_init__(self):
+        object.__setattr__(self, "method", method_id(self.method))  # checkpoints and configs with an old id
+
     @property
     def label(self) -> str:
         """The run's name in reports: the method, with ``_latent`` for the navjump family's latent target."""
@@ -114,15 +129,15 @@ class TrainConfig:
 
     @property
     def total_steps(self) -> int:
-        """Optimiser steps the run takes (``random`` takes none: it is the initialised model)."""
-        return 0 if self.method == "random" else self.steps
+        """Optimiser steps the run takes (``random_init`` takes none: it is the initialised model)."""
+        return 0 if self.method == "random_init" else self.steps
 
     def validate(self, model: ModelConfig) -> None:
         _check(self.method in METHODS, "method", self.method, f"one of {METHODS}")
         _check(self.model_size in MODEL_SIZES, "model_size", self.model_size, f"one of {tuple(MODEL_SIZES)}")
         for name in ("steps", "batch", "log_every", "eval_every", "ckpt_every", "rollout_steps", "stride",
                      "resident_subjects"):
-            if name != "steps" or self.method != "random":  # random takes no steps (any --steps, 0 included)
+            if name != "steps" or self.method != "random_init":  # it takes no steps (any --steps, 0 included)
                 _check(getattr(self, name) >= 1, name, getattr(self, name), ">= 1")
         _check(self.lr > 0, "lr", self.lr, "> 0")
         _check(0.0 <= self.stage1_frac < 1.0, "stage1_frac", self.stage1_frac, "in [0, 1)")
@@ -230,7 +245,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                 continue
             typ = {"int": int, "float": float, "str": str, "bool": parse_bool}[f.type if isinstance(f.type, str)
                                                                           else f.type.__name__]
-            kw = {"choices": METHODS} if f.name == "method" else {}
+            kw = {"choices": METHODS + tuple(DEPRECATED_METHODS)} if f.name == "method" else {}
             shown = "" if cls is ModelConfig or f.default is MISSING else " (default: %r)" % (f.default,)
             g.add_argument("--" + f.name.replace("_", "-"), dest=f.name, type=typ, default=None,
                            help=f.metadata["help"].replace("%", "%%") + shown, **kw)

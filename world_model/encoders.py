@@ -42,7 +42,7 @@ import torch
 from torch import nn
 
 from .checkpoint import load_checkpoint
-from .config import METHODS, MODEL_SIZES, ModelConfig, TrainConfig, config_from_dict
+from .config import DEPRECATED_METHODS, METHODS, MODEL_SIZES, ModelConfig, TrainConfig, config_from_dict, method_id
 from .methods import build_method
 from .model import WorldModel, count_params
 
@@ -125,14 +125,14 @@ class EncoderSpec:
         if self.source in BASELINES:
             return self.source
         m = _UNTRAINED.fullmatch(self.source)
-        if m and m["method"] in METHODS and not os.path.exists(self.source):
+        if m and m["method"] in METHODS + tuple(DEPRECATED_METHODS) and not os.path.exists(self.source):
             return "untrained"
         return "checkpoint"
 
     @property
     def method(self) -> str | None:
         """The method of an untrained spec (None otherwise)."""
-        return _UNTRAINED.fullmatch(self.source)["method"] if self.kind == "untrained" else None
+        return method_id(_UNTRAINED.fullmatch(self.source)["method"]) if self.kind == "untrained" else None
 
     @property
     def seed(self) -> int | None:
@@ -184,11 +184,12 @@ class EncoderSpec:
 def load_encoder(checkpoint, seed: int = 0, map_location="cpu", model: ModelConfig | None = None) -> WorldModel:
     """A trained world model in eval mode from a checkpoint written by ``world_model.train``
     (loaded with ``weights_only=True``), or a randomly initialised one from a method name
-    (``"random"`` or any method, ``torch.manual_seed(seed)``, architecture ``model``, by default the
+    (``"random_init"`` or any method, ``torch.manual_seed(seed)``, architecture ``model``, by default the
     tiny model size).  See the module docstring for what it offers."""
-    if isinstance(checkpoint, str) and checkpoint in METHODS and not os.path.exists(checkpoint):
+    named = isinstance(checkpoint, str) and checkpoint in METHODS + tuple(DEPRECATED_METHODS)
+    if named and not os.path.exists(checkpoint):
         torch.manual_seed(seed)
-        m = build_method(model or MODEL_SIZES["tiny"], checkpoint)
+        m = build_method(model or MODEL_SIZES["tiny"], method_id(checkpoint))
         m.seed = seed
         return m.eval()
     state = load_checkpoint(checkpoint, map_location)

@@ -3,7 +3,7 @@
 Each method is a :class:`~world_model.model.WorldModel` subclass that adds the training side
 (the IRIS / DIAMOND pattern): ``batches(...)`` (its data), ``stage(step)`` (the learning-rate
 segment and which parts train), ``compute_loss(batch, step) -> {"loss": tensor, name: scalar}``
-and ``evaluate(batch)`` (held-out scalars).  ``world_model.train`` only sets up, resumes, loops and
+and ``held_out_metrics(batch)`` (held-out scalars).  ``world_model.train`` only sets up, resumes, loops and
 checkpoints.  Randomness inside a step comes from ``step_generator(seed, step, rank)``.
 
 ===================  ==========================================================================
@@ -20,7 +20,7 @@ noaction_joint)      (``joint_loss=pixel``); ``joint_loss=latent`` scores agains
 tokenizer            reconstruction only, all steps (width matched)
 mae2d                2D masked autoencoder on the same slices (:mod:`world_model.mae2d`, width matched)
 mae3d                3D masked autoencoder on volume crops (:mod:`world_model.mae3d`, width matched)
-random               the navwm architecture, untrained (no steps)
+random_init          the navwm architecture, untrained (no steps)
 navjump              the view after one far jump (tens of mm and degrees, unpredictable from the
 (shuffled_navjump,   context; :func:`navgym.geometry.random_jumps`) from ``jump_context`` clip frames
 noaction_navjump)    and the jump as the last action, trained end to end from step 0: reconstruction
@@ -48,7 +48,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .config import ModelConfig, TrainConfig
+from .config import ModelConfig, TrainConfig, method_id
 from .data import VolumeCrops, clip_batches, render_device, step_generator
 from .model import WorldModel, count_params
 from .mae2d import masked_slice_loss
@@ -99,9 +99,15 @@ class Method(WorldModel):
     def frames_per_batch(self) -> int:
         return self.train_config.batch * self.cfg.window
 
-    def evaluate(self, batch: dict) -> dict:
-        """Held-out scalars (and ``_img_*`` tensors) on a clip batch."""
+    def held_out_metrics(self, batch: dict) -> dict:
+        """Held-out scalars (reconstruction and prediction PSNR, collapse diagnostics;
+        :func:`controllability`) and ``_img_*`` tensors on a clip batch."""
         return controllability(self, batch["frames"], batch["actions"])
+
+    def evaluate(self, batch: dict) -> dict:
+        """Deprecated name of :meth:`held_out_metrics` (kept one release)."""
+        warnings.warn("Method.evaluate is deprecated; use Method.held_out_metrics", DeprecationWarning, stacklevel=2)
+        return self.held_out_metrics(batch)
 
     @property
     def predicts(self) -> bool:
@@ -176,20 +182,20 @@ class MAE3DMethod(Method):
         loss, logs = self.mae.compute_loss(batch["crops"], self._gen(step))
         return {"loss": loss, **logs}
 
-    def evaluate(self, batch: dict) -> dict:
+    def held_out_metrics(self, batch: dict) -> dict:
         return {}
 
 
 class DynamicsMethod(Method):
-    """navwm, shuffled, noaction (two-stage), their ``*_joint`` variants, and random (untrained)."""
+    """navwm, shuffled, noaction (two-stage), their ``*_joint`` variants, and random_init (untrained)."""
 
     stream = "clips"
 
     def __init__(self, model: ModelConfig, method: str):
         super().__init__(model, method, dynamics=True)
         self.joint = method.endswith("_joint")
-        self.action_mode = method.split("_")[0]  # navwm / shuffled / noaction / random
-        if method == "random":
+        self.action_mode = method.split("_")[0]  # navwm / shuffled / noaction / random (random_init)
+        if method == "random_init":
             self.stream = None
 
     @property
@@ -197,7 +203,7 @@ class DynamicsMethod(Method):
         """Stage 1 (the tokenizer by reconstruction) is the same for every method of this class that
         keeps its stage and loss (a subclass that changes them shares nothing unless it says so)."""
         same = type(self).compute_loss is DynamicsMethod.compute_loss and type(self).stage is DynamicsMethod.stage
-        return "tokenizer" if same and self.method != "random" and self.stage1_steps > 0 else None
+        return "tokenizer" if same and self.method != "random_init" and self.stage1_steps > 0 else None
 
     @property
     def stage1_steps(self) -> int:
@@ -211,7 +217,7 @@ class DynamicsMethod(Method):
         return s1, self.train_config.steps
 
     def batches(self, rank, world, start, device):
-        return None if self.method == "random" else super().batches(rank, world, start, device)
+        return None if self.method == "random_init" else super().batches(rank, world, start, device)
 
     def compute_loss(self, batch: dict, step: int) -> dict:
         frames, train = batch["frames"], self.train_config
@@ -354,7 +360,7 @@ class RelPoseMethod(Method):
 
 _CLASSES = {"navwm": DynamicsMethod, "shuffled": DynamicsMethod, "noaction": DynamicsMethod,
             "navwm_joint": DynamicsMethod, "shuffled_joint": DynamicsMethod, "noaction_joint": DynamicsMethod,
-            "random": DynamicsMethod, "tokenizer": TokenizerMethod, "mae2d": MAE2DMethod, "mae3d": MAE3DMethod,
+            "random_init": DynamicsMethod, "tokenizer": TokenizerMethod, "mae2d": MAE2DMethod, "mae3d": MAE3DMethod,
             "navjump": JumpMethod, "shuffled_navjump": JumpMethod, "noaction_navjump": JumpMethod,
             "relpose": RelPoseMethod}
 
@@ -384,6 +390,7 @@ def build_method(model: ModelConfig, method: str, train: TrainConfig | None = No
     """The method's module (configured for training with ``train`` when given).  Tokenizer, mae2d
     and mae3d widths are chosen so their parameter count matches the navwm model's (closest width;
     within 20 %, tested), unless ``model.mae3d_width`` is set for mae3d."""
+    method = method_id(method)
     if method not in _CLASSES:
         raise ValueError(f"method must be one of {tuple(_CLASSES)}, got {method!r}")
     cls = _CLASSES[method]

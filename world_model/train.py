@@ -7,7 +7,7 @@ many at once.
     torchrun --nproc_per_node 2 -m world_model.train --method navwm --model-size tiny --device cpu ...
 
 Methods: navwm, shuffled, noaction (two-stage), navwm_joint, shuffled_joint, noaction_joint
-(encoder trained by the prediction too), tokenizer, mae2d, mae3d, random, navjump, shuffled_navjump,
+(encoder trained by the prediction too), tokenizer, mae2d, mae3d, random_init, navjump, shuffled_navjump,
 noaction_navjump (the view after one far jump), relpose (the jump between two slices); every method gets the
 same steps, batch and training subjects.  ``--device auto`` trains on CUDA when there is one, and
 then renders the clips there too (``--render auto``).
@@ -31,6 +31,7 @@ import math
 import os
 import sys
 import time
+import warnings
 from dataclasses import replace
 from pathlib import Path
 
@@ -180,11 +181,11 @@ class Run:
         self.frames_done = 0
         return self.last
 
-    def evaluate(self, batch: dict, done: int) -> None:
-        """Held-out scalars on an :func:`eval_clips` batch (logged, and kept for the summary), and the
-        prediction-quality table of the models that have one (``pred/<row>/<metric>``; in the summary
-        and the checkpoint)."""
-        self.last.update(_evaluate(self.model, batch["clips"], self.writer, done))
+    def log_held_out(self, batch: dict, done: int) -> None:
+        """Held-out metrics on an :func:`eval_clips` batch (``eval/*``: logged, and kept for the
+        summary), and the prediction-quality table of the models that have one
+        (``pred/<row>/<metric>``; in the summary and the checkpoint)."""
+        self.last.update(_log_held_out_metrics(self.model, batch["clips"], self.writer, done))
         if self.model.predicts:
             table = self.model.prediction_quality = self.model.prediction(batch["prediction"])
             self.data_stats = _action_stats(batch["prediction"])
@@ -192,6 +193,11 @@ class Run:
             for row, metrics in rows.items() if self.writer is not None else ():
                 for k, v in metrics.items():
                     self.writer.add_scalar(f"pred/{row}/{k}", float(v), done)
+
+    def evaluate(self, batch: dict, done: int) -> None:
+        """Deprecated name of :meth:`log_held_out` (kept one release)."""
+        warnings.warn("Run.evaluate is deprecated; use Run.log_held_out", DeprecationWarning, stacklevel=2)
+        self.log_held_out(batch, done)
 
     def checkpoint(self, done: int) -> None:
         _check_finite_weights(self.model, done, self.ckpt)
@@ -215,15 +221,8 @@ def train(model_cfg: ModelConfig, cfg: TrainConfig, progress: bool = True, stop_
     stop_after : leave (with a checkpoint) after this many steps of this call, as an interrupted
     job would; a later call with the same config resumes."""
     cfg.validate(model_cfg)
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    rank = int(os.environ.get("RANK", "0"))
-    log = (lambda msg: print(f"[world_model.train] {msg}", file=sys.stderr, flush=True)) if rank == 0 and progress \
-        else (lambda msg: None)
-    device = resolve_device(cfg)
-    if world > 1 and not dist.is_initialized():
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-    if device.type == "cuda" and world > 1:
-        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+    rank, world, device = _join(cfg)
+    log = _logger(rank == 0 and progress)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     log(f"building {cfg.method} ({cfg.model_size}) on {device}")
@@ -231,40 +230,9 @@ def train(model_cfg: ModelConfig, cfg: TrainConfig, progress: bool = True, stop_
     start, steps = run.start, run.steps
     log(f"starting the data stream ({cfg.data}, subjects {cfg.subjects}; building subjects can take ~20 s)")
     data = run.model.batches(rank, world, start, device) if start < steps else None
-    eval_batch = None
-    if rank == 0 and run.model.tokenizer is not None and steps > 0:
-        log("rendering held-out 'val' clips for evaluation")
-        eval_batch = eval_clips(cfg, model_cfg, device, prediction=run.model.predicts)
-    bar = None
-    if rank == 0 and progress:
-        from tqdm import tqdm
-
-        bar = tqdm(total=steps, initial=min(start, steps), desc=f"{cfg.method}/{model_cfg.size}px", dynamic_ncols=True)
-    stop = steps if stop_after is None else min(steps, start + stop_after)
-    t_data, t_flush = 0.0, time.perf_counter()
-    for step in range(start, stop):
-        t0 = time.perf_counter()
-        batch = {k: v.to(device, non_blocking=True) for k, v in next(data).items()}
-        t_data += time.perf_counter() - t0
-        run.step(batch, step)
-        done = step + 1
-        if rank == 0:
-            if done % cfg.log_every == 0 or done == stop:
-                if device.type == "cuda":
-                    torch.cuda.synchronize(device)  # once per log interval: the throughput is the device's
-                last = run.flush(done, time.perf_counter() - t_flush, t_data)
-                t_data, t_flush = 0.0, time.perf_counter()
-                if bar is not None:
-                    bar.set_postfix(loss=f"{last['loss/total']:.4f}")
-        t1 = time.perf_counter()  # evaluations and checkpoints are left out of the throughput
-        if rank == 0:
-            if eval_batch is not None and (done % cfg.eval_every == 0 or done == steps):
-                run.evaluate(eval_batch, done)
-            if bar is not None:
-                bar.update(1)
-        if done % cfg.ckpt_every == 0 or done == stop:
-            run.checkpoint(done)
-        t_flush += time.perf_counter() - t1
+    held_out = _held_out_batch(run, log)
+    bar = _progress_bar(run) if rank == 0 and progress else None
+    _loop(run, data, range(start, steps if stop_after is None else min(steps, start + stop_after)), held_out, bar)
     if steps == 0 or start >= steps:
         run.checkpoint(max(start, steps))
     if bar is not None:
@@ -272,9 +240,76 @@ def train(model_cfg: ModelConfig, cfg: TrainConfig, progress: bool = True, stop_
     return run.finish(max(start, steps))
 
 
-def _evaluate(model, batch, writer, step) -> dict:
+def _join(cfg: TrainConfig) -> tuple[int, int, torch.device]:
+    """This process's rank, the number of processes (torchrun's environment, 1 without) and its
+    device; joins the process group (NCCL on CUDA, gloo on the CPU) when there are several."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    device = resolve_device(cfg)
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    if device.type == "cuda" and world > 1:
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+    return rank, world, device
+
+
+def _logger(on: bool):
+    """Progress messages to stderr (``on``), else nothing."""
+    if not on:
+        return lambda msg: None
+    return lambda msg: print(f"[world_model.train] {msg}", file=sys.stderr, flush=True)
+
+
+def _held_out_batch(run: Run, log) -> dict | None:
+    """Rank 0's :func:`eval_clips` batch for :meth:`Run.log_held_out` (None on other ranks, for a
+    model without a tokenizer and for a run without steps)."""
+    if run.rank != 0 or run.model.tokenizer is None or run.steps == 0:
+        return None
+    log("rendering held-out 'val' clips for evaluation")
+    return eval_clips(run.cfg, run.model_cfg, run.device, prediction=run.model.predicts)
+
+
+def _progress_bar(run: Run):
+    from tqdm import tqdm
+
+    return tqdm(total=run.steps, initial=min(run.start, run.steps), desc=f"{run.cfg.method}/{run.model_cfg.size}px",
+                dynamic_ncols=True)
+
+
+def _loop(run: Run, data, steps: range, held_out: dict | None, bar) -> None:
+    """Train ``run`` for ``steps`` on ``data``: losses and throughput logged every ``log_every`` steps
+    (held-out metrics and checkpoints left out of the throughput), held-out metrics every
+    ``eval_every`` and at the run's last step, a checkpoint every ``ckpt_every`` and at the end."""
+    cfg, device, lead = run.cfg, run.device, run.rank == 0
+    t_data, t_flush = 0.0, time.perf_counter()
+    for step in steps:
+        t0 = time.perf_counter()
+        batch = {k: v.to(device, non_blocking=True) for k, v in next(data).items()}
+        t_data += time.perf_counter() - t0
+        run.step(batch, step)
+        done = step + 1
+        if lead and (done % cfg.log_every == 0 or done == steps.stop):
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)  # once per log interval: the throughput is the device's
+            last = run.flush(done, time.perf_counter() - t_flush, t_data)
+            t_data, t_flush = 0.0, time.perf_counter()
+            if bar is not None:
+                bar.set_postfix(loss=f"{last['loss/total']:.4f}")
+        t1 = time.perf_counter()
+        if lead and held_out is not None and (done % cfg.eval_every == 0 or done == run.steps):
+            run.log_held_out(held_out, done)
+        if bar is not None:
+            bar.update(1)
+        if done % cfg.ckpt_every == 0 or done == steps.stop:
+            run.checkpoint(done)
+        t_flush += time.perf_counter() - t1
+
+
+def _log_held_out_metrics(model, batch, writer, step) -> dict:
+    """The model's held-out metrics on a clip batch as ``eval/*`` scalars, logged with images of true
+    vs predicted next slices when ``writer``."""
     frames = batch["frames"]
-    c = model.evaluate(batch)
+    c = model.held_out_metrics(batch)
     scalars = {f"eval/{k}": v for k, v in c.items() if not k.startswith("_")}
     if writer is None:
         return scalars

@@ -4,7 +4,7 @@ Modules: :mod:`.data` (held-out probe subjects, slices and clips, cached), :mod:
 metrics, frozen linear and attentive probes), :mod:`.finetune` (label efficiency, the supervised
 reference), :mod:`.encoders` (entries, frozen and clip features), :mod:`.planning` (latent CEM),
 :mod:`.pipeline` (the run), :mod:`.stats` (intervals), :mod:`.report` (markdown, plots),
-:mod:`.cli` (``python -m world_model.evaluate``).  See docs/evaluation.md.
+:mod:`.cli` (``python -m world_model.evaluation``).  See docs/evaluation.md.
 """
 
 from .stats import mean_ci

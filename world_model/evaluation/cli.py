@@ -1,11 +1,11 @@
-"""``python -m world_model.evaluate``: the downstream evaluation report for world-model encoders.
+"""``python -m world_model.evaluation``: the downstream evaluation report for world-model encoders.
 
 Examples::
 
-    python -m world_model.evaluate --checkpoints runs/wm/navwm_s{0,1,2}/last.pt runs/wm/tokenizer_s{0,1,2}/last.pt \\
+    python -m world_model.evaluation --checkpoints runs/wm/navwm_s{0,1,2}/last.pt runs/wm/tokenizer_s{0,1,2}/last.pt \\
         --out reports/eval_v2
-    python -m world_model.evaluate --checkpoints random:0 random:1 random:2 --out reports/random_only
-    python -m world_model.evaluate --quick --out /tmp/quick     # trains tiny models itself; minutes
+    python -m world_model.evaluation --checkpoints random_init:0 random_init:1 random_init:2 --out reports/untrained
+    python -m world_model.evaluation --quick --out /tmp/quick    # trains tiny models itself; minutes
 
 Writes ``report.md``, ``results.json`` (rows per seed, command, configs, subjects, versions, device,
 timings), ``readme_snippet.md`` and plots.  Probe data are rendered once and cached (``--cache``);
@@ -26,7 +26,7 @@ import torch
 from .data import ProbeDataConfig, cached_probe_data, probe_subjects
 from .encoders import load_encoder_entry, image_size, resolve_device
 from .finetune import REFERENCE_ARCHS, FinetuneConfig
-from .pipeline import EvalConfig, Progress, evaluate
+from .pipeline import EvalConfig, Progress, evaluate_encoders
 from .planning import PlanConfig
 from .probes import PROBE_TASKS, ProbeConfig
 from .report import rewrite_report, write_report
@@ -80,11 +80,11 @@ def _shard(text: str) -> tuple[int, int]:
 
 def parse_args(argv=None) -> argparse.Namespace:
     d, f, p = EvalConfig(), FinetuneConfig(), ProbeDataConfig()
-    ap = argparse.ArgumentParser(prog="python -m world_model.evaluate", description=__doc__.split("\n\n")[0],
+    ap = argparse.ArgumentParser(prog="python -m world_model.evaluation", description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     ap.add_argument("--checkpoints", nargs="*", default=[],
                     help="encoders: checkpoint paths, METHOD:SEED=path, or METHOD:SEED (that architecture untrained; "
-                         "random = the navwm architecture)")
+                         "random_init = the navwm architecture)")
     ap.add_argument("--out", required=True, help="report folder, e.g. reports/eval_v2")
     ap.add_argument("--subjects", default="synthetic:240",
                     help="navgym subject spec: probe-train/val subjects from its 'val' split, probe-test from its "
@@ -141,7 +141,7 @@ def main(argv=None) -> dict:
     log = Progress()
     t_start = time.perf_counter()
     argv = list(sys.argv[1:] if argv is None else argv)
-    command = ["python", "-m", "world_model.evaluate"] + argv
+    command = ["python", "-m", "world_model.evaluation"] + argv
     device = resolve_device(args.device)
     extra = {"device": str(device), "threads": args.threads}
     if args.quick:
@@ -176,11 +176,11 @@ def main(argv=None) -> dict:
         return {}
     parts_dir = Path(args.cache or args.out) / "parts"
     if args.shard is not None:
-        result = evaluate(entries, data, cfg, subjects, device, log, parts_dir, shard=args.shard)
+        result = evaluate_encoders(entries, data, cfg, subjects, device, log, parts_dir, shard=args.shard)
         print(f"shard {args.shard[0]}/{args.shard[1]}: units in {parts_dir} "
               f"in {time.perf_counter() - t_start:.0f} s; no report (run without --shard to write it)")
         return {}
-    result = evaluate(entries, data, cfg, subjects, device, log, parts_dir, cached_only=args.cached_only)
+    result = evaluate_encoders(entries, data, cfg, subjects, device, log, parts_dir, cached_only=args.cached_only)
     result["timings"]["total_s"] = time.perf_counter() - t_start
     doc = write_report(result, cfg, Path(args.out), command, extra)
     print(f"wrote {args.out}/report.md, results.json, readme_snippet.md, {len(doc['plots'])} plots "

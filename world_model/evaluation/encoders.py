@@ -2,10 +2,10 @@
 
 * :class:`EncoderEntry`: one encoder (method, pretraining seed, module); :func:`load_encoder_entry`
   loads one :class:`world_model.encoders.EncoderSpec`: a checkpoint path, ``METHOD:SEED=path``,
-  ``METHOD:SEED`` (that architecture, untrained; ``random`` = the navwm architecture),
+  ``METHOD:SEED`` (that architecture, untrained; ``random_init`` = the navwm architecture),
   ``pooled_pixels`` or ``random-cnn``.  The non-learned baseline :data:`POOLED_PIXELS` is
   :class:`world_model.encoders.PooledPixels` (16 x 16 average-pooled intensities); results written
-  when it was labelled ``pixels`` are read with that label mapped (:func:`relabel`).
+  when it was labelled ``pixels`` are rewritten with the label now (:data:`world_model.evaluation.report.RENAMED_LABELS`).
 * :func:`frozen_features`: per split ``frames``/``pair`` (N, D) and ``spatial`` (N, C, h, w).
   The 3D MAE reads each slice's own volume: its 3D feature map sampled along the plane.
 * :func:`clip_features`: a clip's representation: ``clip_features(frames, actions)`` for the
@@ -30,7 +30,7 @@ from navgym.geometry import unpack_poses
 from ..encoders import EncoderSpec, PooledPixels
 from .data import PROBE_SPLITS, ClipSet, ProbeSet
 
-__all__ = ["EncoderEntry", "POOLED_PIXELS", "relabel", "load_encoder_entry", "frozen_features", "clip_features", "image_size",
+__all__ = ["EncoderEntry", "POOLED_PIXELS", "load_encoder_entry", "frozen_features", "clip_features", "image_size",
            "has_clip_features", "resolve_device", "device_of"]
 
 
@@ -52,18 +52,6 @@ class EncoderEntry:
 #: the method label of the pooled-intensity baseline (:class:`world_model.encoders.PooledPixels`)
 POOLED_PIXELS = "pooled_pixels"
 #: method labels of results written before a rename -> the label now
-RENAMED_LABELS = {"pixels": POOLED_PIXELS}
-
-
-def relabel(doc: dict) -> dict:
-    """A results document with the :data:`RENAMED_LABELS` of its rows, fit details and entries mapped."""
-    for key in ("rows", "fit_info", "entries", "scratch_entries"):
-        for item in doc.get(key) or []:
-            if isinstance(item, dict) and item.get("method") in RENAMED_LABELS:
-                item["method"] = RENAMED_LABELS[item["method"]]
-    return doc
-
-
 def __getattr__(name):
     if name == "PixelEncoder":
         warnings.warn("world_model.evaluation.encoders.PixelEncoder is deprecated; use "

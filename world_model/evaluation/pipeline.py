@@ -1,6 +1,6 @@
 """The evaluation run: every encoder through the same probes, fine-tuning, clip probes and planning.
 
-:func:`evaluate` returns rows (``method, seed, task, probe, n_labels, metric, value``) plus
+:func:`evaluate_encoders` returns rows (``method, seed, task, probe, n_labels, metric, value``) plus
 timings and provenance; :mod:`world_model.evaluation.report` turns them into the report.
 
 Probe names in the rows: ``linear`` / ``attentive`` (frozen), ``linear_shuffled_labels`` (the
@@ -14,7 +14,9 @@ import hashlib
 import json
 import sys
 import time
+import warnings
 from dataclasses import dataclass, field, replace
+from functools import partial
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -30,8 +32,7 @@ from .planning import PlanConfig, run_planning
 from .probes import CLIP_TASKS, FRAME_TASKS, PROBE_TASKS, ProbeConfig, mean_baseline, run_attentive_probe, \
     run_linear_probes
 
-__all__ = ["EvalConfig", "evaluate", "scratch_entries", "Progress"]
-
+__all__ = ["EvalConfig", "evaluate_encoders", "scratch_entries", "Progress"]
 
 
 @dataclass(frozen=True)
@@ -114,8 +115,8 @@ class Progress:
 
 def scratch_entries(entries: Sequence[EncoderEntry]) -> list[EncoderEntry]:
     """Random-init twins for label efficiency: for each architecture among ``entries`` that has no
-    untrained entry yet, that architecture (and model size) untrained with the same seeds (``random``
-    is the dynamics family's; tokenizer, mae2d and mae3d get ``<method>_init``)."""
+    untrained entry yet, that architecture (and model size) untrained with the same seeds
+    (``random_init`` is the dynamics family's; tokenizer, mae2d and mae3d get ``<method>_init``)."""
     from world_model import load_encoder
 
     have = {e.method for e in entries}
@@ -123,7 +124,7 @@ def scratch_entries(entries: Sequence[EncoderEntry]) -> list[EncoderEntry]:
     out = []
     for method in sorted(have):
         if method in dynamic:
-            arch, name = "random", "random"
+            arch, name = "random_init", "random_init"
         elif method in ("tokenizer", "mae3d", "mae2d"):
             arch, name = method, f"{method}_init"
         else:
@@ -141,31 +142,36 @@ def _rows(method, seed, task, probe, metrics: dict, n_labels=None) -> list[dict]
             for m, v in metrics.items()]
 
 
+def _part(rows=(), info=(), timings=None, **extra) -> dict:
+    """A unit's result as cached: rows, fit info and timings (s)."""
+    return {"rows": list(rows), "info": list(info), "timings": dict(timings or {}), **extra}
+
+
 class _Parts:
     """Finished units of work (an encoder's frozen probes, its fine-tuning, a reference seed,
-    planning) stored as JSON under ``folder``, keyed by what determines them (config, data,
-    encoder weights), so an interrupted or extended run redoes only what is missing."""
+    planning) stored as JSON under ``folder``, keyed by what determines them, so an interrupted or
+    extended run redoes only what is missing.  The key is the shared fingerprint (config, data)
+    plus the unit's own identity; the config fields that only some units read (the reference's
+    network and seeds, the linear probe's label counts) are in those units' identities instead."""
+
+    UNIT_FIELDS = ("reference_arch", "reference_seeds", "linear_n_labels")
 
     def __init__(self, folder, cfg: EvalConfig, data: dict[str, ProbeData], shard: tuple[int, int] | None = None,
                  cached_only: bool = False):
         self.folder = Path(folder) if folder else None
         self.shard, self.cached_only, self.count, self.missing = shard, cached_only, 0, []
-        self.bar = None  # a progress bar moved once per unit (set by evaluate)
+        self.bar = None  # a progress bar moved once per unit
         if (shard is not None or cached_only) and self.folder is None:
-            raise ValueError("evaluate(shard=..., cached_only=...) needs parts_dir (the units' cache)")
-        config = cfg.to_dict()
-        # which reference network and seeds run changes no other unit (a reference unit's key carries its
-        # arch and seed): left out of the shared fingerprint (seeds at their default, so older keys stay)
-        del config["reference_arch"]
-        del config["linear_n_labels"]  # in the frozen units' identity, so units cached without it keep their keys
-        config["reference_seeds"] = list(EvalConfig.reference_seeds)
+            raise ValueError("evaluate_encoders(shard=..., cached_only=...) needs parts_dir (the units' cache)")
+        config = {k: v for k, v in cfg.to_dict().items() if k not in self.UNIT_FIELDS}
         fingerprint = {"config": config, "data": {s: data[s].subject_ids for s in PROBE_SPLITS},
                        "n": {s: len(data[s].slices) for s in PROBE_SPLITS},
                        "frames": hashlib.sha256(data["test"].slices.frames[:64].tobytes()).hexdigest()}
         self.base = json.dumps(fingerprint, sort_keys=True, default=str)
 
     def run(self, unit: str, identity: str, compute: Callable[[], dict]) -> dict | None:
-        """The unit's part (computed or cached); None when it belongs to another shard."""
+        """The unit's part (computed or cached); None when it belongs to another shard or, with
+        ``cached_only``, is not cached (then listed in ``missing``)."""
         if self.bar is not None:
             self.bar.set_postfix_str(unit)
         try:
@@ -192,11 +198,7 @@ class _Parts:
         return out
 
 
-def _on_cpu(model):
-    return model.to("cpu") if hasattr(model, "to") else model
-
-
-def _identity(e: EncoderEntry) -> str:
+def _weights_identity(e: EncoderEntry) -> str:
     """What determines an encoder's numbers: its method, seed and weights."""
     h = hashlib.sha256(f"{e.method}:{e.seed}:{type(e.encoder).__name__}".encode())
     if hasattr(e.encoder, "state_dict"):
@@ -206,182 +208,250 @@ def _identity(e: EncoderEntry) -> str:
     return h.hexdigest()
 
 
-def evaluate(entries: Sequence[EncoderEntry], data: dict[str, ProbeData], cfg: EvalConfig, subjects: dict | None = None,
-             device="cpu", log: Callable[[str], None] = lambda m: None, parts_dir=None,
-             shard: tuple[int, int] | None = None, cached_only: bool = False) -> dict:
+@dataclass
+class _Probe:
+    """What every unit reads: the probe slices and clips per split (clips None when not probed), the
+    subjects (None: no 3D MAE volumes, no planning), the config and the device."""
+
+    sets: dict
+    clips: dict | None
+    subjects: dict | None
+    cfg: EvalConfig
+    device: torch.device | str
+
+
+def _probe_inputs(data: dict[str, ProbeData], cfg: EvalConfig, subjects, device) -> _Probe:
+    clips = ({s: data[s].clips for s in PROBE_SPLITS}
+             if cfg.clips and all(data[s].clips is not None for s in PROBE_SPLITS) else None)
+    return _Probe({s: data[s].slices for s in PROBE_SPLITS}, clips, subjects, cfg, device)
+
+
+def _mean_rows(p: _Probe) -> list[dict]:
+    """The constant-prediction baseline of every frame and clip task (computed once, exact)."""
+    rows = [r for task in p.cfg.tasks for r in _rows("mean", None, task, "mean",
+                                                     mean_baseline(task, p.sets["train"], p.sets["test"]))]
+    for task in CLIP_TASKS if p.clips is not None else ():
+        rows += _rows("mean", None, f"clip_{task}", "mean", mean_baseline(task, p.clips["train"], p.clips["test"]))
+    return rows
+
+
+def _linear_part(e: EncoderEntry, feats: dict, p: _Probe, shuffled_control: bool) -> dict:
+    """The frozen linear probe on all probe-train labels (and the shuffled-label control), then on
+    the first N labels for each ``linear_n_labels``."""
+    cfg, rows, info, t0 = p.cfg, [], [], time.perf_counter()
+    fits = run_linear_probes(cfg.tasks, feats, p.sets, cfg.probe, p.device, shuffled_control=shuffled_control)
+    seconds = time.perf_counter() - t0
+    for task in cfg.tasks:
+        m, fit = fits[task, False]
+        rows += _rows(e.method, e.seed, task, "linear", m)
+        info.append({"method": e.method, "seed": e.seed, "task": task, "probe": "linear", **fit,
+                     "batch_seconds": seconds})
+        if (task, True) in fits:
+            rows += _rows(e.method, e.seed, task, "linear_shuffled_labels", fits[task, True][0])
+    for n in (n for n in cfg.linear_n_labels if n < len(p.sets["train"])):
+        t1 = time.perf_counter()
+        order = label_order(len(p.sets["train"]), cfg.finetune_cfg.label_seed)[:n]
+        few = {**p.sets, "train": p.sets["train"].subset(order)}
+        chosen = torch.as_tensor(order, device=p.device)
+        few_feats = {**feats, "train": {k: v[chosen] for k, v in feats["train"].items() if k != "spatial"}}
+        fits = run_linear_probes(cfg.tasks, few_feats, few, cfg.probe, p.device)
+        seconds = time.perf_counter() - t1
+        for task in cfg.tasks:
+            m, fit = fits[task, False]
+            rows += _rows(e.method, e.seed, task, "linear_n", m, n_labels=n)
+            info.append({"method": e.method, "seed": e.seed, "task": task, "probe": "linear_n", "n_labels": n,
+                         **fit, "batch_seconds": seconds})
+    return _part(rows, info, {f"linear/{e.method}/{e.seed}_s": time.perf_counter() - t0})
+
+
+def _attentive_part(e: EncoderEntry, feats: dict, p: _Probe) -> dict:
+    """The attentive probe on the spatial feature maps (frame tasks only)."""
+    t0 = time.perf_counter()
+    frame_tasks = [t for t in p.cfg.tasks if t in FRAME_TASKS]
+    ms, fit = run_attentive_probe(frame_tasks, {s: feats[s]["spatial"] for s in PROBE_SPLITS}, p.sets, p.cfg.probe,
+                                  p.device)
+    rows = [r for task, m in ms.items() for r in _rows(e.method, e.seed, task, "attentive", m)]
+    return _part(rows, [{"method": e.method, "seed": e.seed, "task": "all", "probe": "attentive", **fit}],
+                 {f"attentive/{e.method}/{e.seed}_s": time.perf_counter() - t0})
+
+
+def _clip_part(e: EncoderEntry, p: _Probe) -> dict:
+    """The linear probe on clip features (pose and landmarks of a clip's last slice)."""
+    t0 = time.perf_counter()
+    cf = {s: {"frames": clip_features(e.encoder, p.clips[s], device=p.device, on_device=True)} for s in PROBE_SPLITS}
+    fits = run_linear_probes(CLIP_TASKS, cf, p.clips, p.cfg.probe, p.device)
+    rows = [r for task in CLIP_TASKS for r in _rows(e.method, e.seed, f"clip_{task}", "linear", fits[task, False][0])]
+    info = {"method": e.method, "seed": e.seed, "task": "clips", "probe": "linear",
+            "clip_features": "clip_features" if has_clip_features(e.encoder) else "per-frame + actions"}
+    return _part(rows, [info], {f"clips/{e.method}/{e.seed}_s": time.perf_counter() - t0})
+
+
+def _merge(*parts: dict) -> dict:
+    return _part([r for q in parts for r in q["rows"]], [i for q in parts for i in q["info"]],
+                 {k: v for q in parts for k, v in q["timings"].items()})
+
+
+def _frozen_part(e: EncoderEntry, p: _Probe, shuffled_control: bool) -> dict:
+    """One encoder's frozen probes: features once, then the linear, attentive and clip probes."""
+    cfg, t0 = p.cfg, time.perf_counter()
+    encoder = e.encoder.to(p.device) if hasattr(e.encoder, "to") else e.encoder
+    feats = frozen_features(encoder, p.sets, p.subjects, device=p.device, spatial="attentive" in cfg.probes,
+                            pairs=any(PROBE_TASKS[t].pair for t in cfg.tasks), on_device=True)
+    parts = [_part(timings={f"features/{e.method}/{e.seed}_s": time.perf_counter() - t0})]
+    if "linear" in cfg.probes:
+        parts.append(_linear_part(e, feats, p, shuffled_control))
+    if "attentive" in cfg.probes and any(t in FRAME_TASKS for t in cfg.tasks):
+        parts.append(_attentive_part(e, feats, p))
+    del feats
+    if p.clips is not None and not isinstance(e.encoder, PooledPixels):
+        parts.append(_clip_part(e, p))
+    return _merge(*parts)
+
+
+def _reference_part(seed: int, p: _Probe) -> dict:
+    """The supervised reference network trained end to end on all probe-train labels."""
+    t0, fc = time.perf_counter(), p.cfg.finetune_cfg
+    torch.manual_seed(seed)
+    ms, fit = run_end_to_end(reference_backbone(p.cfg.reference_arch), p.sets, None, fc.reference_steps,
+                             fc.reference_lr, fc, seed, p.device)
+    rows = [r for task, m in ms.items()
+            for r in _rows("supervised", seed, task, "reference", m, n_labels=len(p.sets["train"]))]
+    return _part(rows, [{"method": "supervised", "seed": seed, "task": "all", "probe": "reference", **fit}],
+                 {f"reference/{seed}_s": time.perf_counter() - t0})
+
+
+def _finetune_part(e: EncoderEntry, p: _Probe) -> dict:
+    """The encoder fine-tuned end to end with a linear head per task, for each N labels."""
+    fc, parts = p.cfg.finetune_cfg, []
+    for n in fc.n_labels:
+        t0 = time.perf_counter()
+        ms, fit = run_end_to_end(e.encoder, p.sets, min(n, len(p.sets["train"])), fc.steps, fc.lr, fc, e.seed,
+                                 p.device)
+        rows = [r for task, m in ms.items() for r in _rows(e.method, e.seed, task, "finetune", m, n_labels=n)]
+        parts.append(_part(rows, [{"method": e.method, "seed": e.seed, "task": "all", "probe": "finetune", **fit}],
+                           {f"finetune/{e.method}/{e.seed}/{n}_s": time.perf_counter() - t0}))
+    return _merge(*parts)
+
+
+def _plan_part(name: str, p: _Probe, policy: str = "cem", model=None) -> dict:
+    """Latent planning on the test subjects: a baseline ``policy`` or CEM with a latent ``model``
+    (:func:`~.planning.run_planning`; the planner works on the CPU)."""
+    t0 = time.perf_counter()
+    if model is not None and hasattr(model, "to"):
+        model = model.to("cpu")
+    result = run_planning(p.subjects["test"], p.cfg.plan, policy=policy, model=model)
+    return _part(timings={f"planning/{name}_s": time.perf_counter() - t0}, result=result)
+
+
+PLANNING_BASELINES = (("stay", "no_move"), ("random", "random_actions"), ("true_pose", "true_pose_model"))
+
+
+def _planning_units(entries: Sequence[EncoderEntry]) -> list[tuple[str, str, str, int | None, Callable]]:
+    """(unit, identity, method, seed, compute(p)) of the planning baselines (seed None: the plan's
+    seed) and of each entry with a latent model."""
+    units = [(f"planning/{name}", "", name, None, partial(_plan_part, name, policy=policy))
+             for policy, name in PLANNING_BASELINES]
+    units += [(f"planning/{e.method}_s{e.seed}", _weights_identity(e), e.method, e.seed,
+               partial(_plan_part, f"{e.method}/{e.seed}", model=e.latent_model))
+              for e in entries if e.latent_model is not None]
+    return units
+
+
+def evaluate_encoders(entries: Sequence[EncoderEntry], data: dict[str, ProbeData], cfg: EvalConfig,
+                      subjects: dict | None = None, device="cpu", log: Callable[[str], None] = lambda m: None,
+                      parts_dir=None, shard: tuple[int, int] | None = None, cached_only: bool = False) -> dict:
     """Run the whole protocol.  ``data``: {split: ProbeData}; ``subjects``: {split: subjects}
     (the 3D MAE's volume features and planning need them).  ``parts_dir``: where finished units
     are kept (resume; see :class:`_Parts`).  ``shard=(i, k)``: compute only every k-th unit from
     the i-th into ``parts_dir`` (k processes with the same arguments share the work; a run without
     ``shard`` then assembles the report from the cache).  ``cached_only``: compute nothing, use the
     cached units and list the others in ``missing_units`` (a time-boxed run's report).  Returns rows,
-    fit info, timings."""
-    sets = {s: data[s].slices for s in PROBE_SPLITS}
-    clips = {s: data[s].clips for s in PROBE_SPLITS} if cfg.clips and all(data[s].clips is not None for s in PROBE_SPLITS) else None
-    scratch = scratch_entries(entries) if cfg.random_twins else []
-    entries = list(entries) + scratch
-    frozen = entries + ([EncoderEntry(POOLED_PIXELS, 0, PooledPixels())] if cfg.pixel_baseline else [])
-    # seed by seed (stable): a time-boxed run that stops early lacks whole seeds, not whole methods
-    frozen = sorted(frozen, key=lambda e: e.seed)
-    rows, info, timings = [], [], {}
-    parts = _Parts(parts_dir, cfg, data, shard, cached_only)
-    planned = 3 + sum(e.latent_model is not None for e in entries) if cfg.planning and subjects is not None else 0
+    fit info, timings.
+
+    Units run in a fixed order (the shards' split depends on it): reference seeds first (the
+    longest), then each encoder's frozen probes seed by seed (a time-boxed run that stops early
+    lacks whole seeds, not whole methods), fine-tuning, planning."""
     from tqdm.auto import tqdm
 
-    # a terminal gets a bar over the units with an ETA (tqdm hides it elsewhere: logs get ``log``'s lines)
-    parts.bar = tqdm(total=len(cfg.reference_seeds) + len(frozen) + (len(entries) if cfg.finetune else 0) + planned,
-                     unit="unit", desc="evaluate", disable=None)
-    tick = time.perf_counter
-
-    def add(part: dict | None) -> bool:
-        """Collect a unit's part; False for a unit of another shard."""
-        if part is None:
-            return False
-        rows.extend(part["rows"])
-        info.extend(part["info"])
-        timings.update(part["timings"])
-        return True
-
-    for task in cfg.tasks:
-        rows += _rows("mean", None, task, "mean", mean_baseline(task, sets["train"], sets["test"]))
-    if clips is not None:
-        for task in CLIP_TASKS:
-            rows += _rows("mean", None, f"clip_{task}", "mean", mean_baseline(task, clips["train"], clips["test"]))
-    control = next((e.method for e in entries if e.method == "random"), entries[0].method if entries else None)
-
-    def frozen_part(e: EncoderEntry) -> dict:
-        rows, info, timings = [], [], {}
-        t0 = tick()
-        feats = frozen_features(e.encoder.to(device) if hasattr(e.encoder, "to") else e.encoder, sets, subjects,
-                                device=device, spatial="attentive" in cfg.probes,
-                                pairs=any(PROBE_TASKS[t].pair for t in cfg.tasks), on_device=True)
-        timings[f"features/{e.method}/{e.seed}_s"] = tick() - t0
-        if "linear" in cfg.probes:
-            t0 = tick()
-            fits = run_linear_probes(cfg.tasks, feats, sets, cfg.probe, device,
-                                     shuffled_control=cfg.shuffled_control and e.method == control)
-            seconds = tick() - t0
-            for task in cfg.tasks:
-                m, fit = fits[task, False]
-                rows += _rows(e.method, e.seed, task, "linear", m)
-                info.append({"method": e.method, "seed": e.seed, "task": task, "probe": "linear", **fit,
-                             "batch_seconds": seconds})
-                if (task, True) in fits:
-                    rows += _rows(e.method, e.seed, task, "linear_shuffled_labels", fits[task, True][0])
-            for n in (n for n in cfg.linear_n_labels if n < len(sets["train"])):
-                t1 = tick()
-                order = label_order(len(sets["train"]), cfg.finetune_cfg.label_seed)[:n]
-                few = {**sets, "train": sets["train"].subset(order)}
-                rows_n = torch.as_tensor(order, device=device)
-                few_feats = {**feats, "train": {k: v[rows_n] for k, v in feats["train"].items() if k != "spatial"}}
-                fits = run_linear_probes(cfg.tasks, few_feats, few, cfg.probe, device)
-                seconds = tick() - t1
-                for task in cfg.tasks:
-                    m, fit = fits[task, False]
-                    rows += _rows(e.method, e.seed, task, "linear_n", m, n_labels=n)
-                    info.append({"method": e.method, "seed": e.seed, "task": task, "probe": "linear_n", "n_labels": n,
-                                 **fit, "batch_seconds": seconds})
-            timings[f"linear/{e.method}/{e.seed}_s"] = tick() - t0
-        frame_tasks = [t for t in cfg.tasks if t in FRAME_TASKS]
-        if "attentive" in cfg.probes and frame_tasks:
-            t0 = tick()
-            ms, fit = run_attentive_probe(frame_tasks, {s: feats[s]["spatial"] for s in PROBE_SPLITS}, sets, cfg.probe,
-                                          device)
-            for task, m in ms.items():
-                rows += _rows(e.method, e.seed, task, "attentive", m)
-            info.append({"method": e.method, "seed": e.seed, "task": "all", "probe": "attentive", **fit})
-            timings[f"attentive/{e.method}/{e.seed}_s"] = tick() - t0
-        del feats
-        if clips is not None and not isinstance(e.encoder, PooledPixels):
-            t0 = tick()
-            cf = {s: {"frames": clip_features(e.encoder, clips[s], device=device, on_device=True)}
-                  for s in PROBE_SPLITS}
-            fits = run_linear_probes(CLIP_TASKS, cf, clips, cfg.probe, device)
-            for task in CLIP_TASKS:
-                rows += _rows(e.method, e.seed, f"clip_{task}", "linear", fits[task, False][0])
-            info.append({"method": e.method, "seed": e.seed, "task": "clips", "probe": "linear",
-                         "clip_features": "clip_features" if has_clip_features(e.encoder) else "per-frame + actions"})
-            timings[f"clips/{e.method}/{e.seed}_s"] = tick() - t0
-        return {"rows": rows, "info": info, "timings": timings}
-
-    fc = cfg.finetune_cfg
-
-    def reference_part(seed: int) -> dict:
-        t0 = tick()
-        torch.manual_seed(seed)
-        ms, fit = run_end_to_end(reference_backbone(cfg.reference_arch), sets, None, fc.reference_steps, fc.reference_lr, fc, seed, device)
-        rows = [r for task, m in ms.items()
-                for r in _rows("supervised", seed, task, "reference", m, n_labels=len(sets["train"]))]
-        return {"rows": rows, "info": [{"method": "supervised", "seed": seed, "task": "all", "probe": "reference", **fit}],
-                "timings": {f"reference/{seed}_s": tick() - t0}}
-
-    for seed in cfg.reference_seeds:  # first: the longest units, so shards start them first
-        arch = "" if cfg.reference_arch == "cnn" else cfg.reference_arch  # "": the units cached before the choice
-        if add(parts.run(f"reference/s{seed}", arch, lambda: reference_part(seed))):
-            log(f"supervised reference seed {seed}")
-
-    for i, e in enumerate(frozen):
-        few = f"|linear_n={list(cfg.linear_n_labels)}" if cfg.linear_n_labels else ""
-        if add(parts.run(f"frozen/{e.method}_s{e.seed}", _identity(e) + str(e.method == control) + few,
-                         lambda: frozen_part(e))):
-            log(f"frozen probes {i + 1}/{len(frozen)}: {e.method} seed {e.seed}")
-
-    def finetune_part(e: EncoderEntry) -> dict:
-        rows, info, timings = [], [], {}
-        for n in fc.n_labels:
-            t0 = tick()
-            ms, fit = run_end_to_end(e.encoder, sets, min(n, len(sets["train"])), fc.steps, fc.lr, fc, e.seed, device)
-            for task, m in ms.items():
-                rows += _rows(e.method, e.seed, task, "finetune", m, n_labels=n)
-            info.append({"method": e.method, "seed": e.seed, "task": "all", "probe": "finetune", **fit})
-            timings[f"finetune/{e.method}/{e.seed}/{n}_s"] = tick() - t0
-        return {"rows": rows, "info": info, "timings": timings}
-
+    p = _probe_inputs(data, cfg, subjects, device)
+    scratch = scratch_entries(entries) if cfg.random_twins else []
+    entries = list(entries) + scratch
+    frozen = sorted(entries + ([EncoderEntry(POOLED_PIXELS, 0, PooledPixels())] if cfg.pixel_baseline else []),
+                    key=lambda e: e.seed)
     tuned = sorted(entries, key=lambda e: e.seed) if cfg.finetune else []
-    for i, e in enumerate(tuned):
-        if add(parts.run(f"finetune/{e.method}_s{e.seed}", _identity(e), lambda: finetune_part(e))):
-            log(f"fine-tuning {i + 1}/{len(tuned)}: {e.method} seed {e.seed} (N = {list(fc.n_labels)})")
+    planning = _planning_units(entries) if cfg.planning and subjects is not None else []
+    control = next((e.method for e in entries if e.method == "random_init"), entries[0].method if entries else None)
+    # a terminal gets a bar over the units with an ETA (tqdm hides it elsewhere: logs get ``log``'s lines)
+    parts = _Parts(parts_dir, cfg, data, shard, cached_only)
+    parts.bar = tqdm(total=len(cfg.reference_seeds) + len(frozen) + len(tuned) + len(planning), unit="unit",
+                     desc="evaluate", disable=None)
 
-    plan_rows = []
-    if cfg.planning and subjects is not None:
-        test = subjects["test"]
-
-        def plan_part(name: str, **kw) -> dict:
-            t0 = tick()
-            res = run_planning(test, cfg.plan, **kw)
-            return {"rows": [], "info": [], "timings": {f"planning/{name}_s": tick() - t0}, "result": res}
-
-        for policy, name in (("stay", "no_move"), ("random", "random_actions"), ("true_pose", "true_pose_model")):
-            part = parts.run(f"planning/{name}", "", lambda: plan_part(name, policy=policy))
-            if part is None:
-                continue
-            timings.update(part["timings"])
-            plan_rows.append({"method": name, "seed": cfg.plan.seed, **part["result"]})
-        for e in [e for e in entries if e.latent_model is not None]:
-            part = parts.run(f"planning/{e.method}_s{e.seed}", _identity(e),  # the planner works on the CPU
-                             lambda: plan_part(f"{e.method}/{e.seed}", model=_on_cpu(e.latent_model)))
-            if part is None:
-                continue
-            timings.update(part["timings"])
-            plan_rows.append({"method": e.method, "seed": e.seed, **part["result"]})
-        for r in plan_rows:
-            rows += _rows(r["method"], r["seed"], "planning", "plan",
-                          {k: r[k] for k in ("success_rate", "final_dist_mm", "final_angle_deg")})
-        log("planning done")
+    done = _probe_units(parts, p, frozen, tuned, control, log)
+    plan_parts, plan_rows = _planning_runs(parts, planning, p, log)
     parts.bar.close()
+    found = _merge(*[q for q in done + plan_parts if q is not None])
+    plan_metrics = ("success_rate", "final_dist_mm", "final_angle_deg")
+    rows = _mean_rows(p) + found["rows"] + [
+        r for q in plan_rows for r in _rows(q["method"], q["seed"], "planning", "plan", {k: q[k] for k in plan_metrics})]
+    return _result(rows, found, plan_rows, p, data, entries, frozen, scratch, control, parts.missing)
 
+
+def _probe_units(parts: _Parts, p: _Probe, frozen, tuned, control, log) -> list[dict | None]:
+    """The reference seeds, each encoder's frozen probes and its fine-tuning, in that order (computed,
+    cached or None: another shard's or, with ``cached_only``, missing)."""
+    cfg, done = p.cfg, []
+    for seed in cfg.reference_seeds:
+        done.append(parts.run(f"reference/s{seed}", cfg.reference_arch, partial(_reference_part, seed, p)))
+        if done[-1] is not None:
+            log(f"supervised reference seed {seed}")
+    for i, e in enumerate(frozen):
+        shuffled = cfg.shuffled_control and e.method == control
+        identity = json.dumps([_weights_identity(e), shuffled, list(cfg.linear_n_labels)])
+        done.append(parts.run(f"frozen/{e.method}_s{e.seed}", identity, partial(_frozen_part, e, p, shuffled)))
+        if done[-1] is not None:
+            log(f"frozen probes {i + 1}/{len(frozen)}: {e.method} seed {e.seed}")
+    for i, e in enumerate(tuned):
+        done.append(parts.run(f"finetune/{e.method}_s{e.seed}", _weights_identity(e), partial(_finetune_part, e, p)))
+        if done[-1] is not None:
+            log(f"fine-tuning {i + 1}/{len(tuned)}: {e.method} seed {e.seed} (N = {list(cfg.finetune_cfg.n_labels)})")
+    return done
+
+
+def _planning_runs(parts: _Parts, planning: list, p: _Probe, log) -> tuple[list[dict], list[dict]]:
+    """The planning units (:func:`_planning_units`): their parts (timings only) and one summary row
+    per planner (``method``, ``seed`` and :func:`~.planning.run_planning`'s figures)."""
+    done, plan_rows = [], []
+    for unit, identity, method, seed, compute in planning:
+        part = parts.run(unit, identity, partial(compute, p=p))
+        if part is not None:
+            done.append(_part(timings=part["timings"]))
+            plan_rows.append({"method": method, "seed": p.cfg.plan.seed if seed is None else seed, **part["result"]})
+    if planning:
+        log("planning done")
+    return done, plan_rows
+
+
+def _result(rows, found, plan_rows, p: _Probe, data, entries, frozen, scratch, control, missing) -> dict:
+    """The run's document: rows, planning, fit info, timings, data and encoder provenance."""
     return {
-        "rows": rows, "planning": plan_rows, "fit_info": info, "timings": timings,
+        "rows": rows, "planning": plan_rows, "fit_info": found["info"], "timings": found["timings"],
         "subjects": {s: list(data[s].subject_ids) for s in PROBE_SPLITS},
-        "sizes": {s: {"slices": len(sets[s]), "clips": 0 if clips is None else len(clips[s])} for s in PROBE_SPLITS},
+        "sizes": {s: {"slices": len(p.sets[s]), "clips": 0 if p.clips is None else len(p.clips[s])}
+                  for s in PROBE_SPLITS},
         "held_out_subjects": not set(data["train"].subject_ids) & set(data["test"].subject_ids),
         "entries": [{"method": e.method, "seed": e.seed, "checkpoint": e.checkpoint,
                      "feature_dim": getattr(e.encoder, "feature_dim", None), "planning": e.latent_model is not None,
                      "clip_features": has_clip_features(e.encoder)} for e in frozen],
-        "scratch_entries": [{"method": e.method, "seed": e.seed, "checkpoint": e.checkpoint}
-                            for e in scratch],
+        "scratch_entries": [{"method": e.method, "seed": e.seed, "checkpoint": e.checkpoint} for e in scratch],
         "control_method": control,
-        "missing_units": parts.missing,
+        "missing_units": missing,
         "prediction": [{"method": e.method, "seed": e.seed, "table": e.encoder.prediction_quality} for e in entries
                        if getattr(e.encoder, "prediction_quality", None)],
     }
+
+
+def evaluate(*args, **kwargs) -> dict:
+    """Deprecated name of :func:`evaluate_encoders` (kept one release)."""
+    warnings.warn("world_model.evaluation.pipeline.evaluate is deprecated; use evaluate_encoders",
+                  DeprecationWarning, stacklevel=2)
+    return evaluate_encoders(*args, **kwargs)

@@ -8,13 +8,15 @@ import os
 import platform
 import subprocess
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
 
 from navgym.files import atomic_path, write_atomic
+from world_model.config import DEPRECATED_METHODS
 
-from .encoders import POOLED_PIXELS, relabel
+from .encoders import POOLED_PIXELS
 from .probes import CLIP_TASKS, FRAME_TASKS, PRIMARY_METRIC
 from .stats import compare_methods, intervals_overlap, mean_ci, summarize
 
@@ -24,6 +26,7 @@ REFERENCE_METHOD = "navwm"
 REFERENCE_METHODS = ("navwm", "navjump")  # each judged against every other pretrained method (its controls too)
 BASELINES = ("mean", POOLED_PIXELS, "supervised")
 LEARNABLE_GAIN = 0.10  # the reference must close >= 10% of the mean baseline's error (or of 1 - score)
+RENAMED_LABELS = {**DEPRECATED_METHODS, "pixels": POOLED_PIXELS}  # a label in an older results.json -> its label now
 
 
 def versions() -> dict:
@@ -64,7 +67,7 @@ def _twin(method: str) -> str:
     """The random-init twin of a method's architecture."""
     if method == "relpose":  # the tokenizer's architecture at the tokenizer's matched width
         return "tokenizer_init"
-    return f"{method}_init" if method in ("tokenizer", "mae3d", "mae2d") else "random"
+    return f"{method}_init" if method in ("tokenizer", "mae3d", "mae2d") else "random_init"
 
 
 def sanity(summary: list[dict]) -> list[dict]:
@@ -79,7 +82,7 @@ def sanity(summary: list[dict]) -> list[dict]:
         base_task = task[5:] if task.startswith("clip_") else task
         mean = _find(summary, task=task, probe="mean", metric=metric)
         ref = _find(summary, task=base_task, probe="reference", metric=metric)
-        rand = _find(summary, task=task, probe="linear", metric=metric, method="random")
+        rand = _find(summary, task=task, probe="linear", metric=metric, method="random_init")
         ref_mean = _find(summary, task=base_task, probe="mean", metric=metric)
         learnable = False
         if ref is not None and ref_mean is not None:
@@ -87,7 +90,7 @@ def sanity(summary: list[dict]) -> list[dict]:
             gain = (r - b) / max(1e-9, 1 - b) if ref["higher_is_better"] else (b - r) / max(1e-9, b)
             learnable = bool(gain >= LEARNABLE_GAIN and not intervals_overlap(ref, ref_mean))
         out.append({"task": task, "metric": metric, "mean": mean, "reference": ref if base_task == task else None,
-                    "random": rand, "learnable": learnable, "has_reference": ref is not None,
+                    "random_init": rand, "learnable": learnable, "has_reference": ref is not None,
                     "separated": None if ref is None or rand is None else not intervals_overlap(ref, rand)})
     return out
 
@@ -96,7 +99,7 @@ def verdict(summary: list[dict], kept: list[str]) -> list[dict]:
     """Each pretrained method vs its random-init twin, navwm vs every other pretrained method, and each
     navwm variant (``navwm_joint``) vs its own shuffled/noaction controls, on the kept tasks' primary metrics, for
     every probe (linear, attentive, clip linear, fine-tuning and the linear probe at each N)."""
-    methods = sorted({s["method"] for s in summary} - set(BASELINES) - {"random"}
+    methods = sorted({s["method"] for s in summary} - set(BASELINES)
                      - {m for m in {s["method"] for s in summary} if m.endswith("_init")}
                      - {"no_move", "random_actions", "true_pose_model"})
     pairs = [(m, _twin(m)) for m in methods]
@@ -126,7 +129,7 @@ def _fmt(s: dict | None) -> str:
 
 def _order(methods) -> list[str]:
     first = ["navwm", "navwm_joint", "shuffled", "noaction", "shuffled_joint", "noaction_joint", "navjump",
-             "shuffled_navjump", "noaction_navjump", "relpose", "tokenizer", "mae2d", "mae3d", "random"]
+             "shuffled_navjump", "noaction_navjump", "relpose", "tokenizer", "mae2d", "mae3d", "random_init"]
     return sorted(methods, key=lambda m: (first.index(m) if m in first else len(first), m))
 
 
@@ -167,7 +170,7 @@ def _efficiency_plot(plt, summary: list[dict], eff: list[dict], kept: list[str],
             n, mu, ci = (np.array(v, float) for v in zip(*pts))
             dodge = 1.04 ** (k - (len(methods) - 1) / 2)  # side by side on the log axis, intervals visible
             ax.errorbar(n * dodge, mu, yerr=np.nan_to_num(ci), marker="o", ms=3, capsize=2, lw=1, label=m,
-                        color=colors(k), ls="--" if m == "random" or m.endswith("_init") else "-")
+                        color=colors(k), ls="--" if m.endswith("_init") else "-")
         _zoom(ax, [s for s in eff if s["task"] == task and s["metric"] == metric])
         for probe, style, label in (("mean", ":", "mean baseline"), ("reference", "-.", "supervised (all labels)")):
             s = _find(summary, task=task, probe=probe, metric=metric)
@@ -230,14 +233,22 @@ def _plots(summary: list[dict], kept: list[str], out: Path, n_train: int) -> lis
 
 
 def _markdown(doc: dict) -> str:
-    summary, cfg, checks = doc["summary"], doc["config"], doc["sanity"]
-    kept = [c["task"] for c in checks if c["learnable"]]
+    """report.md: one section after another (a section without rows is left out)."""
+    kept = [c["task"] for c in doc["sanity"] if c["learnable"]]
+    return "\n".join(_header(doc) + _sanity_section(doc) + _prediction_section(doc.get("prediction") or [])
+                     + _frozen_sections(doc["summary"], kept) + _clip_section(doc, kept)
+                     + _label_efficiency_sections(doc, kept) + _planning_section(doc["summary"])
+                     + _verdict_section(doc))
+
+
+def _header(doc: dict) -> list[str]:
+    """Title, command, provenance, encoders, probe data and how numbers are given."""
+    cfg, sz = doc["config"], doc["sizes"]
     methods = _order({e["method"] for e in doc["entries"]})
     seeds = {}
     for e in doc["entries"]:
         seeds.setdefault(e["method"], []).append(e["seed"])
-    sz = doc["sizes"]
-    lines = [
+    return [
         "# Downstream evaluation report", "",
         f"Command: `{doc['command']}`  ",
         f"Created {doc['created_utc']}; git {doc['versions']['git_commit']}; torch {doc['versions']['torch']}; "
@@ -256,6 +267,13 @@ def _markdown(doc: dict) -> str:
         "seeds); `mean` is computed once (exact).", "",
         *([f"**Not computed** (`--cached-only`: the time box ended first): {', '.join(doc['missing_units'])}.", ""]
           if doc.get("missing_units") else []),
+    ]
+
+
+def _sanity_section(doc: dict) -> list[str]:
+    """Which tasks a slice can answer (the kept tasks), the mirror-symmetry note and the shuffled-label control."""
+    summary, cfg, sz = doc["summary"], doc["config"], doc["sizes"]
+    lines = [
         "## Sanity: which tasks a slice can answer", "",
         "`mean` predicts the probe-train mean (majority class); `supervised` is "
         + _reference_text(cfg.get("reference_arch", "cnn")) + f" trained from scratch on all {sz['train']['slices']} probe-train labels "
@@ -266,11 +284,11 @@ def _markdown(doc: dict) -> str:
         "| task | metric | mean | supervised | random init (linear) | kept | supervised vs random init |",
         "|---|---|---|---|---|---|---|",
     ]
-    for c in checks:
-        sep = "–" if c["reference"] is None or c["random"] is None else (
+    for c in doc["sanity"]:
+        sep = "–" if c["reference"] is None or c["random_init"] is None else (
             "separated" if c["separated"] else "**intervals overlap**")
         lines.append(f"| {c['task']} | {c['metric']} {'↑' if (c['mean'] or {}).get('higher_is_better') else '↓'} | "
-                     f"{_fmt(c['mean'])} | {_fmt(c['reference'])} | {_fmt(c['random'])} | "
+                     f"{_fmt(c['mean'])} | {_fmt(c['reference'])} | {_fmt(c['random_init'])} | "
                      f"{'yes' if c['learnable'] else 'no'} | {sep} |")
     lines += ["", "Mirror symmetry: the template is left–right symmetric, so one slice cannot tell its hemisphere; "
               "`*_mirror` metrics take the smaller error to the pose (landmark distances) and to its left–right "
@@ -281,7 +299,12 @@ def _markdown(doc: dict) -> str:
                   "permuted): " + "; ".join(
                       f"{s['task']} {_fmt(s)} vs mean {_fmt(_find(summary, task=s['task'], probe='mean', metric=s['metric']))}"
                       for s in ctrl) + ".", ""]
-    lines += _prediction_section(doc.get("prediction") or [])
+    return lines
+
+
+def _frozen_sections(summary: list[dict], kept: list[str]) -> list[str]:
+    """The frozen linear and attentive probes on the frame tasks: per task and metric, every method."""
+    lines = []
     frozen_methods = _order({s["method"] for s in summary if s["probe"] in ("linear", "attentive")})
     for probe, title in (("linear", "Frozen linear probes"), ("attentive", "Frozen attentive probes (full spatial map)")):
         keys = sorted({(s["task"], s["metric"]) for s in summary if s["probe"] == probe and not s["task"].startswith("clip_")},
@@ -296,47 +319,68 @@ def _markdown(doc: dict) -> str:
                          f"{_fmt(_find(summary, task=task, probe='mean', metric=metric))} | " + " | ".join(cells)
                          + f" | {_fmt(_find(summary, task=task, probe='reference', metric=metric))} |")
         lines.append("")
+    return lines
+
+
+def _clip_section(doc: dict, kept: list[str]) -> list[str]:
+    """The linear probes on clip features, with each method's kind of clip representation."""
+    summary, cfg = doc["summary"], doc["config"]
     clip_keys = sorted({(s["task"], s["metric"]) for s in summary if s["task"].startswith("clip_") and s["probe"] == "linear"})
-    if clip_keys:
-        cm = _order({s["method"] for s in summary if s["task"].startswith("clip_") and s["probe"] == "linear"})
-        kinds = {e["method"]: "context" if e["clip_features"] else "frames+actions" for e in doc["entries"]}
-        lines += ["## Clip-level probes (linear; pose and landmarks of a clip's last slice)", "",
-                  f"Input: {cfg['data']['clip_frames']} frames of a `mix`-policy navigation clip and the actions between "
-                  "them. Dynamics family: `clip_features` (the model's context for the last frame); others: their "
-                  "per-frame features concatenated with the actions.", "",
-                  "| task | metric | mean | " + " | ".join(f"{m} ({kinds.get(m, '?')})" for m in cm) + " |",
-                  "|---|---|---|" + "---|" * len(cm)]
-        for task, metric in clip_keys:
-            lines.append(f"| {task} | {metric} | {_fmt(_find(summary, task=task, probe='mean', metric=metric))} | "
-                         + " | ".join(_fmt(_find(summary, task=task, probe='linear', metric=metric, method=m)) for m in cm) + " |")
-        lines.append("")
-    lines += _efficiency_table(
+    if not clip_keys:
+        return []
+    cm = _order({s["method"] for s in summary if s["task"].startswith("clip_") and s["probe"] == "linear"})
+    kinds = {e["method"]: "context" if e["clip_features"] else "frames+actions" for e in doc["entries"]}
+    lines = ["## Clip-level probes (linear; pose and landmarks of a clip's last slice)", "",
+             f"Input: {cfg['data']['clip_frames']} frames of a `mix`-policy navigation clip and the actions between "
+             "them. Dynamics family: `clip_features` (the model's context for the last frame); others: their "
+             "per-frame features concatenated with the actions.", "",
+             "| task | metric | mean | " + " | ".join(f"{m} ({kinds.get(m, '?')})" for m in cm) + " |",
+             "|---|---|---|" + "---|" * len(cm)]
+    for task, metric in clip_keys:
+        lines.append(f"| {task} | {metric} | {_fmt(_find(summary, task=task, probe='mean', metric=metric))} | "
+                     + " | ".join(_fmt(_find(summary, task=task, probe='linear', metric=metric, method=m)) for m in cm) + " |")
+    return lines + [""]
+
+
+def _label_efficiency_sections(doc: dict, kept: list[str]) -> list[str]:
+    """Label efficiency: the frozen linear probe and fine-tuning, each at every N labels."""
+    summary, sz = doc["summary"], doc["sizes"]
+    lines = _efficiency_table(
         linear_efficiency_rows(summary, sz["train"]["slices"]), kept,
         "Label efficiency: frozen linear probe fitted on N labelled slices",
         "The same probe as above on the first N slices of fine-tuning's fixed permutation of probe-train "
         f"(N = {sz['train']['slices']}: all labels, the table above).")
     ft = [s for s in summary if s["probe"] == "finetune"]
     if ft:
-        f = cfg["finetune"]
+        f = doc["config"]["finetune"]
         lines += _efficiency_table(
             ft, kept, "Label efficiency: fine-tuned end to end with N labelled slices",
-            "Each encoder (and its architecture from random init: `random` for the dynamics family, `<method>_init` "
+            "Each encoder (and its architecture from random init: `random_init` for the dynamics family, `<method>_init` "
             "otherwise) + one linear head per task, trained on the same first N slices of a fixed permutation of "
             f"probe-train: {f['steps']} steps × {f['batch_size']}, AdamW lr {f['lr']}, best probe-val step kept.")
+    return lines
+
+
+def _planning_section(summary: list[dict]) -> list[str]:
+    """Latent planning: success and final errors per method and baseline."""
     plan = [s for s in summary if s["task"] == "planning"]
-    if plan:
-        pm = _order({s["method"] for s in plan})
-        lines += ["## Latent planning (CEM in latent space, executed in the real env)", "",
-                  "`no_move` = start error, `random_actions` = uniform random actions, `true_pose_model` = the same CEM "
-                  "with the true pose as latent (the planner's ceiling).", "",
-                  "| metric | " + " | ".join(pm) + " |", "|---|" + "---|" * len(pm)]
-        for metric in ("success_rate", "final_dist_mm", "final_angle_deg"):
-            lines.append(f"| {metric} | " + " | ".join(_fmt(_find(plan, metric=metric, method=m)) for m in pm) + " |")
-        lines.append("")
-    lines += ["## Verdict", ""] + _verdict_table(doc["comparisons"]) + [doc["verdict_text"], "",
-              "Plots: " + ", ".join(f"![{p}]({p})" for p in doc["plots"]), "",
-              "Raw numbers per seed, configs, subjects, probe hyper-parameters, versions and timings: `results.json`.", ""]
-    return "\n".join(lines)
+    if not plan:
+        return []
+    pm = _order({s["method"] for s in plan})
+    lines = ["## Latent planning (CEM in latent space, executed in the real env)", "",
+             "`no_move` = start error, `random_actions` = uniform random actions, `true_pose_model` = the same CEM "
+             "with the true pose as latent (the planner's ceiling).", "",
+             "| metric | " + " | ".join(pm) + " |", "|---|" + "---|" * len(pm)]
+    for metric in ("success_rate", "final_dist_mm", "final_angle_deg"):
+        lines.append(f"| {metric} | " + " | ".join(_fmt(_find(plan, metric=metric, method=m)) for m in pm) + " |")
+    return lines + [""]
+
+
+def _verdict_section(doc: dict) -> list[str]:
+    """The verdict table and text, the plots and where the raw numbers are."""
+    return (["## Verdict", ""] + _verdict_table(doc["comparisons"]) + [
+        doc["verdict_text"], "", "Plots: " + ", ".join(f"![{p}]({p})" for p in doc["plots"]), "",
+        "Raw numbers per seed, configs, subjects, probe hyper-parameters, versions and timings: `results.json`.", ""])
 
 
 def prediction_rows(prediction: list[dict]) -> list[dict]:
@@ -488,15 +532,42 @@ def write_report(result: dict, cfg, out, command: list[str], extra: dict | None 
 
 def rewrite_report(out) -> dict:
     """Rebuild ``out``'s report.md, readme_snippet.md, plots and derived fields of results.json from
-    the rows in its results.json (after a change to the report code; no encoder is needed)."""
+    the rows in its results.json (after a change to the report code; no encoder is needed).  Method
+    labels renamed since (:data:`RENAMED_LABELS`) are written with their name now."""
     out = Path(out)
-    doc = relabel(json.loads((out / "results.json").read_text()))
+    doc = _relabel(json.loads((out / "results.json").read_text()), out / "results.json")
     doc["rewritten_utc"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     try:
         return _write(doc, out)
     except KeyError as e:
         raise ValueError(f"{out / 'results.json'}: written by an older report format (unknown key {e}); "
                          "re-run the evaluation instead") from None
+
+
+def _relabel(doc: dict, source) -> dict:
+    """``doc`` with every renamed method label (:data:`RENAMED_LABELS`) replaced by its name now, in
+    the measured fields (rows, planning, fit info, timings' keys, entries, control method,
+    prediction), with a ``DeprecationWarning`` naming ``source`` when there was one."""
+    def new(method):
+        return RENAMED_LABELS.get(method, method)
+
+    def timing(key: str) -> str:  # "<unit>/<method>/<seed>..._s"
+        kind, _, rest = key.partition("/")
+        method, sep, tail = rest.partition("/")
+        return f"{kind}/{new(method)}{sep}{tail}" if sep else key
+
+    listed = ("rows", "planning", "fit_info", "entries", "scratch_entries", "prediction")
+    found = sorted({d["method"] for k in listed for d in doc.get(k) or [] if d["method"] in RENAMED_LABELS}
+                   | ({doc["control_method"]} & set(RENAMED_LABELS) if doc.get("control_method") else set()))
+    if not found:
+        return doc
+    warnings.warn(f"{source}: method labels {found} are deprecated; rewritten as "
+                  f"{[RENAMED_LABELS[m] for m in found]}", DeprecationWarning, stacklevel=3)
+    doc = {**doc, **{k: [{**d, "method": new(d["method"])} for d in doc[k]] for k in listed if doc.get(k)}}
+    doc["timings"] = {timing(k): v for k, v in doc["timings"].items()}
+    if doc.get("control_method"):
+        doc["control_method"] = new(doc["control_method"])
+    return doc
 
 
 def _write(doc: dict, out: Path) -> dict:
