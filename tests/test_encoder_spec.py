@@ -60,25 +60,28 @@ def test_load_each_kind():
 
 
 def test_describe():
-    spec = EncoderSpec.parse("random")
+    spec = EncoderSpec.parse("random_init")
     d = spec.describe(spec.load(seed=1))
     assert (d["spec"], d["kind"], d["method"], d["model_size"], d["pretrain_steps"]) == \
-        ("random", "world model", "random", "tiny", None)
+        ("random_init", "world model", "random_init", "tiny", None)
     assert d["params"] > 0 and d["feature_dim"] > 0
     assert EncoderSpec.parse("px=pixels").describe(None) == {"spec": "pixels", "kind": "pixels CNN"}
     assert EncoderSpec.parse("random-cnn").describe(RandomCNN()) == {"spec": "random-cnn", "kind": "random CNN"}
 
 
 def test_the_evaluation_reads_specs():
-    from world_model.evaluation.encoders import POOLED_PIXELS, load_encoder_entry, relabel
+    from world_model.evaluation.encoders import POOLED_PIXELS, load_encoder_entry
+    from world_model.evaluation.report import _relabel
 
     e = load_encoder_entry("pooled_pixels")
     assert (e.method, e.seed, e.latent_model) == (POOLED_PIXELS, 0, None) and isinstance(e.encoder, PooledPixels)
-    for text, match in (("pixels", "pooled_pixels is its pixel baseline"), ("ft:random:0", "frozen encoders"),
-                        ("navwm:1=random:0", "a label is METHOD:SEED before a checkpoint path")):
+    for text, match in (("pixels", "pooled_pixels is its pixel baseline"), ("ft:random_init:0", "frozen encoders"),
+                        ("navwm:1=random_init:0", "a label is METHOD:SEED before a checkpoint path")):
         with pytest.raises(ValueError, match=match):
             load_encoder_entry(text)
-    doc = relabel({"rows": [{"method": "pixels"}, {"method": "navwm"}], "entries": [{"method": "pixels"}]})
+    with pytest.warns(DeprecationWarning, match="pixels"):
+        doc = _relabel({"rows": [{"method": "pixels"}, {"method": "navwm"}], "entries": [{"method": "pixels"}],
+                        "timings": {}}, "results.json")
     assert [r["method"] for r in doc["rows"] + doc["entries"]] == [POOLED_PIXELS, "navwm", POOLED_PIXELS]
 
 
