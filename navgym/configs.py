@@ -1,0 +1,165 @@
+"""Config dataclasses: fields with their ``--help``, one argparse builder, one serialisation.
+
+Every CLI of the project (``navgym-rollouts``, ``python -m world_model.train``, ``agents.train``,
+``world_model.evaluation``, ``world_model.comparison``) declares its options as a dataclass whose fields are
+made by :func:`config_field` and builds its parser with :func:`add_options`: one ``--name-with-dashes`` option
+per field, typed from the field's annotation, its help text from the field and its default shown.
+:func:`options_config` turns the parsed options back into the dataclass.  Configs are stored as JSON-ready
+dicts by :func:`to_dict` and read back by :func:`from_dict`.
+
+A CLI reports a bad option or a refusal (a run folder holding other settings, an unreadable ``--config``,
+nothing to do) with ``parser.error(message)``: the usage and ``PROG: error: MESSAGE`` on stderr, exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from dataclasses import MISSING, asdict, field, fields, is_dataclass
+from typing import Any, Callable
+
+__all__ = ["config_field", "parse_bool", "parse_json_dict", "add_options", "options_config", "to_dict", "from_dict"]
+
+_PLAIN = {"int": int, "float": float, "str": str, "bool": None}  # bool: parse_bool
+
+
+def config_field(default=MISSING, help: str = "", *, choices=None, parse: Callable | None = None,
+                 metavar: str | None = None, show: str | None = None, flag: str | None = None):
+    """A config dataclass field with its ``--help`` text (``default`` left out: a required option; dict and list
+    defaults are copied per instance).
+
+    choices: the values the option accepts; parse: the argparse ``type`` of one value (default: from the
+    annotation); metavar: the value's name in the usage; show: the default as ``--help`` shows it (default: the
+    value); flag: the option (default: ``--field-name``)."""
+    meta = {"help": help, "choices": choices, "parse": parse, "metavar": metavar, "show": show, "flag": flag}
+    if isinstance(default, (dict, list)):
+        return field(default_factory=lambda: type(default)(default), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+def parse_bool(s: str) -> bool:
+    """argparse type for boolean options: 1/true/yes/on or 0/false/no/off (any case)."""
+    if s.lower() in ("1", "true", "yes", "on"):
+        return True
+    if s.lower() in ("0", "false", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected a boolean, got {s!r}")
+
+
+def parse_json_dict(text: str) -> dict:
+    """argparse type for a JSON object option, e.g. ``'{"fov": 150}'``."""
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise argparse.ArgumentTypeError(f"not JSON: {e}") from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError("expected a JSON object, e.g. '{\"fov\": 150}'")
+    return value
+
+
+def _field_default(f):
+    if f.default is not MISSING:
+        return f.default
+    return f.default_factory() if f.default_factory is not MISSING else MISSING
+
+
+def _kind(annotation) -> tuple[str, bool]:
+    """(value type name, whether the option takes a list) of a field annotation such as ``tuple[int, ...] | None``."""
+    text = annotation if isinstance(annotation, str) else getattr(annotation, "__name__", str(annotation))
+    text = text.replace(" | None", "").replace("None | ", "").replace("Optional[", "").rstrip("]").strip()
+    for seq in ("tuple[", "list[", "Tuple[", "List["):
+        if text.startswith(seq):
+            return text[len(seq):].split(",")[0].strip(), True
+    return text, False
+
+
+def _shown(value) -> str:
+    if isinstance(value, dict):
+        return " ".join(f"{k}={v}" for k, v in value.items()) or "none"
+    if isinstance(value, (list, tuple)):
+        return " ".join(str(v) for v in value) or "none"
+    return "none" if value is None else "''" if value == "" else str(value)
+
+
+def add_options(parser, cls, *, defaults=None, skip=(), unset: bool = False,
+                shown: Callable[[Any], str | None] | None = None) -> None:
+    """One ``--name`` option per field of the dataclass ``cls`` (``parser``: a parser or an argument group).
+
+    The value type comes from the annotation (``int``, ``float``, ``str``, ``bool`` -- ``--flag`` alone is true,
+    or ``--flag false`` --, ``X | None``, ``tuple[X, ...]`` / ``list[X]`` taking several values) unless the field
+    names a ``parse``; a field without a default is a required option.  Defaults come from ``defaults`` (an
+    instance of ``cls`` or a mapping, e.g. a saved run's settings), else the field.  With ``unset``, an omitted
+    option parses to None (the caller fills it in) and ``shown(field)`` gives the default ``--help`` states.
+    ``--help`` shows each option's default."""
+    base = defaults if isinstance(defaults, dict) or defaults is None else to_dict(defaults)
+    for f in fields(cls):
+        if f.name in skip:
+            continue
+        meta = f.metadata
+        kind, many = _kind(f.type)
+        default = base[f.name] if base is not None and f.name in base else _field_default(f)
+        parse = meta.get("parse") or (parse_bool if kind == "bool" else _PLAIN.get(kind))
+        if parse is None:
+            raise TypeError(f"{cls.__name__}.{f.name}: no option type for {f.type!r}; give the field a parse")
+        kw: dict[str, Any] = {"dest": f.name, "type": parse}
+        if many:
+            kw["nargs"] = "*"
+        elif kind == "bool" and not meta.get("parse"):
+            kw.update(nargs="?", const=True, metavar="BOOL")
+        if meta.get("choices") is not None:
+            kw["choices"] = meta["choices"]
+        if meta.get("metavar"):
+            kw["metavar"] = meta["metavar"]
+        if default is MISSING:
+            kw["required"] = True
+            text = meta["help"]
+        else:
+            kw["default"] = None if unset else (list(default) if isinstance(default, tuple) else default)
+            said = meta.get("show") or (shown(f) if shown is not None else None) or _shown(default)
+            text = f"{meta['help']} (default: {said})"
+        parser.add_argument(meta.get("flag") or "--" + f.name.replace("_", "-"), help=text.replace("%", "%%"), **kw)
+
+
+def options_config(cls, namespace: argparse.Namespace, base=None):
+    """The ``cls`` instance of options parsed by :func:`add_options`: each field from the namespace where it is
+    there and not None, else from ``base`` (an instance or a mapping), else the field's default.  A dict field
+    given as ``KEY=VALUE`` pairs (a list of (key, value)) updates the base's dict; a tuple field gets a tuple."""
+    base = {} if base is None else (dict(base) if isinstance(base, dict) else to_dict(base))
+    values = {}
+    for f in fields(cls):
+        value = getattr(namespace, f.name, None)
+        if value is None:
+            if f.name in base:
+                values[f.name] = base[f.name]
+            continue
+        kind, many = _kind(f.type)
+        if isinstance(value, list) and kind == "dict":
+            value = {**(base.get(f.name) or _field_default(f)), **dict(value)}
+        elif many and (f.type if isinstance(f.type, str) else str(f.type)).startswith("tuple"):
+            value = tuple(value)
+        values[f.name] = value
+    return from_dict(cls, values)
+
+
+def to_dict(cfg) -> dict:
+    """A config dataclass as a JSON-ready dict (tuples become lists, nested dataclasses dicts)."""
+    if not is_dataclass(cfg):
+        raise TypeError(f"expected a config dataclass, got {type(cfg).__name__}")
+    return json.loads(json.dumps(asdict(cfg)))
+
+
+def from_dict(cls, d: dict):
+    """The ``cls`` config of a dict written by :func:`to_dict` (list values of tuple fields become tuples again;
+    fields it lacks take their defaults).  Raises ``ValueError`` naming unknown fields."""
+    names = {f.name: f for f in fields(cls)}
+    unknown = sorted(set(d) - set(names))
+    if unknown:
+        raise ValueError(f"{cls.__name__}: unknown fields {unknown}")
+    values = {}
+    for k, v in d.items():
+        t = names[k].type
+        if isinstance(v, list) and (t if isinstance(t, str) else str(t)).startswith("tuple"):
+            v = tuple(v)
+        values[k] = v
+    return cls(**values)
+
