@@ -15,23 +15,28 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
+import warnings
 from dataclasses import MISSING, asdict, field, fields, is_dataclass
 from typing import Any, Callable
 
-__all__ = ["config_field", "parse_bool", "parse_json_dict", "add_options", "options_config", "to_dict", "from_dict"]
+__all__ = ["config_field", "parse_bool", "parse_json_dict", "add_options", "add_deprecated_alias", "options_config",
+           "to_dict", "from_dict"]
 
 _PLAIN = {"int": int, "float": float, "str": str, "bool": None}  # bool: parse_bool
 
 
 def config_field(default=MISSING, help: str = "", *, choices=None, parse: Callable | None = None,
-                 metavar: str | None = None, show: str | None = None, flag: str | None = None):
+                 metavar: str | None = None, show: str | None = None, flag: str | None = None, nargs: str | None = None):
     """A config dataclass field with its ``--help`` text (``default`` left out: a required option; dict and list
     defaults are copied per instance).
 
     choices: the values the option accepts; parse: the argparse ``type`` of one value (default: from the
     annotation); metavar: the value's name in the usage; show: the default as ``--help`` shows it (default: the
-    value); flag: the option (default: ``--field-name``)."""
-    meta = {"help": help, "choices": choices, "parse": parse, "metavar": metavar, "show": show, "flag": flag}
+    value); flag: the option (default: ``--field-name``); nargs: argparse's, e.g. ``"*"`` for a dict field given as
+    ``KEY=VALUE`` pairs (``parse`` returning (key, value))."""
+    meta = {"help": help, "choices": choices, "parse": parse, "metavar": metavar, "show": show, "flag": flag,
+            "nargs": nargs}
     if isinstance(default, (dict, list)):
         return field(default_factory=lambda: type(default)(default), metadata=meta)
     return field(default=default, metadata=meta)
@@ -64,13 +69,12 @@ def _field_default(f):
 
 
 def _kind(annotation) -> tuple[str, bool]:
-    """(value type name, whether the option takes a list) of a field annotation such as ``tuple[int, ...] | None``."""
+    """(value type name, whether the option takes several values) of a field annotation: ``tuple[int, ...] | None``
+    -> ``("int", True)``, ``float | None`` -> ``("float", False)``."""
     text = annotation if isinstance(annotation, str) else getattr(annotation, "__name__", str(annotation))
-    text = text.replace(" | None", "").replace("None | ", "").replace("Optional[", "").rstrip("]").strip()
-    for seq in ("tuple[", "list[", "Tuple[", "List["):
-        if text.startswith(seq):
-            return text[len(seq):].split(",")[0].strip(), True
-    return text, False
+    text = " | ".join(t.strip() for t in text.split("|") if t.strip() != "None")
+    many = re.fullmatch(r"(?:list|List)\[(\w+)\]|(?:tuple|Tuple)\[(\w+), \.\.\.\]", text)
+    return ((many[1] or many[2]), True) if many else (text, False)
 
 
 def _shown(value) -> str:
@@ -102,8 +106,8 @@ def add_options(parser, cls, *, defaults=None, skip=(), unset: bool = False,
         if parse is None:
             raise TypeError(f"{cls.__name__}.{f.name}: no option type for {f.type!r}; give the field a parse")
         kw: dict[str, Any] = {"dest": f.name, "type": parse}
-        if many:
-            kw["nargs"] = "*"
+        if many or meta.get("nargs"):
+            kw["nargs"] = meta.get("nargs") or "*"
         elif kind == "bool" and not meta.get("parse"):
             kw.update(nargs="?", const=True, metavar="BOOL")
         if meta.get("choices") is not None:
@@ -118,6 +122,25 @@ def add_options(parser, cls, *, defaults=None, skip=(), unset: bool = False,
             said = meta.get("show") or (shown(f) if shown is not None else None) or _shown(default)
             text = f"{meta['help']} (default: {said})"
         parser.add_argument(meta.get("flag") or "--" + f.name.replace("_", "-"), help=text.replace("%", "%%"), **kw)
+
+
+class _DeprecatedOption(argparse.Action):
+    def __init__(self, option_strings, dest, new: str = "", **kw):
+        super().__init__(option_strings, dest, **kw)
+        self.new = new
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        warnings.warn(f"{option_string} is deprecated; use {self.new}", DeprecationWarning, stacklevel=2)
+        setattr(namespace, self.dest, values)
+
+
+def add_deprecated_alias(parser, old: str, new: str) -> None:
+    """``old``, the previous name of the option ``new``, works as it (same value type) with a
+    ``DeprecationWarning`` naming ``new``; ``--help`` lists only ``new``."""
+    action = parser._option_string_actions[new]
+    parser.add_argument(old, action=_DeprecatedOption, new=new, dest=action.dest, type=action.type,
+                        choices=action.choices, nargs=action.nargs, metavar=action.metavar, default=argparse.SUPPRESS,
+                        help=argparse.SUPPRESS)
 
 
 def options_config(cls, namespace: argparse.Namespace, base=None):

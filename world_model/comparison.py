@@ -52,9 +52,11 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from navgym.configs import add_options, config_field, options_config, to_dict
 from navgym.files import write_atomic
+from navgym.provenance import versions
 
 from .config import JUMP_METHODS, METHODS, MODEL_SIZES, ModelConfig, TrainConfig, make_config
 from .device import DEVICE_HELP, resolve_device
+from .evaluation.report import VERSIONS_OF
 from .methods import data_stream
 from .train import Run, eval_clips
 
@@ -390,12 +392,6 @@ def write_training_report(doc: dict, out: Path) -> None:
     write_atomic(out / "training.md", "\n".join(lines) + "\n")
 
 
-def _versions() -> dict:
-    from .evaluation.report import versions
-
-    return versions()
-
-
 @dataclass
 class ComparisonOptions:
     """``python -m world_model.comparison`` options."""
@@ -555,7 +551,7 @@ def main(argv=None) -> dict:
             "frames_per_run": frames_per_run(*specs[0], trained["steps"]),
             "device": torch.cuda.get_device_name(device) if device.type == "cuda" else
             f"cpu ({platform.processor() or platform.machine()}, {os.cpu_count()} cores)",
-            "threads": threads, "versions": _versions(), "host": platform.node(), "plan": plan, "calibration": cal,
+            "threads": threads, "versions": versions(VERSIONS_OF), "host": platform.node(), "plan": plan, "calibration": cal,
             "predicted_eval_s": predicted_eval, "train": {**trained, "runs": trained["runs"] + untrained_rows},
             "phases": phases, "eval_args": eval_args,
         }
