@@ -71,7 +71,7 @@ def test_rewrite_rebuilds_a_report_from_its_results(tmp_path, monkeypatch):
     import pytest
 
     from navgym.provenance import versions
-    from world_model.evaluation.report import rewrite_report
+    from world_model.evaluation.report import VERSIONS_OF, rewrite_report
 
     monkeypatch.setenv("GIT_COMMIT", "abc1234")
     assert versions()["git_commit"] == "abc1234"  # set explicitly: wins over the tree's .git
@@ -80,7 +80,7 @@ def test_rewrite_rebuilds_a_report_from_its_results(tmp_path, monkeypatch):
              value=33.0)]
     for r in rows[6:9]:
         r["probe"] = "reference"
-    doc = {"command": "python -m world_model.evaluate", "created_utc": "now", "versions": versions(),
+    doc = {"command": "python -m world_model.evaluate", "created_utc": "now", "versions": versions(VERSIONS_OF),
            "config": {"data": {"size": [64, 64], "clip_frames": 4}, "finetune": {"reference_steps": 1, "batch_size": 1}},
            "rows": rows, "entries": [{"method": m, "seed": s, "clip_features": False} for m in ("navwm", "random")
                                      for s in range(3)],
