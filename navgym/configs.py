@@ -71,7 +71,7 @@ def _field_default(f):
 def _kind(annotation) -> tuple[str, bool]:
     """(value type name, whether the option takes several values) of a field annotation: ``tuple[int, ...] | None``
     -> ``("int", True)``, ``float | None`` -> ``("float", False)``."""
-    text = annotation if isinstance(annotation, str) else getattr(annotation, "__name__", str(annotation))
+    text = annotation.__name__ if type(annotation) is type else str(annotation)  # str: postponed annotations
     text = " | ".join(t.strip() for t in text.split("|") if t.strip() != "None")
     many = re.fullmatch(r"(?:list|List)\[(\w+)\]|(?:tuple|Tuple)\[(\w+), \.\.\.\]", text)
     return ((many[1] or many[2]), True) if many else (text, False)
