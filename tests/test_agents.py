@@ -444,7 +444,7 @@ def test_report_names_each_encoders_pretraining(tmp_path):
     assert describe_encoder("pixels", 0, finetune=False) == {"spec": "pixels", "trains": True, "kind": "pixels CNN"}
     table = "\n".join(_encoder_lines({"oracle": {"runs": [{}]}, "ppo-wm": {"runs": [{"encoder": wm}]},
                                       "ppo-rand-ft": {"runs": [{"encoder": untrained}]}}))
-    assert "| ppo-wm | tokenizer (tiny, conv) |" in table and "3 steps, 18 frames on template | frozen |" in table
+    assert "| ppo-wm | tokenizer (custom, conv) |" in table and "3 steps, 18 frames on template | frozen |" in table
     assert "untrained (random init, the run's seed) | fine-tuned |" in table and "oracle" not in table
 
 
