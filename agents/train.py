@@ -96,6 +96,7 @@ class AgentConfig:
 
     def __post_init__(self):
         get_preset(self.preset)
+        resolve_device(self.device, "device")
         if self.algo not in ("ppo", "sac"):
             raise ValueError(f"algo must be 'ppo' or 'sac', got {self.algo!r}")
         if self.controls not in CONTROLS:
@@ -305,7 +306,7 @@ def build_agent(cfg: AgentConfig, env, tensorboard_log: str | None):
         "normalize_images": False,
         "net_arch": [256, 256],
     }
-    device = str(resolve_device(cfg.device, "device"))
+    device = str(resolve_device(cfg.device))
     if cfg.algo == "ppo":
         kw = dict(cfg.ppo)
         kw["batch_size"] = min(kw["batch_size"], kw["n_steps"] * env.num_envs)

@@ -77,6 +77,10 @@ def _kind(annotation) -> tuple[str, bool]:
     return ((many[1] or many[2]), True) if many else (text, False)
 
 
+def _is_tuple(f) -> bool:
+    return str(f.type).startswith(("tuple", "Tuple"))
+
+
 def _shown(value) -> str:
     if isinstance(value, dict):
         return " ".join(f"{k}={v}" for k, v in value.items()) or "none"
@@ -158,7 +162,7 @@ def options_config(cls, namespace: argparse.Namespace, base=None):
         kind, many = _kind(f.type)
         if isinstance(value, list) and kind == "dict":
             value = {**(base.get(f.name) or _field_default(f)), **dict(value)}
-        elif many and (f.type if isinstance(f.type, str) else str(f.type)).startswith("tuple"):
+        elif many and _is_tuple(f):
             value = tuple(value)
         values[f.name] = value
     return from_dict(cls, values)
@@ -180,8 +184,7 @@ def from_dict(cls, d: dict):
         raise ValueError(f"{cls.__name__}: unknown fields {unknown}")
     values = {}
     for k, v in d.items():
-        t = names[k].type
-        if isinstance(v, list) and (t if isinstance(t, str) else str(t)).startswith("tuple"):
+        if isinstance(v, list) and _is_tuple(names[k]):
             v = tuple(v)
         values[k] = v
     return cls(**values)

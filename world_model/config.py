@@ -9,12 +9,11 @@ with the field name for bad values.  Each field's ``help`` metadata is the one d
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, fields, replace
 
 from navgym.configs import add_options, config_field, from_dict, to_dict
 
-from .device import DEVICE_HELP
+from .device import DEVICE_HELP, resolve_device
 from .tokenizer import ARCHS
 
 METHODS = ("navwm", "shuffled", "noaction", "navwm_joint", "shuffled_joint", "noaction_joint", "tokenizer",
@@ -139,8 +138,7 @@ class TrainConfig:
         _check(self.compile_mode in ("default", "reduce-overhead", "max-autotune"), "compile_mode", self.compile_mode,
                "default, reduce-overhead or max-autotune")
         _check(self.stride == 1 or self.data == "stream", "stride", self.stride, "1 unless data=stream")
-        _check(re.fullmatch(r"auto|cpu|cuda(:\d+)?", self.device) is not None, "device", self.device,
-               "auto, cpu, cuda or cuda:N")
+        resolve_device(self.device, "config device")
         _check(model.arch in ARCHS, "arch", model.arch, f"one of {ARCHS}")
         _check(model.size >= 16 and model.size % 8 == 0, "size", model.size, "a multiple of 8, >= 16")
         _check((model.size // 8) % model.patch == 0, "patch", model.patch, "dividing size/8")
