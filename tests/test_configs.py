@@ -164,3 +164,19 @@ def test_import_navgym_configs_stats_provenance_without_torch():
             "navgym.subjects.cli; assert 'torch' not in sys.modules, 'torch imported'")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
+
+
+def test_renamed_names_keep_a_deprecated_alias():
+    from agents.benchmark import summarise, summarise_runs
+    from navgym.rollouts import RolloutConfig
+    from world_model.evaluation.stats import mean_ci_by_method, summarize
+
+    rows = [dict(method="m", seed=s, task="pose", probe="linear", n_labels=None, metric="center_err_mm", value=v)
+            for s, v in ((0, 1.0), (1, 3.0))]
+    with pytest.deprecated_call(match="mean_ci_by_method"):
+        assert summarize(rows) == mean_ci_by_method(rows)
+    eps = [{"final": {"success_rate": 0.5, "episodes": 2}, "curve": [], "final_errors": np.array([1.0, 2.0])}]
+    with pytest.deprecated_call(match="summarise_runs"):
+        assert summarise(eps) == summarise_runs(eps)
+    with pytest.deprecated_call(match="to_dict"):
+        assert RolloutConfig(seed=3).to_json() == to_dict(RolloutConfig(seed=3))
