@@ -25,21 +25,24 @@ import platform
 import shlex
 import sys
 import time
+import warnings
 from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 
+from navgym.configs import to_dict
 from navgym.files import atomic_path, write_atomic, write_json_atomic
 from navgym.presets import get_preset
+from navgym.provenance import load_average
+from navgym.stats import bootstrap_median, mean_ci, wilson
 from world_model.encoders import EncoderSpec
-from world_model.evaluation.stats import mean_ci
 
-from .episodes import bootstrap_median, episode_metrics, policy_act_fn, run_episodes, steps_to, wilson
+from .episodes import episode_metrics, policy_act_fn, run_episodes, steps_to
 from .train import AgentConfig, add_config_arguments, config_from_args, eval_env, train
 
-__all__ = ["run_benchmark", "summarise", "success_mean_ci", "format_ci", "bound_episodes", "describe_encoder", "BOUNDS",
-           "main"]
+__all__ = ["run_benchmark", "summarise_runs", "success_mean_ci", "format_ci", "bound_episodes", "describe_encoder", "BOUNDS",
+           "main", "summarise"]
 
 BOUNDS = ("oracle", "random")
 
@@ -70,8 +73,8 @@ def success_mean_ci(rates) -> tuple[float, float, float]:
     return m, max(m - half, 0.0), min(m + half, 1.0)
 
 
-def summarise(runs: list[dict]) -> dict:
-    """Aggregate runs of one (task, method) over seeds.
+def summarise_runs(runs: list[dict]) -> dict:
+    """Aggregate runs of one (preset, method) over seeds.
 
     success: mean over seeds with a 95% t-interval (clipped to [0, 1]), and the pooled rate with a Wilson interval;
     median final error (pooled episodes, bootstrap 95%); steps to 50% / 80% held-out success
@@ -95,6 +98,12 @@ def summarise(runs: list[dict]) -> dict:
         out[f"steps_to_{int(thr * 100)}"] = {"median": float(np.median(hit)) if hit else None,
                                              "reached": len(hit), "of": len(reached)}
     return out
+
+
+def summarise(runs: list[dict]) -> dict:
+    """Deprecated name of :func:`summarise_runs`."""
+    warnings.warn("agents.benchmark.summarise is deprecated; use summarise_runs", DeprecationWarning, stacklevel=2)
+    return summarise_runs(runs)
 
 
 def _final_arrays(eps: list[dict]) -> dict:
@@ -144,15 +153,15 @@ def run_benchmark(tasks, encoders, algos, seeds, base: AgentConfig, out: Path, f
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
     report = {"tasks": {}, "config": {"encoders": list(encoders), "algos": list(algos), "seeds": list(seeds),
-                                      "finetune": finetune, "base": {k: v for k, v in base.__dict__.items()}},
-              "command": command, "host": platform.node(), "uptime_start": _uptime()}
+                                      "finetune": finetune, "base": to_dict(base)},
+              "command": command, "host": platform.node(), "uptime_start": load_average()}
     for task in tasks:
         get_preset(task)
         methods: dict[str, list[dict]] = {}
         for name in BOUNDS:
             runs = []
             for seed in seeds:
-                cfg = replace(base, task=task, seed=seed)
+                cfg = replace(base, preset=task, seed=seed)
                 eps = bound_episodes(cfg, name, seed)
                 runs.append({"final": episode_metrics(eps), "curve": [], **_final_arrays(eps)})
             methods[name] = runs
@@ -163,7 +172,7 @@ def run_benchmark(tasks, encoders, algos, seeds, base: AgentConfig, out: Path, f
                 label = f"{algo}-{name}" + ("-ft" if finetune and not name.endswith("-ft") else "")
                 runs = []
                 for seed in seeds:
-                    cfg = replace(base, task=task, encoder=spec.replace("{seed}", str(seed)), algo=algo, seed=seed,
+                    cfg = replace(base, preset=task, encoder=spec.replace("{seed}", str(seed)), algo=algo, seed=seed,
                                   finetune=tune, out=str(out / "runs" / task / label / f"seed{seed}"))
                     r, described = _train_or_reuse(cfg)
                     eps = r["final_episodes"]
@@ -173,23 +182,16 @@ def run_benchmark(tasks, encoders, algos, seeds, base: AgentConfig, out: Path, f
         report["tasks"][task] = {
             "preset": {"success": get_preset(task).success, "max_episode_steps": get_preset(task).max_episode_steps,
                        "start": get_preset(task).start},
-            "methods": {m: {"summary": summarise(rs),
+            "methods": {m: {"summary": summarise_runs(rs),
                             "runs": [{k: v for k, v in r.items() if not k.startswith("final_")} for r in rs]}
                         for m, rs in methods.items()},
         }
         _plot(task, methods, out / f"curves_{task}.png")
     report["wall_s"] = time.time() - t0
-    report["uptime_end"] = _uptime()
+    report["uptime_end"] = load_average()
     write_json_atomic(out / "report.json", report)
     _write_markdown(report, out / "report.md")
     return report
-
-
-def _uptime() -> str:
-    try:
-        return Path("/proc/loadavg").read_text().split(" ")[:3].__repr__()
-    except OSError:
-        return "n/a"
 
 
 def format_ci(t, digits=2, pct=False):
@@ -324,7 +326,7 @@ def main(argv=None) -> None:
     quick.add_argument("--quick", action="store_true")
     base = AgentConfig(**QUICK) if quick.parse_known_args(argv)[0].quick else AgentConfig()
     add_config_arguments(p.add_argument_group("every run (AgentConfig)"),
-                         skip=("task", "encoder", "algo", "seed", "out", "finetune"), base=base)
+                         skip=("preset", "encoder", "algo", "seed", "out", "finetune"), base=base)
     a = p.parse_args(argv)
     base = config_from_args(a, base)
     argv = sys.argv[1:] if argv is None else argv

@@ -11,8 +11,9 @@ from __future__ import annotations
 import numpy as np
 
 from navgym.policies import make_policy
+from navgym.stats import bootstrap_median, wilson
 
-__all__ = ["run_episodes", "episode_metrics", "steps_to", "wilson", "bootstrap_median",
+__all__ = ["run_episodes", "episode_metrics", "steps_to",
            "model_act_fn", "policy_act_fn"]
 
 
@@ -58,27 +59,6 @@ def run_episodes(act, venv, episodes_per_env: int) -> list[dict]:
                 out[i].append({**infos[i]["episode"], "env": int(i)})
             done_count[i] += 1
     return [e for per_env in out for e in per_env]
-
-
-def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
-    """95% Wilson score interval of a binomial proportion k / n."""
-    if n == 0:
-        return (float("nan"), float("nan"))
-    p = k / n
-    d = 1 + z * z / n
-    c = (p + z * z / (2 * n)) / d
-    h = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / d
-    return (float(max(0.0, c - h)), float(min(1.0, c + h)))
-
-
-def bootstrap_median(x, n_boot: int = 2000, seed: int = 0) -> tuple[float, float, float]:
-    """(median, 2.5%, 97.5%) percentile-bootstrap interval of the median."""
-    x = np.asarray(x, float)
-    if x.size == 0:
-        return (float("nan"),) * 3
-    rng = np.random.default_rng(seed)
-    meds = np.median(rng.choice(x, (n_boot, x.size)), axis=1)
-    return (float(np.median(x)), float(np.percentile(meds, 2.5)), float(np.percentile(meds, 97.5)))
 
 
 def episode_metrics(episodes: list[dict]) -> dict:

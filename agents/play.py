@@ -29,7 +29,7 @@ from navgym.presets import get_preset
 
 from .benchmark import BOUNDS, bound_episodes
 from .episodes import episode_metrics, model_act_fn, run_episodes
-from .train import AgentConfig, build_model, eval_env, frozen_encoder, saved_config
+from .train import AgentConfig, build_agent, eval_env, frozen_encoder, saved_config
 
 __all__ = ["agent_config", "run_folder", "load_agent", "play", "main"]
 
@@ -67,7 +67,7 @@ def load_agent(model_path: str | Path, cfg: AgentConfig, env, device: str = "aut
     if "policy.pth" not in names:
         raise ValueError(f"model: {model_path} holds no policy weights (policy.pth); found {sorted(names)[:8]}: "
                          f"not an SB3 model zip written by agents.train")
-    model = build_model(replace(cfg, device=device), env, None)
+    model = build_agent(replace(cfg, device=device), env, None)
     try:
         model.set_parameters(str(model_path), device=model.device)
     except Exception as e:  # weights_only refusals (UnpicklingError), missing or misshapen tensors (ValueError, RuntimeError)
@@ -106,10 +106,10 @@ def play(model_path, episodes: int = 2, envs: int | None = None, gif: str | None
     cfg = agent_config(model_path)
     encoder = frozen_encoder(cfg, run_folder(model_path))  # the run's own statistics
     if task is not None:
-        want, have = get_preset(task), get_preset(cfg.task)
+        want, have = get_preset(task), get_preset(cfg.preset)
         if (want.task, want.task_kwargs) != (have.task, have.task_kwargs):
-            raise ValueError(f"task: {task!r} has another target than the agent's task {cfg.task!r}")
-        cfg = replace(cfg, task=task)
+            raise ValueError(f"task: {task!r} has another target than the agent's preset {cfg.preset!r}")
+        cfg = replace(cfg, preset=task)
     if envs is not None:
         cfg = replace(cfg, eval_envs=envs)
     env = eval_env(cfg, encoder)
@@ -122,7 +122,7 @@ def play(model_path, episodes: int = 2, envs: int | None = None, gif: str | None
             write_video(gif, _record(model, env, cfg, env.venv.max_episode_steps), fps)
     finally:
         env.close()
-    out = {"task": cfg.task, "metrics": episode_metrics(eps), "episodes": eps}
+    out = {"task": cfg.preset, "metrics": episode_metrics(eps), "episodes": eps}
     if bounds:
         cfg = replace(cfg, eval_episodes=episodes)
         out["bounds"] = {name: episode_metrics(bound_episodes(cfg, name, cfg.seed)) for name in BOUNDS}

@@ -29,7 +29,7 @@ def make_agent_env(cfg: AgentConfig, split: str = "test", encoder=None, **env_kw
     """The single env an agent of ``cfg`` acts in: ``gym.make`` of its preset on ``split`` subjects (the run's
     ``test_subjects`` / ``train_subjects`` where it overrode them), with its observation wrapper;
     ``encoder``: its frozen encoder (:func:`agents.train.frozen_encoder`); ``env_kwargs`` go to ``gym.make``."""
-    preset = get_preset(cfg.task)
+    preset = get_preset(cfg.preset)
     kw = preset.env_kwargs(split)
     chosen = cfg.test_subjects if split == "test" else cfg.train_subjects
     if chosen is not None:
@@ -42,7 +42,7 @@ def make_agent_env(cfg: AgentConfig, split: str = "test", encoder=None, **env_kw
         def encode(frames):
             with torch.no_grad():
                 return encoder.features(torch.from_numpy(frames)).float().cpu().numpy()
-    return FrameActionStack(env, cfg.frames, cfg.actions, controls=task_controls(cfg.task, cfg.controls),
+    return FrameActionStack(env, cfg.frames, cfg.actions, controls=task_controls(cfg.preset, cfg.controls),
                             encode=encode, feature_dim=None if encoder is None else int(encoder.feature_dim))
 
 

@@ -1,6 +1,6 @@
 """Train an SB3 agent (PPO or SAC) on a navgym task preset.
 
-    python -m agents.train --task AC-near --encoder pixels --algo ppo --steps 200000 --out runs/ac_ppo
+    python -m agents.train --preset AC-near --encoder pixels --algo ppo --steps 200000 --out runs/ac_ppo
 
 Writes to ``--out``: ``config.json``, TensorBoard events (``loss/…`` from SB3 under ``train/``,
 ``eval/…``, ``perf/…``), ``checkpoints/`` (SB3 zips every ``--checkpoint-every`` steps; with
@@ -18,9 +18,9 @@ from __future__ import annotations
 import argparse
 import inspect
 import json
-import re
 import time
-from dataclasses import MISSING, asdict, dataclass, fields
+import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -31,9 +31,10 @@ from stable_baselines3.common.utils import LinearSchedule
 from stable_baselines3.common.vec_env import VecNormalize
 from tqdm.auto import tqdm
 
+from navgym.configs import add_deprecated_alias, add_options, config_field, from_dict, options_config, parse_bool, to_dict
 from navgym.files import RunFolderError, atomic_path, differences, write_json_atomic
 from navgym.presets import get_preset
-from world_model.config import config_field, parse_bool
+from world_model.device import DEVICE_HELP, resolve_device
 from world_model.encoders import EncoderSpec
 from world_model.standardise import load_statistics, save_statistics, statistics
 
@@ -41,7 +42,8 @@ from .envs import CONTROLS, NavVecEnv, make_nav_vec_env
 from .episodes import episode_metrics, model_act_fn, run_episodes
 from .extractors import CNNS, NavExtractor, StandardisedEncoder
 
-__all__ = ["AgentConfig", "RunFolderError", "saved_config", "train", "choose_device", "main", "PPO_DEFAULTS", "SAC_DEFAULTS", "algo_settings"]
+__all__ = ["AgentConfig", "RunFolderError", "saved_config", "train", "build_agent", "main", "PPO_DEFAULTS", "SAC_DEFAULTS",
+           "algo_settings", "build_model", "choose_device"]
 
 #: SB3 PPO settings (``--ppo KEY=VALUE`` overrides one or sets any other plain PPO argument); measured for speed on 2 CPU cores, see docs/agents.md
 PPO_DEFAULTS = {"n_steps": 128, "batch_size": 512, "n_epochs": 3, "learning_rate": 3e-4, "gamma": 0.99,
@@ -58,11 +60,11 @@ _f = config_field  # short form for the field table below
 class AgentConfig:
     """One agent training run (stored as ``config.json`` in its output folder)."""
 
-    task: str = _f("AC-near", "task preset (navgym.presets), e.g. AC-near, midsag-far")
+    preset: str = _f("AC-near", "task preset id (navgym.presets), e.g. AC-near, midsag-far")
     encoder: str = _f("pixels", "pixels (a CNN trained end to end) | random-cnn | a world-model checkpoint or method")
     finetune: bool = _f(False, "train the pretrained encoder too (otherwise frozen)")
-    cnn: str = _f("small", f"CNN for --encoder pixels: {' | '.join(CNNS)}")
-    algo: str = _f("ppo", "ppo | sac")
+    cnn: str = _f("small", f"CNN for --encoder pixels: {' | '.join(CNNS)}", choices=tuple(CNNS))
+    algo: str = _f("ppo", "ppo | sac", choices=("ppo", "sac"))
     steps: int = _f(100_000, "environment steps to train")
     seed: int = _f(0, "seed of the policy, the training envs and random encoders")
     out: str = _f("runs/agent", "output folder")
@@ -73,7 +75,7 @@ class AgentConfig:
     controls: str = _f("all", "action components the agent drives: all 7; task: those the task's error "
                        "depends on (landmarks: translations; planes: translations + rotations about the in-plane "
                        "axes; never zoom); "
-                       "task+zoom: those and zoom")
+                       "task+zoom: those and zoom", choices=CONTROLS)
     standardize_features: bool = _f(True, "frozen encoders: standardise each feature dimension by its mean and std "
                                     "over a fixed sample of training slices (pixels and fine-tuned encoders: "
                                     "no effect)")
@@ -88,13 +90,16 @@ class AgentConfig:
     train_subjects: str | None = _f(None, "override the preset's training subjects")
     test_subjects: str | None = _f(None, "override the preset's held-out subjects")
     threads: int = _f(2, "torch CPU threads")
-    device: str = _f("auto", "auto (cuda when available) | cpu | cuda | cuda:N")
+    device: str = _f("auto", DEVICE_HELP)
     progress: bool = _f(True, "progress bar")
-    ppo: dict = _f(PPO_DEFAULTS, "PPO settings")
-    sac: dict = _f(SAC_DEFAULTS, "SAC settings")
+    ppo: dict = _f(PPO_DEFAULTS, "PPO settings: any PPO argument that is a number, bool or string, e.g. vf_coef=0.5",
+                   parse=lambda s: _setting("ppo", s), metavar="KEY=VALUE", nargs="*")
+    sac: dict = _f(SAC_DEFAULTS, "SAC settings: any SAC argument that is a number, bool or string",
+                   parse=lambda s: _setting("sac", s), metavar="KEY=VALUE", nargs="*")
 
     def __post_init__(self):
-        get_preset(self.task)
+        get_preset(self.preset)
+        resolve_device(self.device, "device")
         if self.algo not in ("ppo", "sac"):
             raise ValueError(f"algo must be 'ppo' or 'sac', got {self.algo!r}")
         if self.controls not in CONTROLS:
@@ -110,14 +115,18 @@ class AgentConfig:
             if unknown:
                 raise ValueError(f"{name}: unknown settings {sorted(unknown)}; known: {sorted(algo_settings(name))}")
 
+    @property
+    def task(self) -> str:
+        """Deprecated name of :attr:`preset`."""
+        warnings.warn("AgentConfig.task is deprecated; use AgentConfig.preset", DeprecationWarning, stacklevel=2)
+        return self.preset
+
 
 def choose_device(spec: str = "auto") -> str:
-    """``auto`` -> ``cuda`` when PyTorch sees a GPU, else ``cpu``; any other spec is returned as given."""
-    if spec == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if not re.fullmatch(r"cpu|cuda(:\d+)?", spec):
-        raise ValueError(f"device must be auto, cpu, cuda or cuda:N, got {spec!r}")
-    return spec
+    """Deprecated: ``str(world_model.device.resolve_device(spec))``."""
+    warnings.warn("agents.train.choose_device is deprecated; use world_model.device.resolve_device", DeprecationWarning,
+                  stacklevel=2)
+    return str(resolve_device(spec))
 
 
 #: training slices whose features give a frozen encoder's standardisation (16 envs x 32 random steps)
@@ -159,7 +168,7 @@ def frozen_encoder(cfg: AgentConfig, folder: str | Path | None = None, save: boo
             raise ValueError(f"{path}: statistics of another encoder ({saved}); the run's is {about}")
         return StandardisedEncoder(enc, mean, std).eval()
     n_envs, n_steps = STANDARDISE_SAMPLE
-    env = make_nav_vec_env(cfg.task, n_envs, split="train", size=cfg.size, frames=1, actions=0, seed=cfg.seed,
+    env = make_nav_vec_env(cfg.preset, n_envs, split="train", size=cfg.size, frames=1, actions=0, seed=cfg.seed,
                            subjects=cfg.train_subjects, controls=cfg.controls)
     try:
         env.action_space.seed(cfg.seed)
@@ -178,7 +187,7 @@ def frozen_encoder(cfg: AgentConfig, folder: str | Path | None = None, save: boo
 
 def eval_env(cfg: AgentConfig, encoder=None):
     """The held-out evaluation env of ``cfg`` (preset ``test`` subjects, fixed starts)."""
-    return make_nav_vec_env(cfg.task, cfg.eval_envs, split="test", size=cfg.size, frames=cfg.frames,
+    return make_nav_vec_env(cfg.preset, cfg.eval_envs, split="test", size=cfg.size, frames=cfg.frames,
                         actions=cfg.actions, subjects=cfg.test_subjects, start_seed=cfg.eval_start_seed,
                         encoder=encoder, controls=cfg.controls)
 
@@ -312,7 +321,7 @@ def load_reward_stats(env: VecNormalize, checkpoint: Path) -> None:
     rms.mean, rms.var, rms.count = mean, var, float(count)
 
 
-def build_model(cfg: AgentConfig, env, tensorboard_log: str | None):
+def build_agent(cfg: AgentConfig, env, tensorboard_log: str | None):
     """The SB3 model: MultiInputPolicy over :class:`NavExtractor` (normalize_images=False).
 
     Frozen encoders run inside the envs (``features`` observations), so the policy holds no copy;
@@ -324,7 +333,7 @@ def build_model(cfg: AgentConfig, env, tensorboard_log: str | None):
         "normalize_images": False,
         "net_arch": [256, 256],
     }
-    device = choose_device(cfg.device)
+    device = str(resolve_device(cfg.device))
     if cfg.algo == "ppo":
         kw = dict(cfg.ppo)
         kw["batch_size"] = min(kw["batch_size"], kw["n_steps"] * env.num_envs)
@@ -336,14 +345,19 @@ def build_model(cfg: AgentConfig, env, tensorboard_log: str | None):
                tensorboard_log=tensorboard_log, verbose=0, **cfg.sac)
 
 
-#: the value a field had in runs saved before it existed, where that is not its default
-LEGACY_VALUES = {"standardize_features": False}
+def build_model(cfg: AgentConfig, env, tensorboard_log: str | None):
+    """Deprecated name of :func:`build_agent`."""
+    warnings.warn("agents.train.build_model is deprecated; use agents.train.build_agent", DeprecationWarning,
+                  stacklevel=2)
+    return build_agent(cfg, env, tensorboard_log)
 
 
 def saved_config(d: dict) -> AgentConfig:
-    """The :class:`AgentConfig` of a saved ``config.json`` (fields added since take :data:`LEGACY_VALUES` or their
-    defaults)."""
-    return AgentConfig(**{**LEGACY_VALUES, **d})
+    """The :class:`AgentConfig` of a saved ``config.json`` (fields added since take their defaults; ``task``, the
+    old name of ``preset``, is read as it)."""
+    if "task" in d:
+        d = {**{k: v for k, v in d.items() if k != "task"}, "preset": d["task"]}
+    return from_dict(AgentConfig, d)
 
 
 def _identity(c: dict, ignore: tuple[str, ...]) -> dict:
@@ -357,10 +371,10 @@ def _differences(saved: dict, cfg: AgentConfig, ignore: tuple[str, ...] = ()) ->
     """Where a saved config (read by :func:`saved_config`) differs from ``cfg`` up to ``ignore``, as
     ``name: saved -> now`` (dict settings per key: ``ppo.gamma: 0.99 -> 0.95``)."""
     try:
-        saved = json.loads(json.dumps(asdict(saved_config(saved))))
+        saved = to_dict(saved_config(saved))
     except (TypeError, ValueError) as e:
         return [f"unreadable config ({e})"]
-    return differences(_identity(saved, ignore), _identity(json.loads(json.dumps(asdict(cfg))), ignore))
+    return differences(_identity(saved, ignore), _identity(to_dict(cfg), ignore))
 
 
 def _same(saved: dict, cfg: AgentConfig, ignore: tuple[str, ...] = ()) -> bool:
@@ -422,16 +436,16 @@ def train(cfg: AgentConfig) -> dict:
     torch.set_num_threads(cfg.threads)
     out.mkdir(parents=True, exist_ok=True)
     resume, curve = _resume_point(cfg, out)
-    write_json_atomic(out / "config.json", asdict(cfg))
+    write_json_atomic(out / "config.json", to_dict(cfg))
     encoder = frozen_encoder(cfg, out, save=True)
-    env = make_nav_vec_env(cfg.task, cfg.n_envs, split="train", size=cfg.size, frames=cfg.frames,
+    env = make_nav_vec_env(cfg.preset, cfg.n_envs, split="train", size=cfg.size, frames=cfg.frames,
                        actions=cfg.actions, seed=cfg.seed, subjects=cfg.train_subjects, encoder=encoder,
                        controls=cfg.controls)
     if cfg.normalize_reward:
         gamma = (cfg.ppo if cfg.algo == "ppo" else cfg.sac)["gamma"]
         env = VecNormalize(env, norm_obs=False, norm_reward=True, gamma=gamma)
     evaluation = eval_env(cfg, encoder)
-    model = build_model(cfg, env, str(out / "tb"))
+    model = build_agent(cfg, env, str(out / "tb"))
     if resume is not None:
         model.set_parameters(str(resume), device=model.device)
         model.num_timesteps = int(resume.stem.split("_")[1])
@@ -446,7 +460,7 @@ def train(cfg: AgentConfig) -> dict:
         model.save(out / "checkpoints" / f"model_{model.num_timesteps}_steps.zip")
         if cfg.normalize_reward:
             env.save(str(out / "checkpoints" / f"vecnormalize_{model.num_timesteps}_steps.pkl"))
-    result = {"config": asdict(cfg), "curve": cb.curve, "final": cb.curve[-1], "perf": cb.perf(),
+    result = {"config": to_dict(cfg), "curve": cb.curve, "final": cb.curve[-1], "perf": cb.perf(),
               "final_episodes": cb.last_episodes, "resumed_from": None if resume is None else str(resume)}
     write_json_atomic(out / "final_eval.json", result)
     env.close()
@@ -454,7 +468,7 @@ def train(cfg: AgentConfig) -> dict:
     return result
 
 
-#: constructor arguments :func:`build_model` sets itself (not ``--ppo`` / ``--sac`` settings)
+#: constructor arguments :func:`build_agent` sets itself (not ``--ppo`` / ``--sac`` settings)
 _SET_BY_TRAIN = ("policy", "env", "seed", "device", "tensorboard_log", "verbose", "policy_kwargs")
 _PLAIN = {"bool": bool, "int": int, "float": float, "str": str, "None": type(None)}
 
@@ -497,44 +511,26 @@ def parse_setting(algo: str, text: str) -> tuple[str, object]:
     raise ValueError(f"{algo} {key}: expected {' or '.join(t.__name__ for t in types)}, got {value!r}")
 
 
-def _settings(algo: str):
-    def parse(s: str):
-        try:
-            return parse_setting(algo, s)
-        except ValueError as e:
-            raise argparse.ArgumentTypeError(str(e)) from None
-    return parse
+def _setting(algo: str, text: str) -> tuple[str, object]:
+    """argparse type of one ``--ppo`` / ``--sac`` ``KEY=VALUE``."""
+    try:
+        return parse_setting(algo, text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
-def add_config_arguments(p: argparse.ArgumentParser, skip: tuple[str, ...] = (), base: AgentConfig | None = None) -> None:
-    """One ``--name`` option per :class:`AgentConfig` field (help from the field; default from ``base``, else the
-    field's); ``--ppo`` / ``--sac`` take ``KEY=VALUE`` overrides of the settings."""
-    for f in fields(AgentConfig):
-        if f.name in skip:
-            continue
-        flag = "--" + f.name.replace("_", "-")
-        default = getattr(base, f.name) if base is not None else (f.default if f.default is not MISSING else f.default_factory())
-        if f.name in ("ppo", "sac"):
-            p.add_argument(flag, nargs="*", type=_settings(f.name), default=[], metavar="KEY=VALUE",
-                           help=f"{f.metadata['help']} (any {f.name.upper()} argument that is a number, bool or "
-                                f"string, e.g. vf_coef=0.5); defaults: "
-                                + " ".join(f"{k}={v}" for k, v in default.items()).replace("%", "%%"))
-            continue
-        typ = {"int": int, "float": float, "str": str, "bool": parse_bool, "str | None": str}[
-            f.type if isinstance(f.type, str) else f.type.__name__]
-        kw = {"nargs": "?", "const": True} if typ is parse_bool else {}
-        choices = {"algo": ("ppo", "sac"), "cnn": tuple(CNNS), "controls": CONTROLS}.get(f.name)
-        p.add_argument(flag, dest=f.name, type=typ, default=default, choices=choices, **kw,
-                       help=f"{f.metadata['help']} (default: %(default)s)")
+def add_config_arguments(p, skip: tuple[str, ...] = (), base: AgentConfig | None = None) -> None:
+    """One ``--name`` option per :class:`AgentConfig` field (:func:`navgym.configs.add_options`; defaults from
+    ``base``, else the field's); ``--ppo`` / ``--sac`` take ``KEY=VALUE`` overrides of the settings;
+    ``--task`` is the deprecated name of ``--preset``."""
+    add_options(p, AgentConfig, defaults=base, skip=skip)
+    if "preset" not in skip:
+        add_deprecated_alias(p, "--task", "--preset")
 
 
 def config_from_args(a: argparse.Namespace, base: AgentConfig | None = None) -> AgentConfig:
     """The :class:`AgentConfig` of parsed :func:`add_config_arguments` options (other fields from ``base``)."""
-    base = base or AgentConfig()
-    given = {f.name: getattr(a, f.name) for f in fields(AgentConfig) if hasattr(a, f.name)}
-    given["ppo"] = {**base.ppo, **dict(given.get("ppo", []))}
-    given["sac"] = {**base.sac, **dict(given.get("sac", []))}
-    return AgentConfig(**{**asdict(base), **given})
+    return options_config(AgentConfig, a, base or AgentConfig())
 
 
 def parser(base: AgentConfig | None = None) -> argparse.ArgumentParser:
@@ -550,7 +546,9 @@ def parser(base: AgentConfig | None = None) -> argparse.ArgumentParser:
 
 def parse_args(argv=None) -> AgentConfig:
     """The config of the command line: ``--config FILE``'s settings (if given), the options on top."""
-    first, _ = parser().parse_known_args(argv)
+    with warnings.catch_warnings():  # a deprecated option warns once, in the full parse below
+        warnings.simplefilter("ignore", DeprecationWarning)
+        first, _ = parser().parse_known_args(argv)
     base = None
     if first.config is not None:
         try:
@@ -568,7 +566,7 @@ def main(argv=None) -> None:
     try:
         r = train(parse_args(argv))
     except RunFolderError as e:
-        raise SystemExit(f"agents.train: {e}") from None
+        parser().error(str(e))
     f, perf = r["final"], r["perf"]
     print(f"final held-out success {f['success_rate']:.3f}  median error {f['median_error']:.2f}  "
           f"steps/s {perf['steps_per_s']:.0f}  env fraction {perf['env_fraction']:.1%}")

@@ -21,13 +21,14 @@ import time
 import numpy as np
 import torch
 
+from navgym.configs import to_dict
 from navgym.rollouts import RolloutConfig, RolloutWindows, StreamingWindows, write_rollouts
 
 
 def bench_write(args, root):
     cfg = RolloutConfig(subjects=args.subjects, split=args.split, policy="mix", episodes=args.episodes,
                         steps=64, size=64, episodes_per_shard=64, seed=0)
-    warm = RolloutConfig(**{**cfg.to_json(), "episodes": 2 * args.workers, "episodes_per_shard": 1})
+    warm = RolloutConfig(**{**to_dict(cfg), "episodes": 2 * args.workers, "episodes_per_shard": 1})
     write_rollouts(warm, os.path.join(root, "warm"), workers=args.workers, progress=False)
     cpu0 = _cpu_s()
     t = time.perf_counter()

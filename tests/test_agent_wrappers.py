@@ -11,7 +11,7 @@ import pytest
 import agents
 from agents.benchmark import QUICK
 from agents.envs import NavVecEnv, make_nav_vec_env, task_controls
-from agents.train import AgentConfig, build_model
+from agents.train import AgentConfig, build_agent
 from navgym.wrappers import FrameActionStack
 
 SMALL = dict(size=40, subjects="template")
@@ -55,8 +55,8 @@ def test_wrapper_in_a_vector_env_and_with_features():
 def test_saved_agent_acts_through_gym_make(tmp_path):
     """PPO.load + predict on the registered env wrapped as in training; agents.load_run does both."""
     cfg = replace(AgentConfig(**QUICK), out=str(tmp_path))
-    train_env = make_nav_vec_env(cfg.task, 2, size=cfg.size, subjects="template")
-    build_model(cfg, train_env, None).save(tmp_path / "model.zip")
+    train_env = make_nav_vec_env(cfg.preset, 2, size=cfg.size, subjects="template")
+    build_agent(cfg, train_env, None).save(tmp_path / "model.zip")
     (tmp_path / "config.json").write_text(json.dumps(asdict(cfg)))
     from stable_baselines3 import PPO
 
@@ -69,7 +69,7 @@ def test_saved_agent_acts_through_gym_make(tmp_path):
     obs2, _ = env2.reset(seed=0)
     assert np.array_equal(obs2["image"], obs["image"])  # the run's held-out subjects (template here), its size
     assert np.array_equal(loaded.predict(obs2, deterministic=True)[0], action)
-    vec = make_nav_vec_env(cfg.task, 1, size=cfg.size, subjects="template", seed=0)
+    vec = make_nav_vec_env(cfg.preset, 1, size=cfg.size, subjects="template", seed=0)
     assert np.array_equal(model.predict(vec.reset(), deterministic=True)[0][0], action)  # as the training env
     train_env.close()
 

@@ -1,5 +1,7 @@
 """Agents: presets, the SB3 VecEnv adapter, feature extractors, evaluation metrics, a short training run."""
 
+import contextlib
+import io
 import json
 from dataclasses import asdict, replace
 from pathlib import Path
@@ -10,12 +12,13 @@ import pytest
 import torch
 from torch import nn
 
-from agents.benchmark import QUICK, _plot, summarise
+from agents.benchmark import QUICK, _plot, summarise_runs
 from agents.envs import make_nav_vec_env
-from agents.episodes import episode_metrics, policy_act_fn, run_episodes, steps_to, wilson
+from agents.episodes import episode_metrics, policy_act_fn, run_episodes, steps_to
 from agents.extractors import NavExtractor, RandomCNN
-from agents.train import AgentConfig, build_model, choose_device, train
+from agents.train import AgentConfig, build_agent, choose_device, train
 from navgym.presets import PRESETS, START, get_preset
+from navgym.stats import wilson
 
 
 def _env(n=2, **kw):
@@ -159,17 +162,24 @@ def test_task_controls_drive_only_what_the_error_depends_on():
 def test_lr_decay_runs_linearly_to_zero():
     env = make_nav_vec_env("AC-near", 2, size=40, subjects="template")
     base = replace(AgentConfig(**QUICK), n_envs=2)
-    assert build_model(base, env, None).lr_schedule(0.25) == pytest.approx(3e-4)
-    decayed = build_model(replace(base, lr_decay=True), env, None)
+    assert build_agent(base, env, None).lr_schedule(0.25) == pytest.approx(3e-4)
+    decayed = build_agent(replace(base, lr_decay=True), env, None)
     assert [decayed.lr_schedule(p) for p in (1.0, 0.25, 0.0)] == pytest.approx([3e-4, 7.5e-5, 0.0])
 
 
 def test_device_choice(monkeypatch):
-    assert choose_device("auto") == "cpu"  # this machine has no GPU
+    from world_model.device import resolve_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert resolve_device("auto") == torch.device("cpu")
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    assert choose_device("auto") == "cuda" and choose_device("cpu") == "cpu" and choose_device("cuda:1") == "cuda:1"
-    with pytest.raises(ValueError, match="device"):
-        choose_device("gpu")
+    assert resolve_device("auto") == torch.device("cuda") and resolve_device("cuda:1") == torch.device("cuda", 1)
+    assert resolve_device("cpu") == torch.device("cpu")
+    for bad in ("gpu", "cuda:x", "cpu:0", ""):
+        with pytest.raises(ValueError, match="--device must be auto, cpu, cuda or cuda:N"):
+            resolve_device(bad, "--device")
+    with pytest.deprecated_call():
+        assert choose_device("cuda:1") == "cuda:1"  # the old name, one more release
 
 
 def test_cli_help_and_settings(capsys):
@@ -177,8 +187,11 @@ def test_cli_help_and_settings(capsys):
 
     text = parser().format_help()
     assert text.startswith("usage: python -m agents.train") and "(default: AC-near)" in text and "n_epochs=" in text
-    cfg = parse_args(["--task", "midsag-near", "--ppo", "ent_coef=0.01", "n_epochs=2", "--normalize-reward"])
-    assert cfg.task == "midsag-near" and cfg.normalize_reward is True
+    cfg = parse_args(["--preset", "midsag-near", "--ppo", "ent_coef=0.01", "n_epochs=2", "--normalize-reward"])
+    assert cfg.preset == "midsag-near" and cfg.normalize_reward is True
+    with pytest.deprecated_call(match="--task is deprecated; use --preset"):
+        assert parse_args(["--task", "midsag-near"]).preset == "midsag-near"
+    assert "--task" not in text
     assert cfg.ppo == {**PPO_DEFAULTS, "ent_coef": 0.01, "n_epochs": 2} and isinstance(cfg.ppo["n_epochs"], int)
     cfg = parse_args(["--ppo", "vf_coef=0.5", "target_kl=none", "normalize_advantage=false", "--sac", "ent_coef=auto"])
     assert cfg.ppo["vf_coef"] == 0.5 and cfg.ppo["target_kl"] is None and cfg.ppo["normalize_advantage"] is False
@@ -228,7 +241,7 @@ def test_metrics_on_known_episodes():
     assert steps_to([0, 100], [0.0, 0.4], 0.8) is None
     runs = [{"final": episode_metrics(eps), "curve": [{"step": 0, "success_rate": 0.0}, {"step": 50, "success_rate": s}],
              "final_errors": np.array([e["error"] for e in eps])} for s in (0.5, 0.9, 0.1)]
-    s = summarise(runs)
+    s = summarise_runs(runs)
     assert s["steps_to_50"] == {"median": 50.0, "reached": 2, "of": 3}
     assert s["steps_to_80"]["reached"] == 1 and s["median_error_ci"][0] == 3.5
     with pytest.raises(ValueError):
@@ -359,10 +372,12 @@ def _refused_without_a_change(run, cfg):
     assert {p: p.read_bytes() for p in run.rglob("*") if p.is_file()} == saved  # nothing overwritten
     assert parse_args(["--config", str(run / "config.json")]) == cfg
     assert parse_args(["--config", str(run / "config.json"), "--seed", "3"]) == replace(cfg, seed=3)
-    with pytest.raises(SystemExit) as e:
+    err = io.StringIO()
+    with pytest.raises(SystemExit) as e, contextlib.redirect_stderr(err):
         main(["--config", str(run / "config.json"), "--seed", "1"])
-    assert str(e.value).startswith(f"agents.train: {run} holds a run with other settings (seed: 0 -> 1)")
-    assert "\n" not in str(e.value)
+    last = err.getvalue().splitlines()[-1]
+    assert e.value.code == 2 and last.startswith(f"python -m agents.train: error: {run} holds a run with other "
+                                                 f"settings (seed: 0 -> 1)")
 
 
 def test_benchmark_labels_seeds_and_resumes(tmp_path):
@@ -394,7 +409,7 @@ def test_frozen_features_standardised_on_training_slices():
     assert isinstance(enc, StandardisedEncoder) and enc.feature_dim == 128
     raw = frozen_encoder(replace(cfg, standardize_features=False))
     assert not isinstance(raw, StandardisedEncoder)
-    env = make_nav_vec_env(cfg.task, STANDARDISE_SAMPLE[0], size=cfg.size, frames=1, actions=0, seed=cfg.seed,
+    env = make_nav_vec_env(cfg.preset, STANDARDISE_SAMPLE[0], size=cfg.size, frames=1, actions=0, seed=cfg.seed,
                        subjects="template")
     frames = torch.from_numpy(env.reset()["image"][:, 0])
     with torch.no_grad():
@@ -402,12 +417,15 @@ def test_frozen_features_standardised_on_training_slices():
     torch.testing.assert_close(f, (r - enc.mean) / enc.std)
     assert r.std(0).mean() < 0.2 and 0.2 < f.std(0).mean() < 5  # the raw random features barely vary; these do
     assert torch.equal(frozen_encoder(cfg).mean, enc.mean)  # a fixed sample: the same in training, evaluation, play
-    # runs saved before the setting existed used raw features; it does not matter for pixels
-    saved = {k: v for k, v in asdict(cfg).items() if k != "standardize_features"}
-    assert not _same(saved, cfg) and _same(saved, replace(cfg, standardize_features=False))
-    assert not saved_config(saved).standardize_features  # so agents.play replays such a run on raw features
+    # the setting does not matter for pixels
     px = replace(cfg, encoder="pixels")
-    assert _same({k: v for k, v in asdict(px).items() if k != "standardize_features"}, px)
+    assert _same({**asdict(px), "standardize_features": False}, px)
+    assert not _same({**asdict(cfg), "standardize_features": False}, cfg)
+    # a config.json that names the preset by its old field name reads as it
+    old = {("task" if k == "preset" else k): v for k, v in asdict(cfg).items()}
+    assert saved_config(old) == cfg and _same(old, cfg)
+    with pytest.deprecated_call():
+        assert cfg.task == cfg.preset
 
 
 def test_standardisation_saved_with_the_run_and_read_back(tmp_path, monkeypatch):
@@ -480,7 +498,7 @@ def test_report_names_each_encoders_pretraining(tmp_path):
     assert describe_encoder("pixels", 0, finetune=False) == {"spec": "pixels", "trains": True, "kind": "pixels CNN"}
     table = "\n".join(_encoder_lines({"oracle": {"runs": [{}]}, "ppo-wm": {"runs": [{"encoder": wm}]},
                                       "ppo-rand-ft": {"runs": [{"encoder": untrained}]}}))
-    assert "| ppo-wm | tokenizer (tiny, conv) |" in table and "3 steps, 18 frames on template | frozen |" in table
+    assert "| ppo-wm | tokenizer (custom, conv) |" in table and "3 steps, 18 frames on template | frozen |" in table
     assert "untrained (random init, the run's seed) | fine-tuned |" in table and "oracle" not in table
 
 

@@ -105,7 +105,7 @@ def test_evaluate_and_report_with_stand_in_encoders(tmp_path, data, capsys, monk
 
 def test_sanity_flags_a_task_the_reference_cannot_learn():
     from world_model.evaluation.report import sanity
-    from world_model.evaluation.stats import summarize
+    from world_model.evaluation.stats import mean_ci_by_method
 
     rows = [dict(method="mean", seed=None, task=t, probe="mean", n_labels=None, metric=m, value=v)
             for t, m, v in (("pose", "center_err_mirror_mm", 30.0), ("region", "accuracy", 0.3))]
@@ -113,7 +113,7 @@ def test_sanity_flags_a_task_the_reference_cannot_learn():
              for s in range(3) for t, m, v in (("pose", "center_err_mirror_mm", 12.0), ("region", "accuracy", 0.31))]
     rows += [dict(method="random_init", seed=s, task=t, probe="linear", n_labels=None, metric=m, value=v + 0.01 * s)
              for s in range(3) for t, m, v in (("pose", "center_err_mirror_mm", 25.0), ("region", "accuracy", 0.3))]
-    got = {c["task"]: c for c in sanity(summarize(rows))}
+    got = {c["task"]: c for c in sanity(mean_ci_by_method(rows))}
     assert got["pose"]["learnable"] and got["pose"]["separated"]
     assert not got["region"]["learnable"]  # the reference does not beat the majority class clearly
 
@@ -242,8 +242,9 @@ def test_run_planning_policies():
 def test_cli_errors_and_help(capsys):
     from world_model.evaluation.cli import main
 
-    with pytest.raises(SystemExit, match="nothing to evaluate"):
+    with pytest.raises(SystemExit) as e:
         main(["--out", "/tmp/unused"])
+    assert e.value.code == 2 and "error: nothing to evaluate" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["--help"])
     assert "(default: 24)" in capsys.readouterr().out
@@ -324,15 +325,17 @@ def test_report_shows_linear_label_efficiency_and_missing_units(tmp_path, data):
     assert doc["config"]["linear_n_labels"] == [16, 64]
 
 
-def test_cli_shard_and_prepare_data(tmp_path):
+def test_cli_shard_and_prepare_data(tmp_path, capsys):
     from world_model.evaluation.cli import main, parse_args
 
     assert parse_args(["--out", "x", "--shard", "1/3"]).shard == (1, 3)
     for bad in ("3/3", "a/b", "-1/2"):
         with pytest.raises(SystemExit):
             parse_args(["--out", "x", "--shard", bad])
-    with pytest.raises(SystemExit, match="--prepare-data with --size"):
+    capsys.readouterr()
+    with pytest.raises(SystemExit):
         main(["--out", str(tmp_path), "--prepare-data"])
+    assert "--prepare-data with --size" in capsys.readouterr().err
     main(["--prepare-data", "--size", "32", "--subjects", "template", "--cache", str(tmp_path / "cache"), "--out",
           str(tmp_path / "out"), "--train-per-subject", "20", "--eval-per-subject", "10", "--threads", "1"])
     assert sorted(p.name.split("_")[1] for p in (tmp_path / "cache").glob("probe_*.npz")) == ["test", "train", "val"]

@@ -122,7 +122,7 @@ def test_compare_methods_verdicts():
             for m, metric, vals in (("navwm", "accuracy", [0.9, 0.91, 0.92]), ("random", "accuracy", [0.5, 0.52, 0.51]),
                                     ("navwm", "mae_mm", [3.0, 3.1, 2.9]), ("random", "mae_mm", [2.0, 2.1, 1.9]))
             for i, v in enumerate(vals)]
-    got = {c["metric"]: c for c in stats.compare_methods(stats.summarize(rows), "navwm", "random")}
+    got = {c["metric"]: c for c in stats.compare_methods(stats.mean_ci_by_method(rows), "navwm", "random")}
     assert got["accuracy"]["verdict"] == "better (intervals do not overlap)"
     assert got["accuracy"]["advantage"] == pytest.approx(0.4)
     assert got["mae_mm"]["verdict"] == "worse (intervals do not overlap)"  # lower is better

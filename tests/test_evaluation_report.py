@@ -2,7 +2,7 @@
 counts what the prose says."""
 
 from world_model.evaluation.report import _verdict_table, verdict
-from world_model.evaluation.stats import summarize
+from world_model.evaluation.stats import mean_ci_by_method
 
 
 def _rows(method, base):
@@ -13,7 +13,7 @@ def _rows(method, base):
 def test_joint_variant_is_compared_with_its_own_controls():
     rows = _rows("navwm_joint", 10.0) + _rows("shuffled_joint", 20.0) + _rows("noaction_joint", 10.05) \
         + _rows("random_init", 30.0) + _rows("navwm", 15.0)
-    comps = verdict(summarize(rows), ["pose"])
+    comps = verdict(mean_ci_by_method(rows), ["pose"])
     pairs = {(c["method"], c["baseline"]) for c in comps}
     assert {("navwm_joint", "shuffled_joint"), ("navwm_joint", "noaction_joint"), ("navwm_joint", "random_init"),
             ("navwm", "navwm_joint")} <= pairs
@@ -55,14 +55,14 @@ def test_single_seeds_are_not_judged_and_a_missing_twin_is_not_an_overlap():
     rows += [dict(method="mean", seed=None, task="pose", probe="mean", n_labels=None, metric="center_err_mirror_mm",
                   value=33.0)] + [dict(method="supervised", seed=s, task="pose", probe="reference", n_labels=None,
                                        metric="center_err_mirror_mm", value=12.0 + 0.1 * s) for s in range(3)]
-    summary = summarize(rows)
+    summary = mean_ci_by_method(rows)
     comps = verdict(summary, ["pose"])
     assert comps == []  # navwm has one seed: no interval, so no "better with non-overlapping intervals"
     checks = sanity(summary)
     text = _verdict_text(comps, ["pose"], checks)
     assert "No comparison is judged" in text and "overlap" not in text  # random init absent: not "overlapping"
     rows += _rows("navwm", 10.0)[1:]  # a second and third seed: now judged
-    assert {(c["method"], c["baseline"]) for c in verdict(summarize(rows), ["pose"])} == {("navwm", "noaction")}
+    assert {(c["method"], c["baseline"]) for c in verdict(mean_ci_by_method(rows), ["pose"])} == {("navwm", "noaction")}
 
 
 def test_rewrite_rebuilds_a_report_from_its_results(tmp_path, monkeypatch):
@@ -70,7 +70,8 @@ def test_rewrite_rebuilds_a_report_from_its_results(tmp_path, monkeypatch):
 
     import pytest
 
-    from world_model.evaluation.report import rewrite_report, versions
+    from navgym.provenance import versions
+    from world_model.evaluation.report import VERSIONS_OF, rewrite_report
 
     monkeypatch.setenv("GIT_COMMIT", "abc1234")
     assert versions()["git_commit"] == "abc1234"  # set explicitly: wins over the tree's .git
@@ -79,7 +80,7 @@ def test_rewrite_rebuilds_a_report_from_its_results(tmp_path, monkeypatch):
              value=33.0)]
     for r in rows[6:9]:
         r["probe"] = "reference"
-    doc = {"command": "python -m world_model.evaluation", "created_utc": "now", "versions": versions(),
+    doc = {"command": "python -m world_model.evaluation", "created_utc": "now", "versions": versions(VERSIONS_OF),
            "config": {"data": {"size": [64, 64], "clip_frames": 4}, "finetune": {"reference_steps": 1, "batch_size": 1}},
            "rows": rows, "entries": [{"method": m, "seed": s, "clip_features": False} for m in ("navwm", "random_init")
                                      for s in range(3)],

@@ -65,7 +65,7 @@ def test_good_encoder_separates_from_random_init(data, pretraining):
             m, _ = run_linear_probe("pose", feats, sets, cfg)
             rows.append(dict(method=name, seed=seed, task="pose", probe="linear", n_labels=None,
                              metric="center_err_mirror_mm", value=m["center_err_mirror_mm"]))
-    (c,) = stats.compare_methods(stats.summarize(rows), "good", "random")
+    (c,) = stats.compare_methods(stats.mean_ci_by_method(rows), "good", "random")
     assert c["advantage"] > 5 and not c["overlap"], c  # measured: ~14 mm vs ~28 mm
 
 

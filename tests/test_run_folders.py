@@ -20,8 +20,9 @@ def test_world_model_run_refused_in_one_line_before_resuming(tmp_path, capsys):
     capsys.readouterr()
     with pytest.raises(SystemExit) as e:
         wm_main(SMALL_WM + ["--steps", "2", "--seed", "1", "--out", out])
-    assert str(e.value).startswith("world_model.train: ") and "seed: 0 -> 1" in str(e.value) and "\n" not in str(e.value)
-    assert "resuming" not in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and "python -m world_model.train: error: " in err and "seed: 0 -> 1" in err
+    assert "resuming" not in err
     # --config reads the settings back (the run's config.json or its checkpoint), options on top
     m, t = wm_parse_args(["--config", out + "/config.json", "--steps", "4"])
     m2, t2 = wm_parse_args(SMALL_WM + ["--steps", "4", "--out", out])

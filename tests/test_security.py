@@ -25,13 +25,13 @@ class Payload:
 
 
 def _agent_folder(tmp_path) -> tuple[Path, AgentConfig]:
-    from agents.train import build_model, eval_env
+    from agents.train import build_agent, eval_env
 
     cfg = AgentConfig(**{**QUICK, "eval_envs": 1, "out": str(tmp_path / "run")})
     out = Path(cfg.out)
     out.mkdir()
     env = eval_env(cfg)
-    build_model(replace(cfg, device="cpu"), env, None).save(out / "model.zip")
+    build_agent(replace(cfg, device="cpu"), env, None).save(out / "model.zip")
     env.close()
     (out / "config.json").write_text(json.dumps(asdict(cfg)))
     return out, cfg

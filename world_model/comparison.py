@@ -44,15 +44,19 @@ import shutil
 import sys
 import tempfile
 import time
-from dataclasses import asdict, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from navgym.configs import add_options, config_field, options_config, to_dict
 from navgym.files import write_atomic
+from navgym.provenance import versions
 
-from .config import JUMP_METHODS, METHODS, MODEL_SIZES, ModelConfig, TrainConfig, make_config, method_id, parse_bool
+from .config import JUMP_METHODS, METHODS, MODEL_SIZES, ModelConfig, TrainConfig, make_config, method_id
+from .device import DEVICE_HELP, resolve_device
+from .evaluation.report import VERSIONS_OF
 from .methods import data_stream
 from .train import Run, eval_clips
 
@@ -103,7 +107,7 @@ def frames_per_run(model: ModelConfig, train: TrainConfig, steps: int | None = N
 
 # --- the one loop -------------------------------------------------------------------------------
 def _same_but(cfg: TrainConfig, *names) -> tuple:
-    return tuple((k, v) for k, v in sorted(asdict(cfg).items()) if k not in names)
+    return tuple((k, v) for k, v in sorted(to_dict(cfg).items()) if k not in names)
 
 
 def _equal_states(a: torch.nn.Module, b: torch.nn.Module) -> bool:
@@ -388,63 +392,68 @@ def write_training_report(doc: dict, out: Path) -> None:
     write_atomic(out / "training.md", "\n".join(lines) + "\n")
 
 
-def _versions() -> dict:
-    from .evaluation.report import versions
+@dataclass
+class ComparisonOptions:
+    """``python -m world_model.comparison`` options."""
 
-    return versions()
+    out: str = config_field(help="report folder (report.md, training.md, results.json, plots)")
+    seconds: float = config_field(480.0, "wall-clock deadline of the whole command")
+    frames: int = config_field(0, "frames per run instead of planning them from --seconds (the deadline then only "
+                                  "stops the training)")
+    model_size: str = config_field("capable", "model size of every run", choices=tuple(MODEL_SIZES))
+    methods: tuple[str, ...] | None = config_field(None, "methods", choices=METHODS, parse=method_id,
+                                                   show="every registered one: " + " ".join(METHODS))
+    seeds: tuple[int, ...] = config_field((0, 1, 2), "seeds of every method")
+    batch: int = config_field(16, "clips per step per run")
+    subjects: str = config_field(TrainConfig.subjects, "training subjects spec (their 'train' split)")
+    overrides: str = config_field("", "ModelConfig / TrainConfig overrides for every run, e.g. 'size=32 window=4 "
+                                      "amp=false'", flag="--set")
+    device: str = config_field("auto", DEVICE_HELP)
+    threads: int = config_field(0, "torch CPU threads (0: all cores on CPU, 4 with CUDA)")
+    safety: float = config_field(0.8, "share of the training time the prediction may fill")
+    eval_safety: float = config_field(1.5, "the predicted evaluation time is multiplied by it")
+    calibration_steps: int = config_field(3, "timed steps per run and stage")
+    max_frames: int = config_field(2_000_000, "frames per run at most")
+    eval_args: str = config_field(EVAL_ARGS, "world_model.evaluation flags (the protocol; with --model-size capable "
+                                             "'--reference-arch capable' is added)")
+    runs: str = config_field("", "checkpoints folder", show="a temporary one, removed at the end")
+    cache: str = config_field("", "probe-data cache", show="inside --runs")
+    keep_checkpoints: bool = config_field(False, "keep --runs (checkpoints never go to --out)")
+    quick: bool = config_field(False, "CPU smoke run: " + ", ".join(f"{k}={v}" for k, v in QUICK.items()
+                                                                   if k != "eval_args")
+                               + " and a tiny evaluation (explicit options still win)")
+    progress: bool = config_field(True, "progress bar while training")
+    rewrite: bool = config_field(False, "rebuild report.md, training.md and plots from --out's results.json "
+                                        "(computes nothing)")
+
+    @property
+    def overrides_dict(self) -> dict:
+        """``--set``'s NAME=VALUE pairs, the values typed (int, float, true/false, else str)."""
+        return {k: _value(v) for k, v in (x.split("=", 1) for x in self.overrides.split())}
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m world_model.comparison", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--out", required=True, help="report folder (report.md, training.md, results.json, plots)")
-    p.add_argument("--seconds", type=float, default=480.0, help="wall-clock deadline of the whole command")
-    p.add_argument("--frames", type=int, default=0, help="frames per run instead of planning them from --seconds "
-                                                          "(the deadline then only stops the training)")
-    p.add_argument("--model-size", default="capable", choices=tuple(MODEL_SIZES), help="model size of every run")
-    p.add_argument("--methods", nargs="+", default=None, help="methods (default: every registered one: "
-                                                               + " ".join(METHODS) + ")")
-    p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2], help="seeds of every method")
-    p.add_argument("--batch", type=int, default=16, help="clips per step per run")
-    p.add_argument("--subjects", default=TrainConfig.subjects, help="training subjects spec (their 'train' split)")
-    p.add_argument("--set", dest="overrides", default="", help="ModelConfig / TrainConfig overrides for every run, "
-                                                              "e.g. 'size=32 window=4 amp=false'")
-    p.add_argument("--device", default="auto", help="auto (CUDA when available), cpu or cuda[:i]")
-    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: all cores on CPU, 4 with CUDA)")
-    p.add_argument("--safety", type=float, default=0.8, help="share of the training time the prediction may fill")
-    p.add_argument("--eval-safety", type=float, default=1.5, help="the predicted evaluation time is multiplied by it")
-    p.add_argument("--calibration-steps", type=int, default=3, help="timed steps per run and stage")
-    p.add_argument("--max-frames", type=int, default=2_000_000, help="frames per run at most")
-    p.add_argument("--eval-args", default=EVAL_ARGS, help="world_model.evaluation flags (the protocol; with "
-                                                          "--model-size capable '--reference-arch capable' is added)")
-    p.add_argument("--runs", default="", help="checkpoints folder (default: a temporary one, removed at the end)")
-    p.add_argument("--cache", default="", help="probe-data cache (default: inside --runs)")
-    p.add_argument("--keep-checkpoints", action="store_true", help="keep --runs (checkpoints never go to --out)")
-    p.add_argument("--quick", action="store_true",
-                   help="CPU smoke run: " + ", ".join(f"{k}={v}" for k, v in QUICK.items() if k != "eval_args")
-                        + " and a tiny evaluation (explicit options still win)")
-    p.add_argument("--progress", type=parse_bool, default=True, help="progress bar while training")
-    p.add_argument("--rewrite", action="store_true", help="rebuild report.md, training.md and plots from --out's "
-                                                          "results.json (computes nothing)")
+    p = argparse.ArgumentParser(prog="python -m world_model.comparison", description=__doc__.split("\n\n")[0])
+    add_options(p, ComparisonOptions, unset=True)
     return p
 
 
-def _options(argv) -> argparse.Namespace:
+def _options(argv) -> ComparisonOptions:
+    """The options; with ``--quick``, :data:`QUICK`'s values where the option was not given."""
     p = _parser()
-    a = p.parse_args(argv)
-    if a.quick:  # --quick's values where the option was not given
-        given = {x.split("=")[0].lstrip("-").replace("-", "_") for x in (argv or sys.argv[1:]) if x.startswith("--")}
-        for k, v in QUICK.items():
-            if k not in given and not (k == "overrides" and "set" in given):
-                setattr(a, k, v)
-    a.methods = list(METHODS) if a.methods is None else [method_id(m) for m in a.methods]
-    bad = [m for m in a.methods if m not in METHODS]
-    if bad:
-        p.error(f"--methods: unknown {bad}; choose from {list(METHODS)}")
+    ns = p.parse_args(argv)
+    a = options_config(ComparisonOptions, ns, base=QUICK if ns.quick else None)
+    a.methods = tuple(METHODS) if a.methods is None else a.methods
+    if not a.methods:
+        p.error("--methods: give at least one method")
     try:
-        a.overrides_dict = {k: _value(v) for k, v in (x.split("=", 1) for x in a.overrides.split())}
+        a.overrides_dict
     except ValueError:
         p.error(f"--set: expected NAME=VALUE pairs, got {a.overrides!r}")
+    try:
+        resolve_device(a.device, "--device")
+    except ValueError as e:
+        p.error(str(e))
     return a
 
 
@@ -470,8 +479,7 @@ def main(argv=None) -> dict:
     t_start, wall_start = time.perf_counter(), time.time()
     deadline = wall_start + a.seconds
     log = _log(t_start)
-    device = torch.device("cuda" if a.device == "auto" and torch.cuda.is_available() else
-                          ("cpu" if a.device == "auto" else a.device))
+    device = resolve_device(a.device, "--device")
     threads = a.threads or (4 if device.type == "cuda" else os.cpu_count() or 1)
     torch.set_num_threads(threads)
     runs_dir = Path(a.runs) if a.runs else Path(tempfile.mkdtemp(prefix="comparison-runs-"))
@@ -537,13 +545,13 @@ def main(argv=None) -> dict:
             "command": " ".join(["python -m world_model.comparison"] + [shlex.quote(x) for x in
                                                                         (sys.argv[1:] if argv is None else argv)]),
             "created_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "seconds": a.seconds,
-            "model_size": a.model_size, "model": asdict(specs[0][0]), "overrides": a.overrides_dict,
-            "methods": a.methods, "seeds": a.seeds, "batch": a.batch, "window": specs[0][0].window,
+            "model_size": a.model_size, "model": to_dict(specs[0][0]), "overrides": a.overrides_dict,
+            "methods": list(a.methods), "seeds": list(a.seeds), "batch": a.batch, "window": specs[0][0].window,
             "crop": specs[0][0].crop, "mae3d_crops": mae3d_crops(specs[0][0], a.batch),
             "frames_per_run": frames_per_run(*specs[0], trained["steps"]),
             "device": torch.cuda.get_device_name(device) if device.type == "cuda" else
             f"cpu ({platform.processor() or platform.machine()}, {os.cpu_count()} cores)",
-            "threads": threads, "versions": _versions(), "host": platform.node(), "plan": plan, "calibration": cal,
+            "threads": threads, "versions": versions(VERSIONS_OF), "host": platform.node(), "plan": plan, "calibration": cal,
             "predicted_eval_s": predicted_eval, "train": {**trained, "runs": trained["runs"] + untrained_rows},
             "phases": phases, "eval_args": eval_args,
         }

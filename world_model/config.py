@@ -1,18 +1,20 @@
 """Typed configs for world-model pretraining: :class:`ModelConfig` (sizes ``tiny``/``small``/``base``
 with the conv tokenizer and ``capable`` with the ResNet-18 one, in :data:`MODEL_SIZES`) and :class:`TrainConfig`.
 
-Every field is a plain int/float/str/bool so a config round-trips through ``asdict`` and a
+Every field is a plain int/float/str/bool so a config round-trips through :func:`navgym.configs.to_dict` and a
 checkpoint loaded with ``torch.load(weights_only=True)``; ``validate`` raises ``ValueError``
 with the field name for bad values.  Each field's ``help`` metadata is the one description of it:
-``python -m world_model.train --help`` is generated from it.
+``python -m world_model.train --help`` is generated from it (:func:`navgym.configs.add_options`).
 """
 
 from __future__ import annotations
 
-import argparse
 import warnings
-from dataclasses import MISSING, asdict, dataclass, field, fields, replace
+from dataclasses import dataclass, fields, replace
 
+from navgym.configs import add_options, config_field, from_dict, to_dict
+
+from .device import DEVICE_HELP, resolve_device
 from .tokenizer import ARCHS
 
 METHODS = ("navwm", "shuffled", "noaction", "navwm_joint", "shuffled_joint", "noaction_joint", "tokenizer",
@@ -20,8 +22,8 @@ METHODS = ("navwm", "shuffled", "noaction", "navwm_joint", "shuffled_joint", "no
 JUMP_METHODS = ("navjump", "shuffled_navjump", "noaction_navjump", "relpose")  # trained on far jumps
 DEPRECATED_METHODS = {"random": "random_init"}  # old method id -> its name now (accepted with a DeprecationWarning)
 
-__all__ = ["METHODS", "JUMP_METHODS", "DEPRECATED_METHODS", "method_id", "ModelConfig", "TrainConfig", "MODEL_SIZES", "make_config", "config_from_dict",
-           "add_arguments", "as_dict", "config_field", "parse_bool"]
+__all__ = ["METHODS", "JUMP_METHODS", "DEPRECATED_METHODS", "method_id", "ModelConfig", "TrainConfig", "MODEL_SIZES",
+           "CUSTOM_SIZE", "make_config", "model_size_of", "config_from_dict", "add_arguments", "as_dict"]
 
 
 def method_id(name: str) -> str:
@@ -32,13 +34,6 @@ def method_id(name: str) -> str:
                       stacklevel=3)
         return DEPRECATED_METHODS[name]
     return name
-
-
-def config_field(default, help: str):
-    """A config dataclass field with its ``--help`` text (dict defaults are copied per instance)."""
-    if isinstance(default, dict):
-        return field(default_factory=lambda: dict(default), metadata={"help": help})
-    return field(default=default, metadata={"help": help})
 
 
 _f = config_field  # short form for the field tables below
@@ -69,8 +64,9 @@ class ModelConfig:
 class TrainConfig:
     """Training run."""
 
-    method: str = _f("navwm", "what is trained (see world_model.methods)")
-    model_size: str = _f("tiny", "ModelConfig size: tiny, small, base or capable")
+    method: str = _f("navwm", "what is trained (see world_model.methods)", choices=METHODS, parse=method_id)
+    model_size: str = _f("tiny", "the MODEL_SIZES entry the model equals, or 'custom' (set by make_config from the "
+                                 "model itself)")
     data: str = _f("stream", "'stream' (clips rendered on the fly from --subjects) or a rollout-shard folder")
     subjects: str = _f("synthetic:24", "subjects spec (their 'train' split is used)")
     policy: str = _f("mix", "navgym policy that moves the slices")
@@ -80,8 +76,8 @@ class TrainConfig:
     weight_decay: float = _f(0.01, "AdamW weight decay")
     warmup: int = _f(20, "linear warm-up steps (restarted at each stage)")
     stage1_frac: float = _f(0.4, "dynamics family: share of steps training the tokenizer alone (stage 1)")
-    rollout_steps: int = _f(2, "dynamics: open-loop steps scored (1 = teacher-forced only; 2 = the seed's "
-                               "one fed-back pass)")
+    rollout_steps: int = _f(2, "dynamics: open-loop steps scored (1 = teacher-forced only; 2 = one "
+                               "fed-back pass)")
     rollout_weight: float = _f(0.5, "weight of the fed-back (open-loop) prediction losses")
     stride: int = _f(1, "frames of the rendered clip per model step: >1 gives composed 'jump' actions "
                         "(the rendered clip is (window-1)*stride+1 frames)")
@@ -109,7 +105,7 @@ class TrainConfig:
     resident_subjects: int = _f(4, "subjects kept resident by the clip stream (rendered from at once)")
     amp: bool = _f(True, "bf16 autocast on CUDA")
     compile: bool = _f(False, "torch.compile the model (CUDA)")
-    device: str = _f("auto", "auto (CUDA when available), cpu or cuda[:i]")
+    device: str = _f("auto", DEVICE_HELP)
     threads: int = _f(0, "torch CPU threads (0 = torch's default)")
     compile_mode: str = _f("default", "torch.compile mode with --compile: 'default', 'reduce-overhead' (CUDA graphs) "
                                       "or 'max-autotune'")
@@ -134,7 +130,8 @@ class TrainConfig:
 
     def validate(self, model: ModelConfig) -> None:
         _check(self.method in METHODS, "method", self.method, f"one of {METHODS}")
-        _check(self.model_size in MODEL_SIZES, "model_size", self.model_size, f"one of {tuple(MODEL_SIZES)}")
+        _check(self.model_size == model_size_of(model), "model_size", self.model_size,
+               f"{model_size_of(model)!r}, the size the model equals ({CUSTOM_SIZE!r}: none)")
         for name in ("steps", "batch", "log_every", "eval_every", "ckpt_every", "rollout_steps", "stride",
                      "resident_subjects"):
             if name != "steps" or self.method != "random_init":  # it takes no steps (any --steps, 0 included)
@@ -157,8 +154,7 @@ class TrainConfig:
         _check(self.compile_mode in ("default", "reduce-overhead", "max-autotune"), "compile_mode", self.compile_mode,
                "default, reduce-overhead or max-autotune")
         _check(self.stride == 1 or self.data == "stream", "stride", self.stride, "1 unless data=stream")
-        _check(self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:"), "device", self.device,
-               "auto, cpu or cuda[:i]")
+        resolve_device(self.device, "config device")
         _check(model.arch in ARCHS, "arch", model.arch, f"one of {ARCHS}")
         _check(model.size >= 16 and model.size % 8 == 0, "size", model.size, "a multiple of 8, >= 16")
         _check((model.size // 8) % model.patch == 0, "patch", model.patch, "dividing size/8")
@@ -187,68 +183,56 @@ MODEL_SIZES = {
 }
 
 
+#: ``TrainConfig.model_size`` of a model that equals no :data:`MODEL_SIZES` entry
+CUSTOM_SIZE = "custom"
+
+
+def model_size_of(model: ModelConfig) -> str:
+    """The :data:`MODEL_SIZES` name of ``model``, or :data:`CUSTOM_SIZE` when fields differ from every size."""
+    return next((name for name, m in MODEL_SIZES.items() if m == model), CUSTOM_SIZE)
+
+
 def make_config(model_size: str = "tiny", **overrides) -> tuple[ModelConfig, TrainConfig]:
-    """(ModelConfig, TrainConfig) from a model size and field overrides (either dataclass's names)."""
+    """(ModelConfig, TrainConfig) from a model size and field overrides (either dataclass's names); the
+    TrainConfig's ``model_size`` records what the model is (:func:`model_size_of`): ``make_config("tiny", size=128)``
+    records ``custom``."""
     if model_size not in MODEL_SIZES:
         raise ValueError(f"config model_size={model_size!r}: must be one of {tuple(MODEL_SIZES)}")
     mnames = {f.name for f in fields(ModelConfig)}
-    tnames = {f.name for f in fields(TrainConfig)}
+    tnames = {f.name for f in fields(TrainConfig)} - {"model_size"}
     unknown = set(overrides) - mnames - tnames
     if unknown:
         raise ValueError(f"unknown config fields: {sorted(unknown)}")
     model = replace(MODEL_SIZES[model_size], **{k: v for k, v in overrides.items() if k in mnames})
-    train = TrainConfig(**{**{k: v for k, v in overrides.items() if k in tnames}, "model_size": model_size})
+    train = TrainConfig(**{k: v for k, v in overrides.items() if k in tnames}, model_size=model_size_of(model))
     train.validate(model)
     return model, train
 
 
-# fields of checkpoints written before a rename: old name -> new name (None: dropped)
-_RENAMED = {"preset": "model_size", "joint": None}
-
-
 def config_from_dict(d: dict) -> tuple[ModelConfig, TrainConfig]:
-    """Inverse of :func:`as_dict` (as stored in checkpoints)."""
-    t = dict(d["train"])
-    for old, new in _RENAMED.items():
-        if old in t:
-            value = t.pop(old)
-            if new is not None:
-                t[new] = value
-    model, train = ModelConfig(**d["model"]), TrainConfig(**t)
+    """Inverse of :func:`as_dict` (as stored in checkpoints); ``model_size`` is what the model is (a checkpoint
+    that recorded its starting size beside overridden fields reads as ``custom``)."""
+    model = from_dict(ModelConfig, d["model"])
+    train = from_dict(TrainConfig, {**d["train"], "model_size": model_size_of(model)})
     train.validate(model)
     return model, train
 
 
 def as_dict(model: ModelConfig, train: TrainConfig) -> dict:
-    return {"model": asdict(model), "train": asdict(train)}
+    """The ``{"model": ..., "train": ...}`` dict a checkpoint and ``config.json`` store."""
+    return {"model": to_dict(model), "train": to_dict(train)}
 
 
-def parse_bool(s: str) -> bool:
-    """argparse type for boolean options: 1/true/yes/on or 0/false/no/off (any case)."""
-    if s.lower() in ("1", "true", "yes", "on"):
-        return True
-    if s.lower() in ("0", "false", "no", "off"):
-        return False
-    raise argparse.ArgumentTypeError(f"expected a boolean, got {s!r}")
-
-
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    """One ``--name`` option per dataclass field (typed; help and default from the field; an omitted
-    option keeps the model size's value)."""
+def add_arguments(p) -> None:
+    """``--model-size`` and one ``--name`` option per field of both configs; an omitted option parses to None
+    (the model fields then keep the model size's value, the training fields their default)."""
     p.add_argument("--model-size", dest="model_size", default=None, choices=tuple(MODEL_SIZES),
                    help="model size: " + "; ".join(f"{k}: {_summary(v)}" for k, v in MODEL_SIZES.items())
                    + " (default: tiny)")
-    for cls, title in ((TrainConfig, "training"), (ModelConfig, "model (default: the model size's value)")):
-        g = p.add_argument_group(title)
-        for f in fields(cls):
-            if f.name == "model_size":
-                continue
-            typ = {"int": int, "float": float, "str": str, "bool": parse_bool}[f.type if isinstance(f.type, str)
-                                                                          else f.type.__name__]
-            kw = {"choices": METHODS + tuple(DEPRECATED_METHODS)} if f.name == "method" else {}
-            shown = "" if cls is ModelConfig or f.default is MISSING else " (default: %r)" % (f.default,)
-            g.add_argument("--" + f.name.replace("_", "-"), dest=f.name, type=typ, default=None,
-                           help=f.metadata["help"].replace("%", "%%") + shown, **kw)
+    add_options(p.add_argument_group("training"), TrainConfig, skip=("model_size",), unset=True)
+    add_options(p.add_argument_group("model"), ModelConfig, unset=True,
+                shown=lambda f: "the model size's: " + ", ".join(f"{k} {getattr(m, f.name)}"
+                                                                 for k, m in MODEL_SIZES.items()))
 
 
 def _summary(m: ModelConfig) -> str:

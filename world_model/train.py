@@ -38,17 +38,19 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
+from navgym.configs import to_dict
 from navgym.files import RunFolderError, atomic_path, differences, write_json_atomic
 
 from .config import ModelConfig, TrainConfig, add_arguments, as_dict, config_from_dict, make_config
 from .data import clip_batches, held_out_config, render_device
+from .device import resolve_device
 from .checkpoint import load_checkpoint
 from .methods import build_method
 from .model import count_params
 from .prediction import prediction_batch
 from .tokenizer import to_unit
 
-__all__ = ["train", "Run", "eval_clips", "resolve_device", "main", "parse_args"]
+__all__ = ["train", "Run", "eval_clips", "main", "parse_args", "parser"]
 
 
 def _lr(cfg: TrainConfig, step: int, start: int, end: int) -> float:
@@ -70,13 +72,6 @@ def _allreduce_grads(model, world: int) -> None:
     for g in grads:
         g.copy_(flat[i:i + g.numel()].view_as(g))
         i += g.numel()
-
-
-def resolve_device(cfg: TrainConfig) -> torch.device:
-    """``cfg.device`` with ``auto`` resolved (CUDA when available)."""
-    if cfg.device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(cfg.device)
 
 
 def eval_clips(cfg: TrainConfig, model_cfg: ModelConfig, device: torch.device, prediction: bool = True) -> dict:
@@ -245,7 +240,7 @@ def _join(cfg: TrainConfig) -> tuple[int, int, torch.device]:
     device; joins the process group (NCCL on CUDA, gloo on the CPU) when there are several."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
-    device = resolve_device(cfg)
+    device = resolve_device(cfg.device)
     if world > 1 and not dist.is_initialized():
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
     if device.type == "cuda" and world > 1:
@@ -364,12 +359,18 @@ def _checkpoint(model, opt, model_cfg, cfg, step, ckpt, rank):
     atomic_path(ckpt, lambda tmp: torch.save(state, tmp))
 
 
-def parse_args(argv=None) -> tuple[ModelConfig, TrainConfig]:
+def parser() -> argparse.ArgumentParser:
+    """``python -m world_model.train`` options (:func:`world_model.config.add_arguments`) and ``--config``."""
     p = argparse.ArgumentParser(prog="python -m world_model.train", description=__doc__.split("\n\n")[0])
     p.add_argument("--config", default=None, metavar="FILE",
                    help="start from a run's settings: its checkpoint (OUT/last.pt) or a JSON file "
                         '{"model": {...}, "train": {...}}; options given here override them (default: none)')
     add_arguments(p)
+    return p
+
+
+def parse_args(argv=None) -> tuple[ModelConfig, TrainConfig]:
+    p = parser()
     a = vars(p.parse_args(argv))
     config, size = a.pop("config"), a.pop("model_size")
     given = {k: v for k, v in a.items() if v is not None}
@@ -378,9 +379,9 @@ def parse_args(argv=None) -> tuple[ModelConfig, TrainConfig]:
             saved = (json.loads(Path(config).read_text()) if config.endswith(".json")
                      else load_checkpoint(config)["config"])
             saved_m, saved_t = config_from_dict(saved)
-            base = {k: v for k, v in saved_t.__dict__.items() if k != "model_size"}
-            if size in (None, saved_t.model_size):  # another --model-size takes that size's model
-                size, base = saved_t.model_size, {**base, **saved_m.__dict__}
+            base = {k: v for k, v in to_dict(saved_t).items() if k != "model_size"}
+            if size in (None, saved_t.model_size):  # the saved model; another --model-size takes that size's model
+                base.update(to_dict(saved_m))
             given = {**base, **given}
         return make_config(size or "tiny", **given)
     except (OSError, KeyError, TypeError, ValueError) as e:
@@ -392,7 +393,7 @@ def main(argv=None) -> dict:
     try:
         summary = train(model_cfg, cfg)
     except RunFolderError as e:
-        raise SystemExit(f"world_model.train: {e}") from None
+        parser().error(str(e))
     if summary:
         print(json.dumps({k: v for k, v in summary.items()}, indent=1))
     if dist.is_initialized():

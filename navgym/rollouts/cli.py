@@ -6,44 +6,44 @@ import argparse
 import json
 import os
 import sys
-
+from dataclasses import dataclass, replace
 from importlib.util import find_spec
 
 import numpy as np
 
+from ..configs import add_options, config_field, options_config
 from ..files import atomic_path
-from ..policies import POLICIES
 from ..subjects import load_subjects
 from .generate import RolloutConfig, generate_shard, load_config, shard_dirs, write_rollouts
 
 
-def _json_dict(text: str) -> dict:
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise argparse.ArgumentTypeError(f"not JSON: {e}") from None
-    if not isinstance(value, dict):
-        raise argparse.ArgumentTypeError("expected a JSON object, e.g. '{\"fov\": 150}'")
-    return value
+@dataclass(frozen=True)
+class RolloutJob:
+    """How ``navgym-rollouts`` runs (the content is the :class:`RolloutConfig`)."""
+
+    out: str = config_field(help="output directory (created; reruns resume)")
+    workers: int = config_field(min(os.cpu_count() or 1, 8), "processes (0 = this one)", show="min(CPUs, 8)")
+    job_index: int = config_field(0, "this job's index in 0..num-jobs-1")
+    num_jobs: int = config_field(1, "independent jobs sharing --out (job j writes shards j mod J)")
+    verify: bool = config_field(False, "check the sha256 checksums of finished shards too (sizes are always checked) "
+                                       "and rebuild damaged ones; without --episodes the config stored in --out is used")
+    quiet: bool = config_field(False, "no progress bar")
 
 
-def _add_generation_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--subjects", default="template",
-                   help="subject spec: template, synthetic:N, a folder (default: %(default)s)")
-    p.add_argument("--split", choices=["train", "val", "test"], default=None,
-                   help="only the subjects of this split (default: all of them)")
-    p.add_argument("--policy", choices=sorted(POLICIES), default="mix", help="exploration policy (default: %(default)s)")
-    p.add_argument("--policy-kwargs", type=_json_dict, default={}, help="JSON options of the policy (default: none)")
-    p.add_argument("--task", choices=["explore", "landmark", "plane"], default="explore",
-                   help="task (targets for the task-aware policies; default: %(default)s)")
-    p.add_argument("--task-kwargs", type=_json_dict, default={},
-                   help='JSON task options, e.g. \'{"landmark": null}\' (default: none)')
-    p.add_argument("--steps", type=int, default=64, help="steps (frames) per episode (default: %(default)s)")
-    p.add_argument("--size", type=int, default=64, help="frame side in pixels (default: %(default)s)")
-    p.add_argument("--seed", type=int, default=0,
-                   help="base seed: shard k uses SeedSequence([seed, k]) (default: %(default)s)")
-    p.add_argument("--nav-overrides", type=_json_dict, default={},
-                   help='JSON NavConfig fields, e.g. \'{"fov": 150}\' (default: none)')
+@dataclass(frozen=True)
+class VideoOptions:
+    """``navgym-video`` options beside the :class:`RolloutConfig` of a simulated episode."""
+
+    out: str = config_field(help="video path: .gif or .mp4 (mp4 needs imageio-ffmpeg)")
+    rollouts: str | None = config_field(None, "take the episode from this rollout directory instead of simulating")
+    episode: int = config_field(0, "episode index (in --rollouts, or in the simulated batch)")
+    sheet: str | None = config_field(None, "contact-sheet PNG path", show="next to --out")
+    columns: int = config_field(8, "contact-sheet columns")
+    fps: float = config_field(10.0, "frames per second")
+
+
+#: RolloutConfig fields that are the shards' layout, not an episode's content
+_LAYOUT = ("episodes", "episodes_per_shard", "subjects_per_shard")
 
 
 def rollouts_main(argv=None) -> int:
@@ -51,38 +51,22 @@ def rollouts_main(argv=None) -> int:
         prog="navgym-rollouts",
         description="Generate video-action rollout shards (resumable; jobs write disjoint shards).",
     )
-    _add_generation_args(p)
+    add_options(p, RolloutConfig, skip=("episodes",))
     p.add_argument("--episodes", type=int, default=None,
-                   help="number of episodes (required, except with --verify on an existing --out)")
-    p.add_argument("--episodes-per-shard", type=int, default=64, help="episodes per shard file (default: %(default)s)")
-    p.add_argument("--subjects-per-shard", type=int, default=None,
-                   help="subjects per shard (default: the fewest covering all subjects; 0 = all in every shard)")
-    p.add_argument("--out", required=True, help="output directory (created; reruns resume)")
-    p.add_argument("--workers", type=int, default=min(os.cpu_count() or 1, 8), help="processes (0 = this one; default: %(default)s, min(CPUs, 8))")
-    p.add_argument("--job-index", type=int, default=0, help="this job's index in 0..num-jobs-1 (default: %(default)s)")
-    p.add_argument("--num-jobs", type=int, default=1, help="independent jobs sharing --out (job j writes shards j mod J; default: %(default)s)")
-    p.add_argument("--verify", action="store_true",
-                   help="check the sha256 checksums of finished shards too (sizes are always checked) and rebuild "
-                        "damaged ones; without --episodes the config stored in --out is used")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+                   help="number of episodes (required, except with --verify on an existing --out; default: none)")
+    add_options(p, RolloutJob)
     a = p.parse_args(argv)
     if a.episodes is None and not a.verify:
         p.error("--episodes is required (except with --verify on an existing --out)")
+    job = options_config(RolloutJob, a)
     try:
-        if a.episodes is None:
-            config = load_config(a.out)
-        else:
-            config = RolloutConfig(
-                subjects=a.subjects, split=a.split, policy=a.policy, policy_kwargs=a.policy_kwargs, task=a.task,
-                task_kwargs=a.task_kwargs, episodes=a.episodes, steps=a.steps, size=a.size, seed=a.seed,
-                episodes_per_shard=a.episodes_per_shard, subjects_per_shard=a.subjects_per_shard,
-                nav_overrides=a.nav_overrides,
-            )
-        card = write_rollouts(config, a.out, a.workers, a.job_index, a.num_jobs, progress=not a.quiet, verify=a.verify)
+        config = load_config(job.out) if a.episodes is None else options_config(RolloutConfig, a)
+        card = write_rollouts(config, job.out, job.workers, job.job_index, job.num_jobs, progress=not job.quiet,
+                              verify=job.verify)
     except (ValueError, KeyError, TypeError, FileNotFoundError) as e:
-        p.exit(2, f"navgym-rollouts: error: {e}\n")
+        p.error(str(e))
     c = card["counts"]
-    print(f"{a.out}: {c['shards']}/{c['shards_expected']} shards, {c['episodes']} episodes, {c['frames']} frames")
+    print(f"{job.out}: {c['shards']}/{c['shards_expected']} shards, {c['episodes']} episodes, {c['frames']} frames")
     return 0
 
 
@@ -91,25 +75,20 @@ def video_main(argv=None) -> int:
         prog="navgym-video",
         description="Write a GIF/MP4 of one episode (slice + 3-view locator) and a contact-sheet PNG.",
     )
-    _add_generation_args(p)
-    p.add_argument("--rollouts", default=None, help="take the episode from this rollout directory instead of simulating")
-    p.add_argument("--episode", type=int, default=0, help="episode index (in --rollouts, or in the simulated batch; default: %(default)s)")
-    p.add_argument("--out", required=True, help="video path: .gif or .mp4 (mp4 needs imageio-ffmpeg)")
-    p.add_argument("--sheet", default=None, help="contact-sheet PNG path (default: next to --out)")
-    p.add_argument("--columns", type=int, default=8, help="contact-sheet columns (default: %(default)s)")
-    p.add_argument("--fps", type=float, default=10.0, help="frames per second (default: %(default)s)")
+    add_options(p, RolloutConfig, skip=_LAYOUT)
+    add_options(p, VideoOptions)
     a = p.parse_args(argv)
     ext = os.path.splitext(a.out)[1].lower()
     if ext not in (".gif", ".mp4"):
-        p.exit(2, f"navgym-video: error: --out must end in .gif or .mp4, got {a.out!r}\n")
+        p.error(f"--out must end in .gif or .mp4, got {a.out!r}")
     missing = [m for m in ("imageio",) + (("imageio_ffmpeg",) if ext == ".mp4" else ()) if find_spec(m) is None]
     if missing:  # before simulating, not after
-        p.exit(2, f"navgym-video: error: writing {ext} needs {' and '.join(missing)} "
-                  f"(pip install {' '.join(m.replace('_', '-') for m in missing)}); or write a .gif\n")
+        p.error(f"writing {ext} needs {' and '.join(missing)} "
+                f"(pip install {' '.join(m.replace('_', '-') for m in missing)}); or write a .gif")
     try:
         subject, poses, frames = _episode(a)
     except (ValueError, KeyError, IndexError, FileNotFoundError) as e:
-        p.exit(2, f"navgym-video: error: {e}\n")
+        p.error(str(e))
     from ..geometry import SlicePose
     from ..viz import locator_frame, write_video
 
@@ -136,11 +115,7 @@ def _episode(a):
                 poses = np.load(os.path.join(d, "poses.npy"), mmap_mode="r")[e]
                 return subjects[meta["subject_ids"][e]], np.array(poses), np.array(frames)
         raise IndexError(f"episode {a.episode} is in no finished shard of {a.rollouts}")
-    config = RolloutConfig(
-        subjects=a.subjects, split=a.split, policy=a.policy, policy_kwargs=a.policy_kwargs, task=a.task,
-        task_kwargs=a.task_kwargs, episodes=a.episode + 1, steps=a.steps, size=a.size, seed=a.seed,
-        episodes_per_shard=a.episode + 1, nav_overrides=a.nav_overrides,
-    )
+    config = replace(options_config(RolloutConfig, a), episodes=a.episode + 1, episodes_per_shard=a.episode + 1)
     subjects = load_subjects(config.subjects, config.split)
     arrays, meta = generate_shard(config, 0, subjects)
     subject = next(s for s in subjects if s.subject_id == meta["subject_ids"][a.episode])

@@ -35,19 +35,20 @@ import fcntl
 import hashlib
 import json
 import os
-import platform
 import shutil
 import sys
 import tempfile
 import time
 import warnings
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, fields
 
 import numpy as np
 
+from ..configs import config_field, from_dict, parse_json_dict, to_dict
 from ..files import write_json_atomic
 from ..geometry import pack_poses
 from ..policies import POLICIES, action_autocorrelation, make_policy
+from ..provenance import versions
 from ..render import render_poses, render_slices
 from .. import simulator
 from ..simulator import NavConfig
@@ -71,38 +72,29 @@ _FORMAT = 1
 
 @dataclass(frozen=True)
 class RolloutConfig:
-    """What to generate.  Content depends on every field here; never on workers or jobs.
+    """What to generate (``navgym-rollouts`` options).  Content depends on every field here; never on workers or
+    jobs.  ``subjects_per_shard``: each shard uses m subjects (episode i -> the shard's subject i mod m), taken in
+    turn from a seeded permutation so all are covered evenly; subjects are built or loaded per process (a
+    synthetic one costs ~0.5 s), so few per shard keeps that cost amortised."""
 
-    subjects : spec for :func:`navgym.subjects.load_subjects` ("template", "synthetic:N", a folder, ...).
-    split : None, "train", "val" or "test" (passed to ``load_subjects``).
-    policy : a :func:`navgym.policies.make_policy` name; policy_kwargs its options.
-    task : "explore" (default), "landmark" or "plane" (the oracle needs one of the latter two);
-        task_kwargs its options.
-    episodes, steps : number of episodes and steps (= frames) per episode.
-    size : frame side in pixels (square frames).
-    seed : base seed; shard k uses ``SeedSequence([seed, k])``.
-    episodes_per_shard : episodes per shard file set.
-    subjects_per_shard : each shard uses m subjects (episode i -> the shard's subject i mod m),
-        taken in turn from a seeded permutation so all are covered evenly; subjects are built or
-        loaded per process (a synthetic one costs ~0.5 s), so few per shard keeps that cost amortised.
-        None = the fewest that still cover every subject, ceil(subjects / shards); 0 = every
-        episode draws from all subjects.
-    nav_overrides : extra :class:`NavConfig` fields (e.g. ``{"fov": 150.0}``).
-    """
-
-    subjects: str = "template"
-    split: str | None = None
-    policy: str = "mix"
-    policy_kwargs: dict = field(default_factory=dict)
-    task: str = "explore"
-    task_kwargs: dict = field(default_factory=dict)
-    episodes: int = 64
-    steps: int = 64
-    size: int = 64
-    seed: int = 0
-    episodes_per_shard: int = 64
-    subjects_per_shard: int | None = None
-    nav_overrides: dict = field(default_factory=dict)
+    subjects: str = config_field("template", "subject spec: template, synthetic:N, a folder "
+                                             "(navgym.subjects.load_subjects)")
+    split: str | None = config_field(None, "only the subjects of this split", choices=("train", "val", "test"),
+                                     show="all of them")
+    policy: str = config_field("mix", "exploration policy (navgym.policies)", choices=tuple(sorted(POLICIES)))
+    policy_kwargs: dict = config_field({}, "JSON options of the policy", parse=parse_json_dict)
+    task: str = config_field("explore", "task (targets for the task-aware policies; the oracle needs landmark or "
+                                        "plane)", choices=("explore", "landmark", "plane"))
+    task_kwargs: dict = config_field({}, 'JSON task options, e.g. \'{"landmark": null}\'', parse=parse_json_dict)
+    episodes: int = config_field(64, "number of episodes")
+    steps: int = config_field(64, "steps (frames) per episode")
+    size: int = config_field(64, "frame side in pixels (square frames)")
+    seed: int = config_field(0, "base seed: shard k uses SeedSequence([seed, k])")
+    episodes_per_shard: int = config_field(64, "episodes per shard file set")
+    subjects_per_shard: int | None = config_field(None, "subjects per shard (0 = all subjects in every shard)",
+                                                  show="the fewest covering all subjects")
+    nav_overrides: dict = config_field({}, 'JSON NavConfig fields, e.g. \'{"fov": 150}\' (size is its own option)',
+                                       parse=parse_json_dict)
 
     def __post_init__(self):
         if not isinstance(self.subjects, str):
@@ -145,7 +137,10 @@ class RolloutConfig:
         return NavConfig(size=(self.size, self.size), **self.nav_overrides)
 
     def to_json(self) -> dict:
-        return asdict(self)
+        """Deprecated: :func:`navgym.configs.to_dict`."""
+        warnings.warn("RolloutConfig.to_json is deprecated; use navgym.configs.to_dict", DeprecationWarning,
+                      stacklevel=2)
+        return to_dict(self)
 
 
 def render_frames(subjects, sim: dict, size: int, device=None, renderers: dict | None = None):
@@ -370,17 +365,8 @@ def shard_lock(root: str, k: int):
         os.close(fd)
 
 
-def versions() -> dict:
-    """Versions recorded in the dataset card."""
-    from importlib.metadata import PackageNotFoundError, version
-
-    out = {"python": platform.python_version(), "platform": sys.platform}
-    for pkg in ("navgym", "numpy", "numba", "scipy", "nibabel"):
-        try:
-            out[pkg] = version(pkg)
-        except PackageNotFoundError:
-            out[pkg] = None
-    return out
+#: the packages whose versions the dataset card records (:func:`navgym.provenance.versions`)
+VERSIONS_OF = ("navgym", "numpy", "numba", "scipy", "nibabel")
 
 
 def write_manifest(root: str, config: RolloutConfig) -> dict:
@@ -411,9 +397,9 @@ def _write_manifest(root: str, config: RolloutConfig) -> dict:
     card = {
         "description": "navgym video-action rollouts: frame t rendered at pose t; action t moves pose t to pose t+1",
         "format": _FORMAT,
-        "config": config.to_json(),
+        "config": to_dict(config),
         "nav_config": asdict(config.nav_config()),
-        "versions": versions(),
+        "versions": versions(VERSIONS_OF),
         "complete": len(shards) == config.num_shards,
         "counts": {"shards": len(shards), "shards_expected": config.num_shards, "episodes": episodes,
                    "frames": episodes * config.steps, "subjects": len(subjects)},
@@ -439,7 +425,7 @@ def load_config(root: str) -> RolloutConfig:
     path = os.path.join(root, "config.json")
     try:
         with open(path) as f:
-            return RolloutConfig(**json.load(f))
+            return from_dict(RolloutConfig, json.load(f))
     except FileNotFoundError:
         raise FileNotFoundError(f"{path} not found: is {root!r} a navgym-rollouts output folder?") from None
     except (OSError, ValueError, TypeError) as e:
@@ -514,7 +500,7 @@ def write_rollouts(
         raise ValueError("workers must be >= 0")
     os.makedirs(root, exist_ok=True)
     cfg_path = os.path.join(root, "config.json")
-    new = json.loads(json.dumps(config.to_json()))  # as it reads back (tuples -> lists)
+    new = to_dict(config)
     if os.path.exists(cfg_path):
         with open(cfg_path) as f:
             old = json.load(f)

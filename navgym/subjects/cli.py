@@ -14,10 +14,12 @@ import json
 import statistics
 import time
 from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 from tqdm import tqdm
 
+from ..configs import add_options, config_field, options_config
 from ..files import RunFolderError, differences, write_atomic, write_json_atomic
 from .io import find_entries
 from .pool import split_of
@@ -89,23 +91,28 @@ def _write_index(out: Path) -> None:
     write_atomic(out / "participants.tsv", "\n".join(rows) + "\n")
 
 
+@dataclass(frozen=True)
+class SubjectsOptions:
+    """``navgym-subjects`` options."""
+
+    n: int = config_field(help="number of subjects")
+    out: str = config_field(help="output folder (BIDS-like)")
+    seed: int = config_field(0, "first seed (subject ids synth<seed>)")
+    jobs: int = config_field(1, "worker processes")
+    spacing: float | None = config_field(None, "force isotropic voxels of this size (mm)", show="drawn per subject")
+    figure: str | None = config_field(None, "also write a PNG of the first few subjects with landmarks")
+
+
 def main(argv=None) -> None:
-    p = argparse.ArgumentParser(
-        prog="navgym-subjects", description=__doc__.split("\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
-    )
-    p.add_argument("--n", type=int, required=True, help="number of subjects")
-    p.add_argument("--seed", type=int, default=0, help="first seed (subject ids synth<seed>)")
-    p.add_argument("--out", required=True, help="output folder (BIDS-like)")
-    p.add_argument("--jobs", type=int, default=1, help="worker processes")
-    p.add_argument("--spacing", type=float, default=None, help="force isotropic voxels of this size (mm)")
-    p.add_argument("--figure", default=None, help="also write a PNG of the first few subjects with landmarks")
-    a = p.parse_args(argv)
+    p = argparse.ArgumentParser(prog="navgym-subjects", description=__doc__.split("\n")[0])
+    add_options(p, SubjectsOptions)
+    a = options_config(SubjectsOptions, p.parse_args(argv))
     if a.n < 1:
         p.error("--n must be >= 1")
     try:
         times = generate(a.n, a.seed, a.out, a.jobs, a.spacing)
     except RunFolderError as e:
-        raise SystemExit(f"navgym-subjects: {e}") from None
+        p.error(str(e))
     if times:
         print(json.dumps({"generated": len(times), "median_cpu_s_per_subject": round(statistics.median(times), 3),
                           "mean_cpu_s_per_subject": round(statistics.mean(times), 3), "out": a.out}))

@@ -18,20 +18,23 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
 
+from navgym.configs import add_options, config_field, options_config
+
 from .data import ProbeDataConfig, cached_probe_data, probe_subjects
-from .encoders import load_encoder_entry, image_size, resolve_device
+from ..device import DEVICE_HELP, resolve_device
+from .encoders import load_encoder_entry, image_size
 from .finetune import REFERENCE_ARCHS, FinetuneConfig
 from .pipeline import EvalConfig, Progress, evaluate_encoders
 from .planning import PlanConfig
 from .probes import PROBE_TASKS, ProbeConfig
 from .report import rewrite_report, write_report
 
-__all__ = ["main", "parse_args", "QUICK_CONFIG", "quick_entries"]
+__all__ = ["main", "parse_args", "parser", "EvaluationOptions", "QUICK_CONFIG", "quick_entries"]
 
 QUICK_METHODS = ("navwm",)
 QUICK_SEEDS = (0, 1)
@@ -78,61 +81,76 @@ def _shard(text: str) -> tuple[int, int]:
     return i, k
 
 
-def parse_args(argv=None) -> argparse.Namespace:
-    d, f, p = EvalConfig(), FinetuneConfig(), ProbeDataConfig()
-    ap = argparse.ArgumentParser(prog="python -m world_model.evaluation", description=__doc__.split("\n\n")[0],
-                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    ap.add_argument("--checkpoints", nargs="*", default=[],
-                    help="encoders: checkpoint paths, METHOD:SEED=path, or METHOD:SEED (that architecture untrained; "
-                         "random_init = the navwm architecture)")
-    ap.add_argument("--out", required=True, help="report folder, e.g. reports/eval_v2")
-    ap.add_argument("--subjects", default="synthetic:240",
-                    help="navgym subject spec: probe-train/val subjects from its 'val' split, probe-test from its "
-                         "'test' split (pretraining uses only 'train'); 'template' for a smoke test")
-    ap.add_argument("--train-subjects", type=int, default=24, help="probe-train subjects")
-    ap.add_argument("--val-subjects", type=int, default=4, help="probe-val subjects")
-    ap.add_argument("--test-subjects", type=int, default=6, help="probe-test subjects")
-    ap.add_argument("--train-per-subject", type=int, default=p.train_per_subject, help="slices per probe-train subject")
-    ap.add_argument("--eval-per-subject", type=int, default=p.eval_per_subject, help="slices per probe-val/test subject")
-    ap.add_argument("--size", type=int, default=None, help="slice pixels (default: the encoders' training size)")
-    ap.add_argument("--tasks", nargs="*", default=list(d.tasks), choices=list(PROBE_TASKS), help="probe tasks")
-    ap.add_argument("--probes", nargs="*", default=list(d.probes), choices=["linear", "attentive"],
-                    help="frozen probes")
-    ap.add_argument("--n-labels", type=int, nargs="*", default=list(f.n_labels),
-                    help="label-efficiency N list (fine-tuning); none: no fine-tuning")
-    ap.add_argument("--linear-n-labels", type=int, nargs="*", default=list(d.linear_n_labels),
-                    help="label efficiency of the frozen linear probe: also fit it on N labelled slices for each N")
-    ap.add_argument("--budget", type=float, default=1.0,
-                    help="multiplies every training budget (attentive probe, fine-tuning, reference steps)")
-    ap.add_argument("--reference-seeds", type=int, nargs="*", default=list(d.reference_seeds),
-                    help="seeds of the supervised reference (none: skip it)")
-    ap.add_argument("--reference-arch", default=d.reference_arch, choices=list(REFERENCE_ARCHS),
-                    help="the supervised reference's network: cnn (small ResNet-style CNN) or a world-model size's "
-                         "slice encoder (capable: the ResNet-18 one)")
-    ap.add_argument("--no-clips", action="store_true", help="skip the clip-level probes")
-    ap.add_argument("--no-planning", action="store_true", help="skip latent planning")
-    ap.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:1, ...")
-    ap.add_argument("--threads", type=int, default=2, help="torch CPU threads")
-    ap.add_argument("--cache", default="runs/eval_cache", help="probe-data cache folder ('' = no cache)")
-    ap.add_argument("--shard", type=_shard, default=None, metavar="I/K",
-                    help="compute only every K-th unit of work from the I-th (0-based) into the cache and write no "
-                         "report: K processes with the same other arguments share the work, then a run without "
-                         "--shard assembles the report from the cache")
-    ap.add_argument("--cached-only", action="store_true",
-                    help="compute nothing: write the report from the units already in the cache (the report "
-                         "lists the missing ones)")
-    ap.add_argument("--rewrite", action="store_true",
-                    help="rebuild the report in --out from its results.json (after a change to the report code; "
-                         "computes nothing, needs no encoder)")
-    ap.add_argument("--prepare-data", action="store_true",
-                    help="render and cache the probe data, then exit (needs --size when no --checkpoints)")
-    ap.add_argument("--quick", action="store_true",
-                    help="end to end in minutes: trains tiny navwm models itself, few subjects, small budgets")
-    return ap.parse_args(argv)
+_D, _F, _P = EvalConfig(), FinetuneConfig(), ProbeDataConfig()
+
+
+@dataclass(frozen=True)
+class EvaluationOptions:
+    """``python -m world_model.evaluation`` options."""
+
+    out: str = config_field(help="report folder, e.g. reports/eval_v2")
+    checkpoints: tuple[str, ...] = config_field((), "encoders: checkpoint paths, METHOD:SEED=path, or METHOD:SEED "
+                                                    "(that architecture untrained; random_init = the navwm architecture)")
+    subjects: str = config_field("synthetic:240", "navgym subject spec: probe-train/val subjects from its 'val' "
+                                                  "split, probe-test from its 'test' split (pretraining uses only "
+                                                  "'train'); 'template' for a smoke test")
+    train_subjects: int = config_field(24, "probe-train subjects")
+    val_subjects: int = config_field(4, "probe-val subjects")
+    test_subjects: int = config_field(6, "probe-test subjects")
+    train_per_subject: int = config_field(_P.train_per_subject, "slices per probe-train subject")
+    eval_per_subject: int = config_field(_P.eval_per_subject, "slices per probe-val/test subject")
+    size: int | None = config_field(None, "slice pixels", show="the encoders' training size")
+    tasks: tuple[str, ...] = config_field(_D.tasks, "probe tasks", choices=list(PROBE_TASKS))
+    probes: tuple[str, ...] = config_field(_D.probes, "frozen probes", choices=["linear", "attentive"])
+    n_labels: tuple[int, ...] = config_field(_F.n_labels, "label-efficiency N list (fine-tuning); none: no "
+                                                          "fine-tuning")
+    linear_n_labels: tuple[int, ...] = config_field(_D.linear_n_labels, "label efficiency of the frozen linear probe: "
+                                                                        "also fit it on N labelled slices for each N")
+    budget: float = config_field(1.0, "multiplies every training budget (attentive probe, fine-tuning, reference "
+                                      "steps)")
+    reference_seeds: tuple[int, ...] = config_field(_D.reference_seeds, "seeds of the supervised reference (none: "
+                                                                        "skip it)")
+    reference_arch: str = config_field(_D.reference_arch, "the supervised reference's network: cnn (small "
+                                                          "ResNet-style CNN) or a world-model size's slice encoder "
+                                                          "(capable: the ResNet-18 one)", choices=list(REFERENCE_ARCHS))
+    no_clips: bool = config_field(False, "skip the clip-level probes")
+    no_planning: bool = config_field(False, "skip latent planning")
+    device: str = config_field("auto", DEVICE_HELP)
+    threads: int = config_field(2, "torch CPU threads")
+    cache: str = config_field("runs/eval_cache", "probe-data cache folder ('' = no cache)")
+    shard: tuple[int, int] | None = config_field(
+        None, "compute only every K-th unit of work from the I-th (0-based) into the cache and write no report: K "
+              "processes with the same other arguments share the work, then a run without --shard assembles the "
+              "report from the cache", parse=_shard, metavar="I/K")
+    cached_only: bool = config_field(False, "compute nothing: write the report from the units already in the cache "
+                                            "(the report lists the missing ones)")
+    rewrite: bool = config_field(False, "rebuild the report in --out from its results.json (after a change to the "
+                                        "report code; computes nothing, needs no encoder)")
+    prepare_data: bool = config_field(False, "render and cache the probe data, then exit (needs --size when no "
+                                             "--checkpoints)")
+    quick: bool = config_field(False, "end to end in minutes: trains tiny navwm models itself, few subjects, small "
+                                      "budgets")
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m world_model.evaluation", description=__doc__.split("\n\n")[0])
+    add_options(p, EvaluationOptions)
+    return p
+
+
+def parse_args(argv=None, p: argparse.ArgumentParser | None = None) -> EvaluationOptions:
+    p = p or parser()
+    args = options_config(EvaluationOptions, p.parse_args(argv))
+    try:
+        resolve_device(args.device, "--device")
+    except ValueError as e:
+        p.error(str(e))
+    return args
 
 
 def main(argv=None) -> dict:
-    args = parse_args(argv)
+    p = parser()
+    args = parse_args(argv, p)
     if args.rewrite:
         doc = rewrite_report(args.out)
         print(f"rewrote {args.out}/report.md, readme_snippet.md, {len(doc['plots'])} plots from its results.json")
@@ -142,7 +160,7 @@ def main(argv=None) -> dict:
     t_start = time.perf_counter()
     argv = list(sys.argv[1:] if argv is None else argv)
     command = ["python", "-m", "world_model.evaluation"] + argv
-    device = resolve_device(args.device)
+    device = resolve_device(args.device, "--device")
     extra = {"device": str(device), "threads": args.threads}
     if args.quick:
         cfg, subj_args = QUICK_CONFIG, QUICK_SUBJECTS
@@ -151,7 +169,7 @@ def main(argv=None) -> dict:
         entries += [load_encoder_entry(s) for s in args.checkpoints]
     else:
         if not args.checkpoints and not (args.prepare_data and args.size):
-            raise SystemExit("nothing to evaluate: give --checkpoints (or --quick, or --prepare-data with --size)")
+            p.error("nothing to evaluate: give --checkpoints (or --quick, or --prepare-data with --size)")
         entries = [load_encoder_entry(s) for s in args.checkpoints]
         data = replace(EvalConfig().data, train_per_subject=args.train_per_subject,
                        eval_per_subject=args.eval_per_subject)
@@ -166,7 +184,7 @@ def main(argv=None) -> dict:
                          n_test=args.test_subjects)
     sizes = {image_size(e.encoder) for e in entries} - {None}
     if len(sizes) > 1 and not args.size:
-        raise SystemExit(f"the encoders were trained on different slice sizes {sorted(sizes)}; evaluate them apart")
+        p.error(f"the encoders were trained on different slice sizes {sorted(sizes)}; evaluate them apart")
     size = args.size or (sizes.pop() if sizes else cfg.data.size[0])
     cfg = replace(cfg, data=replace(cfg.data, size=size), plan=replace(cfg.plan, size=size))
     subjects = probe_subjects(**subj_args)

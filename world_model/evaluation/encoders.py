@@ -31,7 +31,7 @@ from ..encoders import EncoderSpec, PooledPixels
 from .data import PROBE_SPLITS, ClipSet, ProbeSet
 
 __all__ = ["EncoderEntry", "POOLED_PIXELS", "load_encoder_entry", "frozen_features", "clip_features", "image_size",
-           "has_clip_features", "resolve_device", "device_of"]
+           "has_clip_features", "device_of"]
 
 
 @dataclass
@@ -64,13 +64,6 @@ def device_of(module) -> torch.device:
     """The device of a module's first parameter (CPU for a module without parameters)."""
     params = module.parameters() if hasattr(module, "parameters") else iter(())
     return next(iter(params), torch.empty(0)).device
-
-
-def resolve_device(device: str) -> torch.device:
-    """``auto`` -> CUDA when present, else CPU; otherwise the named device."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
 
 
 def image_size(encoder) -> int | None:

@@ -4,9 +4,6 @@ of :func:`world_model.evaluation.pipeline.evaluate` (statistics come from :mod:`
 from __future__ import annotations
 
 import json
-import os
-import platform
-import subprocess
 import time
 import warnings
 from pathlib import Path
@@ -14,13 +11,14 @@ from pathlib import Path
 import numpy as np
 
 from navgym.files import atomic_path, write_atomic
+from navgym.provenance import versions
 from world_model.config import DEPRECATED_METHODS
 
 from .encoders import POOLED_PIXELS
 from .probes import CLIP_TASKS, FRAME_TASKS, PRIMARY_METRIC
-from .stats import compare_methods, intervals_overlap, mean_ci, summarize
+from .stats import compare_methods, intervals_overlap, mean_ci, mean_ci_by_method
 
-__all__ = ["write_report", "rewrite_report", "sanity", "verdict", "versions"]
+__all__ = ["write_report", "rewrite_report", "sanity", "verdict", "VERSIONS_OF"]
 
 REFERENCE_METHOD = "navwm"
 REFERENCE_METHODS = ("navwm", "navjump")  # each judged against every other pretrained method (its controls too)
@@ -29,19 +27,8 @@ LEARNABLE_GAIN = 0.10  # the reference must close >= 10% of the mean baseline's 
 RENAMED_LABELS = {**DEPRECATED_METHODS, "pixels": POOLED_PIXELS}  # a label in an older results.json -> its label now
 
 
-def versions() -> dict:
-    import torch
-
-    # GIT_COMMIT, when set, wins: a copy of the tree on a lent device may carry a stale .git
-    commit = os.environ.get("GIT_COMMIT", "")
-    if not commit:
-        try:
-            commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                                    cwd=Path(__file__).parent).stdout.strip()
-        except OSError:
-            pass
-    return {"python": platform.python_version(), "torch": torch.__version__, "numpy": np.__version__,
-            "git_commit": commit or "unknown", "machine": platform.machine(), "node": platform.node()}
+#: the packages whose versions a report records (:func:`navgym.provenance.versions`)
+VERSIONS_OF = ("torch", "numpy")
 
 
 def _reference_text(arch: str) -> str:
@@ -526,7 +513,7 @@ def _readme_snippet(doc: dict, kept: list[str]) -> str:
 def write_report(result: dict, cfg, out, command: list[str], extra: dict | None = None) -> dict:
     """Write report.md, results.json, readme_snippet.md and plots into ``out``; returns the document."""
     doc = {"command": " ".join(command), "created_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-           "versions": versions(), "config": cfg.to_dict(), **(extra or {}), **result}
+           "versions": versions(VERSIONS_OF), "config": cfg.to_dict(), **(extra or {}), **result}
     return _write(doc, Path(out))
 
 
@@ -572,7 +559,7 @@ def _relabel(doc: dict, source) -> dict:
 
 def _write(doc: dict, out: Path) -> dict:
     out.mkdir(parents=True, exist_ok=True)
-    summary = summarize(doc["rows"])
+    summary = mean_ci_by_method(doc["rows"])
     checks = sanity(summary)
     kept = [c["task"] for c in checks if c["learnable"]]
     comps = verdict(summary, kept)

@@ -1,18 +1,20 @@
-"""Statistics over pretraining seeds: Student-t intervals, per-group summaries, pairwise verdicts.
+"""Statistics over pretraining seeds: per-method summaries and pairwise verdicts (intervals from
+:func:`navgym.stats.mean_ci`).
 
-The one home of :func:`mean_ci` (the agents' benchmark imports it too).  A row is a dict with
-``method, seed, task, probe, n_labels, metric, value``; a summary groups rows by everything but
-``seed`` and ``value``.
+A row is a dict with ``method, seed, task, probe, n_labels, metric, value``; a summary groups rows by everything
+but ``seed`` and ``value``.
 """
 
 from __future__ import annotations
 
+import warnings
 from typing import Iterable
 
 import numpy as np
-from scipy import stats
 
-__all__ = ["mean_ci", "summarize", "intervals_overlap", "compare_methods", "HIGHER_IS_BETTER"]
+from navgym.stats import mean_ci
+
+__all__ = ["mean_ci", "mean_ci_by_method", "intervals_overlap", "compare_methods", "HIGHER_IS_BETTER", "summarize"]
 
 HIGHER_IS_BETTER = {
     "center_err_mm": False, "normal_err_deg": False, "center_err_mirror_mm": False, "normal_err_mirror_deg": False,
@@ -22,28 +24,12 @@ HIGHER_IS_BETTER = {
 }
 
 
-def mean_ci(values, level: float = 0.95) -> tuple[float, float, int]:
-    """Mean and half-width of the two-sided Student-t interval (NaNs dropped).
-
-    Returns (mean, half_width, n); half_width is NaN with fewer than two finite values and 0 when
-    all values are equal (a deterministic quantity, e.g. a baseline computed once).
-    """
-    v = np.asarray(list(values), float)
-    v = v[np.isfinite(v)]
-    n = len(v)
-    if n == 0:
-        return float("nan"), float("nan"), 0
-    if n == 1:
-        return float(v[0]), float("nan"), 1
-    half = stats.t.ppf(0.5 + level / 2, n - 1) * v.std(ddof=1) / np.sqrt(n)
-    return float(v.mean()), float(half), n
-
-
 GROUP_KEYS = ("task", "probe", "n_labels", "metric", "method")
 
 
-def summarize(rows: Iterable[dict]) -> list[dict]:
-    """Mean +- 95% interval over seeds for every (task, probe, n_labels, metric, method)."""
+def mean_ci_by_method(rows: Iterable[dict]) -> list[dict]:
+    """Mean +- 95% interval over seeds for every (task, probe, n_labels, metric, method): one summary dict each
+    (``mean``, ``ci95`` half-width, ``n``, ``seeds``, ``values``, ``higher_is_better``)."""
     groups: dict[tuple, list[dict]] = {}
     for r in rows:
         groups.setdefault(tuple(r.get(k) for k in GROUP_KEYS), []).append(r)
@@ -55,6 +41,13 @@ def summarize(rows: Iterable[dict]) -> list[dict]:
                     "seeds": [r.get("seed") for r in rs], "values": [float(v) for v in vals],
                     "higher_is_better": HIGHER_IS_BETTER.get(key[3], True)})
     return out
+
+
+def summarize(rows: Iterable[dict]) -> list[dict]:
+    """Deprecated name of :func:`mean_ci_by_method`."""
+    warnings.warn("world_model.evaluation.stats.summarize is deprecated; use mean_ci_by_method", DeprecationWarning,
+                  stacklevel=2)
+    return mean_ci_by_method(rows)
 
 
 def _bounds(s: dict) -> tuple[float, float]:
