@@ -1,12 +1,12 @@
-"""Benchmark matrix: tasks x encoders x algorithms x seeds, plus the oracle and random bounds.
+"""Benchmark matrix: presets x encoders x algorithms x seeds, plus the oracle and random bounds.
 
-    python -m agents.benchmark --tasks AC-near --encoders pixels random-cnn --algos ppo \
+    python -m agents.benchmark --presets AC-near --encoders pixels random-cnn --algos ppo \
         --seeds 0 1 2 --steps 50000 --out runs/agents_bench
 
 Every run trains with :func:`agents.train.train` and is evaluated on the preset's held-out
 ``test`` subjects with the same fixed starts; the bounds (``oracle``, ``random`` from
 :mod:`navgym.policies`) run on the very same episodes.  Writes ``report.md``, ``report.json``
-and ``curves_<task>.png`` (held-out success rate vs training steps, mean over seeds, min-max band).
+and ``curves_<preset>.png`` (held-out success rate vs training steps, mean over seeds, min-max band).
 ``--quick``: a tiny smoke configuration (template subjects, 32 px, a few hundred steps).
 
 An encoder is an :class:`world_model.encoders.EncoderSpec`: ``pixels``, ``random-cnn``, ``pooled_pixels``, a
@@ -26,12 +26,12 @@ import shlex
 import sys
 import time
 import warnings
-from dataclasses import replace
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
 import numpy as np
 
-from navgym.configs import to_dict
+from navgym.configs import add_deprecated_alias, add_options, config_field, options_config, renamed_keyword, to_dict
 from navgym.files import atomic_path, write_atomic, write_json_atomic
 from navgym.presets import get_preset
 from navgym.provenance import load_average
@@ -42,7 +42,7 @@ from .episodes import episode_metrics, policy_act_fn, run_episodes, steps_to
 from .train import AgentConfig, add_config_arguments, config_from_args, eval_env, train
 
 __all__ = ["run_benchmark", "summarise_runs", "success_mean_ci", "format_ci", "bound_episodes", "describe_encoder", "BOUNDS",
-           "main", "summarise"]
+           "report_presets", "BenchmarkOptions", "main", "summarise"]
 
 BOUNDS = ("oracle", "random")
 
@@ -126,42 +126,50 @@ def encoder_label(enc: str) -> tuple[str, str, bool]:
 
 
 def _train_or_reuse(cfg: AgentConfig) -> tuple[dict, dict]:
-    """(``train(cfg)``, the run's :func:`describe_encoder`): the encoder loaded once for the description and the
+    """(``train(cfg)``, the run's :func:`describe_encoder`): the encoder is loaded once, for the description, the
     check that a world-model checkpoint's pretraining has finished (a benchmark compares finished encoders;
-    a run that has finished is reused as saved).  ``train`` returns a finished run's saved result and resumes an
-    unfinished one."""
+    a run that has finished is reused as saved) and, frozen, the training.  ``train`` returns a finished run's
+    saved result and resumes an unfinished one."""
     spec = EncoderSpec.parse(cfg.encoder)
-    encoder = spec.load(seed=cfg.seed)
+    encoder = spec.load(seed=cfg.seed, size=cfg.size)
     if spec.kind == "checkpoint" and not encoder.finished and not (Path(cfg.out) / "final_eval.json").exists():
         raise ValueError(f"{cfg.encoder}: its pretraining is unfinished; finish it first")
     described = describe_encoder(cfg.encoder, cfg.seed, cfg.finetune, encoder)
+    result = train(cfg, encoder=encoder)
     del encoder
-    result = train(cfg)
     # the finished run's model, envs and subjects sit in reference cycles that the collector reaches late: a
     # 15-run matrix grew to 14 GB and was killed for memory without this
     gc.collect()
     return result, described
 
 
-def run_benchmark(tasks, encoders, algos, seeds, base: AgentConfig, out: Path, finetune: bool = False,
-                  command: str | None = None) -> dict:
-    """Train every (task, encoder, algo, seed), evaluate the bounds, write the report; returns the report dict.
+def report_presets(report: dict) -> dict:
+    """The per-preset results of a benchmark ``report.json``: ``{preset: {"preset", "methods"}}`` (its ``"presets"``;
+    ``"tasks"`` in reports of earlier versions)."""
+    return report["presets"] if "presets" in report else report["tasks"]
 
-    command : the command line that reproduces the run, quoted in the report."""
+
+@renamed_keyword("tasks", "presets")
+def run_benchmark(presets, encoders, algos, seeds, base: AgentConfig, out: Path, finetune: bool = False,
+                  command: str | None = None) -> dict:
+    """Train every (preset, encoder, algo, seed), evaluate the bounds, write the report; returns the report dict.
+
+    command : the command line that reproduces the run, quoted in the report; ``tasks=`` is the deprecated name of
+    ``presets``."""
     if len(seeds) < 1:
         raise ValueError("need at least one seed")
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
-    report = {"tasks": {}, "config": {"encoders": list(encoders), "algos": list(algos), "seeds": list(seeds),
-                                      "finetune": finetune, "base": to_dict(base)},
+    report = {"presets": {}, "config": {"encoders": list(encoders), "algos": list(algos), "seeds": list(seeds),
+                                        "finetune": finetune, "base": to_dict(base)},
               "command": command, "host": platform.node(), "uptime_start": load_average()}
-    for task in tasks:
-        get_preset(task)
+    for preset in presets:
+        get_preset(preset)
         methods: dict[str, list[dict]] = {}
         for name in BOUNDS:
             runs = []
             for seed in seeds:
-                cfg = replace(base, preset=task, seed=seed)
+                cfg = replace(base, preset=preset, seed=seed)
                 eps = bound_episodes(cfg, name, seed)
                 runs.append({"final": episode_metrics(eps), "curve": [], **_final_arrays(eps)})
             methods[name] = runs
@@ -172,21 +180,21 @@ def run_benchmark(tasks, encoders, algos, seeds, base: AgentConfig, out: Path, f
                 label = f"{algo}-{name}" + ("-ft" if finetune and not name.endswith("-ft") else "")
                 runs = []
                 for seed in seeds:
-                    cfg = replace(base, preset=task, encoder=spec.replace("{seed}", str(seed)), algo=algo, seed=seed,
-                                  finetune=tune, out=str(out / "runs" / task / label / f"seed{seed}"))
+                    cfg = replace(base, preset=preset, encoder=spec.replace("{seed}", str(seed)), algo=algo, seed=seed,
+                                  finetune=tune, out=str(out / "runs" / preset / label / f"seed{seed}"))
                     r, described = _train_or_reuse(cfg)
                     eps = r["final_episodes"]
                     runs.append({"final": r["final"], "curve": r["curve"], "perf": r["perf"], **_final_arrays(eps),
                                  "encoder": described})
                 methods[label] = runs
-        report["tasks"][task] = {
-            "preset": {"success": get_preset(task).success, "max_episode_steps": get_preset(task).max_episode_steps,
-                       "start": get_preset(task).start},
+        p = get_preset(preset)
+        report["presets"][preset] = {
+            "preset": {"success": p.success, "max_episode_steps": p.max_episode_steps, "start": p.start},
             "methods": {m: {"summary": summarise_runs(rs),
                             "runs": [{k: v for k, v in r.items() if not k.startswith("final_")} for r in rs]}
                         for m, rs in methods.items()},
         }
-        _plot(task, methods, out / f"curves_{task}.png")
+        _plot(preset, methods, out / f"curves_{preset}.png")
     report["wall_s"] = time.time() - t0
     report["uptime_end"] = load_average()
     write_json_atomic(out / "report.json", report)
@@ -203,7 +211,7 @@ def format_ci(t, digits=2, pct=False):
 
 
 def _runs_wall(report: dict) -> float:
-    return sum(r["perf"]["wall_s"] + r["perf"]["eval_s"] for t in report["tasks"].values()
+    return sum(r["perf"]["wall_s"] + r["perf"]["eval_s"] for t in report_presets(report).values()
                for m in t["methods"].values() for r in m["runs"] if "perf" in r)
 
 
@@ -227,9 +235,9 @@ def _write_markdown(report: dict, path: Path) -> None:
               f"Load average (1/5/15 min) at start {report['uptime_start']}, at end {report['uptime_end']}; "
               f"wall {report['wall_s'] / 60:.1f} min for this invocation; the runs' own training + evaluation wall "
               f"time {_runs_wall(report) / 60:.1f} min (runs finished by an earlier invocation are reused).", ""]
-    for task, t in report["tasks"].items():
+    for preset, t in report_presets(report).items():
         p = t["preset"]
-        lines += [f"## {task} (success {p['success']}, {p['start']} start, limit {p['max_episode_steps']} steps)", "",
+        lines += [f"## {preset} (success {p['success']}, {p['start']} start, limit {p['max_episode_steps']} steps)", "",
                   "| method | success (mean over seeds, 95% t) | success (pooled, Wilson 95%) | median final error [95% bootstrap] "
                   "| median distance mm | median angle deg | steps to 50% | steps to 80% | steps/s |",
                   "|---|---|---|---|---|---|---|---|---|"]
@@ -247,7 +255,7 @@ def _write_markdown(report: dict, path: Path) -> None:
                 f"| {format_ci(s['median_error_ci'], 1)} | {format_ci(s.get('median_distance_mm_ci'), 1)} "
                 f"| {format_ci(s.get('median_angle_deg_ci'), 1)} | {reach('steps_to_50')} | {reach('steps_to_80')} "
                 f"| {f'{np.mean(sps):.0f}' if sps else '-'} |")
-        lines += ["", f"![learning curves](curves_{task}.png)", ""]
+        lines += ["", f"![learning curves](curves_{preset}.png)", ""]
         lines += _encoder_lines(t["methods"])
     write_atomic(path, "\n".join(lines) + "\n")
 
@@ -274,7 +282,7 @@ def _encoder_lines(methods: dict) -> list[str]:
             "|---|---|---|---|---|---|---|", *rows, ""]
 
 
-def _plot(task: str, methods: dict, path: Path) -> None:
+def _plot(preset: str, methods: dict, path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -296,7 +304,7 @@ def _plot(task: str, methods: dict, path: Path) -> None:
     ax.set_xlabel("training steps")
     ax.set_ylabel("held-out success rate")
     ax.set_ylim(-0.02, 1.02)
-    ax.set_title(task)
+    ax.set_title(preset)
     ax.legend(fontsize=8)
     fig.tight_layout()
     atomic_path(path, lambda tmp: fig.savefig(tmp, dpi=100))
@@ -311,29 +319,70 @@ QUICK = dict(steps=256, n_envs=4, size=40, eval_every=128, eval_episodes=1, eval
                   "gradient_steps": 1, "learning_rate": 3e-4, "gamma": 0.99})
 
 
-def main(argv=None) -> None:
+@dataclass(frozen=True)
+class BenchmarkOptions:
+    """``python -m agents.benchmark`` options (beside every run's :class:`AgentConfig` options)."""
+
+    presets: tuple[str, ...] = config_field(("AC-near",), "task presets")
+    encoders: tuple[str, ...] = config_field(("pixels", "random-cnn"), "[LABEL=][ft:]SPEC, SPEC: pixels | random-cnn "
+                                             "| a world-model checkpoint ({seed}: the run's seed) or method; ft: "
+                                             "fine-tunes it", metavar="ENCODER")
+    algos: tuple[str, ...] = config_field(("ppo",), "RL algorithms", choices=("ppo", "sac"))
+    seeds: tuple[int, ...] = config_field((0, 1, 2), "seeds of every (preset, encoder, algo)")
+    finetune: bool = config_field(False, "fine-tune every pretrained encoder (or ft: per entry)")
+    quick: bool = config_field(False, "tiny smoke configuration (for tests): " + ", ".join(
+        f"{k}={v}" for k, v in QUICK.items() if not isinstance(v, dict)))
+    out: str = config_field("runs/agents_bench", "report folder")
+
+
+_RUN_FIELDS = ("preset", "encoder", "algo", "seed", "out", "finetune")  # set per run by the matrix
+
+
+def parser(base: AgentConfig | None = None) -> argparse.ArgumentParser:
+    """``python -m agents.benchmark`` options: :class:`BenchmarkOptions` and every :class:`AgentConfig` field but
+    those the matrix sets per run (defaults from ``base``); ``--tasks`` is the deprecated name of ``--presets``."""
     p = argparse.ArgumentParser(prog="python -m agents.benchmark", description=__doc__.split("\n\n")[0])
-    p.add_argument("--tasks", nargs="+", default=["AC-near"], help="task presets (default: %(default)s)")
-    p.add_argument("--encoders", nargs="+", default=["pixels", "random-cnn"],
-                   help="[LABEL=][ft:]SPEC, SPEC: pixels | random-cnn | a world-model checkpoint ({seed}: the run's seed) "
-                        "or method; ft: fine-tunes it (default: %(default)s)")
-    p.add_argument("--algos", nargs="+", default=["ppo"], choices=("ppo", "sac"), help="(default: %(default)s)")
-    p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2], help="(default: %(default)s)")
-    p.add_argument("--finetune", action="store_true", help="fine-tune every pretrained encoder (or ft: per entry)")
-    p.add_argument("--quick", action="store_true", help="tiny smoke configuration (for tests)")
-    p.add_argument("--out", default="runs/agents_bench", help="report folder (default: %(default)s)")
-    quick = argparse.ArgumentParser(add_help=False)
-    quick.add_argument("--quick", action="store_true")
-    base = AgentConfig(**QUICK) if quick.parse_known_args(argv)[0].quick else AgentConfig()
-    add_config_arguments(p.add_argument_group("every run (AgentConfig)"),
-                         skip=("preset", "encoder", "algo", "seed", "out", "finetune"), base=base)
-    a = p.parse_args(argv)
-    base = config_from_args(a, base)
+    add_options(p, BenchmarkOptions)
+    add_deprecated_alias(p, "--tasks", "--presets")
+    add_config_arguments(p.add_argument_group("every run (AgentConfig)"), skip=_RUN_FIELDS, base=base)
+    return p
+
+
+def parse_args(argv=None) -> tuple[BenchmarkOptions, AgentConfig]:
+    """(the matrix options, every run's base config) of the command line (``--quick``: :data:`QUICK`'s settings
+    under the options given); a bad option is refused with ``parser.error``."""
+    first = argparse.ArgumentParser(add_help=False)  # --quick alone, so that --help shows the quick defaults
+    add_options(first, BenchmarkOptions, skip=[f.name for f in fields(BenchmarkOptions) if f.name != "quick"])
+    quick = first.parse_known_args(argv)[0].quick
+    base = AgentConfig(**QUICK) if quick else AgentConfig()
+    p = parser(base)
+    ns = p.parse_args(argv)
+    a = options_config(BenchmarkOptions, ns)
+    for name in ("presets", "encoders", "algos", "seeds"):
+        if not getattr(a, name):
+            p.error(f"--{name}: give at least one")
+    for preset in a.presets:
+        try:
+            get_preset(preset)
+        except ValueError as e:
+            p.error(f"--presets: {e}")
+    for enc in a.encoders:
+        try:
+            EncoderSpec.parse(enc)
+        except ValueError as e:
+            p.error(f"--encoders: {e}")
+    try:
+        return a, config_from_args(ns, base)
+    except ValueError as e:
+        p.error(str(e))
+
+
+def main(argv=None) -> None:
+    a, base = parse_args(argv)
     argv = sys.argv[1:] if argv is None else argv
     command = "python -m agents.benchmark " + " ".join(shlex.quote(x) for x in argv)
-    r = run_benchmark(a.tasks, a.encoders, a.algos, a.seeds, base, Path(a.out), finetune=a.finetune, command=command)
+    run_benchmark(a.presets, a.encoders, a.algos, a.seeds, base, Path(a.out), finetune=a.finetune, command=command)
     print((Path(a.out) / "report.md").read_text())
-    del r
 
 
 if __name__ == "__main__":

@@ -1,14 +1,14 @@
-"""Play a trained agent on its task's held-out subjects: success and error per episode, and a GIF.
+"""Play a trained agent on its preset's held-out subjects: success and error per episode, and a GIF.
 
     python -m agents.play runs/ac_ppo/model.zip --episodes 2 --gif runs/ac_ppo/play.gif
-    python -m agents.play runs/ac_ppo/model.zip --task AC-far --bounds --out runs/ac_ppo/far.json
+    python -m agents.play runs/ac_ppo/model.zip --preset AC-far --bounds --out runs/ac_ppo/far.json
 
 Reads the run's ``config.json`` beside the model (or one folder up, for ``checkpoints/*.zip``) for the
-task, observation and encoder, builds the model from it and loads only the zip's weights (a downloaded
+preset, observation and encoder, builds the model from it and loads only the zip's weights (a downloaded
 zip runs no code: :func:`load_agent`); runs the deterministic policy on the preset's ``test`` subjects with
 the same fixed starts as the training run's evaluations; prints one line per episode and the summary
 (success rate with its Wilson interval, median final error); writes env 0's first episode as a GIF
-of the agent's slice beside the 3-view locator (:func:`navgym.viz.locator_frame`).  ``--task`` plays
+of the agent's slice beside the 3-view locator (:func:`navgym.viz.locator_frame`).  ``--preset`` plays
 another preset with the same target (e.g. an agent trained on ``AC-near`` on the far starts of
 ``AC-far``); ``--bounds`` adds the oracle and random-action policies on the very same episodes.
 """
@@ -19,19 +19,21 @@ import argparse
 import json
 import sys
 import zipfile
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 
+from navgym.configs import add_deprecated_alias, add_options, config_field, options_config, renamed_keyword
 from navgym.files import write_json_atomic
 from navgym.presets import get_preset
+from world_model.device import DEVICE_HELP, resolve_device
 
 from .benchmark import BOUNDS, bound_episodes
 from .episodes import episode_metrics, model_act_fn, run_episodes
 from .train import AgentConfig, build_agent, eval_env, frozen_encoder, saved_config
 
-__all__ = ["agent_config", "run_folder", "load_agent", "play", "main"]
+__all__ = ["agent_config", "run_folder", "load_agent", "play", "PlayOptions", "parser", "parse_args", "main"]
 
 
 def run_folder(model_path: str | Path) -> Path:
@@ -98,18 +100,20 @@ def _record(model, env, cfg: AgentConfig, fps_steps: int) -> list[np.ndarray]:
     return frames
 
 
+@renamed_keyword("task", "preset")
 def play(model_path, episodes: int = 2, envs: int | None = None, gif: str | None = None, device: str = "auto",
-         fps: float = 8.0, task: str | None = None, bounds: bool = False) -> dict:
-    """Evaluate a saved agent on held-out subjects; returns ``{"task", "metrics", "episodes"}``, with ``bounds``
+         fps: float = 8.0, preset: str | None = None, bounds: bool = False) -> dict:
+    """Evaluate a saved agent on held-out subjects; returns ``{"preset", "metrics", "episodes"}``, with ``bounds``
     also ``"bounds": {"oracle"|"random": metrics}`` on the same episodes (and writes ``gif``).
-    ``task``: another preset with the same target as the agent's (default: the agent's own)."""
+    ``preset``: another preset with the same target as the agent's (default: the agent's own; ``task=`` is its
+    deprecated name)."""
     cfg = agent_config(model_path)
     encoder = frozen_encoder(cfg, run_folder(model_path))  # the run's own statistics
-    if task is not None:
-        want, have = get_preset(task), get_preset(cfg.preset)
+    if preset is not None:
+        want, have = get_preset(preset), get_preset(cfg.preset)
         if (want.task, want.task_kwargs) != (have.task, have.task_kwargs):
-            raise ValueError(f"task: {task!r} has another target than the agent's preset {cfg.preset!r}")
-        cfg = replace(cfg, preset=task)
+            raise ValueError(f"preset: {preset!r} has another target than the agent's preset {cfg.preset!r}")
+        cfg = replace(cfg, preset=preset)
     if envs is not None:
         cfg = replace(cfg, eval_envs=envs)
     env = eval_env(cfg, encoder)
@@ -122,36 +126,72 @@ def play(model_path, episodes: int = 2, envs: int | None = None, gif: str | None
             write_video(gif, _record(model, env, cfg, env.venv.max_episode_steps), fps)
     finally:
         env.close()
-    out = {"task": cfg.preset, "metrics": episode_metrics(eps), "episodes": eps}
+    out = {"preset": cfg.preset, "metrics": episode_metrics(eps), "episodes": eps}
     if bounds:
         cfg = replace(cfg, eval_episodes=episodes)
         out["bounds"] = {name: episode_metrics(bound_episodes(cfg, name, cfg.seed)) for name in BOUNDS}
     return out
 
 
-def main(argv=None) -> None:
+@dataclass(frozen=True)
+class PlayOptions:
+    """``python -m agents.play`` options."""
+
+    model: str = config_field(help="model.zip (or checkpoints/model_N_steps.zip) written by agents.train", flag="model")
+    episodes: int = config_field(2, "episodes per env")
+    envs: int | None = config_field(None, "held-out envs", show="the run's eval_envs")
+    gif: str | None = config_field(None, "write env 0's first episode here (.gif)")
+    device: str = config_field("auto", DEVICE_HELP)
+    preset: str | None = config_field(None, "another preset with the agent's target, e.g. AC-far for an AC-near "
+                                            "agent", show="the agent's preset")
+    bounds: bool = config_field(False, "also play the oracle and random actions on the same episodes")
+    out: str | None = config_field(None, "write the results here (.json)")
+
+
+def parser() -> argparse.ArgumentParser:
+    """``python -m agents.play`` options: one per :class:`PlayOptions` field; ``--task`` is the deprecated name of
+    ``--preset``."""
     p = argparse.ArgumentParser(prog="python -m agents.play", description=__doc__.split("\n\n")[0])
-    p.add_argument("model", help="model.zip (or checkpoints/model_N_steps.zip) written by agents.train")
-    p.add_argument("--episodes", type=int, default=2, help="episodes per env (default: %(default)s)")
-    p.add_argument("--envs", type=int, default=None, help="held-out envs (default: the run's eval_envs)")
-    p.add_argument("--gif", default=None, help="write env 0's first episode here (.gif; default: none)")
-    p.add_argument("--device", default="auto", help="auto | cpu | cuda (default: %(default)s)")
-    p.add_argument("--task", default=None, help="another preset with the agent's target, e.g. AC-far for an AC-near "
-                                               "agent (default: the agent's task)")
-    p.add_argument("--bounds", action="store_true", help="also play the oracle and random actions on the same episodes")
-    p.add_argument("--out", default=None, help="write the results here (.json; default: none)")
-    a = p.parse_args(argv)
+    add_options(p, PlayOptions)
+    add_deprecated_alias(p, "--task", "--preset")
+    return p
+
+
+def parse_args(argv=None, p: argparse.ArgumentParser | None = None) -> PlayOptions:
+    """The options of the command line; a bad one is refused with ``parser.error``."""
+    p = p or parser()
+    a = options_config(PlayOptions, p.parse_args(argv))
     if a.gif and not a.gif.lower().endswith(".gif"):
         p.error(f"--gif must end in .gif, got {a.gif!r}")
     if a.out and not a.out.lower().endswith(".json"):
         p.error(f"--out must end in .json, got {a.out!r}")
-    r = play(a.model, a.episodes, a.envs, a.gif, a.device, task=a.task, bounds=a.bounds)
+    if a.episodes < 1 or (a.envs is not None and a.envs < 1):
+        p.error(f"--episodes and --envs must be >= 1, got {a.episodes} and {a.envs}")
+    try:
+        resolve_device(a.device, "--device")
+    except ValueError as e:
+        p.error(str(e))
+    if a.preset is not None:
+        try:
+            get_preset(a.preset)
+        except ValueError as e:
+            p.error(f"--preset: {e}")
+    return a
+
+
+def main(argv=None) -> None:
+    p = parser()
+    a = parse_args(argv, p)
+    try:
+        r = play(a.model, a.episodes, a.envs, a.gif, a.device, preset=a.preset, bounds=a.bounds)
+    except (FileNotFoundError, ValueError) as e:  # the model, its config.json, or a preset of another target
+        p.error(str(e))
     for e in r["episodes"]:
         print(f"env {e['env']:2d} {e['subject_id']}: {'success' if e['is_success'] else 'failure'}  "
               f"final error {e['error']:.1f}  steps {e['l']}")
     m = r["metrics"]
     lo, hi = m["success_ci"]
-    print(f"{r['task']}: success {m['success_rate']:.0%} [{lo:.0%}, {hi:.0%}] over {m['episodes']} episodes; "
+    print(f"{r['preset']}: success {m['success_rate']:.0%} [{lo:.0%}, {hi:.0%}] over {m['episodes']} episodes; "
           f"median final error {m['median_error']:.1f}" + (f"; GIF: {a.gif}" if a.gif else ""))
     for name, b in r.get("bounds", {}).items():
         print(f"{name}: success {b['success_rate']:.0%}, median final error {b['median_error']:.1f}")

@@ -145,9 +145,10 @@ def encoder_spec(cfg: AgentConfig) -> EncoderSpec:
     return spec
 
 
-def frozen_encoder(cfg: AgentConfig, folder: str | Path | None = None, save: bool = False):
-    """The frozen encoder module whose features the envs precompute (None: pixels or fine-tuning), loaded once;
-    with ``standardize_features`` wrapped in :class:`StandardisedEncoder` with the statistics saved in the run
+def frozen_encoder(cfg: AgentConfig, folder: str | Path | None = None, save: bool = False, encoder=None):
+    """The frozen encoder module whose features the envs precompute (None: pixels or fine-tuning), loaded once
+    (``encoder``: ``cfg.encoder``'s module already loaded by :meth:`EncoderSpec.load` with ``cfg.seed`` and
+    ``cfg.size``, used as it is); with ``standardize_features`` wrapped in :class:`StandardisedEncoder` with the statistics saved in the run
     ``folder`` (default ``cfg.out``) as :data:`STANDARDISATION_FILE`.  Where there are none (a new run, or one
     saved before runs kept them), the statistics of its features over a fixed sample of training slices (the
     starts and uniform random actions of :data:`STANDARDISE_SAMPLE` envs x steps, seeded by ``cfg.seed``) are
@@ -155,7 +156,7 @@ def frozen_encoder(cfg: AgentConfig, folder: str | Path | None = None, save: boo
     spec = encoder_spec(cfg)
     if spec.kind == "pixels" or cfg.finetune:
         return None
-    enc = spec.load(seed=cfg.seed, size=cfg.size)
+    enc = spec.load(seed=cfg.seed, size=cfg.size) if encoder is None else encoder
     enc.requires_grad_(False)
     enc.eval()
     if not cfg.standardize_features:
@@ -423,10 +424,11 @@ def _resume_point(cfg: AgentConfig, out: Path) -> tuple[Path | None, list[dict]]
     return ckpts[step], [c for c in curve if c["step"] <= step]
 
 
-def train(cfg: AgentConfig) -> dict:
+def train(cfg: AgentConfig, encoder=None) -> dict:
     """Train (or resume), evaluate on held-out subjects, save; returns ``{"config", "curve", "final", "perf",
     "final_episodes", "resumed_from"}``.  A finished run in ``cfg.out`` with the same config up to
-    :data:`EXECUTION_SETTINGS` is returned as saved."""
+    :data:`EXECUTION_SETTINGS` is returned as saved.  ``encoder``: ``cfg.encoder``'s module already loaded
+    (:meth:`EncoderSpec.load` with ``cfg.seed`` and ``cfg.size``), so a frozen encoder is not loaded again."""
     out = Path(cfg.out)
     done = out / "final_eval.json"
     if done.exists():
@@ -437,7 +439,7 @@ def train(cfg: AgentConfig) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     resume, curve = _resume_point(cfg, out)
     write_json_atomic(out / "config.json", to_dict(cfg))
-    encoder = frozen_encoder(cfg, out, save=True)
+    encoder = frozen_encoder(cfg, out, save=True, encoder=encoder)
     env = make_nav_vec_env(cfg.preset, cfg.n_envs, split="train", size=cfg.size, frames=cfg.frames,
                        actions=cfg.actions, seed=cfg.seed, subjects=cfg.train_subjects, encoder=encoder,
                        controls=cfg.controls)

@@ -2,7 +2,7 @@
 
     python benchmarks/agents_table.py reports/agents_encoders_ac/report.json reports/agents_encoders_ft_ac/report.json
 
-One row per (report, task, method): success (mean over seeds, 95 % t, and per seed), median final error
+One row per (report, preset, method): success (mean over seeds, 95 % t, and per seed), median final error
 (pooled episodes, 95 % bootstrap), steps to 50 % / 80 % held-out success (median over the seeds that got
 there, and how many did); rows of frozen encoders on raw (unstandardised) features say so.  ``--methods``
 keeps only those methods (bounds included by name).
@@ -14,7 +14,7 @@ import argparse
 import json
 from pathlib import Path
 
-from agents.benchmark import BOUNDS, format_ci
+from agents.benchmark import BOUNDS, format_ci, report_presets
 
 
 def _steps(n: float) -> str:
@@ -30,7 +30,7 @@ def rows(report: dict, methods: list[str] | None = None) -> list[str]:
     base = report["config"]["base"]
     steps = base["steps"]
     out = []
-    for task, t in report["tasks"].items():
+    for preset, t in report_presets(report).items():
         for m, d in t["methods"].items():
             if methods and m not in methods:
                 continue
@@ -39,7 +39,7 @@ def rows(report: dict, methods: list[str] | None = None) -> list[str]:
             reach = "" if m in BOUNDS else f"{_reach(s['steps_to_50'])} / {_reach(s['steps_to_80'])}"
             frozen = any("encoder" in r and not r["encoder"]["trains"] for r in d["runs"])
             note = ", raw features" if frozen and not base.get("standardize_features", False) else ""
-            out.append(f"| {task} ({_steps(steps)} steps{note}) | {m} | {format_ci(s['success_mean_ci'], pct=True)} ({per_seed}) "
+            out.append(f"| {preset} ({_steps(steps)} steps{note}) | {m} | {format_ci(s['success_mean_ci'], pct=True)} ({per_seed}) "
                        f"| {format_ci(s['median_error_ci'], 1)} | {reach} |")
     return out
 

@@ -14,13 +14,15 @@ nothing to do) with ``parser.error(message)``: the usage and ``PROG: error: MESS
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import re
 import warnings
 from dataclasses import MISSING, asdict, field, fields, is_dataclass
 from typing import Any, Callable
 
-__all__ = ["config_field", "parse_bool", "parse_json_dict", "add_options", "add_deprecated_alias", "options_config",
+__all__ = ["config_field", "parse_bool", "parse_json_dict", "add_options", "add_deprecated_alias",
+           "renamed_keyword", "options_config",
            "to_dict", "from_dict"]
 
 _PLAIN = {"int": int, "float": float, "str": str, "bool": None}  # bool: parse_bool
@@ -33,8 +35,8 @@ def config_field(default=MISSING, help: str = "", *, choices=None, parse: Callab
 
     choices: the values the option accepts; parse: the argparse ``type`` of one value (default: from the
     annotation); metavar: the value's name in the usage; show: the default as ``--help`` shows it (default: the
-    value); flag: the option (default: ``--field-name``); nargs: argparse's, e.g. ``"*"`` for a dict field given as
-    ``KEY=VALUE`` pairs (``parse`` returning (key, value))."""
+    value); flag: the option (default: ``--field-name``; the field's name without dashes: a positional argument);
+    nargs: argparse's, e.g. ``"*"`` for a dict field given as ``KEY=VALUE`` pairs (``parse`` returning (key, value))."""
     meta = {"help": help, "choices": choices, "parse": parse, "metavar": metavar, "show": show, "flag": flag,
             "nargs": nargs}
     if isinstance(default, (dict, list)):
@@ -125,7 +127,13 @@ def add_options(parser, cls, *, defaults=None, skip=(), unset: bool = False,
             kw["default"] = None if unset else (list(default) if isinstance(default, tuple) else default)
             said = meta.get("show") or (shown(f) if shown is not None else None) or _shown(default)
             text = f"{meta['help']} (default: {said})"
-        parser.add_argument(meta.get("flag") or "--" + f.name.replace("_", "-"), help=text.replace("%", "%%"), **kw)
+        flag = meta.get("flag") or "--" + f.name.replace("_", "-")
+        if not flag.startswith("-"):  # a positional argument, named as the field (argparse's dest)
+            del kw["dest"]
+            if not kw.pop("required", False):
+                kw.setdefault("nargs", "?")
+            flag = f.name
+        parser.add_argument(flag, help=text.replace("%", "%%"), **kw)
 
 
 class _DeprecatedOption(argparse.Action):
@@ -145,6 +153,22 @@ def add_deprecated_alias(parser, old: str, new: str) -> None:
     parser.add_argument(old, action=_DeprecatedOption, new=new, dest=action.dest, type=action.type,
                         choices=action.choices, nargs=action.nargs, metavar=action.metavar, default=argparse.SUPPRESS,
                         help=argparse.SUPPRESS)
+
+
+def renamed_keyword(old: str, new: str):
+    """Decorator: the function's keyword argument ``new`` is also accepted as ``old``, its previous name, with a
+    ``DeprecationWarning`` naming ``new`` (both at once: ``TypeError``)."""
+    def wrap(fn):
+        @functools.wraps(fn)
+        def call(*args, **kwargs):
+            if old in kwargs:
+                if new in kwargs:
+                    raise TypeError(f"{fn.__name__}: give {new}= alone ({old}= is its deprecated name)")
+                warnings.warn(f"{fn.__name__}({old}=...) is deprecated; use {new}=", DeprecationWarning, stacklevel=2)
+                kwargs[new] = kwargs.pop(old)
+            return fn(*args, **kwargs)
+        return call
+    return wrap
 
 
 def options_config(cls, namespace: argparse.Namespace, base=None):

@@ -325,6 +325,13 @@ def test_short_training_runs(tmp_path, monkeypatch):
     assert gif.ndim == 4 and gif.shape[2] == 4 * gif.shape[1] and len(gif) >= 2
     with pytest.raises(SystemExit):
         play_main([str(tmp_path / "ppo" / "model.zip"), "--gif", str(tmp_path / "x.mp4")])
+    with pytest.deprecated_call(match="preset="):  # the keyword's old name; another preset of the same target
+        far = play(tmp_path / "ppo" / "model.zip", episodes=1, task="AC-far")
+    assert far["preset"] == "AC-far" and len(far["episodes"]) == 2
+    err = io.StringIO()
+    with pytest.raises(SystemExit) as e, contextlib.redirect_stderr(err):
+        play_main([str(tmp_path / "ppo" / "model.zip"), "--preset", "PC-near"])
+    assert e.value.code == 2 and "error: preset: 'PC-near' has another target" in err.getvalue()
     resumed = train(replace(cfg, steps=256, checkpoint_every=64, out=str(tmp_path / "res")))
     assert resumed["resumed_from"] is None
     again = train(replace(cfg, steps=384, checkpoint_every=64, out=str(tmp_path / "res")))  # a longer run resumes
@@ -389,15 +396,44 @@ def test_benchmark_labels_seeds_and_resumes(tmp_path):
     assert encoder_label("wm=ft:runs/x.pt") == ("wm", "runs/x.pt", True)
     base = replace(AgentConfig(**QUICK), steps=64, eval_every=64, eval_envs=2)
     rep = run_benchmark(["AC-near"], ["px=pixels"], ["ppo"], [0], base, tmp_path)
-    methods = rep["tasks"]["AC-near"]["methods"]
+    methods = rep["presets"]["AC-near"]["methods"]
     assert set(methods) == {"oracle", "random", "ppo-px"}
     assert methods["oracle"]["summary"]["success_pooled"] > methods["random"]["summary"]["success_pooled"]
     model = tmp_path / "runs" / "AC-near" / "ppo-px" / "seed0" / "model.zip"
     stamp = model.stat().st_mtime_ns
-    again = run_benchmark(["AC-near"], ["px=pixels"], ["ppo"], [0], base, tmp_path)  # a finished run is reused
+    with pytest.deprecated_call(match="presets="):  # a finished run is reused; tasks= is the old keyword
+        again = run_benchmark(tasks=["AC-near"], encoders=["px=pixels"], algos=["ppo"], seeds=[0], base=base,
+                              out=tmp_path)
     assert model.stat().st_mtime_ns == stamp
-    assert again["tasks"]["AC-near"]["methods"]["ppo-px"]["summary"] == methods["ppo-px"]["summary"]
+    assert again["presets"]["AC-near"]["methods"]["ppo-px"]["summary"] == methods["ppo-px"]["summary"]
     assert (tmp_path / "report.md").read_text().count("| ppo-px |") == 2  # its results row and its encoder row
+
+
+def test_play_and_benchmark_options():
+    """Both CLIs are built from their options dataclass; old option names warn; refusals exit 2 with the usage."""
+    from agents import benchmark, play
+
+    assert play.parse_args(["m.zip", "--preset", "AC-far", "--bounds"]) == play.PlayOptions(
+        "m.zip", preset="AC-far", bounds=True)
+    with pytest.deprecated_call(match="--task is deprecated; use --preset"):
+        assert play.parse_args(["m.zip", "--task", "AC-far"]).preset == "AC-far"
+    with pytest.deprecated_call(match="--tasks is deprecated; use --presets"):
+        a, base = benchmark.parse_args(["--tasks", "PC-near", "AC-near", "--quick", "--steps", "64"])
+    assert a.presets == ("PC-near", "AC-near") and a.quick
+    assert base == AgentConfig(**{**QUICK, "steps": 64, "out": a.out})  # the report folder, as every run's base
+    assert benchmark.parse_args([])[1] == AgentConfig(out="runs/agents_bench")
+    for cli, argv, why in ((play, ["m.zip", "--gif", "x.mp4"], "--gif must end in .gif"),
+                           (play, ["m.zip", "--preset", "AC-nowhere"], "--preset: unknown task preset"),
+                           (play, ["m.zip", "--device", "gpu"], "--device"),
+                           (play, ["m.zip"], "model: no such file m.zip"),
+                           (benchmark, ["--presets"], "--presets: give at least one"),
+                           (benchmark, ["--presets", "AC-nowhere"], "--presets: unknown task preset"),
+                           (benchmark, ["--encoders", "x="], "--encoders: encoder spec 'x='"),
+                           (benchmark, ["--steps", "0"], "steps must be >= 1")):
+        err = io.StringIO()
+        with pytest.raises(SystemExit) as e, contextlib.redirect_stderr(err):
+            cli.main(argv)
+        assert e.value.code == 2 and err.getvalue().startswith("usage:") and why in err.getvalue(), argv
 
 
 def test_frozen_features_standardised_on_training_slices():
@@ -456,17 +492,24 @@ def test_standardisation_saved_with_the_run_and_read_back(tmp_path, monkeypatch)
         agent_train.frozen_encoder(replace(cfg, encoder="wm=ft:random"))
 
 
-def test_benchmark_frees_each_runs_envs(tmp_path):
-    """A long matrix runs one training after another in one process: nothing of a finished run may stay alive."""
+def test_benchmark_frees_each_runs_envs_and_loads_its_encoder_once(tmp_path, monkeypatch):
+    """A long matrix runs one training after another in one process: nothing of a finished run may stay alive;
+    a frozen encoder is loaded once per run (for the report and the training)."""
     import gc
 
     from agents.benchmark import _train_or_reuse
     from navgym.env import MRINavVectorEnv
+    from world_model.encoders import EncoderSpec
 
+    loads = []
+    load = EncoderSpec.load
+    monkeypatch.setattr(EncoderSpec, "load", lambda self, *a, **kw: loads.append(str(self)) or load(self, *a, **kw))
     gc.collect()
     before = sum(isinstance(o, MRINavVectorEnv) for o in gc.get_objects())
-    _train_or_reuse(replace(AgentConfig(**QUICK), steps=64, eval_every=64, eval_envs=2, out=str(tmp_path / "run")))
+    r, described = _train_or_reuse(replace(AgentConfig(**QUICK), encoder="random-cnn", standardize_features=False,
+                                           steps=64, eval_every=64, eval_envs=2, out=str(tmp_path / "run")))
     assert sum(isinstance(o, MRINavVectorEnv) for o in gc.get_objects()) == before
+    assert loads == ["random-cnn"] and described["kind"] == "random CNN" and r["perf"]["encode_fraction"] > 0
 
 
 def test_benchmark_refuses_unfinished_pretraining(tmp_path):
@@ -514,13 +557,15 @@ def test_compact_table_rows_from_a_report():
     summary = {"success_mean_ci": (0.5, 0.25, 0.75), "median_error_ci": (2.44, 2.0, 3.0),
                "steps_to_50": reach(125_000, 2), "steps_to_80": reach(None, 0)}
     report = {"config": {"base": {"steps": 1_000_000}},
-              "tasks": {"AC-near": {"methods": {"oracle": {"summary": summary, "runs": [run(1.0)] * 3},
+              "presets": {"AC-near": {"methods": {"oracle": {"summary": summary, "runs": [run(1.0)] * 3},
                                                 "ppo-x": {"summary": summary, "runs": [run(0.25), run(0.5), run(0.75)]}}}}}
     assert table.rows(report, ["ppo-x"]) == [
         "| AC-near (1M steps) | ppo-x | 50% [25%, 75%] (25 / 50 / 75) | 2.4 [2.0, 3.0] | 125k (2 of 3) / never (0 of 3) |"]
     assert table.rows(report)[0].endswith("| 2.4 [2.0, 3.0] |  |")  # no steps-to columns for a bound
     frozen = {"summary": summary, "runs": [{**run(0.5), "encoder": {"kind": "world model", "trains": False}}]}
-    report["tasks"]["AC-near"]["methods"]["ppo-wm"] = frozen
+    old = {"config": report["config"], "tasks": report["presets"]}  # a report keeping its presets under "tasks"
+    assert table.rows(old) == table.rows(report)
+    report["presets"]["AC-near"]["methods"]["ppo-wm"] = frozen
     assert table.rows(report, ["ppo-wm"])[0].startswith("| AC-near (1M steps, raw features) | ppo-wm |")
     report["config"]["base"]["standardize_features"] = True
     assert table.rows(report, ["ppo-wm"])[0].startswith("| AC-near (1M steps) | ppo-wm |")

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from navgym.configs import (add_deprecated_alias, add_options, config_field, from_dict, options_config,
-                            parse_json_dict, to_dict)
+                            parse_json_dict, renamed_keyword, to_dict)
 
 
 @dataclass(frozen=True)
@@ -82,6 +82,33 @@ def test_deprecated_alias_warns_and_sets_the_new_option():
     with pytest.deprecated_call(match="--count is deprecated; use --n"):
         assert p.parse_args(["--out", "x", "--count", "5"]).n == 5
     assert "--count" not in p.format_help()
+
+
+@dataclass(frozen=True)
+class WithPositional:
+    model: str = config_field(help="the model file", flag="model")
+    n: int = config_field(2, "how many")
+
+
+def test_a_field_named_without_dashes_is_a_positional_argument():
+    p = argparse.ArgumentParser(prog="example")
+    add_options(p, WithPositional)
+    assert options_config(WithPositional, p.parse_args(["m.zip", "--n", "3"])) == WithPositional("m.zip", 3)
+    assert "--model" not in p.format_help() and "the model file" in p.format_help()
+    with pytest.raises(SystemExit):
+        p.parse_args(["--n", "3"])  # required
+
+
+def test_renamed_keyword_warns_and_passes_the_new_one():
+    @renamed_keyword("task", "preset")
+    def play(model, preset=None):
+        return model, preset
+
+    with pytest.deprecated_call(match=r"play\(task=...\) is deprecated; use preset="):
+        assert play("m", task="AC-far") == ("m", "AC-far")
+    assert play("m", preset="AC-far") == ("m", "AC-far") and play.__name__ == "play"
+    with pytest.raises(TypeError, match="preset= alone"):
+        play("m", task="a", preset="b")
 
 
 def test_world_model_cli_shows_every_field_and_the_size_of_each_model_field():
