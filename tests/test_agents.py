@@ -520,9 +520,12 @@ def test_benchmark_refuses_unfinished_pretraining(tmp_path):
     mc, tc = make_config("tiny", method="tokenizer", subjects="template", batch=2, steps=4, threads=1, size=32,
                          width=4, latent=4, window=3, out=str(tmp_path / "wm"))
     wm_train(mc, tc, progress=False, stop_after=1)  # an interrupted run's checkpoint
-    base = replace(AgentConfig(**QUICK), steps=32, eval_every=32, eval_envs=2)
+    base = replace(AgentConfig(**QUICK), steps=32, eval_every=32, eval_envs=2, size=32)
     with pytest.raises(ValueError, match="unfinished"):
         run_benchmark(["AC-near"], [f"wm={tmp_path}/wm/last.pt"], ["ppo"], [0], base, tmp_path / "bench")
+    with pytest.raises(ValueError, match="takes 32-px slices, the frames are 40 px"):  # before any run is written
+        run_benchmark(["AC-near"], [f"wm={tmp_path}/wm/last.pt"], ["ppo"], [0], replace(base, size=40), tmp_path / "b2")
+    assert not (tmp_path / "b2" / "runs").exists()
 
 
 def test_report_names_each_encoders_pretraining(tmp_path):
