@@ -14,7 +14,6 @@ import hashlib
 import json
 import sys
 import time
-import warnings
 from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
@@ -22,6 +21,7 @@ from typing import Callable, Sequence
 
 import torch
 
+from navgym.deprecation import warn_deprecated
 from navgym.files import write_json_atomic
 
 from ..encoders import PooledPixels
@@ -452,6 +452,5 @@ def _result(rows, found, plan_rows, p: _Probe, data, entries, frozen, scratch, c
 
 def evaluate(*args, **kwargs) -> dict:
     """Deprecated name of :func:`evaluate_encoders` (kept one release)."""
-    warnings.warn("world_model.evaluation.pipeline.evaluate is deprecated; use evaluate_encoders",
-                  DeprecationWarning, stacklevel=2)
+    warn_deprecated("world_model.evaluation.pipeline.evaluate", "evaluate_encoders")
     return evaluate_encoders(*args, **kwargs)
