@@ -39,7 +39,7 @@ import shutil
 import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass, fields
 
 import numpy as np
 
@@ -397,7 +397,7 @@ def _write_manifest(root: str, config: RolloutConfig) -> dict:
         "description": "navgym video-action rollouts: frame t rendered at pose t; action t moves pose t to pose t+1",
         "format": _FORMAT,
         "config": to_dict(config),
-        "nav_config": asdict(config.nav_config()),
+        "nav_config": to_dict(config.nav_config()),
         "versions": versions(VERSIONS_OF),
         "complete": len(shards) == config.num_shards,
         "counts": {"shards": len(shards), "shards_expected": config.num_shards, "episodes": episodes,

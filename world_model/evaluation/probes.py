@@ -36,7 +36,7 @@ Probes
 from __future__ import annotations
 
 import copy
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
@@ -89,8 +89,6 @@ class ProbeConfig:
             if getattr(self, name) < 1:
                 raise ValueError(f"ProbeConfig.{name} must be >= 1, got {getattr(self, name)}")
 
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 # --- tasks ----------------------------------------------------------------------------------
