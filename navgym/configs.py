@@ -17,9 +17,9 @@ import argparse
 import functools
 import json
 import re
-import warnings
 from dataclasses import MISSING, asdict, field, fields, is_dataclass
 from typing import Any, Callable
+from .deprecation import warn_deprecated
 
 __all__ = ["config_field", "parse_bool", "parse_json_dict", "add_options", "add_deprecated_alias",
            "renamed_keyword", "options_config",
@@ -142,7 +142,7 @@ class _DeprecatedOption(argparse.Action):
         self.new = new
 
     def __call__(self, parser, namespace, values, option_string=None):
-        warnings.warn(f"{option_string} is deprecated; use {self.new}", DeprecationWarning, stacklevel=2)
+        warn_deprecated(option_string, self.new)
         setattr(namespace, self.dest, values)
 
 

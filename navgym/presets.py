@@ -15,7 +15,6 @@ work and warn (``DeprecationWarning``).
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass, field
 from functools import partial
 
@@ -24,6 +23,7 @@ from gymnasium.envs.registration import register
 
 from .subjects import load_subjects
 from .subjects.pool import DEFAULT_CACHE_SIZE
+from .deprecation import warn_deprecated
 
 __all__ = ["TaskPreset", "PRESETS", "RENAMED_PRESETS", "START", "get_preset", "make_preset_env", "subject_kwargs"]
 
@@ -106,8 +106,7 @@ def get_preset(name: str) -> TaskPreset:
     """A preset by name (``AC-near``) or gym id (``MRINav-AC-near-v0``); a deprecated id warns."""
     key = name[len("MRINav-"):-len("-v0")] if name.startswith("MRINav-") and name.endswith("-v0") else name
     if key in RENAMED_PRESETS:
-        warnings.warn(f"task preset {key!r} is deprecated; use {RENAMED_PRESETS[key]!r}", DeprecationWarning,
-                      stacklevel=2)
+        warn_deprecated(f"task preset {key!r}", repr(RENAMED_PRESETS[key]))
         key = RENAMED_PRESETS[key]
     if key not in PRESETS:
         raise ValueError(f"unknown task preset {name!r}; choose from {sorted(PRESETS)}")
@@ -138,7 +137,7 @@ def _renamed_env(old: str, new: str, vector: bool, *args, **kwargs):
     """The env of a deprecated gym id (see :data:`RENAMED_PRESETS`), with a DeprecationWarning."""
     from .env import MRINavEnv, MRINavVectorEnv
 
-    warnings.warn(f"gym id {old!r} is deprecated; use {new!r}", DeprecationWarning, stacklevel=2)
+    warn_deprecated(f"gym id {old!r}", repr(new))
     return (MRINavVectorEnv if vector else MRINavEnv)(*args, **kwargs)
 
 

@@ -14,13 +14,13 @@ Reward (landmark, plane) is potential-based shaping with the error as potential:
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass
 
 import numpy as np
 
 from .geometry import plane_angle_deg, plane_distance
 from .subjects import Subject
+from .deprecation import warn_deprecated
 
 __all__ = ["Task", "ExploreTask", "LandmarkTask", "PlaneTask", "make_task", "shaped_reward"]
 
@@ -49,14 +49,14 @@ class Task:
 
     def evaluate(self, centers: np.ndarray, rotations: np.ndarray, targets: np.ndarray) -> dict[str, np.ndarray]:
         """Deprecated name of :meth:`score` (kept one release)."""
-        warnings.warn("Task.evaluate is deprecated; use Task.score", DeprecationWarning, stacklevel=2)
+        warn_deprecated("Task.evaluate", "Task.score")
         return self.score(centers, rotations, targets)
 
     def __init_subclass__(cls, **kwargs):
         """A subclass that still overrides ``evaluate`` (not ``score``) is scored by it, with a warning."""
         super().__init_subclass__(**kwargs)
         if "evaluate" in cls.__dict__ and "score" not in cls.__dict__:
-            warnings.warn(f"{cls.__name__}.evaluate is deprecated; name it score", DeprecationWarning, stacklevel=2)
+            warn_deprecated(f"{cls.__name__}.evaluate", f"{cls.__name__}.score")
             cls.score = cls.__dict__["evaluate"]
 
 

@@ -1,6 +1,12 @@
-"""Fixtures shared by the test files."""
+"""Fixtures shared by the test files, and the hypothesis profile."""
 
 import pytest
+from hypothesis import settings
+
+# Property tests check correctness, not speed: hypothesis's default 200 ms deadline per example failed
+# test_geometry on a loaded 2-core machine (one example took 350 ms while other jobs ran), so no deadline.
+settings.register_profile("navgym", deadline=None)
+settings.load_profile("navgym")
 
 
 @pytest.fixture(scope="module")

@@ -17,7 +17,7 @@ def test_task_evaluate_is_score():
     with pytest.warns(DeprecationWarning, match="Task.score"):
         got = task.evaluate(centers, rotations, targets)
     assert np.array_equal(got["error"], want["error"]) and list(want["error"]) == [3.0, 9.0]
-    with pytest.warns(DeprecationWarning, match="name it score"):
+    with pytest.warns(DeprecationWarning, match="Old.score"):
         class Old(Task):  # a user's task written against the old name is still scored by it
             def evaluate(self, centers, rotations, targets):
                 return {"error": np.ones(len(centers)), "is_success": np.ones(len(centers), bool)}

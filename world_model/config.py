@@ -9,13 +9,13 @@ with the field name for bad values.  Each field's ``help`` metadata is the one d
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass, fields, replace
 
 from navgym.configs import add_options, config_field, from_dict, to_dict
 
 from .device import DEVICE_HELP, resolve_device
 from .tokenizer import ARCHS
+from navgym.deprecation import warn_deprecated
 
 METHODS = ("navwm", "shuffled", "noaction", "navwm_joint", "shuffled_joint", "noaction_joint", "tokenizer",
            "mae2d", "mae3d", "random_init", "navjump", "shuffled_navjump", "noaction_navjump", "relpose")
@@ -30,8 +30,7 @@ def method_id(name: str) -> str:
     """``name`` as a method id of :data:`METHODS`: a deprecated id (:data:`DEPRECATED_METHODS`) is
     mapped to its new name with a ``DeprecationWarning``; any other name is returned unchanged."""
     if name in DEPRECATED_METHODS:
-        warnings.warn(f"method {name!r} is deprecated; use {DEPRECATED_METHODS[name]!r}", DeprecationWarning,
-                      stacklevel=3)
+        warn_deprecated(f"method {name!r}", repr(DEPRECATED_METHODS[name]), stacklevel=3)
         return DEPRECATED_METHODS[name]
     return name
 

@@ -1,15 +1,14 @@
 """Deprecated entry point (kept one release): ``python -m world_model.evaluate`` runs
 ``python -m world_model.evaluation`` (:mod:`world_model.evaluation.cli`) with a warning."""
 
-import warnings
 
 from world_model.evaluation.cli import main as _main
+from navgym.deprecation import warn_deprecated
 
 
 def main(argv=None) -> dict:
     """:func:`world_model.evaluation.cli.main`, after a ``DeprecationWarning``."""
-    warnings.warn("python -m world_model.evaluate is deprecated; use python -m world_model.evaluation",
-                  DeprecationWarning, stacklevel=2)
+    warn_deprecated("python -m world_model.evaluate", "python -m world_model.evaluation")
     return _main(argv)
 
 

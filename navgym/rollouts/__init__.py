@@ -3,6 +3,7 @@
 ``RolloutWindows`` and ``StreamingWindows`` import torch, so they load on first use.
 """
 
+from ..deprecation import moved_names
 from .generate import (
     ARRAYS,
     RolloutConfig,
@@ -28,17 +29,12 @@ __all__ = [
 ]
 
 
-def __getattr__(name):
-    if name in ("RolloutWindows", "StreamingWindows"):
+def _torch_datasets(name):
+    if name in ("RolloutWindows", "StreamingWindows"):  # lazily: they import torch
         from . import dataset
 
         return getattr(dataset, name)
-    if name == "simulate":
-        import warnings
-
-        from .. import simulator
-
-        warnings.warn("navgym.rollouts.simulate is deprecated; use navgym.simulator.simulate", DeprecationWarning,
-                      stacklevel=2)
-        return simulator.simulate
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+__getattr__ = moved_names(__name__, {"simulate": "navgym.simulator.simulate"}, fallback=_torch_datasets)

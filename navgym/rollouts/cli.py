@@ -15,6 +15,7 @@ from ..configs import add_options, config_field, options_config
 from ..files import atomic_path
 from ..subjects import load_subjects
 from .generate import RolloutConfig, generate_shard, load_config, shard_dirs, write_rollouts
+from ..deprecation import moved_names
 
 
 @dataclass(frozen=True)
@@ -142,16 +143,7 @@ def write_image(path: str, image: np.ndarray) -> None:
     atomic_path(path, lambda tmp: iio.imwrite(tmp, image))
 
 
-def __getattr__(name):
-    if name == "write_video":
-        import warnings
-
-        from .. import viz
-
-        warnings.warn("navgym.rollouts.cli.write_video is deprecated; use navgym.viz.write_video", DeprecationWarning,
-                      stacklevel=2)
-        return viz.write_video
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = moved_names(__name__, {"write_video": "navgym.viz.write_video"})
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -39,8 +39,7 @@ import shutil
 import sys
 import tempfile
 import time
-import warnings
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass, fields
 
 import numpy as np
 
@@ -54,6 +53,7 @@ from .. import simulator
 from ..simulator import NavConfig
 from ..subjects import load_subjects
 from ..tasks import make_task
+from ..deprecation import moved_names, warn_deprecated
 
 __all__ = [
     "RolloutConfig",
@@ -138,8 +138,7 @@ class RolloutConfig:
 
     def to_json(self) -> dict:
         """Deprecated: :func:`navgym.configs.to_dict`."""
-        warnings.warn("RolloutConfig.to_json is deprecated; use navgym.configs.to_dict", DeprecationWarning,
-                      stacklevel=2)
+        warn_deprecated("RolloutConfig.to_json", "navgym.configs.to_dict")
         return to_dict(self)
 
 
@@ -398,7 +397,7 @@ def _write_manifest(root: str, config: RolloutConfig) -> dict:
         "description": "navgym video-action rollouts: frame t rendered at pose t; action t moves pose t to pose t+1",
         "format": _FORMAT,
         "config": to_dict(config),
-        "nav_config": asdict(config.nav_config()),
+        "nav_config": to_dict(config.nav_config()),
         "versions": versions(VERSIONS_OF),
         "complete": len(shards) == config.num_shards,
         "counts": {"shards": len(shards), "shards_expected": config.num_shards, "episodes": episodes,
@@ -573,9 +572,4 @@ def write_rollouts(
     return write_manifest(root, config)
 
 
-def __getattr__(name):
-    if name == "simulate":
-        warnings.warn("navgym.rollouts.generate.simulate is deprecated; use navgym.simulator.simulate",
-                      DeprecationWarning, stacklevel=2)
-        return simulator.simulate
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = moved_names(__name__, {"simulate": "navgym.simulator.simulate"})

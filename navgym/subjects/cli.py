@@ -19,11 +19,11 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from ..configs import add_options, config_field, options_config
+from ..configs import add_options, config_field, options_config, to_dict
 from ..files import RunFolderError, differences, write_atomic, write_json_atomic
 from .io import find_entries
 from .pool import split_of
-from .synthetic import SyntheticConfig, _config_dict, synthetic_id, synthetic_subject
+from .synthetic import SyntheticConfig, synthetic_id, synthetic_subject
 
 __all__ = ["main", "generate"]
 
@@ -69,7 +69,7 @@ def generate(n: int, seed: int, out: str | Path, jobs: int = 1, spacing: float |
 
 def _check_settings(out: Path, cfg: SyntheticConfig) -> None:
     """Raise :class:`RunFolderError` if ``out`` holds synthetic subjects generated with another config."""
-    want = _config_dict(cfg)
+    want = to_dict(cfg)
     for sidecar in sorted(out.glob("sub-*/anat/sub-*_*.json")):
         record = json.loads(sidecar.read_text()).get("navgym", {})
         if record.get("generator") == "navgym.subjects.synthetic" and record.get("config") != want:

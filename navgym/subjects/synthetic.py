@@ -25,7 +25,7 @@ d subject).  ``subject.to_template`` is the :class:`WarpTransform` itself (exact
 from __future__ import annotations
 
 import functools
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import nibabel as nib
 import numba
@@ -34,6 +34,7 @@ from scipy import ndimage
 from scipy.spatial.transform import Rotation
 
 from ..anatomy import TEMPLATE_LANDMARKS, load_template, template_dir, template_planes
+from ..configs import to_dict
 from ..geometry import Plane
 from ..volume import Volume, normalize_intensity
 from .subject import Subject
@@ -203,12 +204,8 @@ def synthetic_subject(seed: int, config: SyntheticConfig | None = None) -> Subje
         point = warp.inverse(plane.point[None])[0]
         planes[name] = Plane(point, warp.jacobian(point[None])[0].T @ plane.normal)
     sid = synthetic_id(seed)
-    meta = {"generator": "navgym.subjects.synthetic", "seed": int(seed), "contrast": contrast, "config": _config_dict(cfg)}
+    meta = {"generator": "navgym.subjects.synthetic", "seed": int(seed), "contrast": contrast, "config": to_dict(cfg)}
     return Subject(sid, Volume(data, grid, labels, sid), landmarks, planes, warp, meta)
-
-
-def _config_dict(cfg: SyntheticConfig) -> dict:
-    return {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(cfg).items()}
 
 
 def _resample(warp: WarpTransform, shape, image: np.ndarray, tpl: Volume):

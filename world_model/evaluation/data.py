@@ -54,6 +54,7 @@ from navgym.rollouts.generate import pose_arrays, render_frames
 from navgym.simulator import NavConfig, draw_start_poses, simulate
 from navgym.subjects import Subject, load_subjects, template_subject
 from navgym.tasks import make_task
+from navgym.configs import to_dict
 
 __all__ = [
     "ProbeDataConfig", "ProbeSet", "ClipSet", "ProbeData", "make_probe_data", "cached_probe_data", "probe_subjects",
@@ -117,11 +118,6 @@ class ProbeDataConfig:
                 raise ValueError(f"ProbeDataConfig.{name} must be > 0, got {getattr(self, name)!r}")
         if self.jitter_mm < 0 or not 0 <= self.max_angle_deg <= 180:
             raise ValueError("ProbeDataConfig needs jitter_mm >= 0 and 0 <= max_angle_deg <= 180")
-
-    def to_dict(self) -> dict:
-        d = asdict(self)
-        d["size"] = list(self.size)
-        return d
 
     def per_subject(self, split: str) -> tuple[int, int]:
         """(slices, clips) per subject of ``split``."""
@@ -271,7 +267,7 @@ def _load(path: Path) -> ProbeData:
 
 def cache_key(subject_ids: Sequence[str], cfg: ProbeDataConfig, seed: int, split: str) -> str:
     """Hex digest naming one split's cached data: subject ids, config, seed, split and format."""
-    spec = {"ids": list(subject_ids), "config": cfg.to_dict(), "seed": seed, "split": split, "format": CACHE_FORMAT}
+    spec = {"ids": list(subject_ids), "config": to_dict(cfg), "seed": seed, "split": split, "format": CACHE_FORMAT}
     return hashlib.sha256(json.dumps(spec, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 

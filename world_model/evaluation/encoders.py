@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import os
 import re
-import warnings
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,8 +26,9 @@ import torch
 
 from navgym.geometry import unpack_poses
 
-from ..encoders import EncoderSpec, PooledPixels
+from ..encoders import EncoderSpec
 from .data import PROBE_SPLITS, ClipSet, ProbeSet
+from navgym.deprecation import moved_names
 
 __all__ = ["EncoderEntry", "POOLED_PIXELS", "load_encoder_entry", "frozen_features", "clip_features", "image_size",
            "has_clip_features", "device_of"]
@@ -51,13 +51,7 @@ class EncoderEntry:
 
 #: the method label of the pooled-intensity baseline (:class:`world_model.encoders.PooledPixels`)
 POOLED_PIXELS = "pooled_pixels"
-#: method labels of results written before a rename -> the label now
-def __getattr__(name):
-    if name == "PixelEncoder":
-        warnings.warn("world_model.evaluation.encoders.PixelEncoder is deprecated; use "
-                      "world_model.encoders.PooledPixels", DeprecationWarning, stacklevel=2)
-        return PooledPixels
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = moved_names(__name__, {"PixelEncoder": "world_model.encoders.PooledPixels"})
 
 
 def device_of(module) -> torch.device:

@@ -18,7 +18,7 @@ with the lowest probe-val loss (checked every ``eval_every`` steps) is scored on
 from __future__ import annotations
 
 import copy
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -60,8 +60,6 @@ class FinetuneConfig:
             if getattr(self, name) < 1:
                 raise ValueError(f"FinetuneConfig.{name} must be >= 1, got {getattr(self, name)}")
 
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 class ReferenceCNN(nn.Module):

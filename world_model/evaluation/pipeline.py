@@ -14,7 +14,6 @@ import hashlib
 import json
 import sys
 import time
-import warnings
 from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
@@ -22,7 +21,9 @@ from typing import Callable, Sequence
 
 import torch
 
+from navgym.deprecation import warn_deprecated
 from navgym.files import write_json_atomic
+from navgym.configs import to_dict
 
 from ..encoders import PooledPixels
 from .data import PROBE_SPLITS, ProbeData, ProbeDataConfig
@@ -91,9 +92,10 @@ class EvalConfig:
                                  eval_every=s(self.finetune_cfg.eval_every),
                                  reference_steps=s(self.finetune_cfg.reference_steps)))
 
-    def to_dict(self) -> dict:
-        return {"data": self.data.to_dict(), "probe": self.probe.to_dict(), "finetune": self.finetune_cfg.to_dict(),
-                "plan": self.plan.to_dict(), "tasks": list(self.tasks), "probes": list(self.probes),
+    def record(self) -> dict:
+        """The settings as results.json and the cache keys record them."""
+        return {"data": to_dict(self.data), "probe": to_dict(self.probe), "finetune": to_dict(self.finetune_cfg),
+                "plan": to_dict(self.plan), "tasks": list(self.tasks), "probes": list(self.probes),
                 "finetune_enabled": self.finetune, "linear_n_labels": list(self.linear_n_labels), "clips": self.clips,
                 "reference_seeds": list(self.reference_seeds), "reference_arch": self.reference_arch,
                 "pixel_baseline": self.pixel_baseline,
@@ -163,7 +165,7 @@ class _Parts:
         self.bar = None  # a progress bar moved once per unit
         if (shard is not None or cached_only) and self.folder is None:
             raise ValueError("evaluate_encoders(shard=..., cached_only=...) needs parts_dir (the units' cache)")
-        config = {k: v for k, v in cfg.to_dict().items() if k not in self.UNIT_FIELDS}
+        config = {k: v for k, v in cfg.record().items() if k not in self.UNIT_FIELDS}
         fingerprint = {"config": config, "data": {s: data[s].subject_ids for s in PROBE_SPLITS},
                        "n": {s: len(data[s].slices) for s in PROBE_SPLITS},
                        "frames": hashlib.sha256(data["test"].slices.frames[:64].tobytes()).hexdigest()}
@@ -452,6 +454,5 @@ def _result(rows, found, plan_rows, p: _Probe, data, entries, frozen, scratch, c
 
 def evaluate(*args, **kwargs) -> dict:
     """Deprecated name of :func:`evaluate_encoders` (kept one release)."""
-    warnings.warn("world_model.evaluation.pipeline.evaluate is deprecated; use evaluate_encoders",
-                  DeprecationWarning, stacklevel=2)
+    warn_deprecated("world_model.evaluation.pipeline.evaluate", "evaluate_encoders")
     return evaluate_encoders(*args, **kwargs)

@@ -19,7 +19,7 @@ for the start pose (no movement) and for uniformly random actions.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Callable, Protocol, Sequence
 
 import numpy as np
@@ -74,8 +74,6 @@ class PlanConfig:
         if self.elites > self.population:
             raise ValueError("elites must be <= population")
 
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 def _actions_6(a: np.ndarray | torch.Tensor):

@@ -36,8 +36,7 @@ Probes
 from __future__ import annotations
 
 import copy
-import warnings
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
@@ -48,6 +47,7 @@ from torch import nn
 
 from ..standardise import Standardiser, statistics
 from .data import LANDMARK_NAMES, MIRRORED_LANDMARKS, PROBE_SPLITS, ProbeSet, mirror_pose
+from navgym.deprecation import moved_names
 
 __all__ = [
     "ProbeConfig", "ProbeTask", "PROBE_TASKS", "FRAME_TASKS", "PRIMARY_METRIC", "TaskTargets",
@@ -57,12 +57,7 @@ __all__ = [
 ]
 
 
-def __getattr__(name):
-    if name == "Standardizer":
-        warnings.warn("world_model.evaluation.probes.Standardizer is deprecated; use "
-                      "world_model.standardise.Standardiser", DeprecationWarning, stacklevel=2)
-        return Standardiser
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = moved_names(__name__, {"Standardizer": "world_model.standardise.Standardiser"})
 
 
 @dataclass(frozen=True)
@@ -94,8 +89,6 @@ class ProbeConfig:
             if getattr(self, name) < 1:
                 raise ValueError(f"ProbeConfig.{name} must be >= 1, got {getattr(self, name)}")
 
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 # --- tasks ----------------------------------------------------------------------------------

@@ -513,7 +513,7 @@ def _readme_snippet(doc: dict, kept: list[str]) -> str:
 def write_report(result: dict, cfg, out, command: list[str], extra: dict | None = None) -> dict:
     """Write report.md, results.json, readme_snippet.md and plots into ``out``; returns the document."""
     doc = {"command": " ".join(command), "created_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-           "versions": versions(VERSIONS_OF), "config": cfg.to_dict(), **(extra or {}), **result}
+           "versions": versions(VERSIONS_OF), "config": cfg.record(), **(extra or {}), **result}
     return _write(doc, Path(out))
 
 

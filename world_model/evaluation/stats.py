@@ -7,12 +7,12 @@ but ``seed`` and ``value``.
 
 from __future__ import annotations
 
-import warnings
 from typing import Iterable
 
 import numpy as np
 
 from navgym.stats import mean_ci
+from navgym.deprecation import warn_deprecated
 
 __all__ = ["mean_ci", "mean_ci_by_method", "intervals_overlap", "compare_methods", "HIGHER_IS_BETTER", "summarize"]
 
@@ -45,8 +45,7 @@ def mean_ci_by_method(rows: Iterable[dict]) -> list[dict]:
 
 def summarize(rows: Iterable[dict]) -> list[dict]:
     """Deprecated name of :func:`mean_ci_by_method`."""
-    warnings.warn("world_model.evaluation.stats.summarize is deprecated; use mean_ci_by_method", DeprecationWarning,
-                  stacklevel=2)
+    warn_deprecated("world_model.evaluation.stats.summarize", "mean_ci_by_method")
     return mean_ci_by_method(rows)
 
 
