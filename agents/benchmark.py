@@ -31,7 +31,8 @@ from pathlib import Path
 
 import numpy as np
 
-from navgym.configs import add_deprecated_alias, add_options, config_field, options_config, renamed_keyword, to_dict
+from navgym.configs import add_deprecated_alias, add_options, config_field, options_config, to_dict
+from navgym.deprecation import renamed_keyword
 from navgym.files import atomic_path, write_atomic, write_json_atomic
 from navgym.presets import get_preset
 from navgym.provenance import load_average

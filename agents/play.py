@@ -24,7 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
-from navgym.configs import add_deprecated_alias, add_options, config_field, options_config, renamed_keyword
+from navgym.configs import add_deprecated_alias, add_options, config_field, options_config
+from navgym.deprecation import renamed_keyword
 from navgym.files import write_json_atomic
 from navgym.presets import get_preset
 from world_model.device import DEVICE_HELP, resolve_device

@@ -14,15 +14,13 @@ nothing to do) with ``parser.error(message)``: the usage and ``PROG: error: MESS
 from __future__ import annotations
 
 import argparse
-import functools
 import json
 import re
 from dataclasses import MISSING, asdict, field, fields, is_dataclass
 from typing import Any, Callable
 from .deprecation import warn_deprecated
 
-__all__ = ["config_field", "parse_bool", "parse_json_dict", "add_options", "add_deprecated_alias",
-           "renamed_keyword", "options_config",
+__all__ = ["config_field", "parse_bool", "parse_json_dict", "add_options", "add_deprecated_alias", "options_config",
            "to_dict", "from_dict"]
 
 _PLAIN = {"int": int, "float": float, "str": str, "bool": None}  # bool: parse_bool
@@ -153,22 +151,6 @@ def add_deprecated_alias(parser, old: str, new: str) -> None:
     parser.add_argument(old, action=_DeprecatedOption, new=new, dest=action.dest, type=action.type,
                         choices=action.choices, nargs=action.nargs, metavar=action.metavar, default=argparse.SUPPRESS,
                         help=argparse.SUPPRESS)
-
-
-def renamed_keyword(old: str, new: str):
-    """Decorator: the function's keyword argument ``new`` is also accepted as ``old``, its previous name, with a
-    ``DeprecationWarning`` naming ``new`` (both at once: ``TypeError``)."""
-    def wrap(fn):
-        @functools.wraps(fn)
-        def call(*args, **kwargs):
-            if old in kwargs:
-                if new in kwargs:
-                    raise TypeError(f"{fn.__name__}: give {new}= alone ({old}= is its deprecated name)")
-                warnings.warn(f"{fn.__name__}({old}=...) is deprecated; use {new}=", DeprecationWarning, stacklevel=2)
-                kwargs[new] = kwargs.pop(old)
-            return fn(*args, **kwargs)
-        return call
-    return wrap
 
 
 def options_config(cls, namespace: argparse.Namespace, base=None):

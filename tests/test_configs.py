@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 
 from navgym.configs import (add_deprecated_alias, add_options, config_field, from_dict, options_config,
-                            parse_json_dict, renamed_keyword, to_dict)
+                            parse_json_dict, to_dict)
+from navgym.deprecation import renamed_keyword
 
 
 @dataclass(frozen=True)
