@@ -25,14 +25,13 @@ import platform
 import shlex
 import sys
 import time
-import warnings
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
 import numpy as np
 
 from navgym.configs import add_deprecated_alias, add_options, config_field, options_config, to_dict
-from navgym.deprecation import renamed_keyword
+from navgym.deprecation import renamed_keyword, warn_deprecated
 from navgym.files import atomic_path, write_atomic, write_json_atomic
 from navgym.presets import get_preset
 from navgym.provenance import load_average
@@ -103,7 +102,7 @@ def summarise_runs(runs: list[dict]) -> dict:
 
 def summarise(runs: list[dict]) -> dict:
     """Deprecated name of :func:`summarise_runs`."""
-    warnings.warn("agents.benchmark.summarise is deprecated; use summarise_runs", DeprecationWarning, stacklevel=2)
+    warn_deprecated("agents.benchmark.summarise", "summarise_runs")
     return summarise_runs(runs)
 
 

@@ -18,13 +18,13 @@ Observation (``spaces.Dict``):
 from __future__ import annotations
 
 import time
-import warnings
 
 import numpy as np
 from gymnasium import spaces
 from gymnasium.vector import AutoresetMode
 from stable_baselines3.common.vec_env.base_vec_env import VecEnv
 
+from navgym.deprecation import warn_deprecated
 from navgym.env import MRINavVectorEnv
 from navgym.presets import get_preset, subject_kwargs
 
@@ -256,6 +256,5 @@ def make_nav_vec_env(task: str, num_envs: int, split: str = "train", size: int =
 def make_vec_env(*args, **kwargs) -> NavVecEnv:
     """Deprecated alias of :func:`make_nav_vec_env` (it shadowed SB3's ``make_vec_env``, whose signature differs);
     removed in the next release."""
-    warnings.warn("agents.envs.make_vec_env is renamed make_nav_vec_env (SB3 has its own make_vec_env); the alias "
-                  "goes in the next release", DeprecationWarning, stacklevel=2)
+    warn_deprecated("agents.envs.make_vec_env", "make_nav_vec_env (SB3 has its own make_vec_env)")
     return make_nav_vec_env(*args, **kwargs)

@@ -1,9 +1,9 @@
 """Deprecated module name (kept one release): the held-out episodes live in :mod:`agents.episodes`."""
 
-import warnings
+from navgym.deprecation import warn_deprecated
+from navgym.stats import bootstrap_median, wilson  # noqa: F401  (their home now)
 
 from .episodes import *  # noqa: F401,F403
 from .episodes import __all__  # noqa: F401
-from navgym.stats import bootstrap_median, wilson  # noqa: F401  (their home now)
 
-warnings.warn("agents.evaluate is deprecated; import from agents.episodes", DeprecationWarning, stacklevel=2)
+warn_deprecated("agents.evaluate", "agents.episodes")

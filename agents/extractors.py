@@ -9,13 +9,13 @@ frames as float 0..255 (SB3 casts uint8 to float) and scales them itself.
 
 from __future__ import annotations
 
-import warnings
 
 import torch
 from gymnasium import spaces
 from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
 from torch import nn
 
+from navgym.deprecation import warn_deprecated
 from world_model.encoders import EncoderSpec, RandomCNN
 
 __all__ = ["NavExtractor", "RandomCNN", "StandardisedEncoder", "CNNS"]
@@ -130,6 +130,5 @@ class StandardisedEncoder(nn.Module):
 
 def load_frame_encoder(spec: str, seed: int = 0, size: int | None = None) -> nn.Module | None:
     """Deprecated: ``EncoderSpec.parse(spec).load(seed, size)`` (:class:`world_model.encoders.EncoderSpec`)."""
-    warnings.warn("agents.extractors.load_frame_encoder is deprecated; use "
-                  "world_model.encoders.EncoderSpec.parse(spec).load(seed, size)", DeprecationWarning, stacklevel=2)
+    warn_deprecated("agents.extractors.load_frame_encoder", "world_model.encoders.EncoderSpec.parse(spec).load(seed, size)")
     return EncoderSpec.parse(spec).load(seed=seed, size=size)

@@ -32,6 +32,7 @@ from stable_baselines3.common.vec_env import VecNormalize
 from tqdm.auto import tqdm
 
 from navgym.configs import add_deprecated_alias, add_options, config_field, from_dict, options_config, parse_bool, to_dict
+from navgym.deprecation import warn_deprecated
 from navgym.files import RunFolderError, atomic_path, differences, write_json_atomic
 from navgym.presets import get_preset
 from world_model.device import DEVICE_HELP, resolve_device
@@ -118,14 +119,13 @@ class AgentConfig:
     @property
     def task(self) -> str:
         """Deprecated name of :attr:`preset`."""
-        warnings.warn("AgentConfig.task is deprecated; use AgentConfig.preset", DeprecationWarning, stacklevel=2)
+        warn_deprecated("AgentConfig.task", "AgentConfig.preset")
         return self.preset
 
 
 def choose_device(spec: str = "auto") -> str:
     """Deprecated: ``str(world_model.device.resolve_device(spec))``."""
-    warnings.warn("agents.train.choose_device is deprecated; use world_model.device.resolve_device", DeprecationWarning,
-                  stacklevel=2)
+    warn_deprecated("agents.train.choose_device", "world_model.device.resolve_device")
     return str(resolve_device(spec))
 
 
@@ -348,8 +348,7 @@ def build_agent(cfg: AgentConfig, env, tensorboard_log: str | None):
 
 def build_model(cfg: AgentConfig, env, tensorboard_log: str | None):
     """Deprecated name of :func:`build_agent`."""
-    warnings.warn("agents.train.build_model is deprecated; use agents.train.build_agent", DeprecationWarning,
-                  stacklevel=2)
+    warn_deprecated("agents.train.build_model", "agents.train.build_agent")
     return build_agent(cfg, env, tensorboard_log)
 
 

@@ -41,12 +41,13 @@ effective rank below :data:`COLLAPSE_RANK` of its maximum.
 from __future__ import annotations
 
 import copy
-import warnings
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from navgym.deprecation import warn_deprecated
 
 from .config import ModelConfig, TrainConfig, method_id
 from .data import VolumeCrops, clip_batches, render_device, step_generator
@@ -106,7 +107,7 @@ class Method(WorldModel):
 
     def evaluate(self, batch: dict) -> dict:
         """Deprecated name of :meth:`held_out_metrics` (kept one release)."""
-        warnings.warn("Method.evaluate is deprecated; use Method.held_out_metrics", DeprecationWarning, stacklevel=2)
+        warn_deprecated("Method.evaluate", "Method.held_out_metrics")
         return self.held_out_metrics(batch)
 
     @property
@@ -408,7 +409,7 @@ def build_method(model: ModelConfig, method: str, train: TrainConfig | None = No
 
 def build_model(*args, **kwargs) -> Method:
     """Deprecated name of :func:`build_method`."""
-    warnings.warn("world_model.methods.build_model is deprecated; use build_method", DeprecationWarning, stacklevel=2)
+    warn_deprecated("world_model.methods.build_model", "build_method")
     return build_method(*args, **kwargs)
 
 

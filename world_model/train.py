@@ -31,7 +31,6 @@ import math
 import os
 import sys
 import time
-import warnings
 from dataclasses import replace
 from pathlib import Path
 
@@ -39,6 +38,7 @@ import torch
 import torch.distributed as dist
 
 from navgym.configs import to_dict
+from navgym.deprecation import warn_deprecated
 from navgym.files import RunFolderError, atomic_path, differences, write_json_atomic
 
 from .config import ModelConfig, TrainConfig, add_arguments, as_dict, config_from_dict, make_config
@@ -191,7 +191,7 @@ class Run:
 
     def evaluate(self, batch: dict, done: int) -> None:
         """Deprecated name of :meth:`log_held_out` (kept one release)."""
-        warnings.warn("Run.evaluate is deprecated; use Run.log_held_out", DeprecationWarning, stacklevel=2)
+        warn_deprecated("Run.evaluate", "Run.log_held_out")
         self.log_held_out(batch, done)
 
     def checkpoint(self, done: int) -> None:
