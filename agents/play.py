@@ -28,7 +28,7 @@ from navgym.configs import add_deprecated_alias, add_options, config_field, opti
 from navgym.deprecation import renamed_keyword
 from navgym.files import write_json_atomic
 from navgym.presets import get_preset
-from world_model.device import DEVICE_HELP, resolve_device
+from world_model.device import device_field
 
 from .benchmark import BOUNDS, bound_episodes
 from .episodes import episode_metrics, model_act_fn, run_episodes
@@ -142,7 +142,7 @@ class PlayOptions:
     episodes: int = config_field(2, "episodes per env")
     envs: int | None = config_field(None, "held-out envs", show="the run's eval_envs")
     gif: str | None = config_field(None, "write env 0's first episode here (.gif)")
-    device: str = config_field("auto", DEVICE_HELP)
+    device: str = device_field()
     preset: str | None = config_field(None, "another preset with the agent's target, e.g. AC-far for an AC-near "
                                             "agent", show="the agent's preset")
     bounds: bool = config_field(False, "also play the oracle and random actions on the same episodes")
@@ -168,10 +168,6 @@ def parse_args(argv=None, p: argparse.ArgumentParser | None = None) -> PlayOptio
         p.error(f"--out must end in .json, got {a.out!r}")
     if a.episodes < 1 or (a.envs is not None and a.envs < 1):
         p.error(f"--episodes and --envs must be >= 1, got {a.episodes} and {a.envs}")
-    try:
-        resolve_device(a.device, "--device")
-    except ValueError as e:
-        p.error(str(e))
     if a.preset is not None:
         try:
             get_preset(a.preset)

@@ -35,7 +35,7 @@ from navgym.configs import add_deprecated_alias, add_options, config_field, from
 from navgym.deprecation import warn_deprecated
 from navgym.files import RunFolderError, atomic_path, differences, write_json_atomic
 from navgym.presets import get_preset
-from world_model.device import DEVICE_HELP, resolve_device
+from world_model.device import device_field, resolve_device
 from world_model.encoders import EncoderSpec
 from world_model.standardise import load_statistics, save_statistics, statistics
 
@@ -61,7 +61,7 @@ _f = config_field  # short form for the field table below
 class AgentConfig:
     """One agent training run (stored as ``config.json`` in its output folder)."""
 
-    preset: str = _f("AC-near", "task preset id (navgym.presets), e.g. AC-near, midsag-far")
+    preset: str = _f("AC-near", "task preset id (navgym.presets), e.g. AC-near, mid_sagittal-far")
     encoder: str = _f("pixels", "pixels (a CNN trained end to end) | random-cnn | a world-model checkpoint or method")
     finetune: bool = _f(False, "train the pretrained encoder too (otherwise frozen)")
     cnn: str = _f("small", f"CNN for --encoder pixels: {' | '.join(CNNS)}", choices=tuple(CNNS))
@@ -91,7 +91,7 @@ class AgentConfig:
     train_subjects: str | None = _f(None, "override the preset's training subjects")
     test_subjects: str | None = _f(None, "override the preset's held-out subjects")
     threads: int = _f(2, "torch CPU threads")
-    device: str = _f("auto", DEVICE_HELP)
+    device: str = device_field()
     progress: bool = _f(True, "progress bar")
     ppo: dict = _f(PPO_DEFAULTS, "PPO settings: any PPO argument that is a number, bool or string, e.g. vf_coef=0.5",
                    parse=lambda s: _setting("ppo", s), metavar="KEY=VALUE", nargs="*")

@@ -12,10 +12,10 @@ from __future__ import annotations
 from dataclasses import dataclass, fields, replace
 
 from navgym.configs import add_options, config_field, from_dict, to_dict
-
-from .device import DEVICE_HELP, resolve_device
-from .tokenizer import ARCHS
 from navgym.deprecation import warn_deprecated
+
+from .device import device_field, resolve_device
+from .tokenizer import ARCHS
 
 METHODS = ("navwm", "shuffled", "noaction", "navwm_joint", "shuffled_joint", "noaction_joint", "tokenizer",
            "mae2d", "mae3d", "random_init", "navjump", "shuffled_navjump", "noaction_navjump", "relpose")
@@ -104,7 +104,7 @@ class TrainConfig:
     resident_subjects: int = _f(4, "subjects kept resident by the clip stream (rendered from at once)")
     amp: bool = _f(True, "bf16 autocast on CUDA")
     compile: bool = _f(False, "torch.compile the model (CUDA)")
-    device: str = _f("auto", DEVICE_HELP)
+    device: str = device_field()
     threads: int = _f(0, "torch CPU threads (0 = torch's default)")
     compile_mode: str = _f("default", "torch.compile mode with --compile: 'default', 'reduce-overhead' (CUDA graphs) "
                                       "or 'max-autotune'")

@@ -26,7 +26,7 @@ import torch
 from navgym.configs import add_options, config_field, options_config
 
 from .data import ProbeDataConfig, cached_probe_data, probe_subjects
-from ..device import DEVICE_HELP, resolve_device
+from ..device import device_field, resolve_device
 from .encoders import load_encoder_entry, image_size
 from .finetune import REFERENCE_ARCHS, FinetuneConfig
 from .pipeline import EvalConfig, Progress, evaluate_encoders
@@ -115,7 +115,7 @@ class EvaluationOptions:
                                                           "(capable: the ResNet-18 one)", choices=list(REFERENCE_ARCHS))
     no_clips: bool = config_field(False, "skip the clip-level probes")
     no_planning: bool = config_field(False, "skip latent planning")
-    device: str = config_field("auto", DEVICE_HELP)
+    device: str = device_field()
     threads: int = config_field(2, "torch CPU threads")
     cache: str = config_field("runs/eval_cache", "probe-data cache folder ('' = no cache)")
     shard: tuple[int, int] | None = config_field(
@@ -140,12 +140,7 @@ def parser() -> argparse.ArgumentParser:
 
 def parse_args(argv=None, p: argparse.ArgumentParser | None = None) -> EvaluationOptions:
     p = p or parser()
-    args = options_config(EvaluationOptions, p.parse_args(argv))
-    try:
-        resolve_device(args.device, "--device")
-    except ValueError as e:
-        p.error(str(e))
-    return args
+    return options_config(EvaluationOptions, p.parse_args(argv))
 
 
 def main(argv=None) -> dict:
