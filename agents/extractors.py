@@ -9,7 +9,6 @@ frames as float 0..255 (SB3 casts uint8 to float) and scales them itself.
 
 from __future__ import annotations
 
-
 import torch
 from gymnasium import spaces
 from stable_baselines3.common.torch_layers import BaseFeaturesExtractor

@@ -18,9 +18,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .deprecation import warn_deprecated
 from .geometry import plane_angle_deg, plane_distance
 from .subjects import Subject
-from .deprecation import warn_deprecated
 
 __all__ = ["Task", "ExploreTask", "LandmarkTask", "PlaneTask", "make_task", "shaped_reward"]
 

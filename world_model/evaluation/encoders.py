@@ -24,11 +24,11 @@ from typing import Any
 import numpy as np
 import torch
 
+from navgym.deprecation import moved_names
 from navgym.geometry import unpack_poses
 
 from ..encoders import EncoderSpec
 from .data import PROBE_SPLITS, ClipSet, ProbeSet
-from navgym.deprecation import moved_names
 
 __all__ = ["EncoderEntry", "POOLED_PIXELS", "load_encoder_entry", "frozen_features", "clip_features", "image_size",
            "has_clip_features", "device_of"]

@@ -21,9 +21,9 @@ from typing import Callable, Sequence
 
 import torch
 
+from navgym.configs import to_dict
 from navgym.deprecation import warn_deprecated
 from navgym.files import write_json_atomic
-from navgym.configs import to_dict
 
 from ..encoders import PooledPixels
 from .data import PROBE_SPLITS, ProbeData, ProbeDataConfig

@@ -45,9 +45,10 @@ import torch.nn.functional as F
 from scipy import stats
 from torch import nn
 
+from navgym.deprecation import moved_names
+
 from ..standardise import Standardiser, statistics
 from .data import LANDMARK_NAMES, MIRRORED_LANDMARKS, PROBE_SPLITS, ProbeSet, mirror_pose
-from navgym.deprecation import moved_names
 
 __all__ = [
     "ProbeConfig", "ProbeTask", "PROBE_TASKS", "FRAME_TASKS", "PRIMARY_METRIC", "TaskTargets",
