@@ -136,6 +136,15 @@ def share_plan(runs: list[Run]) -> tuple[list, dict]:
     return keys, follows
 
 
+def _open_streams(runs: list[Run], keys: list, device: torch.device) -> dict:
+    """One batch stream per stream key (:func:`share_plan`), opened by its first run with steps left to take."""
+    streams = {}
+    for key, r in zip(keys, runs):
+        if key is not None and key not in streams and r.start < r.steps:
+            streams[key] = r.model.batches(0, 1, 0, device)
+    return streams
+
+
 def train_all(specs, device: torch.device, log=lambda m: None, deadline: float | None = None, progress: bool = True,
               tensorboard: bool = False) -> dict:
     """Train every (ModelConfig, TrainConfig) run in one loop on shared data (see the module docstring).
@@ -152,10 +161,7 @@ def train_all(specs, device: torch.device, log=lambda m: None, deadline: float |
                          "the comparison does not resume: use a new --runs folder")
     keys, follows = share_plan(runs)
     steps = max((r.steps for r in runs if r.start < r.steps), default=0)
-    streams = {}
-    for i, r in enumerate(runs):
-        if keys[i] is not None and keys[i] not in streams and r.start < r.steps:
-            streams[keys[i]] = r.model.batches(0, 1, 0, device)
+    streams = _open_streams(runs, keys, device)
     every = min((r.cfg.log_every for r in runs), default=20)
     log(f"training {len(runs)} runs for {steps} steps in one loop: {len(streams)} data streams, stage 1 shared by "
         f"{len(follows)} runs")
@@ -234,10 +240,7 @@ def calibrate(specs, device: torch.device, steps: int = 3, log=lambda m: None) -
                for mc, tc in specs if tc.total_steps > 0]
         runs = build_runs(cal, device, log)
         keys, follows = share_plan(runs)
-        streams, data = {}, {}
-        for i, r in enumerate(runs):
-            if keys[i] is not None and keys[i] not in streams:
-                streams[keys[i]] = r.model.batches(0, 1, 0, device)
+        streams, data = _open_streams(runs, keys, device), {}
         batches = {}
         for k, it in streams.items():
             times = []
